@@ -1,0 +1,473 @@
+//! The plugin configuration: parsed, checked and turned into what the request path needs.
+//!
+//! Everything that can be wrong with a configuration is found here, at configure time, so that
+//! Envoy refuses a bad configuration with a message instead of the filter failing per request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use url::Url;
+
+use crate::jwks::{JwksError, KeySet};
+use crate::verify::TokenPolicy;
+
+const DEFAULT_MCP_PATH: &str = "/mcp";
+const DEFAULT_CLOCK_SKEW_SECONDS: u32 = 60;
+const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+const DEFAULT_JWKS_REFRESH_SECONDS: u32 = 300;
+const DEFAULT_JWKS_TIMEOUT_MS: u32 = 5_000;
+const DEFAULT_UNKNOWN_KID_COOLDOWN_SECONDS: u32 = 30;
+const DEFAULT_JWKS_WAIT_MS: u64 = 5_000;
+const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
+const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// A configuration the filter refuses, with what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the plugin configuration is not valid: {0}")]
+    Syntax(String),
+    #[error("`{field}` = `{value}` is not an absolute http(s) URL: {reason}")]
+    BadUrl { field: String, value: String, reason: String },
+    #[error("`issuers` is empty: configure at least one trusted token issuer")]
+    NoIssuer,
+    #[error("issuer `{0}` needs exactly one of `jwks` (fetched from a cluster) or `jwks_inline`")]
+    KeySource(String),
+    #[error("`jwks_inline` of issuer `{issuer}` is unusable: {source}")]
+    InlineJwks { issuer: String, source: JwksError },
+    #[error("`{field}` = `{value}` must be a path starting with `/`")]
+    BadPath { field: String, value: String },
+    #[error("public path `{0}` covers the MCP path; the MCP endpoint would be served without a token")]
+    PublicPathCoversMcp(String),
+    #[error("`{field}`: {reason}")]
+    OutOfRange { field: String, reason: String },
+    #[error("`identity_headers` key `{0}` is not a usable header name (lowercase token, not a pseudo, hop-by-hop or authorization header)")]
+    BadHeaderName(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    resource: String,
+    audiences: Option<Vec<String>>,
+    #[serde(default)]
+    authorization_servers: Vec<String>,
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    scopes_supported: Vec<String>,
+    #[serde(default)]
+    required_scopes: Vec<String>,
+    resource_name: Option<String>,
+    mcp_path: Option<String>,
+    #[serde(default)]
+    public_paths: Vec<String>,
+    clock_skew_seconds: Option<u32>,
+    max_token_bytes: Option<usize>,
+    #[serde(default)]
+    identity_headers: BTreeMap<String, String>,
+    jwks_wait_ms: Option<u64>,
+    token_cache_entries: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    issuer: String,
+    jwks: Option<RawRemoteJwks>,
+    jwks_inline: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemoteJwks {
+    cluster: String,
+    path: String,
+    authority: Option<String>,
+    refresh_seconds: Option<u32>,
+    timeout_ms: Option<u32>,
+    unknown_kid_cooldown_seconds: Option<u32>,
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    Inline(Arc<KeySet>),
+    Remote(RemoteJwks),
+}
+
+/// A JWKS fetched through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub refresh_seconds: u32,
+    pub timeout_ms: u32,
+    /// A token naming an unknown `kid` triggers a refetch at most this often, so that a flood of
+    /// forged `kid`s cannot turn into a flood of JWKS requests.
+    pub unknown_kid_cooldown_seconds: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub keys: KeySource,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct FilterConfig {
+    pub resource: String,
+    /// The absolute URL of the protected resource metadata, as `WWW-Authenticate` advertises it.
+    pub resource_metadata_url: String,
+    /// The paths the metadata document is served at.
+    pub metadata_paths: Vec<String>,
+    /// The metadata document, rendered once.
+    pub metadata_document: String,
+    pub required_scopes: Vec<String>,
+    pub mcp_path: String,
+    pub public_paths: Vec<String>,
+    pub token_policy: TokenPolicy,
+    pub issuers: Vec<IssuerConfig>,
+    /// `(header, claim)`: upstream headers that carry a claim of the verified token.
+    pub identity_headers: Vec<(String, String)>,
+    pub jwks_wait_ms: u64,
+    pub token_cache_entries: usize,
+}
+
+impl FilterConfig {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            serde_json::from_slice(bytes).map_err(|err| ConfigError::Syntax(err.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let resource = http_url("resource", &raw.resource)?;
+        for server in &raw.authorization_servers {
+            http_url("authorization_servers", server)?;
+        }
+        if raw.issuers.is_empty() {
+            return Err(ConfigError::NoIssuer);
+        }
+        let issuers = raw.issuers.into_iter().map(issuer).collect::<Result<Vec<_>, _>>()?;
+
+        let mcp_path = raw.mcp_path.unwrap_or_else(|| DEFAULT_MCP_PATH.to_owned());
+        path("mcp_path", &mcp_path)?;
+        for public in &raw.public_paths {
+            path("public_paths", public)?;
+            if mcp_path.starts_with(public.as_str()) || public == "/" {
+                return Err(ConfigError::PublicPathCoversMcp(public.clone()));
+            }
+        }
+
+        let resource_path = resource.path().trim_end_matches('/');
+        let origin = resource.origin().ascii_serialization();
+        let resource_metadata_url = format!("{origin}{METADATA_PATH}{resource_path}");
+        let mut metadata_paths = vec![METADATA_PATH.to_owned(), format!("{METADATA_PATH}{mcp_path}")];
+        let resource_path_form = format!("{METADATA_PATH}{resource_path}");
+        if !metadata_paths.contains(&resource_path_form) {
+            metadata_paths.push(resource_path_form);
+        }
+
+        let mut metadata = json!({
+            "resource": raw.resource,
+            "authorization_servers": raw.authorization_servers,
+            "bearer_methods_supported": ["header"],
+        });
+        if !raw.scopes_supported.is_empty() {
+            metadata["scopes_supported"] = json!(raw.scopes_supported);
+        }
+        if let Some(name) = &raw.resource_name {
+            metadata["resource_name"] = json!(name);
+        }
+
+        let clock_skew = raw.clock_skew_seconds.unwrap_or(DEFAULT_CLOCK_SKEW_SECONDS);
+        if clock_skew > 600 {
+            return Err(out_of_range("clock_skew_seconds", "at most 600 seconds"));
+        }
+        let max_token_bytes = raw.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+        if !(256..=1024 * 1024).contains(&max_token_bytes) {
+            return Err(out_of_range("max_token_bytes", "between 256 and 1048576"));
+        }
+        let token_cache_entries = raw.token_cache_entries.unwrap_or(DEFAULT_TOKEN_CACHE_ENTRIES);
+        if token_cache_entries == 0 {
+            return Err(out_of_range("token_cache_entries", "at least 1"));
+        }
+        let jwks_wait_ms = raw.jwks_wait_ms.unwrap_or(DEFAULT_JWKS_WAIT_MS);
+        if !(100..=60_000).contains(&jwks_wait_ms) {
+            return Err(out_of_range("jwks_wait_ms", "between 100 and 60000"));
+        }
+
+        let identity_headers = raw
+            .identity_headers
+            .into_iter()
+            .map(|(header, claim)| {
+                if usable_header_name(&header) {
+                    Ok((header, claim))
+                } else {
+                    Err(ConfigError::BadHeaderName(header))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let audiences = raw.audiences.unwrap_or_else(|| vec![raw.resource.clone()]);
+        if audiences.is_empty() {
+            return Err(out_of_range("audiences", "list at least one accepted `aud` value"));
+        }
+
+        Ok(Self {
+            resource: raw.resource,
+            resource_metadata_url,
+            metadata_paths,
+            metadata_document: metadata.to_string(),
+            required_scopes: raw.required_scopes,
+            mcp_path,
+            public_paths: raw.public_paths,
+            token_policy: TokenPolicy {
+                audiences,
+                clock_skew_seconds: i64::from(clock_skew),
+                max_token_bytes,
+            },
+            issuers,
+            identity_headers,
+            jwks_wait_ms,
+            token_cache_entries,
+        })
+    }
+}
+
+fn issuer(raw: RawIssuer) -> Result<IssuerConfig, ConfigError> {
+    let url = http_url("issuers[].issuer", &raw.issuer)?;
+    let keys = match (raw.jwks, raw.jwks_inline) {
+        (Some(remote), None) => KeySource::Remote(remote_jwks(remote, &url)?),
+        (None, Some(inline)) => KeySource::Inline(Arc::new(
+            KeySet::from_value(&inline)
+                .map_err(|source| ConfigError::InlineJwks { issuer: raw.issuer.clone(), source })?,
+        )),
+        _ => return Err(ConfigError::KeySource(raw.issuer)),
+    };
+    Ok(IssuerConfig { issuer: raw.issuer, keys })
+}
+
+fn remote_jwks(raw: RawRemoteJwks, issuer: &Url) -> Result<RemoteJwks, ConfigError> {
+    if raw.cluster.trim().is_empty() {
+        return Err(out_of_range("issuers[].jwks.cluster", "name the Envoy cluster that reaches the JWKS"));
+    }
+    path("issuers[].jwks.path", &raw.path)?;
+    let refresh_seconds = raw.refresh_seconds.unwrap_or(DEFAULT_JWKS_REFRESH_SECONDS);
+    if !(1..=86_400).contains(&refresh_seconds) {
+        return Err(out_of_range("issuers[].jwks.refresh_seconds", "between 1 and 86400"));
+    }
+    let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_JWKS_TIMEOUT_MS);
+    if !(100..=60_000).contains(&timeout_ms) {
+        return Err(out_of_range("issuers[].jwks.timeout_ms", "between 100 and 60000"));
+    }
+    let authority = match raw.authority {
+        Some(authority) => authority,
+        None => issuer.host_str().unwrap_or_default().to_owned(),
+    };
+    Ok(RemoteJwks {
+        cluster: raw.cluster,
+        path: raw.path,
+        authority,
+        refresh_seconds,
+        timeout_ms,
+        unknown_kid_cooldown_seconds: raw
+            .unknown_kid_cooldown_seconds
+            .unwrap_or(DEFAULT_UNKNOWN_KID_COOLDOWN_SECONDS.min(refresh_seconds)),
+    })
+}
+
+fn http_url(field: &str, value: &str) -> Result<Url, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadUrl {
+        field: field.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(value).map_err(|err| bad(&err.to_string()))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad("the scheme must be https (or http for local development)"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if url.fragment().is_some() {
+        return Err(bad("it must not have a fragment"));
+    }
+    Ok(url)
+}
+
+fn path(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.starts_with('/') && !value.contains(['?', '#', ' ']) {
+        Ok(())
+    } else {
+        Err(ConfigError::BadPath { field: field.to_owned(), value: value.to_owned() })
+    }
+}
+
+fn out_of_range(field: &str, reason: &str) -> ConfigError {
+    ConfigError::OutOfRange { field: field.to_owned(), reason: reason.to_owned() }
+}
+
+fn usable_header_name(name: &str) -> bool {
+    const FORBIDDEN: [&str; 8] = [
+        "authorization",
+        "host",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "cookie",
+    ];
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !FORBIDDEN.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_keys;
+
+    fn base() -> Value {
+        json!({
+            "resource": "https://mcp.example.com/mcp",
+            "authorization_servers": ["https://mcp.example.com"],
+            "issuers": [{"issuer": "https://mcp.example.com",
+                         "jwks": {"cluster": "authserver", "path": "/.well-known/jwks.json"}}],
+        })
+    }
+
+    fn parse(value: &Value) -> Result<FilterConfig, ConfigError> {
+        FilterConfig::from_json(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn defaults_follow_the_resource() {
+        let config = parse(&base()).unwrap();
+        assert_eq!(config.token_policy.audiences, ["https://mcp.example.com/mcp"]);
+        assert_eq!(config.mcp_path, "/mcp");
+        assert_eq!(config.token_policy.clock_skew_seconds, 60);
+        assert_eq!(
+            config.resource_metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            config.metadata_paths,
+            ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"]
+        );
+        let KeySource::Remote(remote) = &config.issuers[0].keys else { panic!("remote expected") };
+        assert_eq!(remote.authority, "mcp.example.com");
+        assert_eq!(remote.refresh_seconds, 300);
+    }
+
+    #[test]
+    fn metadata_document_has_what_clients_need() {
+        let mut raw = base();
+        raw["scopes_supported"] = json!(["mcp:tools"]);
+        let doc: Value = serde_json::from_str(&parse(&raw).unwrap().metadata_document).unwrap();
+        assert_eq!(doc["resource"], "https://mcp.example.com/mcp");
+        assert_eq!(doc["authorization_servers"], json!(["https://mcp.example.com"]));
+        assert_eq!(doc["scopes_supported"], json!(["mcp:tools"]));
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let mut raw = base();
+        raw["audience"] = json!("typo");
+        let err = parse(&raw).unwrap_err();
+        assert!(err.to_string().contains("unknown field `audience`"), "{err}");
+        let mut raw = base();
+        raw["issuers"][0]["jwks"]["refresh"] = json!(5);
+        assert!(parse(&raw).unwrap_err().to_string().contains("unknown field `refresh`"));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_field() {
+        for (field, value) in [("resource", "mcp.example.com/mcp"), ("resource", "ftp://x/mcp")] {
+            let mut raw = base();
+            raw[field] = json!(value);
+            let err = parse(&raw).unwrap_err();
+            assert!(matches!(err, ConfigError::BadUrl { .. }), "{err}");
+            assert!(err.to_string().contains(value), "{err}");
+        }
+        let mut raw = base();
+        raw["authorization_servers"] = json!(["not a url"]);
+        assert!(matches!(parse(&raw), Err(ConfigError::BadUrl { .. })));
+        let mut raw = base();
+        raw["issuers"][0]["issuer"] = json!("example");
+        assert!(matches!(parse(&raw), Err(ConfigError::BadUrl { .. })));
+    }
+
+    #[test]
+    fn an_issuer_is_required() {
+        let mut raw = base();
+        raw["issuers"] = json!([]);
+        assert_eq!(parse(&raw).unwrap_err(), ConfigError::NoIssuer);
+        raw.as_object_mut().unwrap().remove("issuers");
+        assert_eq!(parse(&raw).unwrap_err(), ConfigError::NoIssuer);
+    }
+
+    #[test]
+    fn an_issuer_needs_exactly_one_key_source() {
+        let mut raw = base();
+        raw["issuers"][0]["jwks_inline"] = json!({"keys": []});
+        assert!(matches!(parse(&raw), Err(ConfigError::KeySource(_))));
+        raw["issuers"][0].as_object_mut().unwrap().remove("jwks");
+        raw["issuers"][0].as_object_mut().unwrap().remove("jwks_inline");
+        assert!(matches!(parse(&raw), Err(ConfigError::KeySource(_))));
+    }
+
+    #[test]
+    fn an_unparsable_inline_jwks_is_refused() {
+        let mut raw = base();
+        raw["issuers"][0] = json!({"issuer": "https://a.example.com", "jwks_inline": {"keys": [{"kty": "RSA"}]}});
+        assert!(matches!(parse(&raw), Err(ConfigError::InlineJwks { .. })));
+        raw["issuers"][0]["jwks_inline"] = json!({"keys": [test_keys::rsa().public_jwk("k")]});
+        assert!(parse(&raw).is_ok());
+    }
+
+    #[test]
+    fn a_public_path_may_not_expose_the_mcp_endpoint() {
+        for public in ["/", "/m", "/mcp"] {
+            let mut raw = base();
+            raw["public_paths"] = json!(["/oauth/", public]);
+            assert_eq!(parse(&raw).unwrap_err(), ConfigError::PublicPathCoversMcp(public.into()));
+        }
+    }
+
+    #[test]
+    fn paths_and_ranges_are_checked() {
+        let mut raw = base();
+        raw["mcp_path"] = json!("mcp");
+        assert!(matches!(parse(&raw), Err(ConfigError::BadPath { .. })));
+        let mut raw = base();
+        raw["issuers"][0]["jwks"]["refresh_seconds"] = json!(0);
+        assert!(matches!(parse(&raw), Err(ConfigError::OutOfRange { .. })));
+        let mut raw = base();
+        raw["max_token_bytes"] = json!(10);
+        assert!(matches!(parse(&raw), Err(ConfigError::OutOfRange { .. })));
+    }
+
+    #[test]
+    fn identity_headers_may_not_shadow_sensitive_headers() {
+        let mut raw = base();
+        raw["identity_headers"] = json!({"authorization": "sub"});
+        assert!(matches!(parse(&raw), Err(ConfigError::BadHeaderName(_))));
+        raw["identity_headers"] = json!({"X-Upper": "sub"});
+        assert!(matches!(parse(&raw), Err(ConfigError::BadHeaderName(_))));
+        raw["identity_headers"] = json!({"x-mcp-subject": "sub"});
+        assert_eq!(parse(&raw).unwrap().identity_headers, [("x-mcp-subject".into(), "sub".into())]);
+    }
+
+    #[test]
+    fn not_json_says_so() {
+        assert!(matches!(FilterConfig::from_json(b"{"), Err(ConfigError::Syntax(_))));
+        assert!(matches!(FilterConfig::from_json(b""), Err(ConfigError::Syntax(_))));
+    }
+}

@@ -1,0 +1,22 @@
+//! mcp-mesh-auth filter: OAuth bearer authentication for MCP servers, as a proxy-wasm module.
+//!
+//! Everything but `proxy` is plain Rust that builds and is tested on the host; `proxy` is the
+//! thin proxy-wasm adapter and is compiled for `wasm32` only.
+
+pub mod algorithm;
+pub mod config;
+pub mod es384;
+pub mod gate;
+pub mod jwks;
+pub mod key_store;
+pub mod rejection;
+pub mod response;
+pub mod token_cache;
+pub mod verify;
+pub mod waiters;
+
+#[cfg(test)]
+mod test_keys;
+
+#[cfg(target_arch = "wasm32")]
+mod proxy;

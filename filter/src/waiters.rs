@@ -1,0 +1,101 @@
+//! Requests held while their issuer's keys are being fetched, each with a deadline.
+
+/// One held request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiter<T> {
+    pub context_id: u32,
+    pub issuer: usize,
+    pub deadline_ms: i64,
+    pub request: T,
+}
+
+/// The held requests of one VM.
+#[derive(Debug)]
+pub struct Waiters<T> {
+    held: Vec<Waiter<T>>,
+}
+
+impl<T> Default for Waiters<T> {
+    fn default() -> Self {
+        Self { held: Vec::new() }
+    }
+}
+
+impl<T> Waiters<T> {
+    pub fn hold(&mut self, waiter: Waiter<T>) {
+        self.held.retain(|held| held.context_id != waiter.context_id);
+        self.held.push(waiter);
+    }
+
+    /// Drops a request that ended (the client went away) while held.
+    pub fn forget(&mut self, context_id: u32) {
+        self.held.retain(|held| held.context_id != context_id);
+    }
+
+    /// Releases every request waiting on `issuer`, oldest first.
+    pub fn release_issuer(&mut self, issuer: usize) -> Vec<Waiter<T>> {
+        self.release(|held| held.issuer == issuer)
+    }
+
+    /// Releases every request whose deadline has passed at `now_ms`.
+    pub fn release_expired(&mut self, now_ms: i64) -> Vec<Waiter<T>> {
+        self.release(|held| held.deadline_ms <= now_ms)
+    }
+
+    pub fn is_waiting_on(&self, issuer: usize) -> bool {
+        self.held.iter().any(|held| held.issuer == issuer)
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    fn release(&mut self, pick: impl Fn(&Waiter<T>) -> bool) -> Vec<Waiter<T>> {
+        let (released, kept) = std::mem::take(&mut self.held).into_iter().partition(pick);
+        self.held = kept;
+        released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(context_id: u32, issuer: usize, deadline_ms: i64) -> Waiter<()> {
+        Waiter { context_id, issuer, deadline_ms, request: () }
+    }
+
+    #[test]
+    fn releases_by_issuer_in_arrival_order() {
+        let mut waiters = Waiters::default();
+        waiters.hold(waiter(1, 0, 100));
+        waiters.hold(waiter(2, 1, 100));
+        waiters.hold(waiter(3, 0, 100));
+        let released: Vec<u32> = waiters.release_issuer(0).iter().map(|w| w.context_id).collect();
+        assert_eq!(released, [1, 3]);
+        assert_eq!(waiters.len(), 1);
+        assert!(waiters.is_waiting_on(1));
+    }
+
+    #[test]
+    fn releases_expired_requests_only() {
+        let mut waiters = Waiters::default();
+        waiters.hold(waiter(1, 0, 100));
+        waiters.hold(waiter(2, 0, 200));
+        assert_eq!(waiters.release_expired(150).len(), 1);
+        assert!(waiters.release_expired(150).is_empty());
+        assert_eq!(waiters.release_expired(200).len(), 1);
+    }
+
+    #[test]
+    fn a_request_that_ended_is_forgotten() {
+        let mut waiters = Waiters::default();
+        waiters.hold(waiter(1, 0, 100));
+        waiters.forget(1);
+        assert!(waiters.is_empty());
+    }
+}
