@@ -1,0 +1,161 @@
+//! Per-VM state shared by the root context and every HTTP context of the VM, and the one place
+//! where a gate verdict is turned into host calls.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::Action;
+
+use super::host;
+use super::metrics::Metrics;
+use crate::config::FilterConfig;
+use crate::gate::{self, Forward, KidRefetch, RequestHead, Verdict};
+use crate::key_store::KeyStore;
+use crate::rejection::Rejection;
+use crate::response::{self, LocalResponse};
+use crate::token_cache::TokenCache;
+use crate::waiters::{Waiter, Waiters};
+
+pub struct Engine {
+    pub config: FilterConfig,
+    pub keys: KeyStore,
+    pub cache: TokenCache,
+    pub waiters: Waiters<RequestHead>,
+    pub metrics: Metrics,
+    /// In-flight JWKS fetches: call token → issuer index.
+    pub fetches: HashMap<u32, usize>,
+}
+
+pub type SharedEngine = Rc<RefCell<Engine>>;
+
+impl Engine {
+    pub fn new(config: FilterConfig) -> Self {
+        Self {
+            keys: KeyStore::new(&config.issuers),
+            cache: TokenCache::new(config.token_cache_entries, config.token_policy.clock_skew_seconds),
+            waiters: Waiters::default(),
+            metrics: Metrics::define(),
+            fetches: HashMap::new(),
+            config,
+        }
+    }
+}
+
+/// A decision with the engine no longer borrowed, so that carrying it out may re-enter the VM.
+pub enum Act {
+    Respond(LocalResponse),
+    Forward(Forward),
+    Held,
+}
+
+/// Whether a request may be held for keys, or must be answered now (its wait is over).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    Until(i64),
+    No,
+}
+
+pub fn decide(
+    engine: &SharedEngine,
+    context_id: u32,
+    head: RequestHead,
+    now_ms: i64,
+    kid_refetch: KidRefetch,
+    hold: Hold,
+) -> Act {
+    let Ok(mut engine) = engine.try_borrow_mut() else {
+        return Act::Respond(internal_error("filter state busy"));
+    };
+    let Engine { config, keys, cache, waiters, metrics, .. } = &mut *engine;
+    let verdict = gate::decide(config, &head, keys, cache, now_ms, kid_refetch);
+    let (response, rejection) = match verdict {
+        Verdict::Forward(forward) => {
+            if forward.identity.is_some() {
+                metrics.allowed();
+            }
+            return Act::Forward(forward);
+        }
+        Verdict::Wait { issuer } => match hold {
+            Hold::Until(deadline_ms) => {
+                waiters.hold(Waiter { context_id, issuer, deadline_ms, request: head });
+                return Act::Held;
+            }
+            Hold::No => {
+                let rejection = Rejection::KeysUnavailable(keys.issuer(issuer).unwrap_or_default().to_owned());
+                (response::refusal(config, &rejection), Some(rejection))
+            }
+        },
+        Verdict::Respond { response, rejection } => (response, rejection),
+    };
+    if let Some(rejection) = &rejection {
+        metrics.rejected(rejection);
+        let path = head.path.split('?').next().unwrap_or_default();
+        log::info!(
+            "mcp-mesh-auth: rejected {} {path}: status={} reason={} detail=\"{rejection}\"",
+            head.method,
+            response.status,
+            rejection.reason(),
+        );
+    }
+    Act::Respond(response)
+}
+
+/// Carries out a decision for the stream being processed; returns what the callback answers.
+pub fn carry_out(act: Act) -> Action {
+    match act {
+        Act::Respond(response) => {
+            if let Err(status) = host::send(&response) {
+                log::error!("mcp-mesh-auth: could not answer locally: {status:?}");
+            }
+            Action::Pause
+        }
+        Act::Forward(forward) => match rewrite_headers(&forward) {
+            Ok(()) => Action::Continue,
+            Err(detail) => {
+                host::send_internal_error(detail);
+                Action::Pause
+            }
+        },
+        Act::Held => Action::Pause,
+    }
+}
+
+/// Carries out a decision for a held stream (the effective context was switched to it).
+pub fn carry_out_resumed(act: Act) {
+    match act {
+        Act::Held => {}
+        Act::Respond(_) => {
+            carry_out(act);
+        }
+        Act::Forward(forward) => match rewrite_headers(&forward) {
+            Ok(()) => {
+                if let Err(status) = hostcalls::resume_http_request() {
+                    log::warn!("mcp-mesh-auth: could not resume a held request: {status:?}");
+                }
+            }
+            Err(detail) => host::send_internal_error(detail),
+        },
+    }
+}
+
+/// Removes the token and spoofable identity headers, then sets the verified ones. Any failure
+/// stops the request: forwarding with the token still attached is not an option.
+fn rewrite_headers(forward: &Forward) -> Result<(), &'static str> {
+    for name in &forward.remove {
+        host::set_request_header(name, None).map_err(|_| "could not remove a request header")?;
+    }
+    for (name, value) in &forward.set {
+        host::set_request_header(name, Some(value)).map_err(|_| "could not set an identity header")?;
+    }
+    Ok(())
+}
+
+pub fn internal_error(detail: &str) -> LocalResponse {
+    LocalResponse {
+        status: 500,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::json!({"error": "server_error", "error_description": detail}).to_string(),
+    }
+}

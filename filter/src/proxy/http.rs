@@ -1,0 +1,65 @@
+//! The per-request context: reads the request head and lets the engine decide.
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use super::engine::{self, Act, Hold, SharedEngine};
+use super::host;
+use crate::gate::{KidRefetch, RequestHead};
+
+pub struct HttpFilter {
+    pub context_id: u32,
+    pub engine: SharedEngine,
+}
+
+impl Context for HttpFilter {
+    fn on_done(&mut self) -> bool {
+        if let Ok(mut engine) = self.engine.try_borrow_mut() {
+            engine.waiters.forget(self.context_id);
+        }
+        true
+    }
+}
+
+impl HttpContext for HttpFilter {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(now_ms) = host::now_ms() else {
+            return engine::carry_out(Act::Respond(engine::internal_error("the host clock is unavailable")));
+        };
+        let head = match host::request_headers() {
+            Ok(headers) => request_head(headers),
+            Err(_) => {
+                return engine::carry_out(Act::Respond(engine::internal_error("could not read the request headers")))
+            }
+        };
+        let wait_ms = match self.engine.try_borrow() {
+            Ok(engine) => i64::try_from(engine.config.jwks_wait_ms).unwrap_or(i64::MAX),
+            Err(_) => 0,
+        };
+        let act = engine::decide(
+            &self.engine,
+            self.context_id,
+            head,
+            now_ms,
+            KidRefetch::Allowed,
+            Hold::Until(now_ms.saturating_add(wait_ms)),
+        );
+        engine::carry_out(act)
+    }
+}
+
+fn request_head(headers: Vec<(String, String)>) -> RequestHead {
+    let mut head = RequestHead::default();
+    let mut preflight_method = false;
+    for (name, value) in headers {
+        match name.as_str() {
+            ":method" => head.method = value,
+            ":path" => head.path = value,
+            "authorization" => head.authorization.push(value),
+            "access-control-request-method" => preflight_method = true,
+            _ => {}
+        }
+    }
+    head.is_preflight = preflight_method && head.method == "OPTIONS";
+    head
+}

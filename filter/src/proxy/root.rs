@@ -1,0 +1,113 @@
+//! The root context: configuration, the timer, and the answers to JWKS fetches.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+
+use super::engine::{self, Engine, Hold, SharedEngine};
+use super::host;
+use super::http::HttpFilter;
+use super::jwks_fetch;
+use crate::config::FilterConfig;
+use crate::gate::{KidRefetch, RequestHead};
+use crate::waiters::Waiter;
+
+/// Fine enough that a cold start waits little for its first keys, cheap when nothing is due.
+const TICK: Duration = Duration::from_millis(200);
+
+pub struct Root {
+    context_id: u32,
+    engine: Option<SharedEngine>,
+}
+
+impl Root {
+    pub fn new(context_id: u32) -> Self {
+        Self { context_id, engine: None }
+    }
+
+    fn tick(&self) {
+        let (Some(engine), Some(now_ms)) = (&self.engine, host::now_ms()) else { return };
+        let (released, expired) = match engine.try_borrow_mut() {
+            Ok(mut state) => (jwks_fetch::maintain(&mut state, now_ms), state.waiters.release_expired(now_ms)),
+            Err(_) => return,
+        };
+        release(engine, released, now_ms, Hold::Until);
+        release(engine, expired, now_ms, |_| Hold::No);
+    }
+}
+
+/// Re-decides held requests, each in its own stream's context.
+fn release(engine: &SharedEngine, waiters: Vec<Waiter<RequestHead>>, now_ms: i64, hold: impl Fn(i64) -> Hold) {
+    for waiter in waiters {
+        if hostcalls::set_effective_context(waiter.context_id).is_err() {
+            continue; // the stream is gone
+        }
+        let act = engine::decide(
+            engine,
+            waiter.context_id,
+            waiter.request,
+            now_ms,
+            KidRefetch::AlreadyTried,
+            hold(waiter.deadline_ms),
+        );
+        engine::carry_out_resumed(act);
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _: usize) {
+        let (Some(engine), Some(now_ms)) = (&self.engine, host::now_ms()) else { return };
+        let released = match engine.try_borrow_mut() {
+            Ok(mut state) => jwks_fetch::on_response(&mut state, token, num_headers, body_size, now_ms),
+            Err(_) => return,
+        };
+        release(engine, released, now_ms, Hold::Until);
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(bytes)) => bytes,
+            _ => {
+                log::error!("mcp-mesh-auth: no plugin configuration given; see the README for the required keys");
+                return false;
+            }
+        };
+        match FilterConfig::from_json(&bytes) {
+            Ok(config) => {
+                log::info!(
+                    "mcp-mesh-auth: configured for {} with {} trusted issuer(s) (root context {})",
+                    config.resource,
+                    config.issuers.len(),
+                    self.context_id
+                );
+                self.engine = Some(Rc::new(RefCell::new(Engine::new(config))));
+                host::tick_every(TICK);
+                self.tick();
+                true
+            }
+            Err(err) => {
+                log::error!("mcp-mesh-auth: configuration refused: {err}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.tick();
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let engine = self.engine.as_ref()?;
+        Some(Box::new(HttpFilter { context_id, engine: Rc::clone(engine) }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
