@@ -17,6 +17,10 @@ use crate::waiters::Waiter;
 
 /// A JWKS larger than this is not a JWKS.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// How long one VM's claim to fetch keeps the others from fetching too. Short on purpose: a VM
+/// that Envoy discards right after configuring it (as it does with the first one) never answers,
+/// and its claim must not delay the real workers for a whole fetch timeout.
+const LEASE_MS: i64 = 1_000;
 
 fn shared_key(issuer: &str, remote: &RemoteJwks) -> String {
     format!("mcp-mesh-auth|jwks|{issuer}|{}|{}", remote.cluster, remote.path)
@@ -38,7 +42,7 @@ pub fn maintain(engine: &mut Engine, now_ms: i64) -> Vec<Waiter<RequestHead>> {
                 continue;
             }
         }
-        if take_lease(&format!("{key}|lease"), now_ms, i64::from(remote.timeout_ms)) {
+        if take_lease(&format!("{key}|lease"), now_ms, LEASE_MS) {
             dispatch(engine, index, &issuer, &remote, now_ms);
         }
     }

@@ -87,8 +87,9 @@ impl RootContext for Root {
                     self.context_id
                 );
                 self.engine = Some(Rc::new(RefCell::new(Engine::new(config))));
+                // The first tick fetches the keys; fetching here would also fetch from VMs that
+                // Envoy only configures to validate the configuration.
                 host::tick_every(TICK);
-                self.tick();
                 true
             }
             Err(err) => {
