@@ -51,7 +51,10 @@ impl JwsAlgorithm {
             "ES256" => Self::Es256,
             "ES384" => Self::Es384,
             "EdDSA" => Self::EdDsa,
-            other if other.eq_ignore_ascii_case("none") || other.to_ascii_uppercase().starts_with("HS") => {
+            other
+                if other.eq_ignore_ascii_case("none")
+                    || other.to_ascii_uppercase().starts_with("HS") =>
+            {
                 return Err(AlgorithmError::Refused(other.to_owned()))
             }
             other => return Err(AlgorithmError::Unsupported(other.to_owned())),
@@ -117,13 +120,22 @@ mod tests {
     #[test]
     fn none_and_hmac_are_refused_in_any_spelling() {
         for name in ["none", "None", "NONE", "HS256", "HS384", "HS512", "hs256"] {
-            assert!(matches!(JwsAlgorithm::parse(name), Err(AlgorithmError::Refused(_))), "{name}");
+            assert!(
+                matches!(JwsAlgorithm::parse(name), Err(AlgorithmError::Refused(_))),
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn unknown_algorithms_are_unsupported() {
-        assert!(matches!(JwsAlgorithm::parse("ES512"), Err(AlgorithmError::Unsupported(_))));
-        assert!(matches!(JwsAlgorithm::parse("ES256K"), Err(AlgorithmError::Unsupported(_))));
+        assert!(matches!(
+            JwsAlgorithm::parse("ES512"),
+            Err(AlgorithmError::Unsupported(_))
+        ));
+        assert!(matches!(
+            JwsAlgorithm::parse("ES256K"),
+            Err(AlgorithmError::Unsupported(_))
+        ));
     }
 }

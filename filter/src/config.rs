@@ -29,7 +29,11 @@ pub enum ConfigError {
     #[error("the plugin configuration is not valid: {0}")]
     Syntax(String),
     #[error("`{field}` = `{value}` is not an absolute http(s) URL: {reason}")]
-    BadUrl { field: String, value: String, reason: String },
+    BadUrl {
+        field: String,
+        value: String,
+        reason: String,
+    },
     #[error("`issuers` is empty: configure at least one trusted token issuer")]
     NoIssuer,
     #[error("issuer `{0}` needs exactly one of `jwks` (fetched from a cluster) or `jwks_inline`")]
@@ -38,7 +42,9 @@ pub enum ConfigError {
     InlineJwks { issuer: String, source: JwksError },
     #[error("`{field}` = `{value}` must be a path starting with `/`")]
     BadPath { field: String, value: String },
-    #[error("public path `{0}` covers the MCP path; the MCP endpoint would be served without a token")]
+    #[error(
+        "public path `{0}` covers the MCP path; the MCP endpoint would be served without a token"
+    )]
     PublicPathCoversMcp(String),
     #[error("`{field}`: {reason}")]
     OutOfRange { field: String, reason: String },
@@ -152,7 +158,11 @@ impl FilterConfig {
         if raw.issuers.is_empty() {
             return Err(ConfigError::NoIssuer);
         }
-        let issuers = raw.issuers.into_iter().map(issuer).collect::<Result<Vec<_>, _>>()?;
+        let issuers = raw
+            .issuers
+            .into_iter()
+            .map(issuer)
+            .collect::<Result<Vec<_>, _>>()?;
 
         let mcp_path = raw.mcp_path.unwrap_or_else(|| DEFAULT_MCP_PATH.to_owned());
         path("mcp_path", &mcp_path)?;
@@ -166,7 +176,10 @@ impl FilterConfig {
         let resource_path = resource.path().trim_end_matches('/');
         let origin = resource.origin().ascii_serialization();
         let resource_metadata_url = format!("{origin}{METADATA_PATH}{resource_path}");
-        let mut metadata_paths = vec![METADATA_PATH.to_owned(), format!("{METADATA_PATH}{mcp_path}")];
+        let mut metadata_paths = vec![
+            METADATA_PATH.to_owned(),
+            format!("{METADATA_PATH}{mcp_path}"),
+        ];
         let resource_path_form = format!("{METADATA_PATH}{resource_path}");
         if !metadata_paths.contains(&resource_path_form) {
             metadata_paths.push(resource_path_form);
@@ -192,7 +205,9 @@ impl FilterConfig {
         if !(256..=1024 * 1024).contains(&max_token_bytes) {
             return Err(out_of_range("max_token_bytes", "between 256 and 1048576"));
         }
-        let token_cache_entries = raw.token_cache_entries.unwrap_or(DEFAULT_TOKEN_CACHE_ENTRIES);
+        let token_cache_entries = raw
+            .token_cache_entries
+            .unwrap_or(DEFAULT_TOKEN_CACHE_ENTRIES);
         if token_cache_entries == 0 {
             return Err(out_of_range("token_cache_entries", "at least 1"));
         }
@@ -215,7 +230,10 @@ impl FilterConfig {
 
         let audiences = raw.audiences.unwrap_or_else(|| vec![raw.resource.clone()]);
         if audiences.is_empty() {
-            return Err(out_of_range("audiences", "list at least one accepted `aud` value"));
+            return Err(out_of_range(
+                "audiences",
+                "list at least one accepted `aud` value",
+            ));
         }
 
         Ok(Self {
@@ -243,27 +261,43 @@ fn issuer(raw: RawIssuer) -> Result<IssuerConfig, ConfigError> {
     let url = http_url("issuers[].issuer", &raw.issuer)?;
     let keys = match (raw.jwks, raw.jwks_inline) {
         (Some(remote), None) => KeySource::Remote(remote_jwks(remote, &url)?),
-        (None, Some(inline)) => KeySource::Inline(Arc::new(
-            KeySet::from_value(&inline)
-                .map_err(|source| ConfigError::InlineJwks { issuer: raw.issuer.clone(), source })?,
-        )),
+        (None, Some(inline)) => {
+            KeySource::Inline(Arc::new(KeySet::from_value(&inline).map_err(|source| {
+                ConfigError::InlineJwks {
+                    issuer: raw.issuer.clone(),
+                    source,
+                }
+            })?))
+        }
         _ => return Err(ConfigError::KeySource(raw.issuer)),
     };
-    Ok(IssuerConfig { issuer: raw.issuer, keys })
+    Ok(IssuerConfig {
+        issuer: raw.issuer,
+        keys,
+    })
 }
 
 fn remote_jwks(raw: RawRemoteJwks, issuer: &Url) -> Result<RemoteJwks, ConfigError> {
     if raw.cluster.trim().is_empty() {
-        return Err(out_of_range("issuers[].jwks.cluster", "name the Envoy cluster that reaches the JWKS"));
+        return Err(out_of_range(
+            "issuers[].jwks.cluster",
+            "name the Envoy cluster that reaches the JWKS",
+        ));
     }
     path("issuers[].jwks.path", &raw.path)?;
     let refresh_seconds = raw.refresh_seconds.unwrap_or(DEFAULT_JWKS_REFRESH_SECONDS);
     if !(1..=86_400).contains(&refresh_seconds) {
-        return Err(out_of_range("issuers[].jwks.refresh_seconds", "between 1 and 86400"));
+        return Err(out_of_range(
+            "issuers[].jwks.refresh_seconds",
+            "between 1 and 86400",
+        ));
     }
     let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_JWKS_TIMEOUT_MS);
     if !(100..=60_000).contains(&timeout_ms) {
-        return Err(out_of_range("issuers[].jwks.timeout_ms", "between 100 and 60000"));
+        return Err(out_of_range(
+            "issuers[].jwks.timeout_ms",
+            "between 100 and 60000",
+        ));
     }
     let authority = match raw.authority {
         Some(authority) => authority,
@@ -289,7 +323,9 @@ fn http_url(field: &str, value: &str) -> Result<Url, ConfigError> {
     };
     let url = Url::parse(value).map_err(|err| bad(&err.to_string()))?;
     if !matches!(url.scheme(), "https" | "http") {
-        return Err(bad("the scheme must be https (or http for local development)"));
+        return Err(bad(
+            "the scheme must be https (or http for local development)",
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("it has no host"));
@@ -304,12 +340,18 @@ fn path(field: &str, value: &str) -> Result<(), ConfigError> {
     if value.starts_with('/') && !value.contains(['?', '#', ' ']) {
         Ok(())
     } else {
-        Err(ConfigError::BadPath { field: field.to_owned(), value: value.to_owned() })
+        Err(ConfigError::BadPath {
+            field: field.to_owned(),
+            value: value.to_owned(),
+        })
     }
 }
 
 fn out_of_range(field: &str, reason: &str) -> ConfigError {
-    ConfigError::OutOfRange { field: field.to_owned(), reason: reason.to_owned() }
+    ConfigError::OutOfRange {
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 fn usable_header_name(name: &str) -> bool {
@@ -324,7 +366,9 @@ fn usable_header_name(name: &str) -> bool {
         "cookie",
     ];
     !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && !FORBIDDEN.contains(&name)
 }
 
@@ -349,7 +393,10 @@ mod tests {
     #[test]
     fn defaults_follow_the_resource() {
         let config = parse(&base()).unwrap();
-        assert_eq!(config.token_policy.audiences, ["https://mcp.example.com/mcp"]);
+        assert_eq!(
+            config.token_policy.audiences,
+            ["https://mcp.example.com/mcp"]
+        );
         assert_eq!(config.mcp_path, "/mcp");
         assert_eq!(config.token_policy.clock_skew_seconds, 60);
         assert_eq!(
@@ -358,9 +405,14 @@ mod tests {
         );
         assert_eq!(
             config.metadata_paths,
-            ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"]
+            [
+                "/.well-known/oauth-protected-resource",
+                "/.well-known/oauth-protected-resource/mcp"
+            ]
         );
-        let KeySource::Remote(remote) = &config.issuers[0].keys else { panic!("remote expected") };
+        let KeySource::Remote(remote) = &config.issuers[0].keys else {
+            panic!("remote expected")
+        };
         assert_eq!(remote.authority, "mcp.example.com");
         assert_eq!(remote.refresh_seconds, 300);
     }
@@ -371,7 +423,10 @@ mod tests {
         raw["scopes_supported"] = json!(["mcp:tools"]);
         let doc: Value = serde_json::from_str(&parse(&raw).unwrap().metadata_document).unwrap();
         assert_eq!(doc["resource"], "https://mcp.example.com/mcp");
-        assert_eq!(doc["authorization_servers"], json!(["https://mcp.example.com"]));
+        assert_eq!(
+            doc["authorization_servers"],
+            json!(["https://mcp.example.com"])
+        );
         assert_eq!(doc["scopes_supported"], json!(["mcp:tools"]));
         assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
     }
@@ -381,15 +436,24 @@ mod tests {
         let mut raw = base();
         raw["audience"] = json!("typo");
         let err = parse(&raw).unwrap_err();
-        assert!(err.to_string().contains("unknown field `audience`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `audience`"),
+            "{err}"
+        );
         let mut raw = base();
         raw["issuers"][0]["jwks"]["refresh"] = json!(5);
-        assert!(parse(&raw).unwrap_err().to_string().contains("unknown field `refresh`"));
+        assert!(parse(&raw)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `refresh`"));
     }
 
     #[test]
     fn bad_urls_are_refused_with_the_field() {
-        for (field, value) in [("resource", "mcp.example.com/mcp"), ("resource", "ftp://x/mcp")] {
+        for (field, value) in [
+            ("resource", "mcp.example.com/mcp"),
+            ("resource", "ftp://x/mcp"),
+        ] {
             let mut raw = base();
             raw[field] = json!(value);
             let err = parse(&raw).unwrap_err();
@@ -419,14 +483,18 @@ mod tests {
         raw["issuers"][0]["jwks_inline"] = json!({"keys": []});
         assert!(matches!(parse(&raw), Err(ConfigError::KeySource(_))));
         raw["issuers"][0].as_object_mut().unwrap().remove("jwks");
-        raw["issuers"][0].as_object_mut().unwrap().remove("jwks_inline");
+        raw["issuers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("jwks_inline");
         assert!(matches!(parse(&raw), Err(ConfigError::KeySource(_))));
     }
 
     #[test]
     fn an_unparsable_inline_jwks_is_refused() {
         let mut raw = base();
-        raw["issuers"][0] = json!({"issuer": "https://a.example.com", "jwks_inline": {"keys": [{"kty": "RSA"}]}});
+        raw["issuers"][0] =
+            json!({"issuer": "https://a.example.com", "jwks_inline": {"keys": [{"kty": "RSA"}]}});
         assert!(matches!(parse(&raw), Err(ConfigError::InlineJwks { .. })));
         raw["issuers"][0]["jwks_inline"] = json!({"keys": [test_keys::rsa().public_jwk("k")]});
         assert!(parse(&raw).is_ok());
@@ -437,7 +505,10 @@ mod tests {
         for public in ["/", "/m", "/mcp"] {
             let mut raw = base();
             raw["public_paths"] = json!(["/oauth/", public]);
-            assert_eq!(parse(&raw).unwrap_err(), ConfigError::PublicPathCoversMcp(public.into()));
+            assert_eq!(
+                parse(&raw).unwrap_err(),
+                ConfigError::PublicPathCoversMcp(public.into())
+            );
         }
     }
 
@@ -462,12 +533,21 @@ mod tests {
         raw["identity_headers"] = json!({"X-Upper": "sub"});
         assert!(matches!(parse(&raw), Err(ConfigError::BadHeaderName(_))));
         raw["identity_headers"] = json!({"x-mcp-subject": "sub"});
-        assert_eq!(parse(&raw).unwrap().identity_headers, [("x-mcp-subject".into(), "sub".into())]);
+        assert_eq!(
+            parse(&raw).unwrap().identity_headers,
+            [("x-mcp-subject".into(), "sub".into())]
+        );
     }
 
     #[test]
     fn not_json_says_so() {
-        assert!(matches!(FilterConfig::from_json(b"{"), Err(ConfigError::Syntax(_))));
-        assert!(matches!(FilterConfig::from_json(b""), Err(ConfigError::Syntax(_))));
+        assert!(matches!(
+            FilterConfig::from_json(b"{"),
+            Err(ConfigError::Syntax(_))
+        ));
+        assert!(matches!(
+            FilterConfig::from_json(b""),
+            Err(ConfigError::Syntax(_))
+        ));
     }
 }

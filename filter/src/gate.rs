@@ -30,7 +30,10 @@ pub struct RequestHead {
 #[derive(Debug)]
 pub enum Verdict {
     /// Answer it here.
-    Respond { response: LocalResponse, rejection: Option<Rejection> },
+    Respond {
+        response: LocalResponse,
+        rejection: Option<Rejection>,
+    },
     /// Let it through with these header changes.
     Forward(Forward),
     /// Hold it until the keys of issuer `issuer` (an index) change.
@@ -62,20 +65,37 @@ pub fn decide(
     now_ms: i64,
     kid_refetch: KidRefetch,
 ) -> Verdict {
-    let (path, query) = head.path.split_once('?').unwrap_or((head.path.as_str(), ""));
+    let (path, query) = head
+        .path
+        .split_once('?')
+        .unwrap_or((head.path.as_str(), ""));
     if config.metadata_paths.iter().any(|p| p == path) {
-        return Verdict::Respond { response: response::metadata(config, &head.method), rejection: None };
+        return Verdict::Respond {
+            response: response::metadata(config, &head.method),
+            rejection: None,
+        };
     }
-    let strip_identity: Vec<String> = config.identity_headers.iter().map(|(h, _)| h.clone()).collect();
+    let strip_identity: Vec<String> = config
+        .identity_headers
+        .iter()
+        .map(|(h, _)| h.clone())
+        .collect();
     if is_public(config, path) || head.is_preflight {
-        return Verdict::Forward(Forward { remove: strip_identity, ..Forward::default() });
+        return Verdict::Forward(Forward {
+            remove: strip_identity,
+            ..Forward::default()
+        });
     }
     match authenticate(config, head, query, keys, cache, now_ms, kid_refetch) {
         Ok(identity) => {
             let mut remove = strip_identity;
             remove.push("authorization".to_owned());
             let set = identity_headers(config, &identity);
-            Verdict::Forward(Forward { remove, set, identity: Some(identity) })
+            Verdict::Forward(Forward {
+                remove,
+                set,
+                identity: Some(identity),
+            })
         }
         Err(Outcome::Wait(issuer)) => Verdict::Wait { issuer },
         Err(Outcome::Refuse(rejection)) => Verdict::Respond {
@@ -105,7 +125,10 @@ fn authenticate(
     now_ms: i64,
     kid_refetch: KidRefetch,
 ) -> Result<Rc<VerifiedToken>, Outcome> {
-    if query.split('&').any(|pair| pair.split('=').next() == Some("access_token")) {
+    if query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("access_token"))
+    {
         return Err(Rejection::TokenInQuery.into());
     }
     let token = bearer_token(&head.authorization)?;
@@ -113,14 +136,18 @@ fn authenticate(
     let identity = match cache.get(token, now) {
         Some(identity) => identity,
         None => {
-            let verified = verify::verify(token, &config.token_policy, now, |iss| keys.issuer_keys(iss));
+            let verified = verify::verify(token, &config.token_policy, now, |iss| {
+                keys.issuer_keys(iss)
+            });
             match verified {
                 Ok(verified) => {
                     let verified = Rc::new(verified);
                     cache.insert(token, Rc::clone(&verified), now);
                     verified
                 }
-                Err(rejection) => return Err(on_verify_error(rejection, token, keys, now_ms, kid_refetch)),
+                Err(rejection) => {
+                    return Err(on_verify_error(rejection, token, keys, now_ms, kid_refetch))
+                }
             }
         }
     };
@@ -166,7 +193,9 @@ fn on_verify_error(
 /// The `iss` of a token whose issuer lookup already succeeded in verification.
 fn unverified_issuer(token: &str) -> Option<String> {
     let untrusted = jwt_compact::UntrustedToken::new(token).ok()?;
-    let claims = untrusted.deserialize_claims_unchecked::<serde_json::Map<String, Value>>().ok()?;
+    let claims = untrusted
+        .deserialize_claims_unchecked::<serde_json::Map<String, Value>>()
+        .ok()?;
     claims.custom.get("iss")?.as_str().map(str::to_owned)
 }
 
@@ -197,7 +226,11 @@ fn is_public(config: &FilterConfig, path: &str) -> bool {
         || lower.contains("%2e")
         || lower.contains("%2f")
         || lower.contains('\\');
-    !suspicious && config.public_paths.iter().any(|prefix| path.starts_with(prefix.as_str()))
+    !suspicious
+        && config
+            .public_paths
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_str()))
 }
 
 /// The configured identity headers, filled from the token's claims.
@@ -210,9 +243,11 @@ fn identity_headers(config: &FilterConfig, identity: &VerifiedToken) -> Vec<(Str
                 Value::String(text) => text.clone(),
                 Value::Number(number) => number.to_string(),
                 Value::Bool(flag) => flag.to_string(),
-                Value::Array(items) => {
-                    items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
-                }
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 _ => return None,
             };
             let safe = value.chars().all(|ch| !ch.is_control()) && value.len() <= 4096;
@@ -255,12 +290,23 @@ mod tests {
         }
         let config = FilterConfig::from_json(raw.to_string().as_bytes()).unwrap();
         let keys = KeyStore::new(&config.issuers);
-        Harness { config, keys, cache: TokenCache::new(100, 60) }
+        Harness {
+            config,
+            keys,
+            cache: TokenCache::new(100, 60),
+        }
     }
 
     impl Harness {
         fn run(&mut self, head: &RequestHead) -> Verdict {
-            decide(&self.config, head, &mut self.keys, &mut self.cache, NOW_MS, KidRefetch::Allowed)
+            decide(
+                &self.config,
+                head,
+                &mut self.keys,
+                &mut self.cache,
+                NOW_MS,
+                KidRefetch::Allowed,
+            )
         }
     }
 
@@ -287,7 +333,10 @@ mod tests {
 
     fn refused(verdict: Verdict) -> (u32, Rejection) {
         match verdict {
-            Verdict::Respond { response, rejection: Some(rejection) } => (response.status, rejection),
+            Verdict::Respond {
+                response,
+                rejection: Some(rejection),
+            } => (response.status, rejection),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
@@ -295,14 +344,23 @@ mod tests {
     #[test]
     fn a_valid_token_goes_upstream_without_authorization_and_with_identity() {
         let mut h = harness(json!({}));
-        let Verdict::Forward(forward) = h.run(&post("/mcp", &bearer(&token("https://inline.example.com", "r")))) else {
+        let Verdict::Forward(forward) = h.run(&post(
+            "/mcp",
+            &bearer(&token("https://inline.example.com", "r")),
+        )) else {
             panic!("expected forward")
         };
         assert!(forward.remove.contains(&"authorization".to_owned()));
-        assert!(forward.remove.contains(&"x-mcp-subject".to_owned()), "client copies stripped");
+        assert!(
+            forward.remove.contains(&"x-mcp-subject".to_owned()),
+            "client copies stripped"
+        );
         assert_eq!(
             forward.set,
-            [("x-mcp-groups".to_owned(), "a,b".to_owned()), ("x-mcp-subject".to_owned(), "alice".to_owned())]
+            [
+                ("x-mcp-groups".to_owned(), "a,b".to_owned()),
+                ("x-mcp-subject".to_owned(), "alice".to_owned())
+            ]
         );
     }
 
@@ -319,7 +377,10 @@ mod tests {
     #[test]
     fn no_token_is_401_and_another_scheme_counts_as_none() {
         let mut h = harness(json!({}));
-        assert_eq!(refused(h.run(&post("/mcp", &[]))), (401, Rejection::MissingToken));
+        assert_eq!(
+            refused(h.run(&post("/mcp", &[]))),
+            (401, Rejection::MissingToken)
+        );
         assert_eq!(
             refused(h.run(&post("/mcp", &["Basic YWxpY2U6cHc=".to_owned()]))),
             (401, Rejection::MissingToken)
@@ -330,7 +391,10 @@ mod tests {
     fn every_path_but_public_and_metadata_is_protected() {
         let mut h = harness(json!({}));
         assert_eq!(refused(h.run(&post("/anything", &[]))).0, 401);
-        assert!(matches!(h.run(&post("/oauth/token", &[])), Verdict::Forward(_)));
+        assert!(matches!(
+            h.run(&post("/oauth/token", &[])),
+            Verdict::Forward(_)
+        ));
         assert_eq!(refused(h.run(&post("/oauth/../mcp", &[]))).0, 401);
         assert_eq!(refused(h.run(&post("/oauth/%2e%2e/mcp", &[]))).0, 401);
     }
@@ -338,9 +402,22 @@ mod tests {
     #[test]
     fn both_metadata_paths_are_answered_without_a_token() {
         let mut h = harness(json!({}));
-        for path in ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"] {
-            let head = RequestHead { method: "GET".into(), path: path.into(), ..RequestHead::default() };
-            let Verdict::Respond { response, rejection: None } = h.run(&head) else { panic!("{path}") };
+        for path in [
+            "/.well-known/oauth-protected-resource",
+            "/.well-known/oauth-protected-resource/mcp",
+        ] {
+            let head = RequestHead {
+                method: "GET".into(),
+                path: path.into(),
+                ..RequestHead::default()
+            };
+            let Verdict::Respond {
+                response,
+                rejection: None,
+            } = h.run(&head)
+            else {
+                panic!("{path}")
+            };
             assert_eq!(response.status, 200);
         }
     }
@@ -350,8 +427,14 @@ mod tests {
         let mut h = harness(json!({}));
         let tok = token("https://inline.example.com", "r");
         let path = format!("/mcp?access_token={tok}");
-        assert_eq!(refused(h.run(&post(&path, &[]))), (400, Rejection::TokenInQuery));
-        assert_eq!(refused(h.run(&post(&path, &bearer(&tok)))), (400, Rejection::TokenInQuery));
+        assert_eq!(
+            refused(h.run(&post(&path, &[]))),
+            (400, Rejection::TokenInQuery)
+        );
+        assert_eq!(
+            refused(h.run(&post(&path, &bearer(&tok)))),
+            (400, Rejection::TokenInQuery)
+        );
     }
 
     #[test]
@@ -359,13 +442,19 @@ mod tests {
         let mut h = harness(json!({}));
         let tok = token("https://inline.example.com", "r");
         let twice = [format!("Bearer {tok}"), format!("Bearer {tok}")];
-        assert_eq!(refused(h.run(&post("/mcp", &twice))).1, Rejection::BadAuthorizationHeader);
+        assert_eq!(
+            refused(h.run(&post("/mcp", &twice))).1,
+            Rejection::BadAuthorizationHeader
+        );
     }
 
     #[test]
     fn required_scopes_are_enforced_with_a_step_up() {
         let mut h = harness(json!({"required_scopes": ["mcp:tools", "mcp:admin"]}));
-        let (status, rejection) = refused(h.run(&post("/mcp", &bearer(&token("https://inline.example.com", "r")))));
+        let (status, rejection) = refused(h.run(&post(
+            "/mcp",
+            &bearer(&token("https://inline.example.com", "r")),
+        )));
         assert_eq!(status, 403);
         assert!(matches!(rejection, Rejection::InsufficientScope(_)));
     }
@@ -374,7 +463,10 @@ mod tests {
     fn a_request_before_the_first_keys_waits_and_asks_for_them() {
         let mut h = harness(json!({}));
         let auth = bearer(&token("https://remote.example.com", "r"));
-        assert!(matches!(h.run(&post("/mcp", &auth)), Verdict::Wait { issuer: 1 }));
+        assert!(matches!(
+            h.run(&post("/mcp", &auth)),
+            Verdict::Wait { issuer: 1 }
+        ));
         assert!(h.keys.should_fetch(1, NOW_MS));
         let set = KeySetFixture::rsa();
         h.keys.keys_arrived(1, set, NOW_MS);
@@ -384,32 +476,66 @@ mod tests {
     #[test]
     fn an_unknown_kid_waits_for_one_refetch_then_is_refused() {
         let mut h = harness(json!({}));
-        h.keys.keys_arrived(1, KeySetFixture::rsa(), NOW_MS - 10_000);
+        h.keys
+            .keys_arrived(1, KeySetFixture::rsa(), NOW_MS - 10_000);
         let auth = bearer(&token("https://remote.example.com", "rotated"));
-        assert!(matches!(h.run(&post("/mcp", &auth)), Verdict::Wait { issuer: 1 }));
-        let resumed = decide(&h.config, &post("/mcp", &auth), &mut h.keys, &mut h.cache, NOW_MS, KidRefetch::AlreadyTried);
-        assert_eq!(refused(resumed).1, Rejection::UnknownKey(Some("rotated".into())));
-        assert_eq!(refused(h.run(&post("/mcp", &auth))).0, 401, "no second refetch within the cooldown");
+        assert!(matches!(
+            h.run(&post("/mcp", &auth)),
+            Verdict::Wait { issuer: 1 }
+        ));
+        let resumed = decide(
+            &h.config,
+            &post("/mcp", &auth),
+            &mut h.keys,
+            &mut h.cache,
+            NOW_MS,
+            KidRefetch::AlreadyTried,
+        );
+        assert_eq!(
+            refused(resumed).1,
+            Rejection::UnknownKey(Some("rotated".into()))
+        );
+        assert_eq!(
+            refused(h.run(&post("/mcp", &auth))).0,
+            401,
+            "no second refetch within the cooldown"
+        );
     }
 
     #[test]
     fn an_inline_issuer_never_waits_for_an_unknown_kid() {
         let mut h = harness(json!({}));
         let auth = bearer(&token("https://inline.example.com", "nope"));
-        assert_eq!(refused(h.run(&post("/mcp", &auth))).1, Rejection::UnknownKey(Some("nope".into())));
+        assert_eq!(
+            refused(h.run(&post("/mcp", &auth))).1,
+            Rejection::UnknownKey(Some("nope".into()))
+        );
     }
 
     #[test]
     fn a_preflight_passes_without_a_token() {
         let mut h = harness(json!({}));
-        let head = RequestHead { method: "OPTIONS".into(), path: "/mcp".into(), is_preflight: true, ..RequestHead::default() };
-        assert!(matches!(h.run(&head), Verdict::Forward(Forward { identity: None, .. })));
+        let head = RequestHead {
+            method: "OPTIONS".into(),
+            path: "/mcp".into(),
+            is_preflight: true,
+            ..RequestHead::default()
+        };
+        assert!(matches!(
+            h.run(&head),
+            Verdict::Forward(Forward { identity: None, .. })
+        ));
     }
 
     struct KeySetFixture;
     impl KeySetFixture {
         fn rsa() -> Arc<crate::jwks::KeySet> {
-            Arc::new(crate::jwks::KeySet::from_value(&json!({"keys": [test_keys::rsa().public_jwk("r")]})).unwrap())
+            Arc::new(
+                crate::jwks::KeySet::from_value(
+                    &json!({"keys": [test_keys::rsa().public_jwk("r")]}),
+                )
+                .unwrap(),
+            )
         }
     }
 }

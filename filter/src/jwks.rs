@@ -4,10 +4,8 @@
 //! unknown curves) are skipped with a note rather than failing the whole set, because real
 //! IdPs publish such keys next to their signing keys; a set with no usable key at all is an error.
 
-use std::borrow::Cow;
-
-use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::alg::RsaPublicKey;
+use jwt_compact::jwk::JsonWebKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::Value;
 
@@ -145,7 +143,11 @@ fn parse_key(entry: &Value) -> Result<Jwk, String> {
             return Err(format!("`alg` {alg} does not fit a {} key", key.family()));
         }
     }
-    Ok(Jwk { kid: text("kid").map(str::to_owned), alg, key })
+    Ok(Jwk {
+        kid: text("kid").map(str::to_owned),
+        alg,
+        key,
+    })
 }
 
 fn public_key(jwk: &JsonWebKey<'_>) -> Result<PublicKey, String> {
@@ -154,7 +156,9 @@ fn public_key(jwk: &JsonWebKey<'_>) -> Result<PublicKey, String> {
             let key = RsaPublicKey::try_from(jwk).map_err(|err| format!("bad RSA key: {err}"))?;
             let bits = key.n().bits();
             if bits < MIN_RSA_BITS {
-                return Err(format!("RSA modulus of {bits} bits is under {MIN_RSA_BITS}"));
+                return Err(format!(
+                    "RSA modulus of {bits} bits is under {MIN_RSA_BITS}"
+                ));
             }
             Ok(PublicKey::Rsa(key))
         }
@@ -163,7 +167,9 @@ fn public_key(jwk: &JsonWebKey<'_>) -> Result<PublicKey, String> {
                 .map(PublicKey::P256)
                 .map_err(|err| format!("bad P-256 key: {err}")),
             "P-384" => p384_key(x, y).map(PublicKey::P384),
-            other => Err(format!("curve `{other}` is not supported (use P-256 or P-384)")),
+            other => Err(format!(
+                "curve `{other}` is not supported (use P-256 or P-384)"
+            )),
         },
         JsonWebKey::KeyPair { curve, .. } if curve == "Ed25519" => {
             ed25519_compact::PublicKey::try_from(jwk)
@@ -176,7 +182,7 @@ fn public_key(jwk: &JsonWebKey<'_>) -> Result<PublicKey, String> {
     }
 }
 
-fn p384_key(x: &Cow<'_, [u8]>, y: &Cow<'_, [u8]>) -> Result<p384::ecdsa::VerifyingKey, String> {
+fn p384_key(x: &[u8], y: &[u8]) -> Result<p384::ecdsa::VerifyingKey, String> {
     if x.len() != 48 || y.len() != 48 {
         return Err("P-384 coordinates must be 48 bytes each".to_owned());
     }
@@ -184,7 +190,8 @@ fn p384_key(x: &Cow<'_, [u8]>, y: &Cow<'_, [u8]>) -> Result<p384::ecdsa::Verifyi
     sec1.push(0x04);
     sec1.extend_from_slice(x);
     sec1.extend_from_slice(y);
-    let point = p384::EncodedPoint::from_bytes(&sec1).map_err(|err| format!("bad P-384 point: {err}"))?;
+    let point =
+        p384::EncodedPoint::from_bytes(&sec1).map_err(|err| format!("bad P-384 point: {err}"))?;
     p384::ecdsa::VerifyingKey::from_encoded_point(&point)
         .map_err(|err| format!("bad P-384 key: {err}"))
 }
@@ -205,7 +212,15 @@ mod tests {
         ]}))
         .unwrap();
         let families: Vec<_> = set.keys().iter().map(|k| k.key.family()).collect();
-        assert_eq!(families, [KeyFamily::Rsa, KeyFamily::P256, KeyFamily::P384, KeyFamily::Ed25519]);
+        assert_eq!(
+            families,
+            [
+                KeyFamily::Rsa,
+                KeyFamily::P256,
+                KeyFamily::P384,
+                KeyFamily::Ed25519
+            ]
+        );
     }
 
     #[test]
@@ -219,19 +234,32 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(set.len(), 1);
-        assert_eq!(set.select(Some("sig")).map(|k| k.key.family()), Some(KeyFamily::P256));
+        assert_eq!(
+            set.select(Some("sig")).map(|k| k.key.family()),
+            Some(KeyFamily::P256)
+        );
         assert!(set.select(Some("hmac")).is_none());
     }
 
     #[test]
     fn a_set_with_nothing_usable_says_why() {
-        let err = KeySet::from_value(&json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}))
-            .unwrap_err();
+        let err =
+            KeySet::from_value(&json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}))
+                .unwrap_err();
         assert!(err.to_string().contains("kid `h`"), "{err}");
         assert!(err.to_string().contains("symmetric"), "{err}");
-        assert!(matches!(KeySet::from_json(b"[]"), Err(JwksError::NotAKeySet(_))));
-        assert!(matches!(KeySet::from_json(b"{\"keys\": []}"), Err(JwksError::NoUsableKey(_))));
-        assert!(matches!(KeySet::from_json(b"not json"), Err(JwksError::NotAKeySet(_))));
+        assert!(matches!(
+            KeySet::from_json(b"[]"),
+            Err(JwksError::NotAKeySet(_))
+        ));
+        assert!(matches!(
+            KeySet::from_json(b"{\"keys\": []}"),
+            Err(JwksError::NoUsableKey(_))
+        ));
+        assert!(matches!(
+            KeySet::from_json(b"not json"),
+            Err(JwksError::NotAKeySet(_))
+        ));
     }
 
     #[test]

@@ -78,15 +78,21 @@ impl KeyStore {
     }
 
     pub fn remote(&self, index: usize) -> Option<&RemoteJwks> {
-        self.issuers.get(index).and_then(|state| state.remote.as_ref())
+        self.issuers
+            .get(index)
+            .and_then(|state| state.remote.as_ref())
     }
 
     pub fn keys(&self, index: usize) -> Option<&Arc<KeySet>> {
-        self.issuers.get(index).and_then(|state| state.keys.as_ref())
+        self.issuers
+            .get(index)
+            .and_then(|state| state.keys.as_ref())
     }
 
     pub fn fetched_at_ms(&self, index: usize) -> Option<i64> {
-        self.issuers.get(index).and_then(|state| state.fetched_at_ms)
+        self.issuers
+            .get(index)
+            .and_then(|state| state.fetched_at_ms)
     }
 
     /// The keys of `issuer`, in the form token verification asks for.
@@ -94,15 +100,21 @@ impl KeyStore {
         match self.issuers.iter().find(|state| state.issuer == issuer) {
             None => IssuerKeys::Untrusted,
             Some(IssuerState { keys: None, .. }) => IssuerKeys::NotLoaded,
-            Some(IssuerState { keys: Some(keys), .. }) => IssuerKeys::Loaded(keys),
+            Some(IssuerState {
+                keys: Some(keys), ..
+            }) => IssuerKeys::Loaded(keys),
         }
     }
 
     /// A token named a `kid` the issuer's keys lack: asks for a refetch unless one was asked
     /// for within the cooldown. Returns whether the caller should wait for it.
     pub fn refetch_for_unknown_kid(&mut self, index: usize, now_ms: i64) -> bool {
-        let Some(state) = self.issuers.get_mut(index) else { return false };
-        let Some(remote) = &state.remote else { return false };
+        let Some(state) = self.issuers.get_mut(index) else {
+            return false;
+        };
+        let Some(remote) = &state.remote else {
+            return false;
+        };
         let cooldown_ms = i64::from(remote.unknown_kid_cooldown_seconds) * 1000;
         if state
             .last_unknown_kid_refetch_ms
@@ -128,14 +140,20 @@ impl KeyStore {
     pub fn is_newer(&self, index: usize, shared_fetched_at_ms: i64) -> bool {
         self.issuers.get(index).is_some_and(|state| {
             state.remote.is_some()
-                && state.fetched_at_ms.is_none_or(|held| shared_fetched_at_ms > held)
+                && state
+                    .fetched_at_ms
+                    .is_none_or(|held| shared_fetched_at_ms > held)
         })
     }
 
     /// Whether this VM should fetch the issuer's JWKS now.
     pub fn should_fetch(&self, index: usize, now_ms: i64) -> bool {
-        let Some(state) = self.issuers.get(index) else { return false };
-        let Some(remote) = &state.remote else { return false };
+        let Some(state) = self.issuers.get(index) else {
+            return false;
+        };
+        let Some(remote) = &state.remote else {
+            return false;
+        };
         if let Some(since) = state.in_flight_since_ms {
             if now_ms - since < i64::from(remote.timeout_ms) + LOST_FETCH_GRACE_MS {
                 return false;
@@ -155,13 +173,21 @@ impl KeyStore {
 
     /// Takes keys fetched at `fetched_at_ms`, by this VM or another one.
     pub fn keys_arrived(&mut self, index: usize, keys: Arc<KeySet>, fetched_at_ms: i64) {
-        let Some(state) = self.issuers.get_mut(index) else { return };
-        let refresh_ms = state.remote.as_ref().map_or(0, |r| i64::from(r.refresh_seconds) * 1000);
+        let Some(state) = self.issuers.get_mut(index) else {
+            return;
+        };
+        let refresh_ms = state
+            .remote
+            .as_ref()
+            .map_or(0, |r| i64::from(r.refresh_seconds) * 1000);
         state.keys = Some(keys);
         state.fetched_at_ms = Some(fetched_at_ms);
         state.next_attempt_ms = state.next_attempt_ms.max(fetched_at_ms + refresh_ms);
         state.failures = 0;
-        if state.refetch_wanted_at_ms.is_some_and(|asked| fetched_at_ms >= asked) {
+        if state
+            .refetch_wanted_at_ms
+            .is_some_and(|asked| fetched_at_ms >= asked)
+        {
             state.refetch_wanted_at_ms = None;
         }
     }
@@ -175,12 +201,20 @@ impl KeyStore {
 
     /// The fetch failed: keep the last good keys and retry with a growing delay.
     pub fn fetch_failed(&mut self, index: usize, now_ms: i64) {
-        let Some(state) = self.issuers.get_mut(index) else { return };
-        let refresh_ms = state.remote.as_ref().map_or(0, |r| i64::from(r.refresh_seconds) * 1000);
+        let Some(state) = self.issuers.get_mut(index) else {
+            return;
+        };
+        let refresh_ms = state
+            .remote
+            .as_ref()
+            .map_or(0, |r| i64::from(r.refresh_seconds) * 1000);
         state.in_flight_since_ms = None;
         state.failures = state.failures.saturating_add(1);
         let backoff = FIRST_RETRY_MS.saturating_mul(1 << state.failures.min(10).saturating_sub(1));
-        state.next_attempt_ms = now_ms + backoff.min(refresh_ms.max(FIRST_RETRY_MS)).min(MAX_RETRY_MS);
+        state.next_attempt_ms = now_ms
+            + backoff
+                .min(refresh_ms.max(FIRST_RETRY_MS))
+                .min(MAX_RETRY_MS);
         // A refetch for an unknown kid is answered by the failure; waiting requests decide now.
         if state.keys.is_some() {
             state.refetch_wanted_at_ms = None;
@@ -230,13 +264,19 @@ mod tests {
     #[test]
     fn a_remote_issuer_is_fetched_at_once_then_every_refresh_interval() {
         let mut store = remote_store(60);
-        assert!(matches!(store.issuer_keys("https://idp"), IssuerKeys::NotLoaded));
+        assert!(matches!(
+            store.issuer_keys("https://idp"),
+            IssuerKeys::NotLoaded
+        ));
         assert!(store.should_fetch(0, 0));
         store.fetch_started(0, 0);
         assert!(!store.should_fetch(0, 100), "one fetch at a time");
         store.keys_arrived(0, keys(), 100);
         store.fetch_finished(0);
-        assert!(matches!(store.issuer_keys("https://idp"), IssuerKeys::Loaded(_)));
+        assert!(matches!(
+            store.issuer_keys("https://idp"),
+            IssuerKeys::Loaded(_)
+        ));
         assert!(!store.should_fetch(0, 59_000));
         assert!(store.should_fetch(0, 60_100));
     }
@@ -270,8 +310,14 @@ mod tests {
         let mut store = remote_store(300);
         store.keys_arrived(0, keys(), 0);
         assert!(store.refetch_for_unknown_kid(0, 10_000));
-        assert!(store.should_fetch(0, 10_000), "refetch wanted before the refresh is due");
-        assert!(!store.refetch_for_unknown_kid(0, 20_000), "within the cooldown");
+        assert!(
+            store.should_fetch(0, 10_000),
+            "refetch wanted before the refresh is due"
+        );
+        assert!(
+            !store.refetch_for_unknown_kid(0, 20_000),
+            "within the cooldown"
+        );
         assert!(store.refetch_for_unknown_kid(0, 40_000));
     }
 
@@ -296,10 +342,19 @@ mod tests {
 
     #[test]
     fn inline_keys_are_never_fetched() {
-        let store = KeyStore::new(&[IssuerConfig { issuer: "https://i".into(), keys: KeySource::Inline(keys()) }]);
-        assert!(matches!(store.issuer_keys("https://i"), IssuerKeys::Loaded(_)));
+        let store = KeyStore::new(&[IssuerConfig {
+            issuer: "https://i".into(),
+            keys: KeySource::Inline(keys()),
+        }]);
+        assert!(matches!(
+            store.issuer_keys("https://i"),
+            IssuerKeys::Loaded(_)
+        ));
         assert!(!store.should_fetch(0, 0));
-        assert!(matches!(store.issuer_keys("https://other"), IssuerKeys::Untrusted));
+        assert!(matches!(
+            store.issuer_keys("https://other"),
+            IssuerKeys::Untrusted
+        ));
     }
 
     #[test]

@@ -7,7 +7,9 @@ use crate::algorithm::AlgorithmError;
 pub enum Rejection {
     #[error("no bearer token in the Authorization header")]
     MissingToken,
-    #[error("access tokens in the query string are not accepted; send `Authorization: Bearer <token>`")]
+    #[error(
+        "access tokens in the query string are not accepted; send `Authorization: Bearer <token>`"
+    )]
     TokenInQuery,
     #[error("the Authorization header must be one `Bearer <token>` value")]
     BadAuthorizationHeader,
@@ -104,7 +106,10 @@ mod tests {
             Rejection::TypeNotAccepted(String::new()),
             Rejection::UntrustedIssuer(String::new()),
             Rejection::UnknownKey(None),
-            Rejection::KeyMismatch { alg: String::new(), kid: String::new() },
+            Rejection::KeyMismatch {
+                alg: String::new(),
+                kid: String::new(),
+            },
             Rejection::BadSignature,
             Rejection::MissingExpiry,
             Rejection::Expired,

@@ -22,12 +22,14 @@ const MAX_HEADER_DESCRIPTION: usize = 200;
 /// The answer to a request refused for `rejection`.
 pub fn refusal(config: &FilterConfig, rejection: &Rejection) -> LocalResponse {
     let description = rejection.to_string();
-    let (status, error) = match rejection {
-        Rejection::MissingToken => (401, None),
-        Rejection::TokenInQuery | Rejection::BadAuthorizationHeader => (400, Some("invalid_request")),
-        Rejection::InsufficientScope(_) => (403, Some("insufficient_scope")),
-        Rejection::KeysUnavailable(_) => {
-            return LocalResponse {
+    let (status, error) =
+        match rejection {
+            Rejection::MissingToken => (401, None),
+            Rejection::TokenInQuery | Rejection::BadAuthorizationHeader => {
+                (400, Some("invalid_request"))
+            }
+            Rejection::InsufficientScope(_) => (403, Some("insufficient_scope")),
+            Rejection::KeysUnavailable(_) => return LocalResponse {
                 status: 503,
                 headers: vec![
                     ("content-type".into(), "application/json".into()),
@@ -36,15 +38,17 @@ pub fn refusal(config: &FilterConfig, rejection: &Rejection) -> LocalResponse {
                 ],
                 body: json!({"error": "temporarily_unavailable", "error_description": description})
                     .to_string(),
-            }
-        }
-        _ => (401, Some("invalid_token")),
-    };
+            },
+            _ => (401, Some("invalid_token")),
+        };
     let scope = match rejection {
         Rejection::InsufficientScope(needed) => needed.join(" "),
         _ => config.required_scopes.join(" "),
     };
-    let mut challenge = format!("Bearer resource_metadata=\"{}\"", config.resource_metadata_url);
+    let mut challenge = format!(
+        "Bearer resource_metadata=\"{}\"",
+        config.resource_metadata_url
+    );
     if !scope.is_empty() {
         challenge.push_str(&format!(", scope=\"{}\"", quoted(&scope)));
     }
@@ -81,13 +85,20 @@ pub fn metadata(config: &FilterConfig, method: &str) -> LocalResponse {
                 ("cache-control".into(), "public, max-age=300".into()),
                 cors,
             ],
-            body: if method == "GET" { config.metadata_document.clone() } else { String::new() },
+            body: if method == "GET" {
+                config.metadata_document.clone()
+            } else {
+                String::new()
+            },
         },
         "OPTIONS" => LocalResponse {
             status: 204,
             headers: vec![
                 cors,
-                ("access-control-allow-methods".into(), "GET, HEAD, OPTIONS".into()),
+                (
+                    "access-control-allow-methods".into(),
+                    "GET, HEAD, OPTIONS".into(),
+                ),
                 ("access-control-allow-headers".into(), "*".into()),
             ],
             body: String::new(),
@@ -103,7 +114,11 @@ pub fn metadata(config: &FilterConfig, method: &str) -> LocalResponse {
 /// Makes `text` safe inside an RFC 7230 quoted-string: no controls, quotes escaped, bounded.
 fn quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_HEADER_DESCRIPTION));
-    for ch in text.chars().filter(|ch| !ch.is_control()).take(MAX_HEADER_DESCRIPTION) {
+    for ch in text
+        .chars()
+        .filter(|ch| !ch.is_control())
+        .take(MAX_HEADER_DESCRIPTION)
+    {
         if ch == '"' || ch == '\\' {
             out.push('\\');
         }
@@ -166,24 +181,39 @@ mod tests {
 
     #[test]
     fn missing_scope_is_a_step_up_challenge() {
-        let response = refusal(&config(&["mcp:tools"]), &Rejection::InsufficientScope(vec!["mcp:admin".into()]));
+        let response = refusal(
+            &config(&["mcp:tools"]),
+            &Rejection::InsufficientScope(vec!["mcp:admin".into()]),
+        );
         assert_eq!(response.status, 403);
         let challenge = header(&response, "www-authenticate");
-        assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+        assert!(
+            challenge.contains("error=\"insufficient_scope\""),
+            "{challenge}"
+        );
         assert!(challenge.contains("scope=\"mcp:admin\""), "{challenge}");
     }
 
     #[test]
     fn attacker_text_cannot_break_out_of_the_header() {
-        let response = refusal(&config(&[]), &Rejection::UntrustedIssuer("evil\"\r\nx-injected: 1".into()));
+        let response = refusal(
+            &config(&[]),
+            &Rejection::UntrustedIssuer("evil\"\r\nx-injected: 1".into()),
+        );
         let challenge = header(&response, "www-authenticate");
-        assert!(!challenge.contains('\r') && !challenge.contains('\n'), "{challenge}");
+        assert!(
+            !challenge.contains('\r') && !challenge.contains('\n'),
+            "{challenge}"
+        );
         assert!(challenge.contains("evil\\\"x-injected"), "{challenge}");
     }
 
     #[test]
     fn keys_unavailable_is_a_retryable_503() {
-        let response = refusal(&config(&[]), &Rejection::KeysUnavailable("https://i".into()));
+        let response = refusal(
+            &config(&[]),
+            &Rejection::KeysUnavailable("https://i".into()),
+        );
         assert_eq!(response.status, 503);
         assert_eq!(header(&response, "retry-after"), "5");
     }

@@ -21,28 +21,41 @@ pub enum TestKey {
 }
 
 pub fn rsa() -> TestKey {
-    TestKey::Rsa(rsa::RsaPrivateKey::from_pkcs8_pem(include_str!("../testdata/rsa2048.pem")).unwrap())
+    TestKey::Rsa(
+        rsa::RsaPrivateKey::from_pkcs8_pem(include_str!("../testdata/rsa2048.pem")).unwrap(),
+    )
 }
 
 pub fn rsa_b() -> TestKey {
-    TestKey::Rsa(rsa::RsaPrivateKey::from_pkcs8_pem(include_str!("../testdata/rsa2048-b.pem")).unwrap())
+    TestKey::Rsa(
+        rsa::RsaPrivateKey::from_pkcs8_pem(include_str!("../testdata/rsa2048-b.pem")).unwrap(),
+    )
 }
 
 pub fn rsa_1024() -> TestKey {
-    TestKey::Rsa(rsa::RsaPrivateKey::from_pkcs8_pem(include_str!("../testdata/rsa1024.pem")).unwrap())
+    TestKey::Rsa(
+        rsa::RsaPrivateKey::from_pkcs8_pem(include_str!("../testdata/rsa1024.pem")).unwrap(),
+    )
 }
 
 pub fn p256() -> TestKey {
-    TestKey::P256(p256::ecdsa::SigningKey::from_pkcs8_pem(include_str!("../testdata/p256.pem")).unwrap())
+    TestKey::P256(
+        p256::ecdsa::SigningKey::from_pkcs8_pem(include_str!("../testdata/p256.pem")).unwrap(),
+    )
 }
 
 pub fn p384() -> TestKey {
-    TestKey::P384(p384::ecdsa::SigningKey::from_pkcs8_pem(include_str!("../testdata/p384.pem")).unwrap())
+    TestKey::P384(
+        p384::ecdsa::SigningKey::from_pkcs8_pem(include_str!("../testdata/p384.pem")).unwrap(),
+    )
 }
 
 pub fn ed25519() -> TestKey {
     let pem = include_str!("../testdata/ed25519.pem");
-    let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    let body: String = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
     let der = STANDARD.decode(body).unwrap();
     // A PKCS#8 Ed25519 key ends with its 32-byte seed.
     let seed = ed25519_compact::Seed::from_slice(&der[der.len() - 32..]).unwrap();
@@ -83,10 +96,16 @@ impl TestKey {
         let alg = header["alg"].as_str().unwrap();
         let message = signing_input(header, claims);
         let signature: Vec<u8> = match self {
-            Self::Rsa(key) => Rsa::with_name(alg).sign(key, message.as_bytes()).as_bytes().into_owned(),
+            Self::Rsa(key) => Rsa::with_name(alg)
+                .sign(key, message.as_bytes())
+                .as_bytes()
+                .into_owned(),
             Self::P256(key) => Es256.sign(key, message.as_bytes()).as_bytes().into_owned(),
             Self::P384(key) => Es384.sign(key, message.as_bytes()).as_bytes().into_owned(),
-            Self::Ed25519(pair) => Ed25519.sign(&pair.sk, message.as_bytes()).as_bytes().into_owned(),
+            Self::Ed25519(pair) => Ed25519
+                .sign(&pair.sk, message.as_bytes())
+                .as_bytes()
+                .into_owned(),
         };
         format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
     }

@@ -19,7 +19,11 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(capacity: usize, clock_skew_seconds: i64) -> Self {
-        Self { entries: HashMap::new(), capacity, clock_skew_seconds }
+        Self {
+            entries: HashMap::new(),
+            capacity,
+            clock_skew_seconds,
+        }
     }
 
     /// The verified token, if it was seen before and is still within its lifetime at `now`.
@@ -37,7 +41,8 @@ impl TokenCache {
     pub fn insert(&mut self, token: &str, verified: Rc<VerifiedToken>, now: i64) {
         if self.entries.len() >= self.capacity {
             let skew = self.clock_skew_seconds;
-            self.entries.retain(|_, entry| now <= entry.expires_at.saturating_add(skew));
+            self.entries
+                .retain(|_, entry| now <= entry.expires_at.saturating_add(skew));
             if self.entries.len() >= self.capacity {
                 // Still full of live tokens: start over rather than track recency on the hot path.
                 self.entries.clear();
@@ -125,6 +130,9 @@ mod tests {
         cache.retain_keys("i", |kid| kid == "new");
         assert!(cache.get("a", 0).is_none());
         assert!(cache.get("b", 0).is_some());
-        assert!(cache.get("c", 0).is_some(), "another issuer's kid is not touched");
+        assert!(
+            cache.get("c", 0).is_some(),
+            "another issuer's kid is not touched"
+        );
     }
 }

@@ -80,7 +80,11 @@ pub fn verify<'k>(
         .map_err(|err| Rejection::Malformed(format!("claims are not a JSON object: {err}")))?;
     let issuer = match unverified.custom.get("iss") {
         Some(Value::String(iss)) => iss.clone(),
-        _ => return Err(Rejection::Malformed("the token has no `iss` claim".to_owned())),
+        _ => {
+            return Err(Rejection::Malformed(
+                "the token has no `iss` claim".to_owned(),
+            ))
+        }
     };
     let key_set = match keys_of(&issuer) {
         IssuerKeys::Untrusted => return Err(Rejection::UntrustedIssuer(issuer)),
@@ -93,15 +97,28 @@ pub fn verify<'k>(
         .ok_or_else(|| Rejection::UnknownKey(kid.clone()))?;
     let kid = kid.unwrap_or_default();
     if alg.key_family() != jwk.key.family() || jwk.alg.is_some_and(|pinned| pinned != alg) {
-        return Err(Rejection::KeyMismatch { alg: alg.to_string(), kid });
+        return Err(Rejection::KeyMismatch {
+            alg: alg.to_string(),
+            kid,
+        });
     }
 
     let claims = verify_signature(&untrusted, alg, &jwk.key)?;
     let expires_at = check_times(&claims, now, policy.clock_skew_seconds)?;
     check_audience(&claims.custom, &policy.audiences)?;
 
-    let subject = claims.custom.get("sub").and_then(Value::as_str).map(str::to_owned);
-    Ok(VerifiedToken { issuer, subject, expires_at, key_id: kid, claims: all_claims(claims) })
+    let subject = claims
+        .custom
+        .get("sub")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(VerifiedToken {
+        issuer,
+        subject,
+        expires_at,
+        key_id: kid,
+        claims: all_claims(claims),
+    })
 }
 
 /// RFC 9068 access tokens say `at+jwt`; many IdPs (Okta among them) send `JWT` or nothing.
@@ -139,7 +156,10 @@ fn verify_signature(
         (JwsAlgorithm::Es256, PublicKey::P256(key)) => validate(&Es256, key, token),
         (JwsAlgorithm::Es384, PublicKey::P384(key)) => validate(&Es384, key, token),
         (JwsAlgorithm::EdDsa, PublicKey::Ed25519(key)) => validate(&Ed25519, key, token),
-        _ => Err(Rejection::KeyMismatch { alg: alg.to_string(), kid: String::new() }),
+        _ => Err(Rejection::KeyMismatch {
+            alg: alg.to_string(),
+            kid: String::new(),
+        }),
     }
 }
 
@@ -163,7 +183,10 @@ fn validate<A: Algorithm>(
 
 /// `exp` is required; `nbf` and `iat` may not lie in the future; all within the allowed skew.
 fn check_times(claims: &Claims, now: i64, skew: i64) -> Result<i64, Rejection> {
-    let expires_at = claims.expiration.ok_or(Rejection::MissingExpiry)?.timestamp();
+    let expires_at = claims
+        .expiration
+        .ok_or(Rejection::MissingExpiry)?
+        .timestamp();
     if now > expires_at.saturating_add(skew) {
         return Err(Rejection::Expired);
     }
@@ -193,7 +216,10 @@ fn all_claims(claims: Claims) -> Map<String, Value> {
 
 /// `aud` may be one string or an array; one match with the configured audiences is enough.
 fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(), Rejection> {
-    let accepted = |aud: &Value| aud.as_str().is_some_and(|aud| audiences.iter().any(|a| a == aud));
+    let accepted = |aud: &Value| {
+        aud.as_str()
+            .is_some_and(|aud| audiences.iter().any(|a| a == aud))
+    };
     let ok = match claims.get("aud") {
         Some(Value::Array(items)) => items.iter().any(accepted),
         Some(aud) => accepted(aud),
@@ -217,7 +243,11 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     fn policy() -> TokenPolicy {
-        TokenPolicy { audiences: vec![AUD.to_owned()], clock_skew_seconds: 60, max_token_bytes: 8192 }
+        TokenPolicy {
+            audiences: vec![AUD.to_owned()],
+            clock_skew_seconds: 60,
+            max_token_bytes: 8192,
+        }
     }
 
     fn claims() -> Value {
@@ -281,15 +311,22 @@ mod tests {
             base64_url(&json!({"alg": "none", "kid": "r"})),
             base64_url(&claims())
         );
-        assert!(matches!(check(&unsigned, &set), Err(Rejection::AlgorithmRefused(_))));
+        assert!(matches!(
+            check(&unsigned, &set),
+            Err(Rejection::AlgorithmRefused(_))
+        ));
     }
 
     #[test]
     fn hs256_signed_with_the_rsa_public_key_is_refused() {
         let rsa = test_keys::rsa();
         let set = key_set(&[(&rsa, "r")]);
-        let forged = test_keys::sign_hs256(&rsa.public_key_bytes(), &header("HS256", "r"), &claims());
-        assert!(matches!(check(&forged, &set), Err(Rejection::AlgorithmRefused(_))));
+        let forged =
+            test_keys::sign_hs256(&rsa.public_key_bytes(), &header("HS256", "r"), &claims());
+        assert!(matches!(
+            check(&forged, &set),
+            Err(Rejection::AlgorithmRefused(_))
+        ));
     }
 
     #[test]
@@ -298,7 +335,10 @@ mod tests {
         let set = key_set(&[(&rsa, "r"), (&p256, "e")]);
         // A valid ES256 signature, but the header points at the RSA key.
         let token = p256.sign(&header("ES256", "r"), &claims());
-        assert!(matches!(check(&token, &set), Err(Rejection::KeyMismatch { .. })));
+        assert!(matches!(
+            check(&token, &set),
+            Err(Rejection::KeyMismatch { .. })
+        ));
     }
 
     #[test]
@@ -309,7 +349,10 @@ mod tests {
         let set = KeySet::from_value(&json!({"keys": [jwk]})).unwrap();
         assert!(check(&rsa.sign(&header("RS256", "r"), &claims()), &set).is_ok());
         let token = rsa.sign(&header("PS256", "r"), &claims());
-        assert!(matches!(check(&token, &set), Err(Rejection::KeyMismatch { .. })));
+        assert!(matches!(
+            check(&token, &set),
+            Err(Rejection::KeyMismatch { .. })
+        ));
     }
 
     #[test]
@@ -334,8 +377,18 @@ mod tests {
     #[test]
     fn malformed_tokens_are_malformed() {
         let set = key_set(&[(&test_keys::rsa(), "r")]);
-        for junk in ["", "abc", "a.b", "a.b.c", "....", "eyJhbGciOiJSUzI1NiJ9.!!!.sig"] {
-            assert!(matches!(check(junk, &set), Err(Rejection::Malformed(_))), "{junk:?}");
+        for junk in [
+            "",
+            "abc",
+            "a.b",
+            "a.b.c",
+            "....",
+            "eyJhbGciOiJSUzI1NiJ9.!!!.sig",
+        ] {
+            assert!(
+                matches!(check(junk, &set), Err(Rejection::Malformed(_))),
+                "{junk:?}"
+            );
         }
     }
 
@@ -390,11 +443,20 @@ mod tests {
         c["aud"] = json!(["other", AUD]);
         assert!(check(&rsa.sign(&header("RS256", "r"), &c), &set).is_ok());
         c["aud"] = json!("https://other.example.com/mcp");
-        assert_eq!(check(&rsa.sign(&header("RS256", "r"), &c), &set), Err(Rejection::WrongAudience));
+        assert_eq!(
+            check(&rsa.sign(&header("RS256", "r"), &c), &set),
+            Err(Rejection::WrongAudience)
+        );
         c["aud"] = json!(["a", "b"]);
-        assert_eq!(check(&rsa.sign(&header("RS256", "r"), &c), &set), Err(Rejection::WrongAudience));
+        assert_eq!(
+            check(&rsa.sign(&header("RS256", "r"), &c), &set),
+            Err(Rejection::WrongAudience)
+        );
         c.as_object_mut().unwrap().remove("aud");
-        assert_eq!(check(&rsa.sign(&header("RS256", "r"), &c), &set), Err(Rejection::WrongAudience));
+        assert_eq!(
+            check(&rsa.sign(&header("RS256", "r"), &c), &set),
+            Err(Rejection::WrongAudience)
+        );
     }
 
     #[test]
@@ -414,7 +476,10 @@ mod tests {
         let rsa = test_keys::rsa();
         let set = key_set(&[(&rsa, "r")]);
         let token = rsa.sign(&header("RS256", "rotated"), &claims());
-        assert_eq!(check(&token, &set), Err(Rejection::UnknownKey(Some("rotated".into()))));
+        assert_eq!(
+            check(&token, &set),
+            Err(Rejection::UnknownKey(Some("rotated".into())))
+        );
     }
 
     #[test]
@@ -427,8 +492,14 @@ mod tests {
         }
         let untyped = rsa.sign(&json!({"alg": "RS256", "kid": "r"}), &claims());
         assert!(check(&untyped, &set).is_ok());
-        let id_token_like = rsa.sign(&json!({"alg": "RS256", "kid": "r", "typ": "dpop+jwt"}), &claims());
-        assert!(matches!(check(&id_token_like, &set), Err(Rejection::TypeNotAccepted(_))));
+        let id_token_like = rsa.sign(
+            &json!({"alg": "RS256", "kid": "r", "typ": "dpop+jwt"}),
+            &claims(),
+        );
+        assert!(matches!(
+            check(&id_token_like, &set),
+            Err(Rejection::TypeNotAccepted(_))
+        ));
     }
 
     #[test]
@@ -455,7 +526,10 @@ mod tests {
         c.as_object_mut().unwrap().remove("scope");
         c["scp"] = json!(["openid", "mcp:tools"]);
         let token = rsa.sign(&header("RS256", "r"), &c);
-        assert_eq!(check(&token, &set).unwrap().scopes(), ["openid", "mcp:tools"]);
+        assert_eq!(
+            check(&token, &set).unwrap().scopes(),
+            ["openid", "mcp:tools"]
+        );
     }
 
     fn base64_url(value: &Value) -> String {

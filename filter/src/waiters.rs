@@ -23,7 +23,8 @@ impl<T> Default for Waiters<T> {
 
 impl<T> Waiters<T> {
     pub fn hold(&mut self, waiter: Waiter<T>) {
-        self.held.retain(|held| held.context_id != waiter.context_id);
+        self.held
+            .retain(|held| held.context_id != waiter.context_id);
         self.held.push(waiter);
     }
 
@@ -66,7 +67,12 @@ mod tests {
     use super::*;
 
     fn waiter(context_id: u32, issuer: usize, deadline_ms: i64) -> Waiter<()> {
-        Waiter { context_id, issuer, deadline_ms, request: () }
+        Waiter {
+            context_id,
+            issuer,
+            deadline_ms,
+            request: (),
+        }
     }
 
     #[test]
@@ -75,7 +81,11 @@ mod tests {
         waiters.hold(waiter(1, 0, 100));
         waiters.hold(waiter(2, 1, 100));
         waiters.hold(waiter(3, 0, 100));
-        let released: Vec<u32> = waiters.release_issuer(0).iter().map(|w| w.context_id).collect();
+        let released: Vec<u32> = waiters
+            .release_issuer(0)
+            .iter()
+            .map(|w| w.context_id)
+            .collect();
         assert_eq!(released, [1, 3]);
         assert_eq!(waiters.len(), 1);
         assert!(waiters.is_waiting_on(1));

@@ -34,7 +34,10 @@ impl Engine {
     pub fn new(config: FilterConfig) -> Self {
         Self {
             keys: KeyStore::new(&config.issuers),
-            cache: TokenCache::new(config.token_cache_entries, config.token_policy.clock_skew_seconds),
+            cache: TokenCache::new(
+                config.token_cache_entries,
+                config.token_policy.clock_skew_seconds,
+            ),
             waiters: Waiters::default(),
             metrics: Metrics::define(),
             fetches: HashMap::new(),
@@ -68,7 +71,14 @@ pub fn decide(
     let Ok(mut engine) = engine.try_borrow_mut() else {
         return Act::Respond(internal_error("filter state busy"));
     };
-    let Engine { config, keys, cache, waiters, metrics, .. } = &mut *engine;
+    let Engine {
+        config,
+        keys,
+        cache,
+        waiters,
+        metrics,
+        ..
+    } = &mut *engine;
     let verdict = gate::decide(config, &head, keys, cache, now_ms, kid_refetch);
     let (response, rejection) = match verdict {
         Verdict::Forward(forward) => {
@@ -79,15 +89,24 @@ pub fn decide(
         }
         Verdict::Wait { issuer } => match hold {
             Hold::Until(deadline_ms) => {
-                waiters.hold(Waiter { context_id, issuer, deadline_ms, request: head });
+                waiters.hold(Waiter {
+                    context_id,
+                    issuer,
+                    deadline_ms,
+                    request: head,
+                });
                 return Act::Held;
             }
             Hold::No => {
-                let rejection = Rejection::KeysUnavailable(keys.issuer(issuer).unwrap_or_default().to_owned());
+                let rejection =
+                    Rejection::KeysUnavailable(keys.issuer(issuer).unwrap_or_default().to_owned());
                 (response::refusal(config, &rejection), Some(rejection))
             }
         },
-        Verdict::Respond { response, rejection } => (response, rejection),
+        Verdict::Respond {
+            response,
+            rejection,
+        } => (response, rejection),
     };
     if let Some(rejection) = &rejection {
         metrics.rejected(rejection);
@@ -147,7 +166,8 @@ fn rewrite_headers(forward: &Forward) -> Result<(), &'static str> {
         host::set_request_header(name, None).map_err(|_| "could not remove a request header")?;
     }
     for (name, value) in &forward.set {
-        host::set_request_header(name, Some(value)).map_err(|_| "could not set an identity header")?;
+        host::set_request_header(name, Some(value))
+            .map_err(|_| "could not set an identity header")?;
     }
     Ok(())
 }

@@ -29,8 +29,11 @@ pub fn set_request_header(name: &str, value: Option<&str>) -> Result<(), Status>
 }
 
 pub fn send(response: &LocalResponse) -> Result<(), Status> {
-    let headers: Vec<(&str, &str)> =
-        response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = response
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let body = (!response.body.is_empty()).then_some(response.body.as_bytes());
     hostcalls::send_http_response(response.status, headers, body)
 }
@@ -40,7 +43,10 @@ pub fn send_internal_error(detail: &str) {
     let body = format!("{{\"error\":\"server_error\",\"error_description\":\"{detail}\"}}");
     if let Err(status) = hostcalls::send_http_response(
         500,
-        vec![("content-type", "application/json"), ("cache-control", "no-store")],
+        vec![
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ],
         Some(body.as_bytes()),
     ) {
         log::error!("mcp-mesh-auth: could not send a 500 answer: {status:?}");

@@ -24,12 +24,16 @@ impl Context for HttpFilter {
 impl HttpContext for HttpFilter {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let Some(now_ms) = host::now_ms() else {
-            return engine::carry_out(Act::Respond(engine::internal_error("the host clock is unavailable")));
+            return engine::carry_out(Act::Respond(engine::internal_error(
+                "the host clock is unavailable",
+            )));
         };
         let head = match host::request_headers() {
             Ok(headers) => request_head(headers),
             Err(_) => {
-                return engine::carry_out(Act::Respond(engine::internal_error("could not read the request headers")))
+                return engine::carry_out(Act::Respond(engine::internal_error(
+                    "could not read the request headers",
+                )))
             }
         };
         let wait_ms = match self.engine.try_borrow() {

