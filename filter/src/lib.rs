@@ -4,11 +4,16 @@
 //! thin proxy-wasm adapter and is compiled for `wasm32` only.
 
 pub mod algorithm;
+pub mod authz;
+pub mod claims;
 pub mod config;
 pub mod es384;
 pub mod gate;
+pub mod jsonrpc;
 pub mod jwks;
 pub mod key_store;
+pub mod mcp_headers;
+pub mod operation;
 pub mod rejection;
 pub mod response;
 pub mod token_cache;

@@ -1,0 +1,805 @@
+//! Cedar authorization: policies and static entities loaded once, one decision per MCP use.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::claims;
+use crate::operation::Feature;
+use crate::verify::VerifiedToken;
+
+const DEFAULT_GROUP_ENTITY_TYPE: &str = "THVGroup";
+/// Tool annotations a policy may read; only booleans, only as the server declared them.
+pub const ANNOTATION_HINTS: [&str; 4] = [
+    "readOnlyHint",
+    "destructiveHint",
+    "idempotentHint",
+    "openWorldHint",
+];
+
+/// The `cedar` section of the plugin configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CedarSettings {
+    #[serde(default)]
+    pub policies: Vec<String>,
+    pub entities: Option<Value>,
+    /// A schema in Cedar syntax (string) or JSON (object); policies are validated against it.
+    pub schema: Option<Value>,
+    pub group_claim: Option<String>,
+    pub role_claim: Option<String>,
+    pub group_entity_type: Option<String>,
+    pub multi_valued_claims: Option<Vec<String>>,
+}
+
+/// Why the Cedar configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CedarConfigError {
+    #[error("`cedar.policies` is empty: with no policy every call would be denied")]
+    NoPolicies,
+    #[error("`cedar.policies[{index}]` does not parse: {message}")]
+    Policy { index: usize, message: String },
+    #[error("`cedar.policies`: two policies have the id `{0}` (from `@id`)")]
+    DuplicateId(String),
+    #[error("`cedar.entities` is not valid Cedar JSON entities: {0}")]
+    Entities(String),
+    #[error("`cedar.schema` does not parse: {0}")]
+    Schema(String),
+    #[error("the policies do not validate against `cedar.schema`: {0}")]
+    Validation(String),
+    #[error("`cedar.group_entity_type` = `{0}` is not a Cedar entity type name")]
+    GroupType(String),
+    #[error("`server_name` = `{0}` cannot be an entity id")]
+    ServerName(String),
+}
+
+/// Why a request cannot be put to Cedar (each is a deny).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthzError {
+    #[error("the token has no `sub`, `client_id`, `cid` or `azp` to name the principal")]
+    NoPrincipal,
+    #[error("the Cedar request could not be built: {0}")]
+    Request(String),
+}
+
+/// A decision and what made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policies that decided (permits when allowed, forbids when denied by one).
+    pub policies: Vec<String>,
+    /// Evaluation errors; any error denies (ToolHive's rule), even next to a permit.
+    pub errors: Vec<String>,
+}
+
+impl Decision {
+    fn denied(reason: String) -> Self {
+        Self {
+            allowed: false,
+            policies: Vec::new(),
+            errors: vec![reason],
+        }
+    }
+}
+
+/// The calling principal, built once per request.
+pub struct Caller {
+    pub uid: EntityUid,
+    entity: Entity,
+    context: Vec<(String, RestrictedExpression)>,
+}
+
+/// One item to decide on: a use (with arguments and known annotations) or a listed item.
+pub struct Target<'a> {
+    pub feature: Feature,
+    pub name: &'a str,
+    pub arguments: Option<&'a Map<String, Value>>,
+    pub annotations: Option<&'a Map<String, Value>>,
+}
+
+pub struct Authorizer {
+    policies: PolicySet,
+    entities: Entities,
+    group_type: EntityTypeName,
+    group_claim: Option<String>,
+    role_claim: Option<String>,
+    multi_valued: Vec<String>,
+    server: Option<EntityUid>,
+    cedar: CedarAuthorizer,
+}
+
+impl Authorizer {
+    pub fn new(
+        settings: CedarSettings,
+        server_name: Option<&str>,
+    ) -> Result<Self, CedarConfigError> {
+        let policies = policy_set(&settings.policies)?;
+        let schema = settings.schema.as_ref().map(schema).transpose()?;
+        if let Some(schema) = schema {
+            let result = Validator::new(schema).validate(&policies, ValidationMode::default());
+            if !result.validation_passed() {
+                let messages: Vec<String> = result
+                    .validation_errors()
+                    .map(ToString::to_string)
+                    .collect();
+                return Err(CedarConfigError::Validation(messages.join("; ")));
+            }
+        }
+        let entities = match settings.entities {
+            Some(value) => Entities::from_json_value(value, None)
+                .map_err(|err| CedarConfigError::Entities(err.to_string()))?,
+            None => Entities::empty(),
+        };
+        let type_name = settings
+            .group_entity_type
+            .unwrap_or_else(|| DEFAULT_GROUP_ENTITY_TYPE.to_owned());
+        let group_type = EntityTypeName::from_str(&type_name)
+            .map_err(|_| CedarConfigError::GroupType(type_name.clone()))?;
+        let server = server_name
+            .map(|name| {
+                entity_uid("MCP", name).ok_or_else(|| CedarConfigError::ServerName(name.to_owned()))
+            })
+            .transpose()?;
+        Ok(Self {
+            policies,
+            entities,
+            group_type,
+            group_claim: settings.group_claim,
+            role_claim: settings.role_claim,
+            multi_valued: settings
+                .multi_valued_claims
+                .unwrap_or_else(|| vec!["scp".into(), "scope".into()]),
+            server,
+            cedar: CedarAuthorizer::new(),
+        })
+    }
+
+    /// The principal `Client::"<sub>"`, its claims and its groups.
+    pub fn caller(&self, token: &VerifiedToken) -> Result<Caller, AuthzError> {
+        let id = ["sub", "client_id", "cid", "azp"]
+            .iter()
+            .find_map(|claim| token.claims.get(*claim).and_then(Value::as_str))
+            .ok_or(AuthzError::NoPrincipal)?;
+        let uid = entity_uid("Client", id).ok_or(AuthzError::NoPrincipal)?;
+        let context = claims::claim_attributes(&token.claims, &self.multi_valued);
+        let parents: HashSet<EntityUid> = claims::groups(
+            &token.claims,
+            self.group_claim.as_deref(),
+            self.role_claim.as_deref(),
+        )
+        .iter()
+        .map(|group| {
+            EntityUid::from_type_name_and_id(self.group_type.clone(), EntityId::new(group))
+        })
+        .collect();
+        let entity = Entity::new(uid.clone(), context.iter().cloned().collect(), parents)
+            .map_err(|err| AuthzError::Request(err.to_string()))?;
+        Ok(Caller {
+            uid,
+            entity,
+            context,
+        })
+    }
+
+    /// Decides one use of a tool, prompt or resource.
+    pub fn decide(&self, caller: &Caller, target: &Target<'_>) -> Decision {
+        self.decide_all(caller, std::slice::from_ref(target))
+            .pop()
+            .unwrap_or_else(|| Decision::denied("no decision".into()))
+    }
+
+    /// Decides several targets against one set of entities (one transitive closure for a list).
+    pub fn decide_all(&self, caller: &Caller, targets: &[Target<'_>]) -> Vec<Decision> {
+        let mut resources = Vec::with_capacity(targets.len());
+        let mut seen = HashSet::new();
+        let mut built = Vec::with_capacity(targets.len());
+        for target in targets {
+            let resource = self.resource(target);
+            if let Ok((uid, entity)) = &resource {
+                if seen.insert(uid.clone()) {
+                    resources.push(entity.clone());
+                }
+            }
+            built.push(resource.map(|(uid, _)| uid));
+        }
+        let entities = match self.entities.clone().add_entities(
+            std::iter::once(caller.entity.clone()).chain(resources),
+            None,
+        ) {
+            Ok(entities) => entities,
+            Err(err) => {
+                let reason = format!("entities: {err}");
+                return targets
+                    .iter()
+                    .map(|_| Decision::denied(reason.clone()))
+                    .collect();
+            }
+        };
+        targets
+            .iter()
+            .zip(built)
+            .map(|(target, resource)| match resource {
+                Ok(resource) => self.evaluate(caller, target, resource, &entities),
+                Err(reason) => Decision::denied(reason),
+            })
+            .collect()
+    }
+
+    fn resource(&self, target: &Target<'_>) -> Result<(EntityUid, Entity), String> {
+        let feature = target.feature;
+        let uid = entity_uid(feature.entity_type(), target.name)
+            .ok_or_else(|| format!("`{}` cannot be an entity id", target.name))?;
+        let mut attributes: HashMap<String, RestrictedExpression> = HashMap::new();
+        attributes.insert(
+            "name".into(),
+            RestrictedExpression::new_string(target.name.to_owned()),
+        );
+        attributes.insert(
+            "operation".into(),
+            RestrictedExpression::new_string(feature.operation().into()),
+        );
+        attributes.insert(
+            "feature".into(),
+            RestrictedExpression::new_string(feature.name().into()),
+        );
+        if feature == Feature::Resource {
+            attributes.insert(
+                "uri".into(),
+                RestrictedExpression::new_string(target.name.to_owned()),
+            );
+        }
+        if let Some(annotations) = target.annotations {
+            for hint in ANNOTATION_HINTS {
+                if let Some(flag) = annotations.get(hint).and_then(Value::as_bool) {
+                    attributes.insert(hint.to_owned(), RestrictedExpression::new_bool(flag));
+                }
+            }
+        }
+        attributes.extend(claims::argument_attributes(target.arguments));
+        let parents = self.server.iter().cloned().collect();
+        let entity =
+            Entity::new(uid.clone(), attributes, parents).map_err(|err| err.to_string())?;
+        Ok((uid, entity))
+    }
+
+    fn evaluate(
+        &self,
+        caller: &Caller,
+        target: &Target<'_>,
+        resource: EntityUid,
+        entities: &Entities,
+    ) -> Decision {
+        let Some(action) = entity_uid("Action", target.feature.action()) else {
+            return Decision::denied("bad action".into());
+        };
+        let pairs = caller
+            .context
+            .iter()
+            .cloned()
+            .chain(claims::argument_attributes(target.arguments));
+        let request = Context::from_pairs(pairs)
+            .map_err(|err| err.to_string())
+            .and_then(|context| {
+                Request::new(caller.uid.clone(), action, resource, context, None)
+                    .map_err(|err| err.to_string())
+            });
+        let request = match request {
+            Ok(request) => request,
+            Err(reason) => return Decision::denied(reason),
+        };
+        let response = self.cedar.is_authorized(&request, &self.policies, entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+        Decision {
+            allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
+            policies: diagnostics.reason().map(ToString::to_string).collect(),
+            errors,
+        }
+    }
+}
+
+fn entity_uid(type_name: &str, id: &str) -> Option<EntityUid> {
+    Some(EntityUid::from_type_name_and_id(
+        EntityTypeName::from_str(type_name).ok()?,
+        EntityId::new(id),
+    ))
+}
+
+/// All policy texts as one set; ids come from `@id("…")` or are `policies[i]#j`.
+fn policy_set(texts: &[String]) -> Result<PolicySet, CedarConfigError> {
+    if texts.is_empty() {
+        return Err(CedarConfigError::NoPolicies);
+    }
+    let mut set = PolicySet::new();
+    for (index, text) in texts.iter().enumerate() {
+        let parsed = PolicySet::from_str(text).map_err(|err| CedarConfigError::Policy {
+            index,
+            message: render_parse_error(&err),
+        })?;
+        for (position, policy) in parsed.policies().enumerate() {
+            let id = policy
+                .annotation("id")
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("policies[{index}]#{position}"));
+            set.add(policy.new_id(PolicyId::new(&id)))
+                .map_err(|_| CedarConfigError::DuplicateId(id))?;
+        }
+        if parsed.templates().next().is_some() {
+            return Err(CedarConfigError::Policy {
+                index,
+                message: "templates (with ?principal/?resource slots) are not supported".into(),
+            });
+        }
+    }
+    Ok(set)
+}
+
+fn render_parse_error(err: &cedar_policy::ParseErrors) -> String {
+    let mut message = err.to_string();
+    for detail in err.iter().skip(1) {
+        message.push_str("; ");
+        message.push_str(&detail.to_string());
+    }
+    message
+}
+
+fn schema(value: &Value) -> Result<Schema, CedarConfigError> {
+    match value {
+        Value::String(text) => Schema::from_cedarschema_str(text)
+            .map(|(schema, _warnings)| schema)
+            .map_err(|err| CedarConfigError::Schema(err.to_string())),
+        other => Schema::from_json_value(other.clone())
+            .map_err(|err| CedarConfigError::Schema(err.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The policies of seed 000 (ToolHive vMCP + Okta), verbatim.
+    const SEED_000: [&str; 4] = [
+        r#"permit(
+principal in THVGroup::"mcp-developers",
+action,
+resource
+);"#,
+        r#"forbid(
+principal in THVGroup::"mcp-developers",
+action == Action::"call_tool",
+resource == Tool::"delete_namespace"
+);"#,
+        r#"permit(
+principal in THVGroup::"mcp-platform",
+action,
+resource
+);"#,
+        r#"permit(
+principal in THVGroup::"mcp-admin",
+action,
+resource
+);"#,
+    ];
+
+    fn authorizer(policies: &[&str], entities: Option<Value>) -> Authorizer {
+        Authorizer::new(
+            CedarSettings {
+                policies: policies.iter().map(|p| p.to_string()).collect(),
+                entities,
+                schema: None,
+                group_claim: None,
+                role_claim: None,
+                group_entity_type: None,
+                multi_valued_claims: None,
+            },
+            Some("github"),
+        )
+        .unwrap()
+    }
+
+    fn token(claims: Value) -> VerifiedToken {
+        VerifiedToken {
+            issuer: "https://as".into(),
+            subject: claims["sub"].as_str().map(str::to_owned),
+            expires_at: 0,
+            key_id: String::new(),
+            claims: claims.as_object().cloned().unwrap(),
+        }
+    }
+
+    fn user(sub: &str, groups: &[&str]) -> VerifiedToken {
+        token(json!({"sub": sub, "groups": groups}))
+    }
+
+    fn tool(name: &str) -> Target<'_> {
+        Target {
+            feature: Feature::Tool,
+            name,
+            arguments: None,
+            annotations: None,
+        }
+    }
+
+    fn allowed(authz: &Authorizer, who: &VerifiedToken, target: &Target<'_>) -> bool {
+        authz.decide(&authz.caller(who).unwrap(), target).allowed
+    }
+
+    #[test]
+    fn quick_reference_allow_a_group_all_tools() {
+        let authz = authorizer(
+            &[r#"permit(principal in THVGroup::"mcp-developers", action, resource);"#],
+            None,
+        );
+        assert!(allowed(
+            &authz,
+            &user("alice", &["mcp-developers"]),
+            &tool("get_pods")
+        ));
+        let prompt = Target {
+            feature: Feature::Prompt,
+            name: "summarise",
+            arguments: None,
+            annotations: None,
+        };
+        assert!(allowed(
+            &authz,
+            &user("alice", &["mcp-developers"]),
+            &prompt
+        ));
+        assert!(!allowed(
+            &authz,
+            &user("bob", &["mcp-sales"]),
+            &tool("get_pods")
+        ));
+    }
+
+    #[test]
+    fn quick_reference_allow_a_specific_user() {
+        let authz = authorizer(
+            &[
+                r#"permit(principal == Client::"user@example.com", action == Action::"call_tool", resource);"#,
+            ],
+            None,
+        );
+        assert!(allowed(
+            &authz,
+            &user("user@example.com", &[]),
+            &tool("anything")
+        ));
+        assert!(!allowed(
+            &authz,
+            &user("other@example.com", &[]),
+            &tool("anything")
+        ));
+        let prompt = Target {
+            feature: Feature::Prompt,
+            name: "p",
+            arguments: None,
+            annotations: None,
+        };
+        assert!(
+            !allowed(&authz, &user("user@example.com", &[]), &prompt),
+            "only call_tool"
+        );
+    }
+
+    #[test]
+    fn quick_reference_allow_by_claim_value() {
+        let authz = authorizer(
+            &[
+                r#"permit(principal, action == Action::"call_tool", resource) when { principal.claim_roles.contains("admin") };"#,
+            ],
+            None,
+        );
+        assert!(allowed(
+            &authz,
+            &token(json!({"sub": "a", "roles": ["admin"]})),
+            &tool("x")
+        ));
+        assert!(!allowed(
+            &authz,
+            &token(json!({"sub": "b", "roles": ["viewer"]})),
+            &tool("x")
+        ));
+        assert!(
+            !allowed(&authz, &token(json!({"sub": "c"})), &tool("x")),
+            "no claim: evaluation error, deny"
+        );
+    }
+
+    #[test]
+    fn quick_reference_restrict_to_one_tool() {
+        let authz = authorizer(
+            &[
+                r#"permit(principal in THVGroup::"mcp-platform", action == Action::"call_tool", resource == Tool::"get_pods");"#,
+            ],
+            None,
+        );
+        assert!(allowed(
+            &authz,
+            &user("p", &["mcp-platform"]),
+            &tool("get_pods")
+        ));
+        assert!(!allowed(
+            &authz,
+            &user("p", &["mcp-platform"]),
+            &tool("delete_pods")
+        ));
+    }
+
+    #[test]
+    fn quick_reference_deny_a_group_one_tool() {
+        let authz = authorizer(&SEED_000[..2], None);
+        let dev = user("d", &["mcp-developers"]);
+        assert!(allowed(&authz, &dev, &tool("get_pods")));
+        let decision = authz.decide(&authz.caller(&dev).unwrap(), &tool("delete_namespace"));
+        assert!(!decision.allowed);
+        assert_eq!(
+            decision.policies,
+            ["policies[1]#0"],
+            "the forbid decided, and is named for the log"
+        );
+    }
+
+    #[test]
+    fn quick_reference_admin_escape_hatch() {
+        let authz = authorizer(
+            &[r#"permit(principal in THVGroup::"mcp-admin", action, resource);"#],
+            None,
+        );
+        assert!(allowed(
+            &authz,
+            &user("root", &["mcp-admin"]),
+            &tool("delete_namespace")
+        ));
+        let read = Target {
+            feature: Feature::Resource,
+            name: "file:///etc/passwd",
+            arguments: None,
+            annotations: None,
+        };
+        assert!(allowed(&authz, &user("root", &["mcp-admin"]), &read));
+    }
+
+    #[test]
+    fn seed_000_policies_give_each_group_what_the_guide_promises() {
+        let authz = authorizer(&SEED_000, None);
+        let tools = ["get_pods", "list_repos", "delete_namespace"];
+        for (groups, expected) in [
+            (&["mcp-developers"][..], [true, true, false]),
+            (&["mcp-platform"][..], [true, true, true]),
+            (&["mcp-admin"][..], [true, true, true]),
+            (&["Everyone"][..], [false, false, false]),
+            (&[][..], [false, false, false]),
+        ] {
+            let who = user("u", groups);
+            let got: Vec<bool> = tools
+                .iter()
+                .map(|t| allowed(&authz, &who, &tool(t)))
+                .collect();
+            assert_eq!(got, expected, "{groups:?}");
+        }
+    }
+
+    #[test]
+    fn argument_conditions_see_scalar_arguments() {
+        let authz = authorizer(
+            &[
+                r#"permit(principal, action == Action::"call_tool", resource == Tool::"get_pods")
+                 when { resource has arg_namespace && resource.arg_namespace == "dev" && context.arg_namespace == "dev" };"#,
+            ],
+            None,
+        );
+        let who = user("u", &[]);
+        let dev = json!({"namespace": "dev"}).as_object().cloned().unwrap();
+        let prod = json!({"namespace": "prod"}).as_object().cloned().unwrap();
+        let call = |args| Target {
+            feature: Feature::Tool,
+            name: "get_pods",
+            arguments: Some(args),
+            annotations: None,
+        };
+        assert!(allowed(&authz, &who, &call(&dev)));
+        assert!(!allowed(&authz, &who, &call(&prod)));
+        assert!(!allowed(&authz, &who, &tool("get_pods")));
+    }
+
+    #[test]
+    fn annotation_conditions_use_what_the_server_declared() {
+        let authz = authorizer(
+            &[
+                r#"permit(principal, action == Action::"call_tool", resource) when { resource.readOnlyHint == true };"#,
+            ],
+            None,
+        );
+        let who = user("u", &[]);
+        let read_only = json!({"readOnlyHint": true}).as_object().cloned().unwrap();
+        let writes = json!({"readOnlyHint": false}).as_object().cloned().unwrap();
+        let with = |annotations| Target {
+            feature: Feature::Tool,
+            name: "t",
+            arguments: None,
+            annotations: Some(annotations),
+        };
+        assert!(allowed(&authz, &who, &with(&read_only)));
+        assert!(!allowed(&authz, &who, &with(&writes)));
+        assert!(
+            !allowed(&authz, &who, &tool("t")),
+            "unknown annotations: no attribute, deny"
+        );
+    }
+
+    #[test]
+    fn forbid_beats_permit() {
+        let authz = authorizer(
+            &[
+                r#"permit(principal, action, resource); forbid(principal, action, resource == Tool::"rm");"#,
+            ],
+            None,
+        );
+        assert!(allowed(&authz, &user("u", &[]), &tool("ls")));
+        assert!(!allowed(&authz, &user("u", &[]), &tool("rm")));
+    }
+
+    #[test]
+    fn an_erroring_policy_denies_even_next_to_a_permit() {
+        let authz = authorizer(
+            &[
+                r#"permit(principal, action, resource);"#,
+                r#"@id("reads-missing") permit(principal, action, resource) when { principal.claim_department == "x" };"#,
+            ],
+            None,
+        );
+        let decision = authz.decide(&authz.caller(&user("u", &[])).unwrap(), &tool("t"));
+        assert!(!decision.allowed);
+        assert!(
+            decision.errors.iter().any(|e| e.contains("reads-missing")),
+            "{:?}",
+            decision.errors
+        );
+    }
+
+    #[test]
+    fn group_hierarchies_come_from_static_entities() {
+        let entities = json!([
+            {"uid": {"type": "THVGroup", "id": "mcp-developers"}, "attrs": {},
+             "parents": [{"type": "THVGroup", "id": "engineering"}]},
+            {"uid": {"type": "THVGroup", "id": "engineering"}, "attrs": {}, "parents": []}
+        ]);
+        let authz = authorizer(
+            &[r#"permit(principal in THVGroup::"engineering", action, resource);"#],
+            Some(entities),
+        );
+        assert!(allowed(&authz, &user("d", &["mcp-developers"]), &tool("t")));
+        assert!(!allowed(&authz, &user("s", &["mcp-sales"]), &tool("t")));
+    }
+
+    #[test]
+    fn tools_have_the_server_as_parent() {
+        let authz = authorizer(
+            &[r#"permit(principal, action, resource in MCP::"github");"#],
+            None,
+        );
+        assert!(allowed(&authz, &user("u", &[]), &tool("t")));
+    }
+
+    #[test]
+    fn scope_sets_are_visible_to_policies() {
+        let authz = authorizer(
+            &[
+                r#"permit(principal, action, resource) when { principal.claimset_scope.contains("mcp:admin") };"#,
+            ],
+            None,
+        );
+        assert!(allowed(
+            &authz,
+            &token(json!({"sub": "a", "scope": "openid mcp:admin"})),
+            &tool("t")
+        ));
+        assert!(!allowed(
+            &authz,
+            &token(json!({"sub": "a", "scope": "openid"})),
+            &tool("t")
+        ));
+    }
+
+    #[test]
+    fn a_machine_token_is_named_by_its_client_id() {
+        let authz = authorizer(
+            &[r#"permit(principal == Client::"svc-1", action, resource);"#],
+            None,
+        );
+        assert!(allowed(
+            &authz,
+            &token(json!({"client_id": "svc-1"})),
+            &tool("t")
+        ));
+        assert!(authz.caller(&token(json!({"aud": "x"}))).is_err());
+    }
+
+    #[test]
+    fn one_list_decision_per_item() {
+        let authz = authorizer(&SEED_000, None);
+        let caller = authz.caller(&user("d", &["mcp-developers"])).unwrap();
+        let items = [tool("get_pods"), tool("delete_namespace"), tool("get_pods")];
+        let got: Vec<bool> = authz
+            .decide_all(&caller, &items)
+            .iter()
+            .map(|d| d.allowed)
+            .collect();
+        assert_eq!(got, [true, false, true]);
+    }
+
+    fn settings(policies: &[&str]) -> CedarSettings {
+        CedarSettings {
+            policies: policies.iter().map(|p| p.to_string()).collect(),
+            entities: None,
+            schema: None,
+            group_claim: None,
+            role_claim: None,
+            group_entity_type: None,
+            multi_valued_claims: None,
+        }
+    }
+
+    #[test]
+    fn configuration_errors_say_what_to_fix() {
+        assert_eq!(
+            Authorizer::new(settings(&[]), None).err(),
+            Some(CedarConfigError::NoPolicies)
+        );
+        let err = Authorizer::new(settings(&["permit(principal, action, resource)"]), None)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("`cedar.policies[0]` does not parse"),
+            "{err}"
+        );
+        let dup = [
+            r#"@id("a") permit(principal, action, resource);"#,
+            r#"@id("a") forbid(principal, action, resource);"#,
+        ];
+        assert_eq!(
+            Authorizer::new(settings(&dup), None).err(),
+            Some(CedarConfigError::DuplicateId("a".into()))
+        );
+        let mut bad_entities = settings(&["permit(principal, action, resource);"]);
+        bad_entities.entities = Some(json!([{"uid": "nope"}]));
+        assert!(matches!(
+            Authorizer::new(bad_entities, None),
+            Err(CedarConfigError::Entities(_))
+        ));
+    }
+
+    #[test]
+    fn a_schema_validates_the_policies_at_configure_time() {
+        let schema = r#"
+            entity THVGroup;
+            entity Client in [THVGroup];
+            entity MCP;
+            entity Tool in [MCP] { name: String };
+            action call_tool appliesTo { principal: Client, resource: Tool };
+        "#;
+        let mut good = settings(&[
+            r#"permit(principal in THVGroup::"g", action == Action::"call_tool", resource) when { resource.name == "x" };"#,
+        ]);
+        good.schema = Some(json!(schema));
+        assert!(Authorizer::new(good, None).is_ok());
+        let mut bad = settings(&[
+            r#"permit(principal, action == Action::"call_tool", resource) when { resource.nmae == "x" };"#,
+        ]);
+        bad.schema = Some(json!(schema));
+        let err = Authorizer::new(bad, None).err().unwrap();
+        assert!(matches!(err, CedarConfigError::Validation(_)), "{err}");
+        assert!(err.to_string().contains("nmae"), "{err}");
+    }
+}

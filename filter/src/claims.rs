@@ -1,0 +1,247 @@
+//! Turning JWT claims and tool arguments into Cedar values, the way ToolHive does.
+
+use cedar_policy::RestrictedExpression;
+use serde_json::{Map, Value};
+
+/// Deeper nesting is dropped: policies never need it, and it bounds the work per token.
+const MAX_DEPTH: usize = 10;
+/// Cedar's `decimal` holds four fractional digits within about ±9.2e14.
+const MAX_DECIMAL: f64 = 922_337_203_685_477.0;
+
+/// A JSON value as a Cedar value: string, Bool, Long, Decimal (for fractions), Set, Record.
+/// `null`, out-of-range numbers and too-deep nesting have no Cedar form and give `None`.
+pub fn to_cedar(value: &Value) -> Option<RestrictedExpression> {
+    convert(value, 0)
+}
+
+fn convert(value: &Value, depth: usize) -> Option<RestrictedExpression> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    match value {
+        Value::Null => None,
+        Value::Bool(flag) => Some(RestrictedExpression::new_bool(*flag)),
+        Value::String(text) => Some(RestrictedExpression::new_string(text.clone())),
+        Value::Number(number) => match number.as_i64() {
+            Some(long) => Some(RestrictedExpression::new_long(long)),
+            None => number
+                .as_f64()
+                .filter(|f| f.is_finite() && f.abs() < MAX_DECIMAL)
+                .map(|f| RestrictedExpression::new_decimal(format!("{f:.4}"))),
+        },
+        Value::Array(items) => Some(RestrictedExpression::new_set(
+            items.iter().filter_map(|item| convert(item, depth + 1)),
+        )),
+        Value::Object(fields) => RestrictedExpression::new_record(
+            fields
+                .iter()
+                .filter_map(|(key, value)| Some((key.clone(), convert(value, depth + 1)?))),
+        )
+        .ok(),
+    }
+}
+
+/// Every claim as `claim_<name>`, and the multi-valued ones also as a Set `claimset_<name>`
+/// (an array's strings, or a space-separated string split, as OAuth `scope` is).
+pub fn claim_attributes(
+    claims: &Map<String, Value>,
+    multi_valued: &[String],
+) -> Vec<(String, RestrictedExpression)> {
+    let mut attributes: Vec<(String, RestrictedExpression)> = claims
+        .iter()
+        .filter_map(|(name, value)| Some((format!("claim_{name}"), to_cedar(value)?)))
+        .collect();
+    for name in multi_valued {
+        let members: Vec<String> = match claims.get(name) {
+            Some(Value::String(text)) => text.split_ascii_whitespace().map(str::to_owned).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => continue,
+        };
+        attributes.push((
+            format!("claimset_{name}"),
+            RestrictedExpression::new_set(
+                members.into_iter().map(RestrictedExpression::new_string),
+            ),
+        ));
+    }
+    attributes
+}
+
+/// Tool or prompt arguments: scalars as `arg_<key>`; objects and arrays only as
+/// `arg_<key>_present: true` (their content is the server's business, not the policy's).
+pub fn argument_attributes(
+    arguments: Option<&Map<String, Value>>,
+) -> Vec<(String, RestrictedExpression)> {
+    let Some(arguments) = arguments else {
+        return Vec::new();
+    };
+    arguments
+        .iter()
+        .filter_map(|(key, value)| match value {
+            Value::Object(_) | Value::Array(_) => Some((
+                format!("arg_{key}_present"),
+                RestrictedExpression::new_bool(true),
+            )),
+            scalar => Some((format!("arg_{key}"), to_cedar(scalar)?)),
+        })
+        .collect()
+}
+
+/// Reads a claim by exact name (URL-style keys such as `https://example.com/groups` contain dots),
+/// falling back to a dot path into nested objects (`realm_access.roles`).
+pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(name) {
+        return Some(value);
+    }
+    let mut parts = name.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// The groups of a caller: the configured group claim, or else the first present of `groups`,
+/// `roles`, `cognito:groups`; then the role claim's values. Only arrays count.
+pub fn groups(
+    claims: &Map<String, Value>,
+    group_claim: Option<&str>,
+    role_claim: Option<&str>,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    let configured = group_claim.and_then(|name| lookup(claims, name));
+    let primary = configured.or_else(|| {
+        ["groups", "roles", "cognito:groups"]
+            .into_iter()
+            .find_map(|name| claims.get(name))
+    });
+    let roles = role_claim.and_then(|name| lookup(claims, name));
+    for value in [primary, roles].into_iter().flatten() {
+        match value {
+            Value::Array(items) => {
+                for group in items.iter().filter_map(Value::as_str) {
+                    if !found.iter().any(|g| g == group) {
+                        found.push(group.to_owned());
+                    }
+                }
+            }
+            Value::String(_) => {
+                log::warn!(
+                    "mcp-mesh-auth: a group or role claim is a string, not an array; it is ignored"
+                );
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn groups_come_from_the_configured_claim_or_the_usual_ones() {
+        let claims = map(json!({"groups": ["a", "b"], "roles": ["admin"], "custom": ["c"]}));
+        assert_eq!(groups(&claims, None, None), ["a", "b"]);
+        assert_eq!(groups(&claims, Some("custom"), None), ["c"]);
+        assert_eq!(
+            groups(&claims, Some("absent"), None),
+            ["a", "b"],
+            "absent configured claim falls back"
+        );
+        assert_eq!(groups(&claims, None, Some("roles")), ["a", "b", "admin"]);
+        let cognito = map(json!({"cognito:groups": ["x"]}));
+        assert_eq!(groups(&cognito, None, None), ["x"]);
+    }
+
+    #[test]
+    fn group_claims_may_be_url_keys_or_dot_paths() {
+        let claims =
+            map(json!({"https://example.com/groups": ["g"], "realm_access": {"roles": ["r"]}}));
+        assert_eq!(
+            groups(&claims, Some("https://example.com/groups"), None),
+            ["g"]
+        );
+        assert_eq!(groups(&claims, Some("realm_access.roles"), None), ["r"]);
+    }
+
+    #[test]
+    fn a_string_group_claim_is_ignored() {
+        let claims = map(json!({"groups": "mcp-admin"}));
+        assert!(groups(&claims, None, None).is_empty());
+    }
+
+    #[test]
+    fn claims_become_cedar_values_of_their_type() {
+        let claims = map(
+            json!({"sub": "a", "n": 3, "f": 1.5, "b": true, "set": ["x"], "obj": {"k": "v"}, "nil": null}),
+        );
+        let names: Vec<String> = claim_attributes(&claims, &[])
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for expected in [
+            "claim_sub",
+            "claim_n",
+            "claim_f",
+            "claim_b",
+            "claim_set",
+            "claim_obj",
+        ] {
+            assert!(
+                names.contains(&expected.to_owned()),
+                "{expected} in {names:?}"
+            );
+        }
+        assert!(!names.contains(&"claim_nil".to_owned()));
+    }
+
+    #[test]
+    fn multi_valued_claims_become_sets() {
+        let claims = map(json!({"scope": "a b", "scp": ["c"]}));
+        let names: Vec<String> =
+            claim_attributes(&claims, &["scope".into(), "scp".into(), "absent".into()])
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+        assert!(
+            names.contains(&"claimset_scope".to_owned())
+                && names.contains(&"claimset_scp".to_owned())
+        );
+        assert!(!names.iter().any(|n| n == "claimset_absent"));
+    }
+
+    #[test]
+    fn nesting_beyond_ten_levels_is_dropped() {
+        let mut deep = json!("leaf");
+        for _ in 0..12 {
+            deep = json!([deep]);
+        }
+        assert!(to_cedar(&deep).is_some(), "the outer levels stay");
+        assert!(convert(&json!("x"), MAX_DEPTH + 1).is_none());
+    }
+
+    #[test]
+    fn arguments_keep_scalars_and_flag_structures() {
+        let args = map(json!({"ns": "prod", "n": 2, "opts": {"a": 1}, "list": [1]}));
+        let mut names: Vec<String> = argument_attributes(Some(&args))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["arg_list_present", "arg_n", "arg_ns", "arg_opts_present"]
+        );
+    }
+}
