@@ -115,6 +115,15 @@ pub struct Authorizer {
     cedar: CedarAuthorizer,
 }
 
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("policies", &self.policies.policies().count())
+            .field("group_type", &self.group_type.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Authorizer {
     pub fn new(
         settings: CedarSettings,

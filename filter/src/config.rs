@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use url::Url;
 
+use crate::authz::{Authorizer, CedarConfigError, CedarSettings};
 use crate::jwks::{JwksError, KeySet};
+use crate::tool_scopes::ToolScopes;
 use crate::verify::TokenPolicy;
 
 const DEFAULT_MCP_PATH: &str = "/mcp";
@@ -21,6 +23,8 @@ const DEFAULT_JWKS_TIMEOUT_MS: u32 = 5_000;
 const DEFAULT_UNKNOWN_KID_COOLDOWN_SECONDS: u32 = 30;
 const DEFAULT_JWKS_WAIT_MS: u64 = 5_000;
 const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
+const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
 /// A configuration the filter refuses, with what to fix.
@@ -48,6 +52,8 @@ pub enum ConfigError {
     PublicPathCoversMcp(String),
     #[error("`{field}`: {reason}")]
     OutOfRange { field: String, reason: String },
+    #[error("{0}")]
+    Cedar(#[from] CedarConfigError),
     #[error("`identity_headers` key `{0}` is not a usable header name (lowercase token, not a pseudo, hop-by-hop or authorization header)")]
     BadHeaderName(String),
 }
@@ -75,6 +81,12 @@ struct RawConfig {
     identity_headers: BTreeMap<String, String>,
     jwks_wait_ms: Option<u64>,
     token_cache_entries: Option<usize>,
+    cedar: Option<CedarSettings>,
+    server_name: Option<String>,
+    max_body_bytes: Option<usize>,
+    max_response_bytes: Option<usize>,
+    #[serde(default)]
+    tool_scopes: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +153,11 @@ pub struct FilterConfig {
     pub identity_headers: Vec<(String, String)>,
     pub jwks_wait_ms: u64,
     pub token_cache_entries: usize,
+    /// Cedar authorization of MCP calls; without a `cedar` section the filter authenticates only.
+    pub authorizer: Option<Arc<Authorizer>>,
+    pub max_body_bytes: usize,
+    pub max_response_bytes: usize,
+    pub tool_scopes: ToolScopes,
 }
 
 impl FilterConfig {
@@ -228,6 +245,23 @@ impl FilterConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(out_of_range("max_body_bytes", "between 1024 and 67108864"));
+        }
+        let max_response_bytes = raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+        if !(1024..=256 * 1024 * 1024).contains(&max_response_bytes) {
+            return Err(out_of_range(
+                "max_response_bytes",
+                "between 1024 and 268435456",
+            ));
+        }
+        let authorizer = raw
+            .cedar
+            .map(|settings| Authorizer::new(settings, raw.server_name.as_deref()))
+            .transpose()?
+            .map(Arc::new);
+
         let audiences = raw.audiences.unwrap_or_else(|| vec![raw.resource.clone()]);
         if audiences.is_empty() {
             return Err(out_of_range(
@@ -253,6 +287,10 @@ impl FilterConfig {
             identity_headers,
             jwks_wait_ms,
             token_cache_entries,
+            authorizer,
+            max_body_bytes,
+            max_response_bytes,
+            tool_scopes: ToolScopes::new(raw.tool_scopes),
         })
     }
 }
@@ -537,6 +575,27 @@ mod tests {
             parse(&raw).unwrap().identity_headers,
             [("x-mcp-subject".into(), "sub".into())]
         );
+    }
+
+    #[test]
+    fn a_bad_cedar_policy_refuses_the_configuration_with_cedars_message() {
+        let mut raw = base();
+        raw["cedar"] =
+            json!({"policies": ["permit(principal, action, resource) when { principal.x == };"]});
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`cedar.policies[0]` does not parse"),
+            "{err}"
+        );
+        raw["cedar"] = json!({"policies": ["permit(principal, action, resource);"], "polices": []});
+        assert!(parse(&raw)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `polices`"));
+        raw["cedar"] = json!({"policies": ["permit(principal, action, resource);"]});
+        assert!(parse(&raw).unwrap().authorizer.is_some());
+        assert!(parse(&base()).unwrap().authorizer.is_none());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! thin proxy-wasm adapter and is compiled for `wasm32` only.
 
 pub mod algorithm;
+pub mod annotations;
 pub mod authz;
+pub mod call_gate;
 pub mod claims;
 pub mod config;
 pub mod es384;
@@ -12,11 +14,14 @@ pub mod gate;
 pub mod jsonrpc;
 pub mod jwks;
 pub mod key_store;
+pub mod list_filter;
 pub mod mcp_headers;
 pub mod operation;
 pub mod rejection;
 pub mod response;
+pub mod sse;
 pub mod token_cache;
+pub mod tool_scopes;
 pub mod verify;
 pub mod waiters;
 

@@ -74,6 +74,23 @@ pub fn refusal(config: &FilterConfig, rejection: &Rejection) -> LocalResponse {
     }
 }
 
+/// A JSON-RPC error answer with HTTP `status`.
+pub fn jsonrpc_error(
+    status: u32,
+    id: Option<&serde_json::Value>,
+    code: i64,
+    message: &str,
+) -> LocalResponse {
+    LocalResponse {
+        status,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "no-store".into()),
+        ],
+        body: crate::jsonrpc::error_body(id, code, message),
+    }
+}
+
 /// The protected resource metadata document (RFC 9728), for `method`.
 pub fn metadata(config: &FilterConfig, method: &str) -> LocalResponse {
     let cors = ("access-control-allow-origin".to_owned(), "*".to_owned());
