@@ -87,6 +87,8 @@ struct RawConfig {
     max_response_bytes: Option<usize>,
     #[serde(default)]
     tool_scopes: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    headers_stop_iteration: bool,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +160,9 @@ pub struct FilterConfig {
     pub max_body_bytes: usize,
     pub max_response_bytes: usize,
     pub tool_scopes: ToolScopes,
+    /// Envoy's `allow_on_headers_stop_iteration` is set: response headers of a list answer may
+    /// wait for its body, so an answer that cannot be filtered becomes a 500.
+    pub headers_stop_iteration: bool,
 }
 
 impl FilterConfig {
@@ -291,6 +296,7 @@ impl FilterConfig {
             max_body_bytes,
             max_response_bytes,
             tool_scopes: ToolScopes::new(raw.tool_scopes),
+            headers_stop_iteration: raw.headers_stop_iteration,
         })
     }
 }

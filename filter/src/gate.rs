@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
+use crate::call_gate::CallHeaders;
 use crate::config::FilterConfig;
 use crate::key_store::KeyStore;
 use crate::rejection::Rejection;
@@ -24,6 +25,15 @@ pub struct RequestHead {
     pub authorization: Vec<String>,
     /// Whether the request is a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`).
     pub is_preflight: bool,
+    /// What the body decision needs of the headers (`Content-Type`, `Mcp-Method`, `Mcp-Name`).
+    pub call: CallHeaders,
+}
+
+impl RequestHead {
+    /// The path without its query.
+    pub fn path_only(&self) -> &str {
+        self.path.split('?').next().unwrap_or_default()
+    }
 }
 
 /// What to do with a request.
@@ -324,6 +334,7 @@ mod tests {
             path: path.into(),
             authorization: authorization.to_vec(),
             is_preflight: false,
+            call: CallHeaders::default(),
         }
     }
 

@@ -10,6 +10,8 @@ use proxy_wasm::types::Action;
 
 use super::host;
 use super::metrics::Metrics;
+use super::stream::{Inspect, SharedStream};
+use crate::annotations::ToolAnnotations;
 use crate::config::FilterConfig;
 use crate::gate::{self, Forward, KidRefetch, RequestHead, Verdict};
 use crate::key_store::KeyStore;
@@ -18,12 +20,16 @@ use crate::response::{self, LocalResponse};
 use crate::token_cache::TokenCache;
 use crate::waiters::{Waiter, Waiters};
 
+/// A request held for keys: its head, and the stream state to set up when it is let through.
+pub type Held = (RequestHead, SharedStream);
+
 pub struct Engine {
     pub config: FilterConfig,
     pub keys: KeyStore,
     pub cache: TokenCache,
-    pub waiters: Waiters<RequestHead>,
+    pub waiters: Waiters<Held>,
     pub metrics: Metrics,
+    pub annotations: ToolAnnotations,
     /// In-flight JWKS fetches: call token → issuer index.
     pub fetches: HashMap<u32, usize>,
 }
@@ -40,6 +46,7 @@ impl Engine {
             ),
             waiters: Waiters::default(),
             metrics: Metrics::define(),
+            annotations: ToolAnnotations::default(),
             fetches: HashMap::new(),
             config,
         }
@@ -63,7 +70,7 @@ pub enum Hold {
 pub fn decide(
     engine: &SharedEngine,
     context_id: u32,
-    head: RequestHead,
+    (head, stream): Held,
     now_ms: i64,
     kid_refetch: KidRefetch,
     hold: Hold,
@@ -82,8 +89,18 @@ pub fn decide(
     let verdict = gate::decide(config, &head, keys, cache, now_ms, kid_refetch);
     let (response, rejection) = match verdict {
         Verdict::Forward(forward) => {
-            if forward.identity.is_some() {
+            if let Some(identity) = &forward.identity {
                 metrics.allowed();
+                let inspect = config.authorizer.is_some()
+                    && head.method == "POST"
+                    && head.path_only() == config.mcp_path;
+                if inspect {
+                    let call = head.call.clone();
+                    stream.borrow_mut().inspect = Some(Inspect {
+                        identity: Rc::clone(identity),
+                        headers: call,
+                    });
+                }
             }
             return Act::Forward(forward);
         }
@@ -93,7 +110,7 @@ pub fn decide(
                     context_id,
                     issuer,
                     deadline_ms,
-                    request: head,
+                    request: (head, stream),
                 });
                 return Act::Held;
             }
@@ -110,10 +127,10 @@ pub fn decide(
     };
     if let Some(rejection) = &rejection {
         metrics.rejected(rejection);
-        let path = head.path.split('?').next().unwrap_or_default();
         log::info!(
-            "mcp-mesh-auth: rejected {} {path}: status={} reason={} detail=\"{rejection}\"",
+            "mcp-mesh-auth: rejected {} {}: status={} reason={} detail=\"{rejection}\"",
             head.method,
+            head.path_only(),
             response.status,
             rejection.reason(),
         );
@@ -125,9 +142,7 @@ pub fn decide(
 pub fn carry_out(act: Act) -> Action {
     match act {
         Act::Respond(response) => {
-            if let Err(status) = host::send(&response) {
-                log::error!("mcp-mesh-auth: could not answer locally: {status:?}");
-            }
+            send(&response);
             Action::Pause
         }
         Act::Forward(forward) => match rewrite_headers(&forward) {
@@ -145,9 +160,7 @@ pub fn carry_out(act: Act) -> Action {
 pub fn carry_out_resumed(act: Act) {
     match act {
         Act::Held => {}
-        Act::Respond(_) => {
-            carry_out(act);
-        }
+        Act::Respond(response) => send(&response),
         Act::Forward(forward) => match rewrite_headers(&forward) {
             Ok(()) => {
                 if let Err(status) = hostcalls::resume_http_request() {
@@ -156,6 +169,12 @@ pub fn carry_out_resumed(act: Act) {
             }
             Err(detail) => host::send_internal_error(detail),
         },
+    }
+}
+
+pub fn send(response: &LocalResponse) {
+    if let Err(status) = host::send(response) {
+        log::error!("mcp-mesh-auth: could not answer locally: {status:?}");
     }
 }
 

@@ -1,15 +1,19 @@
 //! The per-request context: reads the request head and lets the engine decide.
 
+use std::rc::Rc;
+
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::engine::{self, Act, Hold, SharedEngine};
 use super::host;
+use super::stream::{self, SharedStream};
 use crate::gate::{KidRefetch, RequestHead};
 
 pub struct HttpFilter {
     pub context_id: u32,
     pub engine: SharedEngine,
+    pub stream: SharedStream,
 }
 
 impl Context for HttpFilter {
@@ -22,7 +26,7 @@ impl Context for HttpFilter {
 }
 
 impl HttpContext for HttpFilter {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         let Some(now_ms) = host::now_ms() else {
             return engine::carry_out(Act::Respond(engine::internal_error(
                 "the host clock is unavailable",
@@ -43,12 +47,32 @@ impl HttpContext for HttpFilter {
         let act = engine::decide(
             &self.engine,
             self.context_id,
-            head,
+            (head, Rc::clone(&self.stream)),
             now_ms,
             KidRefetch::Allowed,
             Hold::Until(now_ms.saturating_add(wait_ms)),
         );
-        engine::carry_out(act)
+        let action = engine::carry_out(act);
+        // A POST without a body is decided now: no body callback will come.
+        let inspect = self.stream.borrow().inspect.clone();
+        match inspect {
+            Some(inspect) if end_of_stream && action == Action::Continue => {
+                stream::decide_body(&self.engine, &self.stream, inspect, b"")
+            }
+            _ => action,
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        stream::on_request_body(&self.engine, &self.stream, body_size, end_of_stream)
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        stream::on_response_headers(&self.engine, &self.stream, end_of_stream)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        stream::on_response_body(&self.engine, &self.stream, body_size, end_of_stream)
     }
 }
 
@@ -61,6 +85,9 @@ fn request_head(headers: Vec<(String, String)>) -> RequestHead {
             ":path" => head.path = value,
             "authorization" => head.authorization.push(value),
             "access-control-request-method" => preflight_method = true,
+            "content-type" => head.call.content_type = Some(value),
+            "mcp-method" => head.call.mcp_method = Some(value),
+            "mcp-name" => head.call.mcp_name = Some(value),
             _ => {}
         }
     }

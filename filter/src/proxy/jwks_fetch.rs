@@ -7,10 +7,9 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
-use super::engine::Engine;
+use super::engine::{Engine, Held};
 use super::host;
 use crate::config::RemoteJwks;
-use crate::gate::RequestHead;
 use crate::jwks::KeySet;
 use crate::key_store::{decode_shared, encode_shared};
 use crate::waiters::Waiter;
@@ -30,7 +29,7 @@ fn shared_key(issuer: &str, remote: &RemoteJwks) -> String {
 }
 
 /// One timer step for every remote issuer; returns the held requests whose keys changed.
-pub fn maintain(engine: &mut Engine, now_ms: i64) -> Vec<Waiter<RequestHead>> {
+pub fn maintain(engine: &mut Engine, now_ms: i64) -> Vec<Waiter<Held>> {
     let mut released = Vec::new();
     for index in 0..engine.keys.len() {
         let Some(remote) = engine.keys.remote(index).cloned() else {
@@ -124,7 +123,7 @@ pub fn on_response(
     num_headers: usize,
     body_size: usize,
     now_ms: i64,
-) -> Vec<Waiter<RequestHead>> {
+) -> Vec<Waiter<Held>> {
     let Some(index) = engine.fetches.remove(&token) else {
         return Vec::new();
     };

@@ -12,6 +12,9 @@ pub struct Metrics {
     rejected: HashMap<&'static str, u32>,
     jwks_fetch_success: Option<u32>,
     jwks_fetch_failure: Option<u32>,
+    authz_allowed: Option<u32>,
+    authz_denied: Option<u32>,
+    filtered_items: Option<u32>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -42,6 +45,9 @@ impl Metrics {
             rejected,
             jwks_fetch_success: counter("mcp_auth.jwks_fetch.success"),
             jwks_fetch_failure: counter("mcp_auth.jwks_fetch.failure"),
+            authz_allowed: counter("mcp_auth.authz.allowed"),
+            authz_denied: counter("mcp_auth.authz.denied"),
+            filtered_items: counter("mcp_auth.list.filtered_items"),
         }
     }
 
@@ -51,6 +57,20 @@ impl Metrics {
 
     pub fn rejected(&self, rejection: &Rejection) {
         bump(self.rejected.get(rejection.reason()).copied());
+    }
+
+    pub fn authorized(&self, allowed: bool) {
+        bump(if allowed {
+            self.authz_allowed
+        } else {
+            self.authz_denied
+        });
+    }
+
+    pub fn filtered(&self, removed: usize) {
+        if let (Some(id), Ok(removed)) = (self.filtered_items, i64::try_from(removed)) {
+            let _ = hostcalls::increment_metric(id, removed);
+        }
     }
 
     pub fn jwks_fetched(&self, ok: bool) {

@@ -9,6 +9,7 @@ mod http;
 mod jwks_fetch;
 mod metrics;
 mod root;
+mod stream;
 
 use proxy_wasm::types::LogLevel;
 

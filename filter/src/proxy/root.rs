@@ -8,12 +8,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::engine::{self, Engine, Hold, SharedEngine};
+use super::engine::{self, Engine, Held, Hold, SharedEngine};
 use super::host;
 use super::http::HttpFilter;
 use super::jwks_fetch;
 use crate::config::FilterConfig;
-use crate::gate::{KidRefetch, RequestHead};
+use crate::gate::KidRefetch;
 use crate::waiters::Waiter;
 
 /// Fine enough that a cold start waits little for its first keys, cheap when nothing is due.
@@ -51,7 +51,7 @@ impl Root {
 /// Re-decides held requests, each in its own stream's context.
 fn release(
     engine: &SharedEngine,
-    waiters: Vec<Waiter<RequestHead>>,
+    waiters: Vec<Waiter<Held>>,
     now_ms: i64,
     hold: impl Fn(i64) -> Hold,
 ) {
@@ -131,6 +131,7 @@ impl RootContext for Root {
         Some(Box::new(HttpFilter {
             context_id,
             engine: Rc::clone(engine),
+            stream: Default::default(),
         }))
     }
 

@@ -1,0 +1,353 @@
+//! What one request needs beyond its headers: the body decision of an MCP POST, and the
+//! filtering of a list answer on its way back.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, BufferType, MapType};
+use serde_json::Value;
+
+use super::engine::{self, SharedEngine};
+use crate::authz::Target;
+use crate::call_gate::{self, CallHeaders, CallVerdict, PendingList};
+use crate::jsonrpc::{INTERNAL_ERROR, INVALID_REQUEST};
+use crate::list_filter::{self, FilterError, Filtered, SseOutcome};
+use crate::operation::Feature;
+use crate::response;
+use crate::verify::VerifiedToken;
+
+pub type SharedStream = Rc<RefCell<StreamState>>;
+
+#[derive(Default)]
+pub struct StreamState {
+    /// An authenticated MCP POST whose body is still to be decided.
+    pub inspect: Option<Inspect>,
+    /// A list request whose answer is to be filtered.
+    list: Option<ListAnswer>,
+}
+
+#[derive(Clone)]
+pub struct Inspect {
+    pub identity: Rc<VerifiedToken>,
+    pub headers: CallHeaders,
+}
+
+struct ListAnswer {
+    identity: Rc<VerifiedToken>,
+    pending: PendingList,
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Response headers not seen yet.
+    Unknown,
+    Json,
+    Sse,
+    /// The answer was filtered (or needs no filtering): the rest passes.
+    Done,
+}
+
+pub fn on_request_body(
+    engine: &SharedEngine,
+    stream: &SharedStream,
+    body_size: usize,
+    end_of_stream: bool,
+) -> Action {
+    let Some(inspect) = stream.borrow().inspect.clone() else {
+        return Action::Continue;
+    };
+    let max = engine
+        .try_borrow()
+        .map(|e| e.config.max_body_bytes)
+        .unwrap_or(0);
+    if body_size > max {
+        stream.borrow_mut().inspect = None;
+        let message = format!("the request body is over the {max}-byte limit");
+        engine::send(&response::jsonrpc_error(
+            413,
+            None,
+            INVALID_REQUEST,
+            &message,
+        ));
+        return Action::Pause;
+    }
+    if !end_of_stream {
+        return Action::Pause;
+    }
+    match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+        Ok(body) => decide_body(engine, stream, inspect, &body.unwrap_or_default()),
+        Err(_) => {
+            engine::send(&engine::internal_error("could not read the request body"));
+            Action::Pause
+        }
+    }
+}
+
+/// Decides an MCP POST on its complete body.
+pub fn decide_body(
+    engine: &SharedEngine,
+    stream: &SharedStream,
+    inspect: Inspect,
+    body: &[u8],
+) -> Action {
+    stream.borrow_mut().inspect = None;
+    let verdict = {
+        let Ok(engine) = engine.try_borrow() else {
+            engine::send(&engine::internal_error("filter state busy"));
+            return Action::Pause;
+        };
+        let Some(authz) = engine.config.authorizer.clone() else {
+            return Action::Continue;
+        };
+        let (verdict, audit) = call_gate::decide(
+            &engine.config,
+            &authz,
+            &engine.annotations,
+            &inspect.identity,
+            &inspect.headers,
+            body,
+        );
+        if let Some(audit) = audit {
+            engine.metrics.authorized(audit.allowed);
+            log::info!("mcp-mesh-auth: audit {}", audit.to_json(&inspect.identity));
+        }
+        verdict
+    };
+    match verdict {
+        CallVerdict::Pass(list) => {
+            stream.borrow_mut().list = list.map(|pending| ListAnswer {
+                identity: inspect.identity,
+                pending,
+                format: Format::Unknown,
+            });
+            Action::Continue
+        }
+        CallVerdict::Refuse(refusal) => {
+            engine::send(&refusal);
+            Action::Pause
+        }
+    }
+}
+
+pub fn on_response_headers(
+    engine: &SharedEngine,
+    stream: &SharedStream,
+    end_of_stream: bool,
+) -> Action {
+    let mut state = stream.borrow_mut();
+    let Some(list) = state.list.as_mut() else {
+        return Action::Continue;
+    };
+    let header = |name: &str| {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+            .map(|value| String::from_utf8_lossy(&value).into_owned())
+            .unwrap_or_default()
+    };
+    let success = header(":status").starts_with('2');
+    if !success || end_of_stream {
+        state.list = None;
+        return Action::Continue;
+    }
+    list.format = if header("content-type")
+        .to_ascii_lowercase()
+        .starts_with("text/event-stream")
+    {
+        Format::Sse
+    } else {
+        Format::Json
+    };
+    // The body will change length.
+    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+    let hold = engine
+        .try_borrow()
+        .map(|e| e.config.headers_stop_iteration)
+        .unwrap_or(false);
+    if hold {
+        Action::Pause
+    } else {
+        Action::Continue
+    }
+}
+
+pub fn on_response_body(
+    engine: &SharedEngine,
+    stream: &SharedStream,
+    body_size: usize,
+    end_of_stream: bool,
+) -> Action {
+    let (format, request_id, feature, identity) = match &stream.borrow().list {
+        Some(list) if list.format != Format::Done && list.format != Format::Unknown => (
+            list.format,
+            list.pending.request_id.clone(),
+            list.pending.feature,
+            Rc::clone(&list.identity),
+        ),
+        _ => return Action::Continue,
+    };
+    let (max, hold) = engine
+        .try_borrow()
+        .map(|e| (e.config.max_response_bytes, e.config.headers_stop_iteration))
+        .unwrap_or((0, false));
+    if body_size > max {
+        return fail(
+            stream,
+            format,
+            hold,
+            &request_id,
+            body_size,
+            "the list answer is over max_response_bytes",
+        );
+    }
+    if format == Format::Json && !end_of_stream {
+        return Action::Pause;
+    }
+    let body = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+        Ok(body) => body.unwrap_or_default(),
+        Err(_) => {
+            return fail(
+                stream,
+                format,
+                hold,
+                &request_id,
+                body_size,
+                "could not read the list answer",
+            )
+        }
+    };
+    let outcome = {
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return fail(
+                stream,
+                format,
+                hold,
+                &request_id,
+                body_size,
+                "filter state busy",
+            );
+        };
+        filter(&mut engine, format, &body, &request_id, feature, &identity)
+    };
+    match outcome {
+        Ok(None) if !end_of_stream => Action::Pause,
+        Ok(None) => finish(stream),
+        Ok(Some(filtered)) => {
+            if let Ok(engine) = engine.try_borrow() {
+                engine.metrics.filtered(filtered.removed);
+            }
+            log::info!(
+                "mcp-mesh-auth: audit {}",
+                serde_json::json!({"subject": identity.subject, "method": format!("{}/list", feature.list_key()),
+                                   "listed": filtered.kept, "removed": filtered.removed})
+            );
+            if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &filtered.body)
+                .is_err()
+            {
+                return fail(
+                    stream,
+                    format,
+                    hold,
+                    &request_id,
+                    body_size,
+                    "could not rewrite the list answer",
+                );
+            }
+            finish(stream)
+        }
+        Err(err) => fail(
+            stream,
+            format,
+            hold,
+            &request_id,
+            body_size,
+            &err.to_string(),
+        ),
+    }
+}
+
+/// Filters what has arrived; `Ok(None)` when the answer is not (completely) there yet.
+fn filter(
+    engine: &mut engine::Engine,
+    format: Format,
+    body: &[u8],
+    request_id: &Value,
+    feature: Feature,
+    identity: &VerifiedToken,
+) -> Result<Option<Filtered>, FilterError> {
+    let Some(authz) = engine.config.authorizer.clone() else {
+        return Ok(None);
+    };
+    let annotations = &mut engine.annotations;
+    let caller = authz.caller(identity).ok();
+    let mut keep = |feature: Feature, items: &[Value]| -> Vec<bool> {
+        if feature == Feature::Tool {
+            annotations.learn(items);
+        }
+        let Some(caller) = &caller else {
+            return vec![false; items.len()];
+        };
+        let targets: Vec<Target<'_>> = items
+            .iter()
+            .map(|item| Target {
+                feature,
+                name: item
+                    .get(feature.id_key())
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                arguments: None,
+                annotations: item
+                    .get("annotations")
+                    .and_then(Value::as_object)
+                    .filter(|_| feature == Feature::Tool),
+            })
+            .collect();
+        authz
+            .decide_all(caller, &targets)
+            .iter()
+            .map(|decision| decision.allowed)
+            .collect()
+    };
+    match format {
+        Format::Sse => match list_filter::filter_sse(body, request_id, feature, &mut keep)? {
+            SseOutcome::Pending => Ok(None),
+            SseOutcome::Done(filtered) => Ok(Some(filtered)),
+        },
+        _ => list_filter::filter_json(body, request_id, feature, &mut keep),
+    }
+}
+
+fn finish(stream: &SharedStream) -> Action {
+    if let Some(list) = stream.borrow_mut().list.as_mut() {
+        list.format = Format::Done;
+    }
+    Action::Continue
+}
+
+/// Fails closed: a 500 when the response headers are still held, else the body becomes the
+/// JSON-RPC error (the status is already on its way).
+fn fail(
+    stream: &SharedStream,
+    format: Format,
+    hold: bool,
+    request_id: &Value,
+    body_size: usize,
+    reason: &str,
+) -> Action {
+    log::error!("mcp-mesh-auth: a list answer could not be filtered and is withheld: {reason}");
+    stream.borrow_mut().list = None;
+    let message = "the list answer could not be checked against the authorization policy";
+    let error = response::jsonrpc_error(500, Some(request_id), INTERNAL_ERROR, message);
+    if hold {
+        engine::send(&error);
+        return Action::Pause;
+    }
+    let body = match format {
+        Format::Sse => format!("event: message\ndata: {}\n\n", error.body),
+        _ => error.body,
+    };
+    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, body.as_bytes());
+    Action::Continue
+}
