@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, BufferType};
 
 use super::host;
 use super::metrics::Metrics;
@@ -87,6 +87,8 @@ pub fn decide(
         ..
     } = &mut *engine;
     let verdict = gate::decide(config, &head, keys, cache, now_ms, kid_refetch);
+    // A held request must not let its body through either (see `StreamState::held`).
+    stream.borrow_mut().held = matches!((&verdict, hold), (Verdict::Wait { .. }, Hold::Until(_)));
     let (response, rejection) = match verdict {
         Verdict::Forward(forward) => {
             if let Some(identity) = &forward.identity {
@@ -157,18 +159,45 @@ pub fn carry_out(act: Act) -> Action {
 }
 
 /// Carries out a decision for a held stream (the effective context was switched to it).
-pub fn carry_out_resumed(act: Act) {
-    match act {
-        Act::Held => {}
-        Act::Respond(response) => send(&response),
-        Act::Forward(forward) => match rewrite_headers(&forward) {
-            Ok(()) => {
-                if let Err(status) = hostcalls::resume_http_request() {
-                    log::warn!("mcp-mesh-auth: could not resume a held request: {status:?}");
+pub fn carry_out_resumed(engine: &SharedEngine, act: Act, stream: &SharedStream) {
+    let forward = match act {
+        Act::Held => return,
+        Act::Respond(response) => return send(&response),
+        Act::Forward(forward) => forward,
+    };
+    if let Err(detail) = rewrite_headers(&forward) {
+        return host::send_internal_error(detail);
+    }
+    let hold_headers = engine
+        .try_borrow()
+        .map(|e| e.config.headers_stop_iteration)
+        .unwrap_or(false);
+    let (inspect, early) = {
+        let mut state = stream.borrow_mut();
+        (state.inspect.clone(), state.early_body.take())
+    };
+    let resume = match (inspect, early) {
+        // The whole body arrived while held: decide on it now.
+        (Some(inspect), Some((size, true))) => {
+            match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+                Ok(body) => {
+                    super::stream::decide_body(engine, stream, inspect, &body.unwrap_or_default())
+                        == Action::Continue
+                }
+                Err(_) => {
+                    send(&internal_error("could not read the request body"));
+                    false
                 }
             }
-            Err(detail) => host::send_internal_error(detail),
-        },
+        }
+        // The body callbacks still to come decide, and continue the request themselves.
+        (Some(_), _) if hold_headers => false,
+        _ => true,
+    };
+    if resume {
+        if let Err(status) = hostcalls::resume_http_request() {
+            log::warn!("mcp-mesh-auth: could not resume a held request: {status:?}");
+        }
     }
 }
 

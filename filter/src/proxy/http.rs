@@ -53,12 +53,15 @@ impl HttpContext for HttpFilter {
             Hold::Until(now_ms.saturating_add(wait_ms)),
         );
         let action = engine::carry_out(act);
-        // A POST without a body is decided now: no body callback will come.
         let inspect = self.stream.borrow().inspect.clone();
         match inspect {
+            // A POST without a body is decided now: no body callback will come.
             Some(inspect) if end_of_stream && action == Action::Continue => {
                 stream::decide_body(&self.engine, &self.stream, inspect, b"")
             }
+            // Where the host lets body callbacks run behind stopped headers, the backend sees
+            // nothing of a request until its body is decided.
+            Some(_) if action == Action::Continue && self.hold_headers() => Action::Pause,
             _ => action,
         }
     }
@@ -73,6 +76,15 @@ impl HttpContext for HttpFilter {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         stream::on_response_body(&self.engine, &self.stream, body_size, end_of_stream)
+    }
+}
+
+impl HttpFilter {
+    fn hold_headers(&self) -> bool {
+        self.engine
+            .try_borrow()
+            .map(|e| e.config.headers_stop_iteration)
+            .unwrap_or(false)
     }
 }
 

@@ -59,6 +59,7 @@ fn release(
         if hostcalls::set_effective_context(waiter.context_id).is_err() {
             continue; // the stream is gone
         }
+        let stream = Rc::clone(&waiter.request.1);
         let act = engine::decide(
             engine,
             waiter.context_id,
@@ -67,7 +68,7 @@ fn release(
             KidRefetch::AlreadyTried,
             hold(waiter.deadline_ms),
         );
-        engine::carry_out_resumed(act);
+        engine::carry_out_resumed(engine, act, &stream);
     }
 }
 

@@ -21,6 +21,11 @@ pub type SharedStream = Rc<RefCell<StreamState>>;
 
 #[derive(Default)]
 pub struct StreamState {
+    /// Held for its issuer's keys: nothing of the request may pass yet.
+    pub held: bool,
+    /// Body that arrived while held: `(size so far, complete)`. Only hosts that let body callbacks
+    /// run behind stopped headers (Envoy's `allow_on_headers_stop_iteration`) report it.
+    pub early_body: Option<(usize, bool)>,
     /// An authenticated MCP POST whose body is still to be decided.
     pub inspect: Option<Inspect>,
     /// A list request whose answer is to be filtered.
@@ -55,6 +60,14 @@ pub fn on_request_body(
     body_size: usize,
     end_of_stream: bool,
 ) -> Action {
+    {
+        let mut state = stream.borrow_mut();
+        if state.held {
+            // Continuing here would let the held request through unauthenticated.
+            state.early_body = Some((body_size, end_of_stream));
+            return Action::Pause;
+        }
+    }
     let Some(inspect) = stream.borrow().inspect.clone() else {
         return Action::Continue;
     };

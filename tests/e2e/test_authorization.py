@@ -1,0 +1,175 @@
+"""Cedar authorization in the real Envoy, in front of server-everything (whose answers are SSE)."""
+
+import json
+
+import pytest
+import requests
+
+import threading
+
+from harness import Envoy, JwksServer, McpSession, claims, free_port, parse_jsonrpc
+
+# Seed 000's policies (ToolHive vMCP + Okta), with server-everything's dangerous tool in place of
+# `delete_namespace`.
+SEED_POLICIES = [
+    'permit(\nprincipal in THVGroup::"mcp-developers",\naction,\nresource\n);',
+    'forbid(\nprincipal in THVGroup::"mcp-developers",\naction == Action::"call_tool",\nresource == Tool::"get-env"\n);',
+    'permit(\nprincipal in THVGroup::"mcp-platform",\naction,\nresource\n);',
+    'permit(\nprincipal in THVGroup::"mcp-admin",\naction,\nresource\n);',
+]
+USERS = {"alice": ["mcp-developers"], "bob": ["mcp-platform"], "carol": []}
+
+
+@pytest.fixture(scope="module")
+def envoy(log_dir, everything, jwks):
+    proxy = Envoy(log_dir, backend_port=everything, jwks_port=jwks.port, name="envoy-authz", filter_config={
+        "cedar": {"policies": SEED_POLICIES},
+        "server_name": "everything",
+        "max_body_bytes": 4096,
+        "tool_scopes": {"get-sum": ["mcp:math"]},
+        "headers_stop_iteration": True,
+    })
+    proxy.wait_ready()
+    yield proxy
+    proxy.stop()
+
+
+def session(envoy, signing_key, user, scope="mcp:tools"):
+    token = signing_key.sign(claims(envoy, sub=user, groups=USERS[user], scope=scope))
+    return McpSession(envoy.url("/mcp"), token).open()
+
+
+def names(result, key):
+    return sorted(item["name" if key != "resources" else "uri"] for item in result[key])
+
+
+@pytest.fixture(scope="module")
+def everything_lists(envoy, signing_key):
+    """What the server offers, as bob (mcp-platform: everything) sees it."""
+    bob = session(envoy, signing_key, "bob")
+    return {key: names(bob.request(f"{key}/list")["result"], key) for key in ("tools", "prompts", "resources")}
+
+
+def test_the_platform_group_sees_everything_the_server_offers(everything_lists):
+    assert "get-env" in everything_lists["tools"] and "echo" in everything_lists["tools"]
+    assert everything_lists["prompts"] and everything_lists["resources"]
+
+
+def test_developers_see_every_tool_but_the_forbidden_one(envoy, signing_key, everything_lists):
+    alice = session(envoy, signing_key, "alice")
+    tools = names(alice.request("tools/list")["result"], "tools")
+    assert tools == [t for t in everything_lists["tools"] if t != "get-env"]
+    assert names(alice.request("prompts/list")["result"], "prompts") == everything_lists["prompts"]
+    assert names(alice.request("resources/list")["result"], "resources") == everything_lists["resources"]
+
+
+def test_a_user_in_no_group_sees_empty_lists(envoy, signing_key):
+    carol = session(envoy, signing_key, "carol")
+    for key in ("tools", "prompts", "resources"):
+        assert carol.request(f"{key}/list")["result"][key] == [], key
+
+
+def test_an_allowed_call_passes(envoy, signing_key):
+    alice = session(envoy, signing_key, "alice")
+    result = alice.request("tools/call", {"name": "echo", "arguments": {"message": "hello"}})
+    assert "hello" in json.dumps(result["result"])
+
+
+def test_a_forbidden_call_gets_the_jsonrpc_403(envoy, signing_key):
+    alice = session(envoy, signing_key, "alice")
+    before = envoy.counter("mcp_auth.authz.denied")
+    response = alice.post({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "get-env", "arguments": {}}})
+    assert response.status_code == 403
+    assert response.json() == {"jsonrpc": "2.0", "id": 42,
+                               "error": {"code": 403, "message": "call denied by authorization policy"}}
+    assert envoy.counter("mcp_auth.authz.denied") == before + 1
+    audit = [line for line in envoy.process.log().splitlines() if "audit" in line and '"target":"get-env"' in line]
+    assert audit and '"decision":"deny"' in audit[-1] and '"subject":"alice"' in audit[-1]
+    assert "policies[1]#0" in audit[-1], "the deciding forbid is named in the log"
+
+
+def test_a_user_in_no_group_is_refused_every_call(envoy, signing_key, everything_lists):
+    carol = session(envoy, signing_key, "carol")
+    calls = [("tools/call", {"name": "echo", "arguments": {"message": "x"}}),
+             ("prompts/get", {"name": everything_lists["prompts"][0], "arguments": {}}),
+             ("resources/read", {"uri": everything_lists["resources"][0]})]
+    for method, params in calls:
+        response = carol.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        assert response.status_code == 403, method
+        assert response.json()["error"]["code"] == 403
+
+
+def test_a_batch_is_400_invalid_request(envoy, signing_key):
+    alice = session(envoy, signing_key, "alice")
+    batch = [{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}]
+    response = requests.post(alice.url, headers=alice.headers(), data=json.dumps(batch), timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32600
+
+
+def test_an_unparsable_body_is_400_parse_error(envoy, signing_key):
+    alice = session(envoy, signing_key, "alice")
+    response = requests.post(alice.url, headers=alice.headers(), data="{not json", timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32700
+
+
+def test_a_header_body_mismatch_is_400_header_mismatch(envoy, signing_key):
+    alice = session(envoy, signing_key, "alice")
+    headers = {**alice.headers(), "mcp-method": "tools/call", "mcp-name": "echo"}
+    body = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "get-env", "arguments": {}}}
+    response = requests.post(alice.url, headers=headers, data=json.dumps(body), timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32020
+
+
+def test_a_2026_client_with_matching_headers_is_served(envoy, signing_key):
+    alice = session(envoy, signing_key, "alice")
+    headers = {**alice.headers(), "mcp-method": "tools/call", "mcp-name": "echo"}
+    body = {"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "hdr"}}}
+    response = requests.post(alice.url, headers=headers, data=json.dumps(body), timeout=10)
+    assert response.status_code == 200
+    assert "hdr" in json.dumps(parse_jsonrpc(response))
+
+
+def test_an_oversized_body_is_413(envoy, signing_key):
+    alice = session(envoy, signing_key, "alice")
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"message": "x" * 8000}}}
+    response = requests.post(alice.url, headers=alice.headers(), data=json.dumps(body), timeout=10)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == -32600
+
+
+def test_a_missing_tool_scope_asks_for_a_step_up(envoy, signing_key):
+    alice = session(envoy, signing_key, "alice")
+    response = alice.post({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+                           "params": {"name": "get-sum", "arguments": {"a": 1, "b": 2}}})
+    assert response.status_code == 403
+    challenge = response.headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="mcp:math"' in challenge
+    scoped = session(envoy, signing_key, "alice", scope="mcp:tools mcp:math")
+    result = scoped.request("tools/call", {"name": "get-sum", "arguments": {"a": 1, "b": 2}})
+    assert "3" in json.dumps(result["result"])
+
+
+def test_calls_held_for_the_first_keys_are_still_decided_by_cedar(log_dir, everything, signing_key):
+    """Bodies that arrive while a request waits for keys must not slip past authorization."""
+    jwks = JwksServer(port=free_port())  # down when Envoy starts
+    jwks.keys = [signing_key]
+    proxy = Envoy(log_dir, backend_port=everything, jwks_port=jwks.port, name="envoy-authz-cold",
+                  filter_config={"cedar": {"policies": SEED_POLICIES}, "headers_stop_iteration": True})
+    try:
+        proxy.wait_ready()
+        carol = signing_key.sign(claims(proxy, sub="carol", groups=[]))
+        headers = {"content-type": "application/json", "accept": McpSession.ACCEPT, "authorization": f"Bearer {carol}"}
+        body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "x"}}}
+        timer = threading.Timer(0.5, jwks.start)
+        timer.start()
+        response = requests.post(proxy.url("/mcp"), headers=headers, data=json.dumps(body), timeout=10)
+        timer.join()
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["message"] == "call denied by authorization policy"
+    finally:
+        proxy.stop()
+        jwks.stop()
