@@ -43,3 +43,12 @@ def jwks(signing_key):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def everything_b(log_dir):
+    """A second server-everything, for aggregation behind `mcp_router`."""
+    script = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    proc, port = start_node_server("server-everything-b", script, log_dir, args=("streamableHttp",))
+    yield port
+    proc.stop()

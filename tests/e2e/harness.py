@@ -162,7 +162,8 @@ class Envoy:
     """The shipped example config, started with its ports, backends and trusted issuer replaced."""
 
     def __init__(self, log_dir: Path, backend_port: int, jwks_port: int, filter_config: dict | None = None,
-                 probe_port: int | None = None, name: str = "envoy", jwks: dict | None = None):
+                 probe_port: int | None = None, name: str = "envoy", jwks: dict | None = None,
+                 mcp_router: dict[str, int] | None = None):
         self.port = free_port()
         self.admin_port = free_port()
         self.origin = f"http://localhost:{self.port}"
@@ -193,6 +194,21 @@ class Envoy:
             config["static_resources"]["clusters"].append(probe)
             routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
             routes.insert(0, {"match": {"prefix": "/probe/mcp"}, "route": {"cluster": "probe", "prefix_rewrite": "/mcp", "timeout": "0s"}})
+        if mcp_router:
+            # Envoy's native aggregation: `mcp` parses, `mcp_router` fans out (terminal filter).
+            hcm["http_filters"][1:] = [
+                {"name": "envoy.filters.http.mcp",
+                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.mcp.v3.Mcp"}},
+                {"name": "envoy.filters.http.mcp_router",
+                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.mcp_router.v3.McpRouter",
+                                  "servers": [{"name": server, "mcp_cluster": {"cluster": server, "path": "/mcp"}}
+                                              for server in mcp_router]}},
+            ]
+            for server, port in mcp_router.items():
+                cluster = copy.deepcopy(clusters["mcp_backend"])
+                cluster["name"] = cluster["load_assignment"]["cluster_name"] = server
+                _endpoint(cluster)["port_value"] = port
+                config["static_resources"]["clusters"].append(cluster)
         self.config_path = log_dir / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.process = Process(name, [str(ENVOY_BIN), "-c", str(self.config_path), "--disable-hot-restart",

@@ -173,3 +173,28 @@ def test_calls_held_for_the_first_keys_are_still_decided_by_cedar(log_dir, every
     finally:
         proxy.stop()
         jwks.stop()
+
+
+def test_lists_are_filtered_behind_envoys_mcp_router(log_dir, everything, everything_b, jwks, signing_key):
+    """Two backends aggregated by Envoy's native `mcp_router` (JSON answers, prefixed tool names)."""
+    policies = [
+        'permit(principal in THVGroup::"mcp-developers", action, resource);',
+        'forbid(principal in THVGroup::"mcp-developers", action == Action::"call_tool", resource == Tool::"kube__get-env");',
+    ]
+    proxy = Envoy(log_dir, backend_port=everything, jwks_port=jwks.port, name="envoy-router",
+                  mcp_router={"github": everything, "kube": everything_b},
+                  filter_config={"cedar": {"policies": policies}, "headers_stop_iteration": True})
+    try:
+        proxy.wait_ready()
+        alice = McpSession(proxy.url("/mcp"), signing_key.sign(claims(proxy, sub="alice", groups=["mcp-developers"]))).open()
+        tools = [tool["name"] for tool in alice.request("tools/list")["result"]["tools"]]
+        assert "github__get-env" in tools and "kube__echo" in tools
+        assert "kube__get-env" not in tools
+        assert "hi" in json.dumps(alice.request("tools/call", {"name": "kube__echo", "arguments": {"message": "hi"}}))
+        denied = alice.post({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+                             "params": {"name": "kube__get-env", "arguments": {}}})
+        assert denied.status_code == 403
+        carol = McpSession(proxy.url("/mcp"), signing_key.sign(claims(proxy, sub="carol", groups=[]))).open()
+        assert carol.request("tools/list")["result"]["tools"] == []
+    finally:
+        proxy.stop()
