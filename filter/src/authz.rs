@@ -231,11 +231,17 @@ impl Authorizer {
                     .collect();
             }
         };
+        // Without arguments every request shares the caller's context: build it once.
+        let shared = targets
+            .iter()
+            .all(|t| t.arguments.is_none())
+            .then(|| Context::from_pairs(caller.context.iter().cloned()).ok())
+            .flatten();
         targets
             .iter()
             .zip(built)
             .map(|(target, resource)| match resource {
-                Ok(resource) => self.evaluate(caller, target, resource, &entities),
+                Ok(resource) => self.evaluate(caller, target, resource, &entities, shared.as_ref()),
                 Err(reason) => Decision::denied(reason),
             })
             .collect()
@@ -284,21 +290,26 @@ impl Authorizer {
         target: &Target<'_>,
         resource: EntityUid,
         entities: &Entities,
+        shared_context: Option<&Context>,
     ) -> Decision {
         let Some(action) = entity_uid("Action", target.feature.action()) else {
             return Decision::denied("bad action".into());
         };
-        let pairs = caller
-            .context
-            .iter()
-            .cloned()
-            .chain(claims::argument_attributes(target.arguments));
-        let request = Context::from_pairs(pairs)
-            .map_err(|err| err.to_string())
-            .and_then(|context| {
-                Request::new(caller.uid.clone(), action, resource, context, None)
-                    .map_err(|err| err.to_string())
-            });
+        let context = match shared_context {
+            Some(context) => Ok(context.clone()),
+            None => Context::from_pairs(
+                caller
+                    .context
+                    .iter()
+                    .cloned()
+                    .chain(claims::argument_attributes(target.arguments)),
+            )
+            .map_err(|err| err.to_string()),
+        };
+        let request = context.and_then(|context| {
+            Request::new(caller.uid.clone(), action, resource, context, None)
+                .map_err(|err| err.to_string())
+        });
         let request = match request {
             Ok(request) => request,
             Err(reason) => return Decision::denied(reason),
@@ -420,6 +431,7 @@ resource
             subject: claims["sub"].as_str().map(str::to_owned),
             expires_at: 0,
             key_id: String::new(),
+            digest: [0; 32],
             claims: claims.as_object().cloned().unwrap(),
         }
     }

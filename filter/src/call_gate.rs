@@ -245,6 +245,7 @@ mod tests {
             subject: Some("alice".into()),
             expires_at: 0,
             key_id: String::new(),
+            digest: [0; 32],
             claims,
         }
     }

@@ -152,7 +152,7 @@ fn authenticate(
             match verified {
                 Ok(verified) => {
                     let verified = Rc::new(verified);
-                    cache.insert(token, Rc::clone(&verified), now);
+                    cache.insert(Rc::clone(&verified), now);
                     verified
                 }
                 Err(rejection) => {

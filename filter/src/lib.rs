@@ -14,6 +14,7 @@ pub mod gate;
 pub mod jsonrpc;
 pub mod jwks;
 pub mod key_store;
+pub mod list_decisions;
 pub mod list_filter;
 pub mod mcp_headers;
 pub mod operation;

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 /// The three kinds of thing a policy can guard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Feature {
     Tool,
     Prompt,

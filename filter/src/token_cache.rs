@@ -7,9 +7,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
-
-use crate::verify::VerifiedToken;
+use crate::verify::{digest, VerifiedToken};
 
 pub struct TokenCache {
     entries: HashMap<[u8; 32], Rc<VerifiedToken>>,
@@ -38,7 +36,8 @@ impl TokenCache {
         }
     }
 
-    pub fn insert(&mut self, token: &str, verified: Rc<VerifiedToken>, now: i64) {
+    /// Remembers `verified` under its own digest.
+    pub fn insert(&mut self, verified: Rc<VerifiedToken>, now: i64) {
         if self.entries.len() >= self.capacity {
             let skew = self.clock_skew_seconds;
             self.entries
@@ -48,7 +47,7 @@ impl TokenCache {
                 self.entries.clear();
             }
         }
-        self.entries.insert(digest(token), verified);
+        self.entries.insert(verified.digest, verified);
     }
 
     /// Forgets the tokens of `issuer` whose key is no longer in its key set.
@@ -70,17 +69,14 @@ impl TokenCache {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::Map;
 
-    fn verified(issuer: &str, kid: &str, exp: i64) -> Rc<VerifiedToken> {
+    fn verified(token: &str, issuer: &str, kid: &str, exp: i64) -> Rc<VerifiedToken> {
         Rc::new(VerifiedToken {
+            digest: digest(token),
             issuer: issuer.into(),
             subject: Some("alice".into()),
             expires_at: exp,
@@ -92,7 +88,7 @@ mod tests {
     #[test]
     fn a_cached_token_is_served_until_it_expires() {
         let mut cache = TokenCache::new(10, 60);
-        cache.insert("t1", verified("i", "k", 1000), 900);
+        cache.insert(verified("t1", "i", "k", 1000), 900);
         assert!(cache.get("t1", 1000).is_some());
         assert!(cache.get("t1", 1060).is_some(), "within skew");
         assert!(cache.get("t1", 1061).is_none());
@@ -103,9 +99,9 @@ mod tests {
     #[test]
     fn a_full_cache_drops_expired_entries_first() {
         let mut cache = TokenCache::new(2, 0);
-        cache.insert("old", verified("i", "k", 100), 50);
-        cache.insert("live", verified("i", "k", 1000), 50);
-        cache.insert("new", verified("i", "k", 1000), 500);
+        cache.insert(verified("old", "i", "k", 100), 50);
+        cache.insert(verified("live", "i", "k", 1000), 50);
+        cache.insert(verified("new", "i", "k", 1000), 500);
         assert_eq!(cache.len(), 2);
         assert!(cache.get("live", 500).is_some());
         assert!(cache.get("new", 500).is_some());
@@ -115,7 +111,7 @@ mod tests {
     fn a_cache_full_of_live_tokens_stays_bounded() {
         let mut cache = TokenCache::new(3, 0);
         for i in 0..10 {
-            cache.insert(&format!("t{i}"), verified("i", "k", 1000), 0);
+            cache.insert(verified(&format!("t{i}"), "i", "k", 1000), 0);
             assert!(cache.len() <= 3);
         }
         assert!(cache.get("t9", 0).is_some());
@@ -124,9 +120,9 @@ mod tests {
     #[test]
     fn tokens_of_a_removed_key_are_forgotten() {
         let mut cache = TokenCache::new(10, 0);
-        cache.insert("a", verified("i", "old", 1000), 0);
-        cache.insert("b", verified("i", "new", 1000), 0);
-        cache.insert("c", verified("other", "old", 1000), 0);
+        cache.insert(verified("a", "i", "old", 1000), 0);
+        cache.insert(verified("b", "i", "new", 1000), 0);
+        cache.insert(verified("c", "other", "old", 1000), 0);
         cache.retain_keys("i", |kid| kid == "new");
         assert!(cache.get("a", 0).is_none());
         assert!(cache.get("b", 0).is_some());

@@ -39,6 +39,14 @@ pub struct VerifiedToken {
     /// The `kid` of the key that verified the token (empty when the token had none).
     pub key_id: String,
     pub claims: Map<String, Value>,
+    /// SHA-256 of the token: keys per-token caches without keeping the token itself.
+    pub digest: [u8; 32],
+}
+
+/// The key per-token caches use for `token`.
+pub fn digest(token: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes()).into()
 }
 
 impl VerifiedToken {
@@ -118,6 +126,7 @@ pub fn verify<'k>(
         expires_at,
         key_id: kid,
         claims: all_claims(claims),
+        digest: digest(token),
     })
 }
 

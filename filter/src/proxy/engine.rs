@@ -15,10 +15,14 @@ use crate::annotations::ToolAnnotations;
 use crate::config::FilterConfig;
 use crate::gate::{self, Forward, KidRefetch, RequestHead, Verdict};
 use crate::key_store::KeyStore;
+use crate::list_decisions::ListMemo;
 use crate::rejection::Rejection;
 use crate::response::{self, LocalResponse};
 use crate::token_cache::TokenCache;
 use crate::waiters::{Waiter, Waiters};
+
+/// List decisions remembered per VM (token × item); a full memo starts over.
+const LIST_MEMO_ENTRIES: usize = 100_000;
 
 /// A request held for keys: its head, and the stream state to set up when it is let through.
 pub type Held = (RequestHead, SharedStream);
@@ -30,6 +34,7 @@ pub struct Engine {
     pub waiters: Waiters<Held>,
     pub metrics: Metrics,
     pub annotations: ToolAnnotations,
+    pub list_memo: ListMemo,
     /// In-flight JWKS fetches: call token → issuer index.
     pub fetches: HashMap<u32, usize>,
 }
@@ -47,6 +52,7 @@ impl Engine {
             waiters: Waiters::default(),
             metrics: Metrics::define(),
             annotations: ToolAnnotations::default(),
+            list_memo: ListMemo::new(LIST_MEMO_ENTRIES),
             fetches: HashMap::new(),
             config,
         }

@@ -9,9 +9,9 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use serde_json::Value;
 
 use super::engine::{self, SharedEngine};
-use crate::authz::Target;
 use crate::call_gate::{self, CallHeaders, CallVerdict, PendingList};
 use crate::jsonrpc::{INTERNAL_ERROR, INVALID_REQUEST};
+use crate::list_decisions;
 use crate::list_filter::{self, FilterError, Filtered, SseOutcome};
 use crate::operation::Feature;
 use crate::response;
@@ -290,38 +290,17 @@ fn filter(
     feature: Feature,
     identity: &VerifiedToken,
 ) -> Result<Option<Filtered>, FilterError> {
-    let Some(authz) = engine.config.authorizer.clone() else {
+    let engine::Engine {
+        config,
+        annotations,
+        list_memo,
+        ..
+    } = engine;
+    let Some(authz) = config.authorizer.as_deref() else {
         return Ok(None);
     };
-    let annotations = &mut engine.annotations;
-    let caller = authz.caller(identity).ok();
-    let mut keep = |feature: Feature, items: &[Value]| -> Vec<bool> {
-        if feature == Feature::Tool {
-            annotations.learn(items);
-        }
-        let Some(caller) = &caller else {
-            return vec![false; items.len()];
-        };
-        let targets: Vec<Target<'_>> = items
-            .iter()
-            .map(|item| Target {
-                feature,
-                name: item
-                    .get(feature.id_key())
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-                arguments: None,
-                annotations: item
-                    .get("annotations")
-                    .and_then(Value::as_object)
-                    .filter(|_| feature == Feature::Tool),
-            })
-            .collect();
-        authz
-            .decide_all(caller, &targets)
-            .iter()
-            .map(|decision| decision.allowed)
-            .collect()
+    let mut keep = |feature: Feature, items: &[Value]| {
+        list_decisions::keep_listed(authz, list_memo, annotations, identity, feature, items)
     };
     match format {
         Format::Sse => match list_filter::filter_sse(body, request_id, feature, &mut keep)? {

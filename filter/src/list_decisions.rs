@@ -1,0 +1,268 @@
+//! Which listed items a caller may use, asking Cedar once per token and item.
+//!
+//! A list decision depends only on the token (principal, groups, claims) and the item (its id and
+//! the hints its server declared); policies and static entities are fixed for the VM's life. So
+//! the answer is remembered per token: clients list on every connect and on every change
+//! notification, and 50 Cedar evaluations per list are not worth repeating.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::annotations::ToolAnnotations;
+use crate::authz::{Authorizer, Target, ANNOTATION_HINTS};
+use crate::operation::Feature;
+use crate::verify::VerifiedToken;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    token: [u8; 32],
+    feature: Feature,
+    item: String,
+    hints: u8,
+}
+
+pub struct ListMemo {
+    decisions: HashMap<Key, bool>,
+    capacity: usize,
+}
+
+impl ListMemo {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            decisions: HashMap::new(),
+            capacity,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.decisions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.decisions.is_empty()
+    }
+
+    fn remember(&mut self, key: Key, allowed: bool) {
+        if self.decisions.len() >= self.capacity {
+            self.decisions.clear();
+        }
+        self.decisions.insert(key, allowed);
+    }
+}
+
+/// One flag per item of a list answer: may `identity` use it. Tool hints are learned on the way.
+pub fn keep_listed(
+    authz: &Authorizer,
+    memo: &mut ListMemo,
+    annotations: &mut ToolAnnotations,
+    identity: &VerifiedToken,
+    feature: Feature,
+    items: &[Value],
+) -> Vec<bool> {
+    if feature == Feature::Tool {
+        annotations.learn(items);
+    }
+    let declared = |item| declared_hints(feature, item);
+    let keys: Vec<Key> = items
+        .iter()
+        .map(|item| Key {
+            token: identity.digest,
+            feature,
+            item: item
+                .get(feature.id_key())
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            hints: hint_bits(declared(item)),
+        })
+        .collect();
+    let mut flags: Vec<Option<bool>> = keys
+        .iter()
+        .map(|key| memo.decisions.get(key).copied())
+        .collect();
+    let unknown: Vec<usize> = (0..items.len()).filter(|&i| flags[i].is_none()).collect();
+    if !unknown.is_empty() {
+        let decided: Vec<bool> = match authz.caller(identity) {
+            Ok(caller) => {
+                let targets: Vec<Target<'_>> = unknown
+                    .iter()
+                    .map(|&i| Target {
+                        feature,
+                        name: &keys[i].item,
+                        arguments: None,
+                        annotations: declared(&items[i]),
+                    })
+                    .collect();
+                authz
+                    .decide_all(&caller, &targets)
+                    .iter()
+                    .map(|d| d.allowed)
+                    .collect()
+            }
+            Err(_) => vec![false; unknown.len()],
+        };
+        for (&i, allowed) in unknown.iter().zip(decided) {
+            flags[i] = Some(allowed);
+            memo.remember(keys[i].clone(), allowed);
+        }
+    }
+    flags
+        .into_iter()
+        .map(|flag| flag.unwrap_or(false))
+        .collect()
+}
+
+/// The annotations a tool entry of a list declares (prompts and resources have none that count).
+fn declared_hints(feature: Feature, item: &Value) -> Option<&Map<String, Value>> {
+    item.get("annotations")
+        .and_then(Value::as_object)
+        .filter(|_| feature == Feature::Tool)
+}
+
+/// Two bits per hint: absent, true or false.
+fn hint_bits(annotations: Option<&Map<String, Value>>) -> u8 {
+    let Some(annotations) = annotations else {
+        return 0;
+    };
+    ANNOTATION_HINTS
+        .iter()
+        .enumerate()
+        .fold(0, |bits, (i, hint)| {
+            let value = match annotations.get(*hint).and_then(Value::as_bool) {
+                None => 0,
+                Some(true) => 1,
+                Some(false) => 2,
+            };
+            bits | (value << (2 * i))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::CedarSettings;
+    use serde_json::json;
+
+    fn authz(policies: &[&str]) -> Authorizer {
+        let settings: CedarSettings =
+            serde_json::from_value(json!({"policies": policies})).unwrap();
+        Authorizer::new(settings, None).unwrap()
+    }
+
+    fn who(groups: &[&str], digest: u8) -> VerifiedToken {
+        VerifiedToken {
+            issuer: "i".into(),
+            subject: Some("u".into()),
+            expires_at: 0,
+            key_id: String::new(),
+            claims: json!({"sub": "u", "groups": groups})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            digest: [digest; 32],
+        }
+    }
+
+    #[test]
+    fn items_are_decided_once_per_token() {
+        let authz = authz(&[
+            r#"permit(principal in THVGroup::"dev", action, resource);"#,
+            r#"forbid(principal, action, resource == Tool::"rm");"#,
+        ]);
+        let (mut memo, mut annotations) = (ListMemo::new(100), ToolAnnotations::default());
+        let items = [json!({"name": "ls"}), json!({"name": "rm"})];
+        let dev = who(&["dev"], 1);
+        assert_eq!(
+            keep_listed(
+                &authz,
+                &mut memo,
+                &mut annotations,
+                &dev,
+                Feature::Tool,
+                &items
+            ),
+            [true, false]
+        );
+        assert_eq!(memo.len(), 2);
+        assert_eq!(
+            keep_listed(
+                &authz,
+                &mut memo,
+                &mut annotations,
+                &dev,
+                Feature::Tool,
+                &items
+            ),
+            [true, false]
+        );
+        assert_eq!(memo.len(), 2, "answered from memory");
+        let other = who(&[], 2);
+        assert_eq!(
+            keep_listed(
+                &authz,
+                &mut memo,
+                &mut annotations,
+                &other,
+                Feature::Tool,
+                &items
+            ),
+            [false, false]
+        );
+        assert_eq!(memo.len(), 4, "another token is decided afresh");
+    }
+
+    #[test]
+    fn a_change_of_declared_hints_is_decided_afresh() {
+        let authz = authz(&[
+            r#"permit(principal, action, resource) when { resource.readOnlyHint == true };"#,
+        ]);
+        let (mut memo, mut annotations) = (ListMemo::new(100), ToolAnnotations::default());
+        let user = who(&[], 1);
+        let read_only = [json!({"name": "t", "annotations": {"readOnlyHint": true}})];
+        let writes = [json!({"name": "t", "annotations": {"readOnlyHint": false}})];
+        assert_eq!(
+            keep_listed(
+                &authz,
+                &mut memo,
+                &mut annotations,
+                &user,
+                Feature::Tool,
+                &read_only
+            ),
+            [true]
+        );
+        assert_eq!(
+            keep_listed(
+                &authz,
+                &mut memo,
+                &mut annotations,
+                &user,
+                Feature::Tool,
+                &writes
+            ),
+            [false]
+        );
+        assert_eq!(
+            annotations.get("t").unwrap()["readOnlyHint"],
+            false,
+            "hints learned from the list"
+        );
+    }
+
+    #[test]
+    fn the_memo_stays_bounded() {
+        let authz = authz(&["permit(principal, action, resource);"]);
+        let (mut memo, mut annotations) = (ListMemo::new(3), ToolAnnotations::default());
+        let items: Vec<Value> = (0..5).map(|i| json!({"name": format!("t{i}")})).collect();
+        keep_listed(
+            &authz,
+            &mut memo,
+            &mut annotations,
+            &who(&[], 1),
+            Feature::Tool,
+            &items,
+        );
+        assert!(memo.len() <= 3);
+    }
+}
