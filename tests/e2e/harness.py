@@ -248,6 +248,7 @@ def _endpoint(cluster: dict) -> dict:
 def claims(envoy: Envoy, **overrides) -> dict:
     now = int(time.time())
     base = {"iss": envoy.issuer, "aud": envoy.resource, "sub": "alice", "client_id": "test-client",
+            "groups": ["mcp-platform"],
             "iat": now, "exp": now + 600, "jti": str(uuid.uuid4()), "scope": "mcp:tools"}
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
