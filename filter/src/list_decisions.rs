@@ -172,43 +172,15 @@ mod tests {
         ]);
         let (mut memo, mut annotations) = (ListMemo::new(100), ToolAnnotations::default());
         let items = [json!({"name": "ls"}), json!({"name": "rm"})];
+        let mut list = |user: &VerifiedToken, memo: &mut ListMemo| {
+            keep_listed(&authz, memo, &mut annotations, user, Feature::Tool, &items)
+        };
         let dev = who(&["dev"], 1);
-        assert_eq!(
-            keep_listed(
-                &authz,
-                &mut memo,
-                &mut annotations,
-                &dev,
-                Feature::Tool,
-                &items
-            ),
-            [true, false]
-        );
+        assert_eq!(list(&dev, &mut memo), [true, false]);
         assert_eq!(memo.len(), 2);
-        assert_eq!(
-            keep_listed(
-                &authz,
-                &mut memo,
-                &mut annotations,
-                &dev,
-                Feature::Tool,
-                &items
-            ),
-            [true, false]
-        );
+        assert_eq!(list(&dev, &mut memo), [true, false]);
         assert_eq!(memo.len(), 2, "answered from memory");
-        let other = who(&[], 2);
-        assert_eq!(
-            keep_listed(
-                &authz,
-                &mut memo,
-                &mut annotations,
-                &other,
-                Feature::Tool,
-                &items
-            ),
-            [false, false]
-        );
+        assert_eq!(list(&who(&[], 2), &mut memo), [false, false]);
         assert_eq!(memo.len(), 4, "another token is decided afresh");
     }
 

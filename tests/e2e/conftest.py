@@ -14,13 +14,17 @@ def log_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("logs")
 
 
-@pytest.fixture(scope="session")
-def everything(log_dir):
+def serve_everything(log_dir, name):
     """`@modelcontextprotocol/server-everything` over Streamable HTTP (always SSE answers)."""
     script = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
-    proc, port = start_node_server("server-everything", script, log_dir, args=("streamableHttp",))
+    proc, port = start_node_server(name, script, log_dir, args=("streamableHttp",))
     yield port
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def everything(log_dir):
+    yield from serve_everything(log_dir, "server-everything")
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +52,4 @@ def jwks(signing_key):
 @pytest.fixture(scope="session")
 def everything_b(log_dir):
     """A second server-everything, for aggregation behind `mcp_router`."""
-    script = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
-    proc, port = start_node_server("server-everything-b", script, log_dir, args=("streamableHttp",))
-    yield port
-    proc.stop()
+    yield from serve_everything(log_dir, "server-everything-b")

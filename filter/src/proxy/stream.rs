@@ -192,103 +192,87 @@ pub fn on_response_body(
     body_size: usize,
     end_of_stream: bool,
 ) -> Action {
-    let (format, request_id, feature, identity) = match &stream.borrow().list {
-        Some(list) if list.format != Format::Done && list.format != Format::Unknown => (
-            list.format,
-            list.pending.request_id.clone(),
-            list.pending.feature,
-            Rc::clone(&list.identity),
-        ),
+    let answer = match &stream.borrow().list {
+        Some(list) if list.format != Format::Done && list.format != Format::Unknown => Answer {
+            format: list.format,
+            request_id: list.pending.request_id.clone(),
+            feature: list.pending.feature,
+            identity: Rc::clone(&list.identity),
+        },
         _ => return Action::Continue,
     };
-    let (max, hold) = engine
+    let hold = engine
         .try_borrow()
-        .map(|e| (e.config.max_response_bytes, e.config.headers_stop_iteration))
-        .unwrap_or((0, false));
+        .map(|e| e.config.headers_stop_iteration)
+        .unwrap_or(false);
+    match filter_answer(engine, stream, &answer, body_size, end_of_stream) {
+        Ok(action) => action,
+        Err(reason) => fail(stream, &answer, hold, body_size, &reason),
+    }
+}
+
+/// The list answer a stream is waiting for.
+struct Answer {
+    format: Format,
+    request_id: Value,
+    feature: Feature,
+    identity: Rc<VerifiedToken>,
+}
+
+fn filter_answer(
+    engine: &SharedEngine,
+    stream: &SharedStream,
+    answer: &Answer,
+    body_size: usize,
+    end_of_stream: bool,
+) -> Result<Action, String> {
+    let max = engine
+        .try_borrow()
+        .map(|e| e.config.max_response_bytes)
+        .unwrap_or(0);
     if body_size > max {
-        return fail(
-            stream,
-            format,
-            hold,
-            &request_id,
-            body_size,
-            "the list answer is over max_response_bytes",
-        );
+        return Err(format!(
+            "the list answer is over max_response_bytes ({max})"
+        ));
     }
-    if format == Format::Json && !end_of_stream {
-        return Action::Pause;
+    if answer.format == Format::Json && !end_of_stream {
+        return Ok(Action::Pause);
     }
-    let body = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
-        Ok(body) => body.unwrap_or_default(),
-        Err(_) => {
-            return fail(
-                stream,
-                format,
-                hold,
-                &request_id,
-                body_size,
-                "could not read the list answer",
-            )
-        }
-    };
+    let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+        .map_err(|_| "could not read the list answer".to_owned())?
+        .unwrap_or_default();
     let outcome = {
-        let Ok(mut engine) = engine.try_borrow_mut() else {
-            return fail(
-                stream,
-                format,
-                hold,
-                &request_id,
-                body_size,
-                "filter state busy",
-            );
-        };
-        filter(&mut engine, format, &body, &request_id, feature, &identity)
+        let mut engine = engine
+            .try_borrow_mut()
+            .map_err(|_| "filter state busy".to_owned())?;
+        filter(&mut engine, answer, &body).map_err(|err| err.to_string())?
     };
-    match outcome {
-        Ok(None) if !end_of_stream => Action::Pause,
-        Ok(None) => finish(stream),
-        Ok(Some(filtered)) => {
-            if let Ok(engine) = engine.try_borrow() {
-                engine.metrics.filtered(filtered.removed);
-            }
-            log::info!(
-                "mcp-mesh-auth: audit {}",
-                serde_json::json!({"subject": identity.subject, "method": format!("{}/list", feature.list_key()),
-                                   "listed": filtered.kept, "removed": filtered.removed})
-            );
-            if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &filtered.body)
-                .is_err()
-            {
-                return fail(
-                    stream,
-                    format,
-                    hold,
-                    &request_id,
-                    body_size,
-                    "could not rewrite the list answer",
-                );
-            }
+    let Some(filtered) = outcome else {
+        return Ok(if end_of_stream {
             finish(stream)
-        }
-        Err(err) => fail(
-            stream,
-            format,
-            hold,
-            &request_id,
-            body_size,
-            &err.to_string(),
-        ),
+        } else {
+            Action::Pause
+        });
+    };
+    if let Ok(engine) = engine.try_borrow() {
+        engine.metrics.filtered(filtered.removed);
     }
+    log::info!(
+        "mcp-mesh-auth: audit {}",
+        serde_json::json!({"subject": answer.identity.subject,
+                           "method": format!("{}/list", answer.feature.list_key()),
+                           "listed": filtered.kept, "removed": filtered.removed})
+    );
+    hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &filtered.body)
+        .map_err(|_| "could not rewrite the list answer".to_owned())?;
+    Ok(finish(stream))
 }
 
 /// Filters what has arrived; `Ok(None)` when the answer is not (completely) there yet.
 fn filter(
     engine: &mut engine::Engine,
-    format: Format,
+    answer: &Answer,
     body: &[u8],
-    request_id: &Value,
-    feature: Feature,
-    identity: &VerifiedToken,
 ) -> Result<Option<Filtered>, FilterError> {
     let engine::Engine {
         config,
@@ -299,15 +283,18 @@ fn filter(
     let Some(authz) = config.authorizer.as_deref() else {
         return Ok(None);
     };
+    let identity = &answer.identity;
     let mut keep = |feature: Feature, items: &[Value]| {
         list_decisions::keep_listed(authz, list_memo, annotations, identity, feature, items)
     };
-    match format {
-        Format::Sse => match list_filter::filter_sse(body, request_id, feature, &mut keep)? {
-            SseOutcome::Pending => Ok(None),
-            SseOutcome::Done(filtered) => Ok(Some(filtered)),
-        },
-        _ => list_filter::filter_json(body, request_id, feature, &mut keep),
+    match answer.format {
+        Format::Sse => {
+            match list_filter::filter_sse(body, &answer.request_id, answer.feature, &mut keep)? {
+                SseOutcome::Pending => Ok(None),
+                SseOutcome::Done(filtered) => Ok(Some(filtered)),
+            }
+        }
+        _ => list_filter::filter_json(body, &answer.request_id, answer.feature, &mut keep),
     }
 }
 
@@ -322,21 +309,20 @@ fn finish(stream: &SharedStream) -> Action {
 /// JSON-RPC error (the status is already on its way).
 fn fail(
     stream: &SharedStream,
-    format: Format,
+    answer: &Answer,
     hold: bool,
-    request_id: &Value,
     body_size: usize,
     reason: &str,
 ) -> Action {
     log::error!("mcp-mesh-auth: a list answer could not be filtered and is withheld: {reason}");
     stream.borrow_mut().list = None;
     let message = "the list answer could not be checked against the authorization policy";
-    let error = response::jsonrpc_error(500, Some(request_id), INTERNAL_ERROR, message);
+    let error = response::jsonrpc_error(500, Some(&answer.request_id), INTERNAL_ERROR, message);
     if hold {
         engine::send(&error);
         return Action::Pause;
     }
-    let body = match format {
+    let body = match answer.format {
         Format::Sse => format!("event: message\ndata: {}\n\n", error.body),
         _ => error.body,
     };
