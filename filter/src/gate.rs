@@ -514,6 +514,41 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_key_is_accepted_once_the_refetch_brings_it() {
+        let mut h = harness(json!({}));
+        h.keys
+            .keys_arrived(1, KeySetFixture::rsa(), NOW_MS - 10_000);
+        let auth = bearer(&token("https://remote.example.com", "rotated"));
+        assert!(matches!(
+            h.run(&post("/mcp", &auth)),
+            Verdict::Wait { issuer: 1 }
+        ));
+        assert!(
+            h.keys.should_fetch(1, NOW_MS),
+            "the unknown kid asked for a refetch"
+        );
+        let mut rotated = test_keys::rsa().public_jwk("rotated");
+        rotated["alg"] = json!("RS256");
+        let set = crate::jwks::KeySet::from_value(&json!({"keys": [rotated]})).unwrap();
+        h.keys.keys_arrived(1, Arc::new(set), NOW_MS);
+        let resumed = decide(
+            &h.config,
+            &post("/mcp", &auth),
+            &mut h.keys,
+            &mut h.cache,
+            NOW_MS,
+            KidRefetch::AlreadyTried,
+        );
+        assert!(matches!(resumed, Verdict::Forward(_)));
+        let old = bearer(&token("https://remote.example.com", "r"));
+        assert_eq!(
+            refused(h.run(&post("/mcp", &old))).1,
+            Rejection::UnknownKey(Some("r".into())),
+            "the retired key is gone"
+        );
+    }
+
+    #[test]
     fn an_inline_issuer_never_waits_for_an_unknown_kid() {
         let mut h = harness(json!({}));
         let auth = bearer(&token("https://inline.example.com", "nope"));

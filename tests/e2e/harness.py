@@ -194,6 +194,7 @@ class Envoy:
             config["static_resources"]["clusters"].append(probe)
             routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
             routes.insert(0, {"match": {"prefix": "/probe/mcp"}, "route": {"cluster": "probe", "prefix_rewrite": "/mcp", "timeout": "0s"}})
+            routes.insert(0, {"match": {"prefix": "/broken/mcp"}, "route": {"cluster": "probe", "timeout": "0s"}})
         if mcp_router:
             # Envoy's native aggregation: `mcp` parses, `mcp_router` fans out (terminal filter).
             hcm["http_filters"][1:] = [

@@ -198,3 +198,23 @@ def test_lists_are_filtered_behind_envoys_mcp_router(log_dir, everything, everyt
         assert carol.request("tools/list")["result"]["tools"] == []
     finally:
         proxy.stop()
+
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["headers-held", "headers-sent"])
+def test_a_list_answer_with_result_and_error_fails_closed(log_dir, probe, jwks, signing_key, hold):
+    """The probe server's /broken/mcp answers tools/list with both `result` and `error`."""
+    proxy = Envoy(log_dir, backend_port=probe, jwks_port=jwks.port, name=f"envoy-broken-{hold}",
+                  filter_config={"cedar": {"policies": SEED_POLICIES}, "mcp_path": "/broken/mcp",
+                                 "headers_stop_iteration": hold})
+    try:
+        proxy.wait_ready()
+        token = signing_key.sign(claims(proxy, sub="bob", groups=["mcp-platform"]))
+        headers = {"content-type": "application/json", "accept": McpSession.ACCEPT, "authorization": f"Bearer {token}"}
+        response = requests.post(proxy.url("/broken/mcp"), headers=headers,
+                                 data=json.dumps({"jsonrpc": "2.0", "id": 31, "method": "tools/list"}), timeout=10)
+        assert "leak" not in response.text
+        assert response.json()["error"]["code"] == -32603
+        assert response.status_code == (500 if hold else 200)
+    finally:
+        proxy.stop()

@@ -23,7 +23,22 @@ function buildServer() {
 
 const sessions = new Map();
 
+// A deliberately broken list answer (both `result` and `error`), to prove the filter fails closed.
+function brokenList(req, res) {
+  let body = '';
+  req.on('data', (chunk) => (body += chunk));
+  req.on('end', () => {
+    const id = JSON.parse(body).id ?? null;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ jsonrpc: '2.0', id, result: { tools: [{ name: 'leak' }] }, error: { code: 1, message: 'x' } }));
+  });
+}
+
 async function handle(req, res) {
+  if (req.url.startsWith('/broken/mcp')) {
+    brokenList(req, res);
+    return;
+  }
   if (!req.url.startsWith('/mcp')) {
     res.writeHead(404).end();
     return;
