@@ -12,7 +12,7 @@ WASM      := target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
 NODE_DEPS := tests/node_modules/.package-lock.json
 FILTER    := mcp-mesh-auth-filter
 
-.PHONY: help tools wasm test unit-test wasm-unit-test e2e-test lint fmt clean bench
+.PHONY: help tools wasm authserver test unit-test wasm-unit-test e2e-test lint fmt clean bench
 
 help:
 	@echo "make test   - install tools, build, run unit (native + wasm) and end-to-end tests"
@@ -48,7 +48,10 @@ wasm-unit-test: .stamps/rust-target
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tests/wasi-runner.mjs" \
 	  cargo test --target wasm32-wasip1 -p $(FILTER) --lib
 
-e2e-test: tools wasm
+authserver:
+	cargo build -p mcp-mesh-authserver
+
+e2e-test: tools wasm authserver
 	cd tests/e2e && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ../../$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test: tools unit-test wasm-unit-test e2e-test

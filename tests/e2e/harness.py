@@ -180,7 +180,7 @@ class Envoy:
         plugin["resource"] = self.resource
         plugin["authorization_servers"] = [self.origin]
         plugin["issuers"][0]["issuer"] = self.issuer
-        plugin["issuers"][0]["jwks"].update(path="/jwks", authority=f"localhost:{jwks_port}", **(jwks or {}))
+        plugin["issuers"][0]["jwks"].update({"path": "/jwks", "authority": f"localhost:{jwks_port}", **(jwks or {})})
         plugin.update(filter_config or {})
         self.plugin_config = plugin
         wasm["configuration"]["value"] = json.dumps(plugin)

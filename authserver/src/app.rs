@@ -1,0 +1,269 @@
+//! The HTTP surface: metadata, JWKS, registration, health and metrics.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::keys::KeyRing;
+use crate::registration::{self, Policy};
+use crate::store::{Store, StoredClient};
+
+pub struct AppState<S> {
+    pub config: Config,
+    pub keys: KeyRing,
+    pub store: S,
+    limiter: RateLimiter,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct Metrics {
+    registrations: AtomicU64,
+    registrations_refused: AtomicU64,
+}
+
+/// Registrations per source address and minute.
+struct RateLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    fn allow(&self, source: IpAddr) -> bool {
+        let Ok(mut windows) = self.windows.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if windows.len() > 10_000 {
+            windows.retain(|_, (start, _)| now.duration_since(*start).as_secs() < 60);
+        }
+        let (start, count) = windows.entry(source).or_insert((now, 0));
+        if now.duration_since(*start).as_secs() >= 60 {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= self.per_minute
+    }
+}
+
+pub fn router<S: Store>(config: Config, keys: KeyRing, store: S) -> Router {
+    let limiter = RateLimiter {
+        per_minute: config.registration.per_minute,
+        windows: Mutex::new(HashMap::new()),
+    };
+    let issuer_path = config.issuer.path().trim_end_matches('/').to_owned();
+    let state = Arc::new(AppState {
+        config,
+        keys,
+        store,
+        limiter,
+        metrics: Metrics::default(),
+    });
+    let mut app = Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata::<S>),
+        )
+        .route("/.well-known/openid-configuration", get(metadata::<S>))
+        .route("/.well-known/jwks.json", get(jwks::<S>))
+        .route("/oauth/register", post(register::<S>))
+        .route("/oauth/token", post(crate::token::token::<S>))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready::<S>))
+        .route("/metrics", get(metrics::<S>));
+    if !issuer_path.is_empty() {
+        // RFC 8414 §3.1 path insertion, and the OIDC form appended to the issuer.
+        app = app
+            .route(
+                &format!("/.well-known/oauth-authorization-server{issuer_path}"),
+                get(metadata::<S>),
+            )
+            .route(
+                &format!("/.well-known/openid-configuration{issuer_path}"),
+                get(metadata::<S>),
+            )
+            .route(
+                &format!("{issuer_path}/.well-known/openid-configuration"),
+                get(metadata::<S>),
+            );
+    }
+    app.with_state(state)
+}
+
+async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
+    let config = &state.config;
+    // Only what this server serves today is advertised: the authorization code flow (and with
+    // it `authorization_endpoint`, PKCE and RFC 9207 `iss`) follows with the login federation.
+    let document = json!({
+        "issuer": config.issuer_str(),
+        "token_endpoint": config.endpoint("/oauth/token"),
+        "registration_endpoint": config.endpoint("/oauth/register"),
+        "jwks_uri": config.endpoint("/.well-known/jwks.json"),
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": config.scopes,
+        "token_endpoint_auth_signing_alg_values_supported": state.keys.algorithms(),
+    });
+    (
+        [
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        Json(document),
+    )
+        .into_response()
+}
+
+async fn jwks<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        Json(state.keys.jwks()),
+    )
+        .into_response()
+}
+
+async fn register<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let source = headers
+        .get("x-envoy-external-address")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(peer.ip());
+    if !state.limiter.allow(source) {
+        state
+            .metrics
+            .registrations_refused
+            .fetch_add(1, Ordering::Relaxed);
+        return oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            "too many registrations from this address; retry in a minute",
+        );
+    }
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(err) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_client_metadata",
+                &format!("the body is not JSON: {err}"),
+            )
+        }
+    };
+    let policy = Policy {
+        confidential_clients: state.config.registration.confidential_clients,
+        scopes: &state.config.scopes,
+    };
+    let registration = match registration::validate(&request, &policy) {
+        Ok(registration) => registration,
+        Err(err) => {
+            state
+                .metrics
+                .registrations_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return oauth_error(StatusCode::BAD_REQUEST, err.code(), &err.to_string());
+        }
+    };
+    let client_id = random_token(16);
+    let secret = registration.confidential.then(|| random_token(32));
+    let issued_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let stored = StoredClient {
+        client_id: client_id.clone(),
+        secret_sha256: secret.as_ref().map(|s| hex(&Sha256::digest(s.as_bytes()))),
+        metadata: Value::Object(registration.metadata.clone()),
+        created_at: issued_at,
+    };
+    if let Err(err) = state.store.save_client(&stored).await {
+        tracing::error!(error = %err, "could not store a registered client");
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the client could not be stored; try again",
+        );
+    }
+    state.metrics.registrations.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(client_id = %client_id, client_name = ?registration.metadata.get("client_name"), "client registered");
+    let mut response = registration.metadata;
+    response.insert("client_id".into(), json!(client_id));
+    response.insert("client_id_issued_at".into(), json!(issued_at));
+    if let Some(secret) = secret {
+        response.insert("client_secret".into(), json!(secret));
+        response.insert("client_secret_expires_at".into(), json!(0));
+    }
+    (
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(Value::Object(response)),
+    )
+        .into_response()
+}
+
+async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unavailable: {err}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
+    let m = &state.metrics;
+    let body = format!(
+        "# TYPE mcp_authserver_registrations_total counter\nmcp_authserver_registrations_total {}\n\
+         # TYPE mcp_authserver_registrations_refused_total counter\nmcp_authserver_registrations_refused_total {}\n",
+        m.registrations.load(Ordering::Relaxed),
+        m.registrations_refused.load(Ordering::Relaxed),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// An RFC 6749 §5.2 / RFC 7591 §3.2.2 error body.
+pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// A random URL-safe string of `bytes` bytes of entropy.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buffer);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

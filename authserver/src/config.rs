@@ -1,0 +1,282 @@
+//! The server's configuration: a YAML file, overridden by flags and environment variables, with
+//! secrets read from files so that Kubernetes Secret mounts work.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+/// A configuration the server refuses to start with; the message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("`{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub issuer: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub database: Option<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub signing_keys: Vec<PathBuf>,
+    #[serde(default)]
+    pub lifetimes: Lifetimes,
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lifetimes {
+    pub access_seconds: u64,
+    pub refresh_seconds: u64,
+    pub code_seconds: u64,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            access_seconds: 3600,
+            refresh_seconds: 7 * 24 * 3600,
+            code_seconds: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Whether RFC 7591 registration may create confidential clients (with a secret).
+    pub confidential_clients: bool,
+    /// Registrations allowed per source address and minute.
+    pub per_minute: u32,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            confidential_clients: false,
+            per_minute: 20,
+        }
+    }
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub issuer: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub database: Option<String>,
+    pub resources: Vec<String>,
+    pub signing_keys: Vec<PathBuf>,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub issuer: Url,
+    pub listen: SocketAddr,
+    pub database: String,
+    pub resources: Vec<String>,
+    pub scopes: Vec<String>,
+    pub signing_keys: Vec<PathBuf>,
+    pub lifetimes: Lifetimes,
+    pub registration: RegistrationConfig,
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                serde_yaml::from_str::<FileConfig>(&text).map_err(|err| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: err.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::resolve(file, overrides)
+    }
+
+    pub fn resolve(file: FileConfig, overrides: Overrides) -> Result<Self, ConfigError> {
+        let issuer_text = overrides
+            .issuer
+            .or(file.issuer)
+            .ok_or_else(|| invalid("issuer", "required: the URL clients reach this server at"))?;
+        let issuer = Url::parse(&issuer_text)
+            .map_err(|err| invalid("issuer", format!("`{issuer_text}` is not a URL: {err}")))?;
+        if !matches!(issuer.scheme(), "https" | "http")
+            || issuer.query().is_some()
+            || issuer.fragment().is_some()
+        {
+            return Err(invalid(
+                "issuer",
+                format!("`{issuer_text}` must be an http(s) URL without query or fragment"),
+            ));
+        }
+        let resources = if overrides.resources.is_empty() {
+            file.resources
+        } else {
+            overrides.resources
+        };
+        if resources.is_empty() {
+            return Err(invalid(
+                "resources",
+                "list at least one MCP resource URL tokens may be issued for",
+            ));
+        }
+        for resource in &resources {
+            let url = Url::parse(resource)
+                .map_err(|err| invalid("resources", format!("`{resource}` is not a URL: {err}")))?;
+            if url.fragment().is_some() {
+                return Err(invalid(
+                    "resources",
+                    format!("`{resource}` must not have a fragment (RFC 8707)"),
+                ));
+            }
+        }
+        let lifetimes = file.lifetimes;
+        if lifetimes.access_seconds == 0
+            || lifetimes.refresh_seconds == 0
+            || lifetimes.code_seconds == 0
+        {
+            return Err(invalid(
+                "lifetimes",
+                "every lifetime must be at least one second",
+            ));
+        }
+        if lifetimes.code_seconds > 600 {
+            return Err(invalid(
+                "lifetimes.code_seconds",
+                "authorization codes live at most 600 seconds (RFC 6749 §4.1.2)",
+            ));
+        }
+        let scopes = if file.scopes.is_empty() {
+            vec!["mcp:tools".to_owned(), "offline_access".to_owned()]
+        } else {
+            file.scopes
+        };
+        Ok(Self {
+            issuer,
+            listen: overrides
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9000))),
+            database: overrides
+                .database
+                .or(file.database)
+                .unwrap_or_else(|| "sqlite://authserver.db?mode=rwc".to_owned()),
+            resources,
+            scopes,
+            signing_keys: if overrides.signing_keys.is_empty() {
+                file.signing_keys
+            } else {
+                overrides.signing_keys
+            },
+            lifetimes,
+            registration: file.registration,
+        })
+    }
+
+    /// The issuer without a trailing slash, as it appears in `iss` and in metadata.
+    pub fn issuer_str(&self) -> &str {
+        self.issuer.as_str().trim_end_matches('/')
+    }
+
+    /// `<issuer><path>`: an endpoint under the issuer.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(yaml: &str) -> FileConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let config = Config::resolve(
+            file("issuer: http://localhost:8080\nresources: [http://localhost:8080/mcp]\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.issuer_str(), "http://localhost:8080");
+        assert_eq!(config.lifetimes.access_seconds, 3600);
+        assert_eq!(config.scopes, ["mcp:tools", "offline_access"]);
+        assert_eq!(
+            config.endpoint("/oauth/token"),
+            "http://localhost:8080/oauth/token"
+        );
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let overrides = Overrides {
+            issuer: Some("https://auth.example.com".into()),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(
+            file("issuer: http://localhost:8080\nresources: [x:/mcp]\n"),
+            overrides,
+        )
+        .unwrap();
+        assert_eq!(config.issuer_str(), "https://auth.example.com");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err =
+            Config::resolve(file("resources: [http://a/mcp]\n"), Overrides::default()).unwrap_err();
+        assert!(err.to_string().starts_with("`issuer`"), "{err}");
+        let err = Config::resolve(file("issuer: http://a\n"), Overrides::default()).unwrap_err();
+        assert!(err.to_string().starts_with("`resources`"), "{err}");
+        let err = Config::resolve(
+            file("issuer: ftp://a\nresources: [http://a/mcp]\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("http(s)"), "{err}");
+        let err = Config::resolve(
+            file("issuer: http://a\nresources: [http://a/mcp]\nlifetimes: {code_seconds: 3600}\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("`lifetimes.code_seconds`"),
+            "{err}"
+        );
+        assert!(serde_yaml::from_str::<FileConfig>("isuer: x\n")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `isuer`"));
+    }
+}

@@ -1,0 +1,244 @@
+//! Signing keys: loaded from PEM files (the first signs, all are published so that a rotation
+//! never breaks live tokens), or one ephemeral key when none is configured.
+
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwt_compact::alg::{Ed25519, Es256, Rsa};
+use jwt_compact::jwk::JsonWebKey;
+use jwt_compact::{AlgorithmExt, Claims, Header};
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::traits::PublicKeyParts;
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+const MIN_RSA_BITS: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("signing key {path}: cannot read it: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("signing key {path}: not a PEM RSA (PKCS#1/PKCS#8), P-256 or Ed25519 private key")]
+    Unrecognised { path: PathBuf },
+    #[error(
+        "signing key {path}: RSA keys must have at least {MIN_RSA_BITS} bits, this one has {bits}"
+    )]
+    WeakRsa { path: PathBuf, bits: usize },
+    #[error("could not sign a token: {0}")]
+    Sign(String),
+}
+
+enum Private {
+    Rsa(Box<rsa::RsaPrivateKey>),
+    P256(p256::ecdsa::SigningKey),
+    Ed25519(ed25519_compact::KeyPair),
+}
+
+struct Key {
+    kid: String,
+    private: Private,
+    public_jwk: Value,
+}
+
+/// The server's signing keys; the first signs.
+pub struct KeyRing {
+    keys: Vec<Key>,
+    /// Whether the key was generated at start (tokens die with the process).
+    pub ephemeral: bool,
+}
+
+impl KeyRing {
+    pub fn load(paths: &[PathBuf]) -> Result<Self, KeyError> {
+        let keys = paths
+            .iter()
+            .map(|path| load_pem(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            keys,
+            ephemeral: false,
+        })
+    }
+
+    /// One fresh P-256 key, for development only.
+    pub fn ephemeral() -> Self {
+        let private = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        Self {
+            keys: vec![key(Private::P256(private))],
+            ephemeral: true,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The JWKS document: every key, `kid` = RFC 7638 thumbprint.
+    pub fn jwks(&self) -> Value {
+        serde_json::json!({ "keys": self.keys.iter().map(|k| k.public_jwk.clone()).collect::<Vec<_>>() })
+    }
+
+    /// The `alg` names the keys sign with, for metadata.
+    pub fn algorithms(&self) -> Vec<&'static str> {
+        let mut algs: Vec<&'static str> = self.keys.iter().map(|k| algorithm(&k.private)).collect();
+        algs.dedup();
+        algs
+    }
+
+    /// Signs `claims` as a JWT with `typ` (e.g. `at+jwt`) under the current key.
+    pub fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
+        let key = self
+            .keys
+            .first()
+            .ok_or_else(|| KeyError::Sign("no signing key".into()))?;
+        let header = Header::empty()
+            .with_key_id(key.kid.clone())
+            .with_token_type(typ);
+        let claims = Claims::new(claims);
+        let token = match &key.private {
+            Private::Rsa(private) => Rsa::rs256().token(&header, &claims, private.as_ref()),
+            Private::P256(private) => Es256.token(&header, &claims, private),
+            Private::Ed25519(pair) => Ed25519.token(&header, &claims, &pair.sk),
+        };
+        token.map_err(|err| KeyError::Sign(err.to_string()))
+    }
+}
+
+fn algorithm(private: &Private) -> &'static str {
+    match private {
+        Private::Rsa(_) => "RS256",
+        Private::P256(_) => "ES256",
+        Private::Ed25519(_) => "EdDSA",
+    }
+}
+
+fn load_pem(path: &Path) -> Result<Key, KeyError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let private = if let Ok(rsa) = rsa::RsaPrivateKey::from_pkcs8_pem(&pem)
+        .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(&pem))
+    {
+        let bits = rsa.n().bits();
+        if bits < MIN_RSA_BITS {
+            return Err(KeyError::WeakRsa {
+                path: path.to_owned(),
+                bits,
+            });
+        }
+        Private::Rsa(Box::new(rsa))
+    } else if let Ok(ec) = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem) {
+        Private::P256(ec)
+    } else if let Ok(secret) = p256::SecretKey::from_sec1_pem(&pem) {
+        Private::P256(secret.into())
+    } else if let Ok(pair) = ed25519_compact::KeyPair::from_pem(&pem) {
+        Private::Ed25519(pair)
+    } else {
+        return Err(KeyError::Unrecognised {
+            path: path.to_owned(),
+        });
+    };
+    Ok(key(private))
+}
+
+fn key(private: Private) -> Key {
+    let jwk = match &private {
+        Private::Rsa(key) => JsonWebKey::from(&key.to_public_key()).into_owned_value(),
+        Private::P256(key) => JsonWebKey::from(key.verifying_key()).into_owned_value(),
+        Private::Ed25519(pair) => JsonWebKey::from(&pair.pk).into_owned_value(),
+    };
+    let (thumbprint, mut public_jwk) = jwk;
+    let kid = URL_SAFE_NO_PAD.encode(thumbprint);
+    if let Value::Object(fields) = &mut public_jwk {
+        fields.insert("kid".into(), Value::String(kid.clone()));
+        fields.insert("use".into(), Value::String("sig".into()));
+        fields.insert("alg".into(), Value::String(algorithm(&private).into()));
+    }
+    Key {
+        kid,
+        private,
+        public_jwk,
+    }
+}
+
+/// A JWK's RFC 7638 SHA-256 thumbprint and its JSON form.
+trait ThumbprintedValue {
+    fn into_owned_value(self) -> (Vec<u8>, Value);
+}
+
+impl ThumbprintedValue for JsonWebKey<'_> {
+    fn into_owned_value(self) -> (Vec<u8>, Value) {
+        let thumbprint = self.thumbprint::<Sha256>().to_vec();
+        (
+            thumbprint,
+            serde_json::to_value(&self).unwrap_or(Value::Null),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn pem_file(contents: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(contents.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn every_key_is_published_with_its_thumbprint_as_kid() {
+        use rsa::pkcs8::EncodePrivateKey;
+        let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let rsa_pem = pem_file(&rsa.to_pkcs8_pem(Default::default()).unwrap());
+        let ec = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let ec_pem = pem_file(&ec.to_pkcs8_pem(Default::default()).unwrap());
+        let ring = KeyRing::load(&[ec_pem.path().to_owned(), rsa_pem.path().to_owned()]).unwrap();
+        let jwks = ring.jwks();
+        let keys = jwks["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0]["alg"], "ES256");
+        assert_eq!(keys[1]["alg"], "RS256");
+        assert_eq!(
+            keys[0]["kid"].as_str().unwrap().len(),
+            43,
+            "base64url SHA-256"
+        );
+        let token = ring.sign("at+jwt", Map::new()).unwrap();
+        let header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (header["alg"].as_str(), header["typ"].as_str()),
+            (Some("ES256"), Some("at+jwt"))
+        );
+        assert_eq!(header["kid"], keys[0]["kid"], "the first key signs");
+    }
+
+    #[test]
+    fn a_weak_or_unknown_key_is_refused_by_path() {
+        use rsa::pkcs8::EncodePrivateKey;
+        let weak = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).unwrap();
+        let weak_pem = pem_file(&weak.to_pkcs8_pem(Default::default()).unwrap());
+        let err = KeyRing::load(&[weak_pem.path().to_owned()]).err().unwrap();
+        assert!(err.to_string().contains("1024"), "{err}");
+        let junk = pem_file("-----BEGIN NOTHING-----\n-----END NOTHING-----\n");
+        assert!(matches!(
+            KeyRing::load(&[junk.path().to_owned()]),
+            Err(KeyError::Unrecognised { .. })
+        ));
+        assert!(matches!(
+            KeyRing::load(&["/nonexistent.pem".into()]),
+            Err(KeyError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,94 @@
+//! mcp-mesh-authserver: the OAuth 2.1 authorization server MCP clients discover and register
+//! with; the filter trusts the tokens it issues through its JWKS.
+
+mod app;
+mod config;
+mod keys;
+mod registration;
+mod store;
+mod token;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{Config, Overrides};
+use crate::keys::KeyRing;
+use crate::store::SqliteStore;
+
+/// The embedded OAuth 2.1 authorization server for MCP clients.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// YAML configuration file (see the README for every key).
+    #[arg(long, env = "MCP_AUTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// The URL clients reach this server at (`iss` of every token); overrides `issuer`.
+    #[arg(long, env = "MCP_AUTH_ISSUER")]
+    issuer: Option<String>,
+    /// Address to listen on; overrides `listen` (default 127.0.0.1:9000).
+    #[arg(long, env = "MCP_AUTH_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Database URL, e.g. sqlite:///var/lib/mcp-auth/auth.db; overrides `database`.
+    #[arg(long, env = "MCP_AUTH_DATABASE")]
+    database: Option<String>,
+    /// An MCP resource URL tokens may be issued for (repeatable); overrides `resources`.
+    #[arg(long = "resource", env = "MCP_AUTH_RESOURCES", value_delimiter = ',')]
+    resources: Vec<String>,
+    /// A PEM signing key file (repeatable; the first signs); overrides `signing_keys`.
+    #[arg(
+        long = "signing-key",
+        env = "MCP_AUTH_SIGNING_KEYS",
+        value_delimiter = ','
+    )]
+    signing_keys: Vec<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mcp-mesh-authserver: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        issuer: cli.issuer,
+        listen: cli.listen,
+        database: cli.database,
+        resources: cli.resources,
+        signing_keys: cli.signing_keys,
+    };
+    let config = Config::load(cli.config.as_deref(), overrides)?;
+    let mut keys = KeyRing::load(&config.signing_keys)?;
+    if keys.is_empty() {
+        tracing::warn!("no signing_keys configured: using an EPHEMERAL key; every token dies with this process");
+        keys = KeyRing::ephemeral();
+    }
+    if keys.ephemeral {
+        tracing::warn!("tokens signed by the ephemeral key fail verification after a restart");
+    }
+    let store = SqliteStore::open(&config.database).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(issuer = config.issuer_str(), listen = %config.listen, "authorization server listening");
+    let app = app::router(config, keys, store);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
