@@ -17,15 +17,18 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::authorize;
 use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::registration::{self, Policy};
 use crate::store::{Store, StoredClient};
+use crate::upstream::DevUsers;
 
 pub struct AppState<S> {
     pub config: Config,
     pub keys: KeyRing,
     pub store: S,
+    pub dev_users: Option<DevUsers>,
     limiter: RateLimiter,
     metrics: Metrics,
 }
@@ -61,7 +64,12 @@ impl RateLimiter {
     }
 }
 
-pub fn router<S: Store>(config: Config, keys: KeyRing, store: S) -> Router {
+pub fn router<S: Store>(
+    config: Config,
+    keys: KeyRing,
+    store: S,
+    dev_users: Option<DevUsers>,
+) -> Router {
     let limiter = RateLimiter {
         per_minute: config.registration.per_minute,
         windows: Mutex::new(HashMap::new()),
@@ -71,6 +79,7 @@ pub fn router<S: Store>(config: Config, keys: KeyRing, store: S) -> Router {
         config,
         keys,
         store,
+        dev_users,
         limiter,
         metrics: Metrics::default(),
     });
@@ -83,6 +92,16 @@ pub fn router<S: Store>(config: Config, keys: KeyRing, store: S) -> Router {
         .route("/.well-known/jwks.json", get(jwks::<S>))
         .route("/oauth/register", post(register::<S>))
         .route("/oauth/token", post(crate::token::token::<S>))
+        .route("/oauth/revoke", post(crate::token::revoke::<S>))
+        .route("/oauth/authorize", get(authorize::authorize::<S>))
+        .route(
+            "/oauth/consent",
+            get(authorize::consent_page::<S>).post(authorize::consent_submit::<S>),
+        )
+        .route(
+            "/oauth/login",
+            get(authorize::login_page::<S>).post(authorize::login_submit::<S>),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready::<S>))
         .route("/metrics", get(metrics::<S>));
@@ -107,19 +126,22 @@ pub fn router<S: Store>(config: Config, keys: KeyRing, store: S) -> Router {
 
 async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     let config = &state.config;
-    // Only what this server serves today is advertised: the authorization code flow (and with
-    // it `authorization_endpoint`, PKCE and RFC 9207 `iss`) follows with the login federation.
     let document = json!({
         "issuer": config.issuer_str(),
+        "authorization_endpoint": config.endpoint("/oauth/authorize"),
         "token_endpoint": config.endpoint("/oauth/token"),
         "registration_endpoint": config.endpoint("/oauth/register"),
+        "revocation_endpoint": config.endpoint("/oauth/revoke"),
         "jwks_uri": config.endpoint("/.well-known/jwks.json"),
         "response_types_supported": ["code"],
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": config.scopes,
-        "token_endpoint_auth_signing_alg_values_supported": state.keys.algorithms(),
+        "authorization_response_iss_parameter_supported": true,
+        "subject_types_supported": ["public"],
     });
     (
         [
@@ -262,6 +284,14 @@ pub fn random_token(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut buffer);
     URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// Unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 pub fn hex(bytes: &[u8]) -> String {

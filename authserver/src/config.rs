@@ -43,7 +43,25 @@ pub struct FileConfig {
     #[serde(default)]
     pub lifetimes: Lifetimes,
     #[serde(default)]
+    pub groups: GroupsConfig,
+    #[serde(default)]
     pub registration: RegistrationConfig,
+    pub upstream: Option<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Only upstream groups starting with this go into tokens (Okta's `mcp-` convention).
+    pub prefix: Option<String>,
+}
+
+/// Where users log in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum UpstreamConfig {
+    /// A built-in login page over a users file: for the local stack and tests only.
+    Dev { users_file: PathBuf },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,7 +120,9 @@ pub struct Config {
     pub scopes: Vec<String>,
     pub signing_keys: Vec<PathBuf>,
     pub lifetimes: Lifetimes,
+    pub groups: GroupsConfig,
     pub registration: RegistrationConfig,
+    pub upstream: Option<UpstreamConfig>,
 }
 
 impl Config {
@@ -199,7 +219,9 @@ impl Config {
                 overrides.signing_keys
             },
             lifetimes,
+            groups: file.groups,
             registration: file.registration,
+            upstream: file.upstream,
         })
     }
 

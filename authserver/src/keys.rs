@@ -82,13 +82,6 @@ impl KeyRing {
         serde_json::json!({ "keys": self.keys.iter().map(|k| k.public_jwk.clone()).collect::<Vec<_>>() })
     }
 
-    /// The `alg` names the keys sign with, for metadata.
-    pub fn algorithms(&self) -> Vec<&'static str> {
-        let mut algs: Vec<&'static str> = self.keys.iter().map(|k| algorithm(&k.private)).collect();
-        algs.dedup();
-        algs
-    }
-
     /// Signs `claims` as a JWT with `typ` (e.g. `at+jwt`) under the current key.
     pub fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
         let key = self

@@ -2,20 +2,25 @@
 //! with; the filter trusts the tokens it issues through its JWKS.
 
 mod app;
+mod authorize;
 mod config;
+mod grant;
 mod keys;
+mod pages;
 mod registration;
 mod store;
 mod token;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, UpstreamConfig};
 use crate::keys::KeyRing;
 use crate::store::SqliteStore;
+use crate::upstream::DevUsers;
 
 /// The embedded OAuth 2.1 authorization server for MCP clients.
 #[derive(Debug, Parser)]
@@ -78,10 +83,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if keys.ephemeral {
         tracing::warn!("tokens signed by the ephemeral key fail verification after a restart");
     }
+    let dev_users = match &config.upstream {
+        Some(UpstreamConfig::Dev { users_file }) => {
+            tracing::warn!("the `dev` upstream is for local use and tests, not production");
+            Some(DevUsers::load(users_file)?)
+        }
+        None => None,
+    };
     let store = SqliteStore::open(&config.database).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(issuer = config.issuer_str(), listen = %config.listen, "authorization server listening");
-    let app = app::router(config, keys, store);
+    let app = app::router(config, keys, store, dev_users);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

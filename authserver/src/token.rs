@@ -1,6 +1,6 @@
-//! `/oauth/token`. So far the `client_credentials` grant of confidential clients (machine-to-
-//! machine callers, as in seed 004): the token carries the client as `sub` and the requested
-//! RFC 8707 resource as `aud`.
+//! `/oauth/token` (RFC 6749 §3.2) and `/oauth/revoke` (RFC 7009): authorization codes with PKCE,
+//! rotating refresh tokens whose reuse revokes the family, and `client_credentials` for
+//! confidential machine clients (seed 004), whose tokens carry the client as `sub`.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,14 +9,15 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map};
 use sha2::{Digest, Sha256};
 
-use crate::app::{hex, oauth_error, random_token, AppState};
-use crate::store::{Store, StoredClient};
+use crate::app::{hex, now, oauth_error, random_token, AppState};
+use crate::grant::{access_claims, Grant};
+use crate::store::{Redeemed, Store, StoredClient};
 
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
@@ -25,6 +26,10 @@ pub struct TokenRequest {
     client_secret: Option<String>,
     scope: Option<String>,
     resource: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
 }
 
 pub async fn token<S: Store>(
@@ -34,6 +39,8 @@ pub async fn token<S: Store>(
 ) -> Response {
     match request.grant_type.as_deref() {
         Some("client_credentials") => client_credentials(&state, &headers, request).await,
+        Some("authorization_code") => authorization_code(&state, &headers, request).await,
+        Some("refresh_token") => refresh(&state, &headers, request).await,
         Some(other) => oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -141,6 +148,271 @@ async fn client_credentials<S: Store>(
         Json(body),
     )
         .into_response()
+}
+
+async fn authorization_code<S: Store>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    request: TokenRequest,
+) -> Response {
+    let client = match identify(state, headers, &request).await {
+        Ok(client) => client,
+        Err(response) => return response,
+    };
+    let (Some(code), Some(verifier)) = (request.code.as_deref(), request.code_verifier.as_deref())
+    else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code and code_verifier are required",
+        );
+    };
+    let redeemed = match state
+        .store
+        .redeem_code(&hex(&Sha256::digest(code.as_bytes())), now())
+        .await
+    {
+        Ok(redeemed) => redeemed,
+        Err(err) => return store_failure(err),
+    };
+    let (grant, family_id) = match redeemed {
+        Redeemed::Fresh { grant, family_id } => (*grant, family_id),
+        Redeemed::Replayed { family_id } => {
+            // RFC 6749 §4.1.2: a code used twice revokes what it issued.
+            let _ = state
+                .store
+                .revoke_family(&family_id, "authorization code replayed", now())
+                .await;
+            tracing::warn!(client_id = %client.client_id, "authorization code replayed: its tokens are revoked");
+            return invalid_grant("the authorization code was already used");
+        }
+        Redeemed::Invalid => return invalid_grant("the authorization code is unknown or expired"),
+    };
+    if grant.client_id != client.client_id {
+        return invalid_grant("the authorization code was issued to another client");
+    }
+    if request.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
+        return invalid_grant("redirect_uri does not match the authorization request");
+    }
+    if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != grant.code_challenge {
+        return invalid_grant("the PKCE code_verifier does not match the code_challenge");
+    }
+    if request
+        .resource
+        .as_deref()
+        .is_some_and(|r| r != grant.resource)
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource differs from the one authorized",
+        );
+    }
+    issue(state, grant, &family_id).await
+}
+
+async fn refresh<S: Store>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    request: TokenRequest,
+) -> Response {
+    let client = match identify(state, headers, &request).await {
+        Ok(client) => client,
+        Err(response) => return response,
+    };
+    let Some(token) = request.refresh_token.as_deref() else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required",
+        );
+    };
+    let redeemed = match state
+        .store
+        .redeem_refresh(&hex(&Sha256::digest(token.as_bytes())), now())
+        .await
+    {
+        Ok(redeemed) => redeemed,
+        Err(err) => return store_failure(err),
+    };
+    let (mut grant, family_id) = match redeemed {
+        Redeemed::Fresh { grant, family_id } => (*grant, family_id),
+        Redeemed::Replayed { family_id } => {
+            let _ = state
+                .store
+                .revoke_family(&family_id, "rotated refresh token reused", now())
+                .await;
+            tracing::warn!(client_id = %client.client_id, "a rotated refresh token was reused: the family is revoked");
+            return invalid_grant("the refresh token was already used; sign in again");
+        }
+        Redeemed::Invalid => {
+            return invalid_grant("the refresh token is unknown, expired or revoked; sign in again")
+        }
+    };
+    if grant.client_id != client.client_id {
+        return invalid_grant("the refresh token was issued to another client");
+    }
+    if request
+        .resource
+        .as_deref()
+        .is_some_and(|r| r != grant.resource)
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource differs from the one authorized",
+        );
+    }
+    if let Some(narrower) = request.scope.as_deref() {
+        if let Some(extra) = narrower
+            .split_ascii_whitespace()
+            .find(|s| !grant.has_scope(s))
+        {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                &format!("scope `{extra}` was not granted"),
+            );
+        }
+        grant.scope = narrower.to_owned();
+    }
+    issue(state, grant, &family_id).await
+}
+
+/// An access token for `grant`, and a rotated refresh token when `offline_access` was granted.
+async fn issue<S: Store>(state: &AppState<S>, grant: Grant, family_id: &str) -> Response {
+    let config = &state.config;
+    let claims = access_claims(config, &grant, now() as u64, random_token(16));
+    let access_token = match state.keys.sign("at+jwt", claims) {
+        Ok(token) => token,
+        Err(err) => {
+            tracing::error!(error = %err, "could not sign an access token");
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the token could not be signed",
+            );
+        }
+    };
+    let mut body = json!({"access_token": access_token, "token_type": "Bearer",
+                          "expires_in": config.lifetimes.access_seconds, "scope": grant.scope});
+    if grant.has_scope("offline_access") {
+        let refresh_token = random_token(32);
+        let expires_at = now() + config.lifetimes.refresh_seconds as i64;
+        if let Err(err) = state
+            .store
+            .save_refresh(
+                &hex(&Sha256::digest(refresh_token.as_bytes())),
+                &grant,
+                family_id,
+                expires_at,
+            )
+            .await
+        {
+            return store_failure(err);
+        }
+        body["refresh_token"] = json!(refresh_token);
+    }
+    tracing::info!(client_id = %grant.client_id, subject = %grant.user.subject, "tokens issued");
+    (
+        StatusCode::OK,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RevokeRequest {
+    token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 7009: revoking a refresh token revokes its family. Access tokens are self-contained JWTs
+/// and simply expire; the answer is 200 either way (§2.2).
+pub async fn revoke<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    Form(request): Form<RevokeRequest>,
+) -> Response {
+    let as_token_request = TokenRequest {
+        grant_type: None,
+        client_id: request.client_id.clone(),
+        client_secret: request.client_secret.clone(),
+        scope: None,
+        resource: None,
+        code: None,
+        redirect_uri: None,
+        code_verifier: None,
+        refresh_token: None,
+    };
+    let client = match identify(&state, &headers, &as_token_request).await {
+        Ok(client) => client,
+        Err(response) => return response,
+    };
+    let Some(token) = request.token.as_deref() else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
+    };
+    match state
+        .store
+        .refresh_family(&hex(&Sha256::digest(token.as_bytes())))
+        .await
+    {
+        Ok(Some((family_id, owner))) if owner == client.client_id => {
+            if let Err(err) = state
+                .store
+                .revoke_family(&family_id, "revoked by the client", now())
+                .await
+            {
+                return store_failure(err);
+            }
+        }
+        Ok(_) => {}
+        Err(err) => return store_failure(err),
+    }
+    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()
+}
+
+/// The calling client: confidential ones authenticate, public ones name themselves.
+async fn identify<S: Store>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    request: &TokenRequest,
+) -> Result<StoredClient, Response> {
+    let has_credentials =
+        headers.contains_key(header::AUTHORIZATION) || request.client_secret.is_some();
+    if has_credentials {
+        return authenticate(state, headers, request).await;
+    }
+    let Some(client_id) = request.client_id.as_deref() else {
+        return Err(invalid_client(false));
+    };
+    match state.store.client(client_id).await {
+        Ok(Some(client)) if client.secret_sha256.is_none() => Ok(client),
+        Ok(_) => Err(invalid_client(false)),
+        Err(err) => Err(store_failure(err)),
+    }
+}
+
+fn invalid_grant(description: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
+}
+
+fn store_failure(err: crate::store::StoreError) -> Response {
+    tracing::error!(error = %err, "storage failure at the token endpoint");
+    oauth_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "storage is unavailable; try again",
+    )
 }
 
 /// `client_secret_basic` or `client_secret_post`; a failure is RFC 6749's `invalid_client` (401).

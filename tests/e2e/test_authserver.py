@@ -1,19 +1,32 @@
 """The authorization server binary over HTTP, and the filter trusting it through its JWKS."""
 
+import base64
+import hashlib
 import json
+import secrets
 import subprocess
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from browser import Browser
 from harness import ROOT, Envoy, McpSession, Process, free_port, port_open, wait_until
 
 AUTHSERVER = ROOT / "target" / "debug" / "mcp-mesh-authserver"
-M2M_POLICIES = [
+POLICIES = [
+    # machine clients (no groups) may echo
     'permit(principal, action == Action::"call_tool", resource == Tool::"echo") when { principal.claim_scope == "mcp:tools" };',
+    'permit(principal in THVGroup::"mcp-developers", action, resource);',
+    'forbid(principal in THVGroup::"mcp-developers", action == Action::"call_tool", resource == Tool::"get-env");',
 ]
+USERS = """users:
+- {username: alice, password: password, email: alice@example.com, name: Alice, groups: [mcp-developers, Everyone]}
+- {username: carol, password: password, email: carol@example.com, name: Carol, groups: [Everyone]}
+"""
+REDIRECT = "http://127.0.0.1:8765/callback"
 
 
 def write_key(path, kind):
@@ -26,8 +39,11 @@ class AuthServer:
     def __init__(self, log_dir, workdir, issuer, resource, port, keys, name="authserver"):
         self.url = f"http://127.0.0.1:{port}"
         config = workdir / "authserver.yaml"
+        users = workdir / "users.yaml"
+        users.write_text(USERS)
         config.write_text(json.dumps({"issuer": issuer, "resources": [resource], "database": f"sqlite://{workdir}/auth.db",
-                                      "scopes": ["mcp:tools", "offline_access"],
+                                      "scopes": ["mcp:tools", "offline_access"], "groups": {"prefix": "mcp-"},
+                                      "upstream": {"type": "dev", "users_file": str(users)},
                                       "registration": {"confidential_clients": True}}))
         args = [str(AUTHSERVER), "--config", str(config), "--listen", f"127.0.0.1:{port}"]
         for key in keys:
@@ -48,7 +64,7 @@ def stack(log_dir, everything, tmp_path_factory):
     port = free_port()
     proxy = Envoy(log_dir, backend_port=everything, jwks_port=port, name="envoy-authserver",
                   jwks={"path": "/.well-known/jwks.json", "refresh_seconds": 2, "unknown_kid_cooldown_seconds": 1},
-                  filter_config={"cedar": {"policies": M2M_POLICIES}})
+                  filter_config={"cedar": {"policies": POLICIES}})
     key_a = write_key(workdir / "a.pem", "ec")
     server = AuthServer(log_dir, workdir, proxy.origin, proxy.resource, port, [key_a])
     proxy.wait_ready()
@@ -144,3 +160,197 @@ def test_a_bad_configuration_stops_the_server_naming_the_field(tmp_path):
     result = subprocess.run([str(AUTHSERVER), "--config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "`resources`" in result.stderr
+
+
+def register_public(proxy, scope=None):
+    metadata = {"client_name": "Test <MCP> Client", "redirect_uris": [REDIRECT]}
+    if scope:
+        metadata["scope"] = scope
+    response = requests.post(proxy.url("/oauth/register"), json=metadata, timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def pkce():
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def authorize_url(proxy, client, challenge, **overrides):
+    params = {"response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+              "code_challenge": challenge, "code_challenge_method": "S256", "state": "st-123",
+              "resource": proxy.resource, "scope": "mcp:tools offline_access"}
+    params.update(overrides)
+    return proxy.url("/oauth/authorize") + "?" + urlencode({k: v for k, v in params.items() if v is not None})
+
+
+def query(url):
+    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+
+
+def exchange(proxy, client, code, verifier, **overrides):
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier,
+            "client_id": client["client_id"], "resource": proxy.resource}
+    data.update(overrides)
+    return requests.post(proxy.url("/oauth/token"), data={k: v for k, v in data.items() if v is not None}, timeout=10)
+
+
+def login(proxy, client, user="alice", browser=None):
+    verifier, challenge = pkce()
+    landing = (browser or Browser()).authorize(authorize_url(proxy, client, challenge), user)
+    answer = query(landing)
+    assert landing.startswith(REDIRECT) and "code" in answer, landing
+    response = exchange(proxy, client, answer["code"], verifier)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_code_flow_runs_through_consent_and_the_dev_login_into_the_mcp_server(stack):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    browser = Browser()
+    verifier, challenge = pkce()
+    landing = browser.authorize(authorize_url(proxy, client, challenge), "alice")
+    answer = query(landing)
+    assert answer["state"] == "st-123" and answer["iss"] == proxy.origin  # RFC 9207
+    consent = browser.pages[0]
+    assert "Test &lt;MCP&gt; Client" in consent and "127.0.0.1" in consent and "offline_access" in consent
+    assert 'name="approve"' in consent and 'name="deny"' in consent
+    tokens = exchange(proxy, client, answer["code"], verifier).json()
+    assert tokens["token_type"] == "Bearer" and "refresh_token" in tokens
+    claims = json.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[1] + "=="))
+    assert claims["sub"] == "dev:alice" and claims["aud"] == proxy.resource and claims["iss"] == proxy.origin
+    assert claims["groups"] == ["mcp-developers"], "groups are prefix-filtered"
+    assert claims["email"] == "alice@example.com" and claims["name"] == "Alice"
+    session = McpSession(proxy.url("/mcp"), tokens["access_token"]).open()
+    tools = [t["name"] for t in session.request("tools/list")["result"]["tools"]]
+    assert "echo" in tools and "get-env" not in tools
+
+
+def test_consent_is_asked_once_per_client_and_browser(stack):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    browser = Browser()
+    login(proxy, client, browser=browser)
+    pages_before = len(browser.pages)
+    login(proxy, client, browser=browser)
+    assert not any('action="/oauth/consent"' in page for page in browser.pages[pages_before:])
+
+
+def test_a_denied_consent_goes_back_with_access_denied(stack):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    _, challenge = pkce()
+    landing = Browser().authorize(authorize_url(proxy, client, challenge), "alice", approve=False)
+    assert query(landing) == {"error": "access_denied", "error_description": "the user denied access",
+                              "state": "st-123", "iss": proxy.origin}
+
+
+@pytest.mark.parametrize("overrides, error", [
+    ({"code_challenge": None}, "invalid_request"),
+    ({"code_challenge_method": "plain"}, "invalid_request"),
+    ({"resource": "https://other.example.com/mcp"}, "invalid_target"),
+    ({"resource": None}, "invalid_target"),
+    ({"scope": "mcp:admin"}, "invalid_scope"),
+    ({"response_type": "token"}, "unsupported_response_type"),
+])
+def test_authorization_errors_go_back_to_the_client_with_state_and_iss(stack, overrides, error):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    _, challenge = pkce()
+    response = requests.get(authorize_url(proxy, client, challenge, **overrides), allow_redirects=False, timeout=10)
+    assert response.status_code == 303
+    answer = query(response.headers["location"])
+    assert (answer["error"], answer["state"], answer["iss"]) == (error, "st-123", proxy.origin)
+
+
+def test_an_unknown_client_or_redirect_uri_is_shown_not_redirected(stack):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    _, challenge = pkce()
+    for overrides in ({"redirect_uri": "https://evil.example.com/cb"}, {"client_id": "nope"}):
+        response = requests.get(authorize_url(proxy, client, challenge, **overrides), allow_redirects=False, timeout=10)
+        assert response.status_code == 400 and "location" not in response.headers
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_code_exchange_checks_pkce_and_redirect_and_a_replay_revokes_the_family(stack):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    verifier, challenge = pkce()
+    code = query(Browser().authorize(authorize_url(proxy, client, challenge), "alice"))["code"]
+    assert exchange(proxy, client, code, "x" * 50).json()["error"] == "invalid_grant"
+    code = query(Browser().authorize(authorize_url(proxy, client, challenge), "alice"))["code"]
+    assert exchange(proxy, client, code, verifier, redirect_uri="http://127.0.0.1:9999/other").json()["error"] == "invalid_grant"
+    code = query(Browser().authorize(authorize_url(proxy, client, challenge), "alice"))["code"]
+    first = exchange(proxy, client, code, verifier)
+    assert first.status_code == 200
+    replay = exchange(proxy, client, code, verifier)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    refreshed = requests.post(proxy.url("/oauth/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"],
+                                                               "refresh_token": first.json()["refresh_token"]}, timeout=10)
+    assert refreshed.json()["error"] == "invalid_grant", "the replay revoked what the code had issued"
+
+
+def test_refresh_tokens_rotate_and_reuse_revokes_the_family(stack):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    tokens = login(proxy, client)
+
+    def refresh(token):
+        return requests.post(proxy.url("/oauth/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"],
+                                                              "refresh_token": token}, timeout=10)
+    second = refresh(tokens["refresh_token"])
+    assert second.status_code == 200 and second.json()["refresh_token"] != tokens["refresh_token"]
+    assert refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant", "a rotated token is dead"
+    assert refresh(second.json()["refresh_token"]).json()["error"] == "invalid_grant", "and its family with it"
+
+
+def test_no_refresh_token_without_offline_access(stack):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    verifier, challenge = pkce()
+    code = query(Browser().authorize(authorize_url(proxy, client, challenge, scope="mcp:tools"), "alice"))["code"]
+    assert "refresh_token" not in exchange(proxy, client, code, verifier).json()
+
+
+def test_revocation_ends_a_refresh_family(stack):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    tokens = login(proxy, client)
+    revoked = requests.post(proxy.url("/oauth/revoke"), data={"token": tokens["refresh_token"], "client_id": client["client_id"]}, timeout=10)
+    assert revoked.status_code == 200
+    again = requests.post(proxy.url("/oauth/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"],
+                                                           "refresh_token": tokens["refresh_token"]}, timeout=10)
+    assert again.json()["error"] == "invalid_grant"
+
+
+def test_refresh_tokens_survive_a_restart(stack):
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    tokens = login(proxy, client)
+    restart(stack, stack["keys"])
+    again = requests.post(proxy.url("/oauth/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"],
+                                                           "refresh_token": tokens["refresh_token"]}, timeout=10)
+    assert again.status_code == 200, again.text
+
+
+def test_authlib_completes_the_flow(stack):
+    """An OAuth client library nobody here wrote: Authlib's OAuth2Session with PKCE S256."""
+    from authlib.integrations.requests_client import OAuth2Session
+
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    metadata = requests.get(proxy.url("/.well-known/oauth-authorization-server"), timeout=10).json()
+    verifier = secrets.token_urlsafe(48)
+    session = OAuth2Session(client["client_id"], redirect_uri=REDIRECT, scope="mcp:tools offline_access",
+                            code_challenge_method="S256", token_endpoint_auth_method="none")
+    url, state = session.create_authorization_url(metadata["authorization_endpoint"], code_verifier=verifier,
+                                                  resource=proxy.resource)
+    landing = Browser().authorize(url, "alice")
+    token = session.fetch_token(metadata["token_endpoint"], authorization_response=landing, code_verifier=verifier,
+                                resource=proxy.resource, state=state)
+    assert token["token_type"] == "Bearer" and token["refresh_token"]
+    refreshed = session.refresh_token(metadata["token_endpoint"], refresh_token=token["refresh_token"])
+    assert refreshed["access_token"] != token["access_token"]

@@ -1,0 +1,116 @@
+//! The few HTML pages a person sees: consent, the dev login, and errors that cannot go back to
+//! the client. Every value is escaped; every page forbids framing and caching.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#222}}\
+         button{{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem}}input{{display:block;margin:.3rem 0 1rem;padding:.4rem;width:100%}}\
+         .scopes li{{font-family:monospace}}.error{{color:#b00020}}</style></head><body>{body}</body></html>",
+        title = escape(title),
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http: https:; frame-ancestors 'none'"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// The consent page: who asks, where the answer goes, and for what.
+pub fn consent(
+    client_name: &str,
+    redirect_host: &str,
+    scopes: &[&str],
+    request_id: &str,
+    csrf: &str,
+) -> Response {
+    let items: String = scopes
+        .iter()
+        .map(|s| format!("<li>{}</li>", escape(s)))
+        .collect();
+    let body = format!(
+        "<h1>Allow access?</h1>\
+         <p><strong id=\"client-name\">{client}</strong> wants to use your MCP tools on your behalf.</p>\
+         <p>After you sign in you will be sent back to <strong id=\"redirect-host\">{host}</strong>.</p>\
+         <p>It asks for:</p><ul class=\"scopes\" id=\"scopes\">{items}</ul>\
+         <form method=\"post\" action=\"/oauth/consent\">\
+         <input type=\"hidden\" name=\"request\" value=\"{request}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" name=\"approve\" value=\"1\">Allow</button>\
+         <button type=\"submit\" name=\"deny\" value=\"1\">Deny</button></form>",
+        client = escape(client_name),
+        host = escape(redirect_host),
+        request = escape(request_id),
+        csrf = escape(csrf),
+    );
+    page(StatusCode::OK, "Allow access?", &body)
+}
+
+/// The `dev` upstream's login form.
+pub fn login(request_id: &str, csrf: &str, error: Option<&str>) -> Response {
+    let error_html = error
+        .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Sign in</h1>{error_html}<form method=\"post\" action=\"/oauth/login\">\
+         <input type=\"hidden\" name=\"request\" value=\"{request}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label>Username<input name=\"username\" autocomplete=\"username\" required></label>\
+         <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+         <button type=\"submit\">Sign in</button></form>",
+        request = escape(request_id),
+        csrf = escape(csrf),
+    );
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    page(status, "Sign in", &body)
+}
+
+/// An error that cannot be sent back to the client (no valid redirect URI).
+pub fn error(status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        "<h1>Sign-in cannot continue</h1><p class=\"error\" id=\"error\">{}</p>",
+        escape(message)
+    );
+    page(status, "Sign-in error", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_in_a_client_name_is_shown_not_run() {
+        assert_eq!(
+            escape("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+    }
+}
