@@ -18,9 +18,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::authorize;
+use crate::client_metadata::{self, MetadataFetcher};
 use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::registration::{self, Policy};
+use crate::store::StoreError;
 use crate::store::{Store, StoredClient};
 use crate::upstream::DevUsers;
 
@@ -29,6 +31,7 @@ pub struct AppState<S> {
     pub keys: KeyRing,
     pub store: S,
     pub dev_users: Option<DevUsers>,
+    pub client_documents: MetadataFetcher,
     limiter: RateLimiter,
     metrics: Metrics,
 }
@@ -75,11 +78,13 @@ pub fn router<S: Store>(
         windows: Mutex::new(HashMap::new()),
     };
     let issuer_path = config.issuer.path().trim_end_matches('/').to_owned();
+    let client_documents = MetadataFetcher::new(config.client_metadata.clone());
     let state = Arc::new(AppState {
         config,
         keys,
         store,
         dev_users,
+        client_documents,
         limiter,
         metrics: Metrics::default(),
     });
@@ -141,6 +146,7 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": config.scopes,
         "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": true,
         "subject_types_supported": ["public"],
     });
     (
@@ -284,6 +290,40 @@ pub fn random_token(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut buffer);
     URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// What a `client_id` names.
+pub enum Lookup {
+    Found(StoredClient),
+    Unknown,
+    /// A metadata document that could not be used, and why.
+    Refused(String),
+    StoreDown(StoreError),
+}
+
+impl<S: Store> AppState<S> {
+    /// A registered client, or the client a metadata document URL describes.
+    pub async fn find_client(&self, client_id: &str) -> Lookup {
+        if client_metadata::is_document_url(client_id) {
+            return match self.client_documents.document(client_id).await {
+                Ok(document) => Lookup::Found(StoredClient {
+                    client_id: client_id.to_owned(),
+                    secret_sha256: None,
+                    metadata: document,
+                    created_at: 0,
+                }),
+                Err(err) => {
+                    tracing::info!(error = %err, "client metadata document refused");
+                    Lookup::Refused(err.to_string())
+                }
+            };
+        }
+        match self.store.client(client_id).await {
+            Ok(Some(client)) => Lookup::Found(client),
+            Ok(None) => Lookup::Unknown,
+            Err(err) => Lookup::StoreDown(err),
+        }
+    }
 }
 
 /// Unix seconds.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::app::{hex, now, random_token, AppState};
+use crate::app::{hex, now, random_token, AppState, Lookup};
 use crate::grant::Grant;
 use crate::pages;
 use crate::store::{PendingRequest, Store, StoredClient};
@@ -39,15 +39,16 @@ pub async fn authorize<S: Store>(
     let Some(client_id) = param("client_id") else {
         return pages::error(StatusCode::BAD_REQUEST, "The request has no client_id.");
     };
-    let client = match state.store.client(client_id).await {
-        Ok(Some(client)) => client,
-        Ok(None) => {
+    let client = match state.find_client(client_id).await {
+        Lookup::Found(client) => client,
+        Lookup::Unknown => {
             return pages::error(
                 StatusCode::BAD_REQUEST,
                 "This client is not registered here. Register it again from your MCP client.",
             )
         }
-        Err(err) => return store_failure(err),
+        Lookup::Refused(reason) => return pages::error(StatusCode::BAD_REQUEST, &reason),
+        Lookup::StoreDown(err) => return store_failure(err),
     };
     let registered = redirect_uris(&client);
     let redirect_uri = match param("redirect_uri") {

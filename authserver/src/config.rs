@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
+use crate::client_metadata::FetchPolicy;
+
 /// A configuration the server refuses to start with; the message names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +49,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub registration: RegistrationConfig,
     pub upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    pub client_metadata: FetchPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -123,6 +127,7 @@ pub struct Config {
     pub groups: GroupsConfig,
     pub registration: RegistrationConfig,
     pub upstream: Option<UpstreamConfig>,
+    pub client_metadata: FetchPolicy,
 }
 
 impl Config {
@@ -222,6 +227,7 @@ impl Config {
             groups: file.groups,
             registration: file.registration,
             upstream: file.upstream,
+            client_metadata: file.client_metadata,
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod app;
 mod authorize;
+mod client_metadata;
 mod config;
 mod grant;
 mod keys;

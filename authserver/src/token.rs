@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Map};
 use sha2::{Digest, Sha256};
 
-use crate::app::{hex, now, oauth_error, random_token, AppState};
+use crate::app::{hex, now, oauth_error, random_token, AppState, Lookup};
 use crate::grant::{access_claims, Grant};
 use crate::store::{Redeemed, Store, StoredClient};
 
@@ -395,10 +395,10 @@ async fn identify<S: Store>(
     let Some(client_id) = request.client_id.as_deref() else {
         return Err(invalid_client(false));
     };
-    match state.store.client(client_id).await {
-        Ok(Some(client)) if client.secret_sha256.is_none() => Ok(client),
-        Ok(_) => Err(invalid_client(false)),
-        Err(err) => Err(store_failure(err)),
+    match state.find_client(client_id).await {
+        Lookup::Found(client) if client.secret_sha256.is_none() => Ok(client),
+        Lookup::StoreDown(err) => Err(store_failure(err)),
+        _ => Err(invalid_client(false)),
     }
 }
 

@@ -36,7 +36,7 @@ def write_key(path, kind):
 
 
 class AuthServer:
-    def __init__(self, log_dir, workdir, issuer, resource, port, keys, name="authserver"):
+    def __init__(self, log_dir, workdir, issuer, resource, port, keys, name="authserver", extra=None):
         self.url = f"http://127.0.0.1:{port}"
         config = workdir / "authserver.yaml"
         users = workdir / "users.yaml"
@@ -44,7 +44,9 @@ class AuthServer:
         config.write_text(json.dumps({"issuer": issuer, "resources": [resource], "database": f"sqlite://{workdir}/auth.db",
                                       "scopes": ["mcp:tools", "offline_access"], "groups": {"prefix": "mcp-"},
                                       "upstream": {"type": "dev", "users_file": str(users)},
-                                      "registration": {"confidential_clients": True}}))
+                                      "registration": {"confidential_clients": True},
+                                      **(extra if extra is not None else {"client_metadata": {
+                                          "allow_private_addresses": True, "allow_http": True}})}))
         args = [str(AUTHSERVER), "--config", str(config), "--listen", f"127.0.0.1:{port}"]
         for key in keys:
             args += ["--signing-key", str(key)]
@@ -354,3 +356,69 @@ def test_authlib_completes_the_flow(stack):
     assert token["token_type"] == "Bearer" and token["refresh_token"]
     refreshed = session.refresh_token(metadata["token_endpoint"], refresh_token=token["refresh_token"])
     assert refreshed["access_token"] != token["access_token"]
+
+
+@pytest.fixture(scope="module")
+def documents():
+    """Serves client metadata documents from 127.0.0.1, as a client would from its own site."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    served = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(served.get(self.path, {})).encode()
+            self.send_response(200 if self.path in served else 404)
+            self.send_header("content-type", "application/json")
+            self.send_header("cache-control", "max-age=60")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    yield base, served
+    server.shutdown()
+
+
+def test_a_client_id_metadata_document_client_completes_the_flow(stack, documents):
+    proxy = stack["proxy"]
+    base, served = documents
+    client_id = f"{base}/vscode.json"
+    served["/vscode.json"] = {"client_id": client_id, "client_name": "Documented Client", "redirect_uris": [REDIRECT]}
+    verifier, challenge = pkce()
+    browser = Browser()
+    landing = browser.authorize(authorize_url(proxy, {"client_id": client_id}, challenge), "alice")
+    assert "Documented Client" in browser.pages[0]
+    tokens = exchange(proxy, {"client_id": client_id}, query(landing)["code"], verifier)
+    assert tokens.status_code == 200, tokens.text
+    claims = json.loads(base64.urlsafe_b64decode(tokens.json()["access_token"].split(".")[1] + "=="))
+    assert claims["client_id"] == client_id
+
+
+def test_a_metadata_document_naming_another_client_is_refused(stack, documents):
+    proxy = stack["proxy"]
+    base, served = documents
+    served["/liar.json"] = {"client_id": "https://trusted.example.com/client.json", "redirect_uris": [REDIRECT]}
+    _, challenge = pkce()
+    response = requests.get(authorize_url(proxy, {"client_id": f"{base}/liar.json"}, challenge), allow_redirects=False, timeout=10)
+    assert response.status_code == 400 and "location" not in response.headers
+    assert "not the URL it was fetched from" in response.text
+
+
+def test_a_metadata_document_on_a_private_address_is_refused(stack, tmp_path):
+    port = free_port()
+    server = AuthServer(stack["log_dir"], tmp_path, "http://localhost:1", "http://localhost:1/mcp", port, [],
+                        name="authserver-strict", extra={})
+    try:
+        params = {"response_type": "code", "client_id": "https://127.0.0.1:9/client.json", "redirect_uri": REDIRECT,
+                  "code_challenge": "x" * 43, "code_challenge_method": "S256", "resource": "http://localhost:1/mcp"}
+        response = requests.get(f"{server.url}/oauth/authorize?{urlencode(params)}", allow_redirects=False, timeout=10)
+        assert response.status_code == 400
+        assert "private or loopback address" in response.text
+    finally:
+        server.stop()
