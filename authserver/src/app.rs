@@ -33,13 +33,25 @@ pub struct AppState<S> {
     pub dev_users: Option<DevUsers>,
     pub client_documents: MetadataFetcher,
     limiter: RateLimiter,
-    metrics: Metrics,
+    pub metrics: Metrics,
 }
 
+/// Counters for `/metrics`.
 #[derive(Default)]
-struct Metrics {
+pub struct Metrics {
     registrations: AtomicU64,
     registrations_refused: AtomicU64,
+    pub tokens_issued: AtomicU64,
+    pub token_errors: AtomicU64,
+    pub logins_failed: AtomicU64,
+    pub consents_denied: AtomicU64,
+    pub families_revoked: AtomicU64,
+}
+
+impl Metrics {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Registrations per source address and minute.
@@ -266,12 +278,52 @@ async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
 
 async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     let m = &state.metrics;
-    let body = format!(
-        "# TYPE mcp_authserver_registrations_total counter\nmcp_authserver_registrations_total {}\n\
-         # TYPE mcp_authserver_registrations_refused_total counter\nmcp_authserver_registrations_refused_total {}\n",
-        m.registrations.load(Ordering::Relaxed),
-        m.registrations_refused.load(Ordering::Relaxed),
-    );
+    let counters = [
+        (
+            "registrations_total",
+            "clients registered",
+            &m.registrations,
+        ),
+        (
+            "registrations_refused_total",
+            "registrations refused (invalid or rate-limited)",
+            &m.registrations_refused,
+        ),
+        (
+            "tokens_issued_total",
+            "access tokens issued",
+            &m.tokens_issued,
+        ),
+        (
+            "token_errors_total",
+            "token requests refused",
+            &m.token_errors,
+        ),
+        (
+            "logins_failed_total",
+            "failed upstream logins",
+            &m.logins_failed,
+        ),
+        (
+            "consents_denied_total",
+            "consents denied",
+            &m.consents_denied,
+        ),
+        (
+            "families_revoked_total",
+            "grant families revoked (replay, reuse or revocation)",
+            &m.families_revoked,
+        ),
+    ];
+    let body: String = counters
+        .iter()
+        .map(|(name, help, value)| {
+            format!(
+                "# HELP mcp_authserver_{name} {help}\n# TYPE mcp_authserver_{name} counter\nmcp_authserver_{name} {}\n",
+                value.load(Ordering::Relaxed)
+            )
+        })
+        .collect();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::app::{hex, now, random_token, AppState, Lookup};
+use crate::app::{hex, now, random_token, AppState, Lookup, Metrics};
 use crate::grant::Grant;
 use crate::pages;
 use crate::store::{PendingRequest, Store, StoredClient};
@@ -222,6 +222,7 @@ pub async fn consent_submit<S: Store>(
     };
     if form.deny.is_some() || form.approve.is_none() {
         let _ = state.store.delete_request(&form.request).await;
+        Metrics::bump(&state.metrics.consents_denied);
         tracing::info!(client_id = %pending.client_id, "consent denied");
         return back.error("access_denied", "the user denied access");
     }
@@ -281,6 +282,7 @@ pub async fn login_submit<S: Store>(
         );
     };
     let Some(user) = users.authenticate(&form.username, &form.password) else {
+        Metrics::bump(&state.metrics.logins_failed);
         tracing::info!("dev login failed");
         return pages::login(
             &form.request,

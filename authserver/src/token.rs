@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Map};
 use sha2::{Digest, Sha256};
 
-use crate::app::{hex, now, oauth_error, random_token, AppState, Lookup};
+use crate::app::{hex, now, oauth_error, random_token, AppState, Lookup, Metrics};
 use crate::grant::{access_claims, Grant};
 use crate::store::{Redeemed, Store, StoredClient};
 
@@ -33,6 +33,19 @@ pub struct TokenRequest {
 }
 
 pub async fn token<S: Store>(
+    state: State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    form: Form<TokenRequest>,
+) -> Response {
+    let counters = Arc::clone(&state.0);
+    let response = grant(state, headers, form).await;
+    if !response.status().is_success() {
+        Metrics::bump(&counters.metrics.token_errors);
+    }
+    response
+}
+
+async fn grant<S: Store>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
     Form(request): Form<TokenRequest>,
@@ -137,6 +150,7 @@ async fn client_credentials<S: Store>(
             );
         }
     };
+    Metrics::bump(&state.metrics.tokens_issued);
     tracing::info!(client_id = %client.client_id, resource = %resource, "client_credentials token issued");
     let body = json!({"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime, "scope": requested.join(" ")});
     (
@@ -179,10 +193,7 @@ async fn authorization_code<S: Store>(
         Redeemed::Fresh { grant, family_id } => (*grant, family_id),
         Redeemed::Replayed { family_id } => {
             // RFC 6749 §4.1.2: a code used twice revokes what it issued.
-            let _ = state
-                .store
-                .revoke_family(&family_id, "authorization code replayed", now())
-                .await;
+            let _ = revoke_family(state, &family_id, "authorization code replayed").await;
             tracing::warn!(client_id = %client.client_id, "authorization code replayed: its tokens are revoked");
             return invalid_grant("the authorization code was already used");
         }
@@ -238,10 +249,7 @@ async fn refresh<S: Store>(
     let (mut grant, family_id) = match redeemed {
         Redeemed::Fresh { grant, family_id } => (*grant, family_id),
         Redeemed::Replayed { family_id } => {
-            let _ = state
-                .store
-                .revoke_family(&family_id, "rotated refresh token reused", now())
-                .await;
+            let _ = revoke_family(state, &family_id, "rotated refresh token reused").await;
             tracing::warn!(client_id = %client.client_id, "a rotated refresh token was reused: the family is revoked");
             return invalid_grant("the refresh token was already used; sign in again");
         }
@@ -313,6 +321,7 @@ async fn issue<S: Store>(state: &AppState<S>, grant: Grant, family_id: &str) -> 
         }
         body["refresh_token"] = json!(refresh_token);
     }
+    Metrics::bump(&state.metrics.tokens_issued);
     tracing::info!(client_id = %grant.client_id, subject = %grant.user.subject, "tokens issued");
     (
         StatusCode::OK,
@@ -367,11 +376,7 @@ pub async fn revoke<S: Store>(
         .await
     {
         Ok(Some((family_id, owner))) if owner == client.client_id => {
-            if let Err(err) = state
-                .store
-                .revoke_family(&family_id, "revoked by the client", now())
-                .await
-            {
+            if let Err(err) = revoke_family(&state, &family_id, "revoked by the client").await {
                 return store_failure(err);
             }
         }
@@ -400,6 +405,18 @@ async fn identify<S: Store>(
         Lookup::StoreDown(err) => Err(store_failure(err)),
         _ => Err(invalid_client(false)),
     }
+}
+
+/// Revokes a grant family: every code and refresh token of it stops working.
+async fn revoke_family<S: Store>(
+    state: &AppState<S>,
+    family_id: &str,
+    reason: &str,
+) -> Result<(), crate::store::StoreError> {
+    state.store.revoke_family(family_id, reason, now()).await?;
+    Metrics::bump(&state.metrics.families_revoked);
+    tracing::warn!(reason, "grant family revoked");
+    Ok(())
 }
 
 fn invalid_grant(description: &str) -> Response {

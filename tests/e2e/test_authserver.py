@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import json
+import re
 import secrets
 import subprocess
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -140,6 +141,10 @@ def test_token_endpoint_errors_follow_rfc_6749(stack):
     assert scope.status_code == 400 and scope.json()["error"] == "invalid_scope"
     grant = requests.post(proxy.url("/oauth/token"), data={"grant_type": "password"}, timeout=10)
     assert grant.status_code == 400 and grant.json()["error"] == "unsupported_grant_type"
+    metrics = requests.get(f"{stack['server'].url}/metrics", timeout=10).text
+    errors = int(re.search(r"^mcp_authserver_token_errors_total (\d+)$", metrics, re.M).group(1))
+    assert errors >= 4
+    assert requests.get(f"{stack['server'].url}/readyz", timeout=10).status_code == 200
 
 
 def test_a_restart_keeps_clients_and_a_key_rotation_keeps_old_tokens_valid(stack):
