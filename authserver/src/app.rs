@@ -55,12 +55,19 @@ impl Metrics {
 }
 
 /// Registrations per source address and minute.
-struct RateLimiter {
+pub struct RateLimiter {
     per_minute: u32,
     windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn allow(&self, source: IpAddr) -> bool {
         let Ok(mut windows) = self.windows.lock() else {
             return false;
@@ -85,10 +92,7 @@ pub fn router<S: Store>(
     store: S,
     dev_users: Option<DevUsers>,
 ) -> Router {
-    let limiter = RateLimiter {
-        per_minute: config.registration.per_minute,
-        windows: Mutex::new(HashMap::new()),
-    };
+    let limiter = RateLimiter::new(config.registration.per_minute);
     let issuer_path = config.issuer.path().trim_end_matches('/').to_owned();
     let client_documents = MetadataFetcher::new(config.client_metadata.clone());
     let state = Arc::new(AppState {
@@ -388,4 +392,18 @@ pub fn now() -> i64 {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_are_limited_per_source_address() {
+        let limiter = RateLimiter::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(limiter.allow(a) && limiter.allow(a));
+        assert!(!limiter.allow(a), "the third in a minute is refused");
+        assert!(limiter.allow(b), "another address has its own budget");
+    }
 }
