@@ -20,17 +20,28 @@ use sha2::{Digest, Sha256};
 use crate::authorize;
 use crate::client_metadata::{self, MetadataFetcher};
 use crate::config::Config;
+use crate::crypto::Sealer;
+use crate::federation::OidcUpstream;
 use crate::keys::KeyRing;
 use crate::registration::{self, Policy};
 use crate::store::StoreError;
 use crate::store::{Store, StoredClient};
 use crate::upstream::DevUsers;
 
+/// Where users log in.
+pub enum Upstream {
+    None,
+    Dev(DevUsers),
+    Oidc(Box<OidcUpstream>),
+}
+
 pub struct AppState<S> {
     pub config: Config,
     pub keys: KeyRing,
     pub store: S,
-    pub dev_users: Option<DevUsers>,
+    pub upstream: Upstream,
+    /// Encrypts upstream tokens at rest (with an `oidc` upstream).
+    pub sealer: Option<Sealer>,
     pub client_documents: MetadataFetcher,
     limiter: RateLimiter,
     pub metrics: Metrics,
@@ -90,7 +101,8 @@ pub fn router<S: Store>(
     config: Config,
     keys: KeyRing,
     store: S,
-    dev_users: Option<DevUsers>,
+    upstream: Upstream,
+    sealer: Option<Sealer>,
 ) -> Router {
     let limiter = RateLimiter::new(config.registration.per_minute);
     let issuer_path = config.issuer.path().trim_end_matches('/').to_owned();
@@ -99,7 +111,8 @@ pub fn router<S: Store>(
         config,
         keys,
         store,
-        dev_users,
+        upstream,
+        sealer,
         client_documents,
         limiter,
         metrics: Metrics::default(),
@@ -123,6 +136,7 @@ pub fn router<S: Store>(
             "/oauth/login",
             get(authorize::login_page::<S>).post(authorize::login_submit::<S>),
         )
+        .route("/oauth/callback", get(authorize::callback::<S>))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready::<S>))
         .route("/metrics", get(metrics::<S>));

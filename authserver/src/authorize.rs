@@ -14,10 +14,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::app::{hex, now, random_token, AppState, Lookup, Metrics};
-use crate::grant::Grant;
+use crate::app::{hex, now, random_token, AppState, Lookup, Metrics, Upstream};
+use crate::federation::OidcUpstream;
+use crate::grant::{Grant, User};
 use crate::pages;
-use crate::store::{PendingRequest, Store, StoredClient};
+use crate::store::{PendingRequest, Store, StoredClient, UpstreamLogin};
 
 /// The browser cookie binding a flow to the browser that started it.
 const COOKIE: &str = "__Host-mcp-auth";
@@ -244,11 +245,125 @@ pub async fn login_page<S: Store>(
     headers: HeaderMap,
     Query(query): Query<RequestRef>,
 ) -> Response {
-    let (browser_id, _) = match load_consented(&state, &headers, &query.request).await {
+    let (browser_id, pending) = match load_consented(&state, &headers, &query.request).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    pages::login(&query.request, &csrf(&browser_id, &query.request), None)
+    match &state.upstream {
+        Upstream::Dev(_) => pages::login(&query.request, &csrf(&browser_id, &query.request), None),
+        Upstream::Oidc(oidc) => match oidc.begin().await {
+            Ok((url, secrets)) => {
+                let login = UpstreamLogin {
+                    request_id: query.request.clone(),
+                    nonce: secrets.nonce,
+                    pkce_verifier: secrets.pkce_verifier,
+                };
+                let key = hex(&Sha256::digest(secrets.state.as_bytes()));
+                if let Err(err) = state
+                    .store
+                    .save_upstream_login(&key, &login, now() + REQUEST_SECONDS)
+                    .await
+                {
+                    return store_failure(err);
+                }
+                see_other(&url)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "upstream login could not start");
+                let back = Back {
+                    redirect_uri: &pending.redirect_uri,
+                    state: pending.state.as_deref(),
+                    issuer: state.config.issuer_str(),
+                };
+                back.error(err.oauth_error(), &err.to_string())
+            }
+        },
+        Upstream::None => pages::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No upstream login is configured (set `upstream` in the configuration).",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The identity provider's answer: verified by `openidconnect`, turned into our own code.
+pub async fn callback<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let Upstream::Oidc(oidc) = &state.upstream else {
+        return pages::error(StatusCode::NOT_FOUND, "No identity provider is configured.");
+    };
+    let Some(upstream_state) = query.state.as_deref() else {
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            "The identity provider's answer has no state.",
+        );
+    };
+    let login = match state.store.take_upstream_login(&hex(&Sha256::digest(upstream_state.as_bytes())), now()).await {
+        Ok(Some(login)) => login,
+        Ok(None) => {
+            return pages::error(
+                StatusCode::BAD_REQUEST,
+                "This sign-in answer was already used or has expired. Start again from your MCP client.",
+            )
+        }
+        Err(err) => return store_failure(err),
+    };
+    let (_, pending) = match load_consented(&state, &headers, &login.request_id).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let back = Back {
+        redirect_uri: &pending.redirect_uri,
+        state: pending.state.as_deref(),
+        issuer: state.config.issuer_str(),
+    };
+    let outcome = match (&query.error, &query.code) {
+        (Some(error), _) => Err(OidcUpstream::callback_error(
+            error,
+            query.error_description.as_deref().unwrap_or_default(),
+        )),
+        (None, Some(code)) => oidc.finish(code, &login.nonce, &login.pkce_verifier).await,
+        (None, None) => {
+            return pages::error(
+                StatusCode::BAD_REQUEST,
+                "The identity provider's answer has no code.",
+            )
+        }
+    };
+    let (user, tokens) = match outcome {
+        Ok(found) => found,
+        Err(err) => {
+            Metrics::bump(&state.metrics.logins_failed);
+            tracing::warn!(error = %err, client_id = %pending.client_id, "upstream login failed");
+            let _ = state.store.delete_request(&login.request_id).await;
+            return back.error(err.oauth_error(), &err.to_string());
+        }
+    };
+    if user.subject.is_empty() {
+        return back.error("server_error", "the identity provider did not send the configured subject_claim; check upstream.subject_claim");
+    }
+    let family_id = random_token(16);
+    if let Some(sealer) = &state.sealer {
+        let sealed = sealer.seal(&serde_json::to_vec(&tokens).unwrap_or_default());
+        if let Err(err) = state
+            .store
+            .save_upstream_tokens(&family_id, &sealed, now())
+            .await
+        {
+            return store_failure(err);
+        }
+    }
+    issue_code(&state, &login.request_id, pending, user, &family_id).await
 }
 
 #[derive(Deserialize)]
@@ -275,10 +390,10 @@ pub async fn login_submit<S: Store>(
             "This form was not issued to this browser. Start again from your MCP client.",
         );
     }
-    let Some(users) = &state.dev_users else {
+    let Upstream::Dev(users) = &state.upstream else {
         return pages::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "No upstream login is configured (set `upstream` in the configuration).",
+            StatusCode::NOT_FOUND,
+            "This server does not use the built-in login.",
         );
     };
     let Some(user) = users.authenticate(&form.username, &form.password) else {
@@ -290,6 +405,17 @@ pub async fn login_submit<S: Store>(
             Some("Unknown user or wrong password."),
         );
     };
+    issue_code(&state, &form.request, pending, user, &random_token(16)).await
+}
+
+/// Our own code for the logged-in user, sent back to the client's redirect URI.
+async fn issue_code<S: Store>(
+    state: &AppState<S>,
+    request_id: &str,
+    pending: PendingRequest,
+    user: User,
+    family_id: &str,
+) -> Response {
     let code = random_token(32);
     let grant = Grant {
         client_id: pending.client_id.clone(),
@@ -305,14 +431,14 @@ pub async fn login_submit<S: Store>(
         .save_code(
             &hex(&Sha256::digest(code.as_bytes())),
             &grant,
-            &random_token(16),
+            family_id,
             expires_at,
         )
         .await
     {
         return store_failure(err);
     }
-    let _ = state.store.delete_request(&form.request).await;
+    let _ = state.store.delete_request(request_id).await;
     tracing::info!(client_id = %pending.client_id, subject = %grant.user.subject, "authorization code issued");
     let back = Back {
         redirect_uri: &pending.redirect_uri,

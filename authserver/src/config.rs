@@ -8,6 +8,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::client_metadata::FetchPolicy;
+use crate::federation::OidcSettings;
 
 /// A configuration the server refuses to start with; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,8 @@ pub struct FileConfig {
     pub upstream: Option<UpstreamConfig>,
     #[serde(default)]
     pub client_metadata: FetchPolicy,
+    /// 32-byte key (raw or base64) that encrypts upstream tokens at rest; required with `oidc`.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -62,10 +65,12 @@ pub struct GroupsConfig {
 
 /// Where users log in.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum UpstreamConfig {
     /// A built-in login page over a users file: for the local stack and tests only.
     Dev { users_file: PathBuf },
+    /// An OpenID provider: Okta (custom authorization server), Entra ID, any OIDC issuer.
+    Oidc(Box<OidcSettings>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +133,7 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub upstream: Option<UpstreamConfig>,
     pub client_metadata: FetchPolicy,
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -201,6 +207,14 @@ impl Config {
                 "authorization codes live at most 600 seconds (RFC 6749 §4.1.2)",
             ));
         }
+        if matches!(file.upstream, Some(UpstreamConfig::Oidc(_)))
+            && file.encryption_key_file.is_none()
+        {
+            return Err(invalid(
+                "encryption_key_file",
+                "required with an `oidc` upstream: upstream tokens are stored encrypted",
+            ));
+        }
         let scopes = if file.scopes.is_empty() {
             vec!["mcp:tools".to_owned(), "offline_access".to_owned()]
         } else {
@@ -228,6 +242,7 @@ impl Config {
             registration: file.registration,
             upstream: file.upstream,
             client_metadata: file.client_metadata,
+            encryption_key_file: file.encryption_key_file,
         })
     }
 

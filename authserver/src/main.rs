@@ -5,6 +5,8 @@ mod app;
 mod authorize;
 mod client_metadata;
 mod config;
+mod crypto;
+mod federation;
 mod grant;
 mod keys;
 mod pages;
@@ -18,7 +20,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::app::Upstream;
 use crate::config::{Config, Overrides, UpstreamConfig};
+use crate::crypto::Sealer;
+use crate::federation::OidcUpstream;
 use crate::keys::KeyRing;
 use crate::store::SqliteStore;
 use crate::upstream::DevUsers;
@@ -93,17 +98,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if keys.ephemeral {
         tracing::warn!("tokens signed by the ephemeral key fail verification after a restart");
     }
-    let dev_users = match &config.upstream {
+    let upstream = match &config.upstream {
         Some(UpstreamConfig::Dev { users_file }) => {
             tracing::warn!("the `dev` upstream is for local use and tests, not production");
-            Some(DevUsers::load(users_file)?)
+            Upstream::Dev(DevUsers::load(users_file)?)
         }
-        None => None,
+        Some(UpstreamConfig::Oidc(settings)) => Upstream::Oidc(Box::new(
+            OidcUpstream::new(settings.as_ref().clone(), config.issuer_str())
+                .map_err(anyhow::Error::msg)?,
+        )),
+        None => Upstream::None,
     };
+    let sealer = config
+        .encryption_key_file
+        .as_deref()
+        .map(Sealer::from_file)
+        .transpose()?;
     let store = SqliteStore::open(&config.database).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(issuer = config.issuer_str(), listen = %config.listen, "authorization server listening");
-    let app = app::router(config, keys, store, dev_users);
+    let app = app::router(config, keys, store, upstream, sealer);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

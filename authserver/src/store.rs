@@ -68,6 +68,14 @@ pub enum Redeemed {
 
 type Io<T> = Result<T, StoreError>;
 
+/// An upstream login in flight: which request it serves and the secrets its callback needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamLogin {
+    pub request_id: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
 /// What the server keeps across restarts.
 pub trait Store: Clone + Send + Sync + 'static {
     fn save_client(&self, client: &StoredClient) -> impl Future<Output = Io<()>> + Send;
@@ -127,6 +135,27 @@ pub trait Store: Clone + Send + Sync + 'static {
         reason: &str,
         now: i64,
     ) -> impl Future<Output = Io<()>> + Send;
+    /// Undoes a refresh token's redemption when the upstream could not be asked (nothing is lost).
+    fn release_refresh(&self, token_sha256: &str) -> impl Future<Output = Io<()>> + Send;
+    fn save_upstream_login(
+        &self,
+        state_sha256: &str,
+        login: &UpstreamLogin,
+        expires_at: i64,
+    ) -> impl Future<Output = Io<()>> + Send;
+    /// Takes (and deletes) an upstream login: a state is good for one callback only.
+    fn take_upstream_login(
+        &self,
+        state_sha256: &str,
+        now: i64,
+    ) -> impl Future<Output = Io<Option<UpstreamLogin>>> + Send;
+    fn save_upstream_tokens(
+        &self,
+        family_id: &str,
+        sealed: &[u8],
+        now: i64,
+    ) -> impl Future<Output = Io<()>> + Send;
+    fn upstream_tokens(&self, family_id: &str) -> impl Future<Output = Io<Option<Vec<u8>>>> + Send;
     fn ping(&self) -> impl Future<Output = Io<()>> + Send;
 }
 
@@ -336,6 +365,76 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn release_refresh(&self, token_sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET used = 0 WHERE token_sha256 = ?")
+            .bind(token_sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn save_upstream_login(
+        &self,
+        state_sha256: &str,
+        login: &UpstreamLogin,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO upstream_logins (state_sha256, request_id, nonce, pkce_verifier, expires_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(state_sha256)
+            .bind(&login.request_id)
+            .bind(&login.nonce)
+            .bind(&login.pkce_verifier)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_upstream_login(
+        &self,
+        state_sha256: &str,
+        now: i64,
+    ) -> Result<Option<UpstreamLogin>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM upstream_logins WHERE state_sha256 = ? RETURNING request_id, nonce, pkce_verifier, expires_at",
+        )
+        .bind(state_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<i64, _>("expires_at")? <= now {
+            return Ok(None);
+        }
+        Ok(Some(UpstreamLogin {
+            request_id: row.try_get("request_id")?,
+            nonce: row.try_get("nonce")?,
+            pkce_verifier: row.try_get("pkce_verifier")?,
+        }))
+    }
+
+    async fn save_upstream_tokens(
+        &self,
+        family_id: &str,
+        sealed: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR REPLACE INTO upstream_tokens (family_id, sealed, updated_at) VALUES (?, ?, ?)")
+            .bind(family_id)
+            .bind(sealed)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn upstream_tokens(&self, family_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT sealed FROM upstream_tokens WHERE family_id = ?")
+            .bind(family_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("sealed")).transpose()?)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -466,6 +565,44 @@ mod tests {
             store.refresh_family("r2").await.unwrap(),
             Some(("fam".into(), "c1".into()))
         );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_state_is_good_for_one_callback() {
+        let (_dir, store) = store().await;
+        let login = UpstreamLogin {
+            request_id: "r".into(),
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+        };
+        store.save_upstream_login("s", &login, 100).await.unwrap();
+        assert_eq!(
+            store.take_upstream_login("s", 10).await.unwrap(),
+            Some(login)
+        );
+        assert_eq!(
+            store.take_upstream_login("s", 10).await.unwrap(),
+            None,
+            "a replayed state is refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_released_refresh_token_can_be_redeemed_again() {
+        let (_dir, store) = store().await;
+        store
+            .save_refresh("r", &grant(), "fam", 1000)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.redeem_refresh("r", 1).await.unwrap(),
+            Redeemed::Fresh { .. }
+        ));
+        store.release_refresh("r").await.unwrap();
+        assert!(matches!(
+            store.redeem_refresh("r", 1).await.unwrap(),
+            Redeemed::Fresh { .. }
+        ));
     }
 
     #[tokio::test]

@@ -15,8 +15,9 @@ use serde::Deserialize;
 use serde_json::{json, Map};
 use sha2::{Digest, Sha256};
 
-use crate::app::{hex, now, oauth_error, random_token, AppState, Lookup, Metrics};
-use crate::grant::{access_claims, Grant};
+use crate::app::{hex, now, oauth_error, random_token, AppState, Lookup, Metrics, Upstream};
+use crate::federation::{OidcUpstream, UpstreamError, UpstreamTokens};
+use crate::grant::{access_claims, Grant, User};
 use crate::store::{Redeemed, Store, StoredClient};
 
 #[derive(Debug, Deserialize)]
@@ -238,11 +239,8 @@ async fn refresh<S: Store>(
             "refresh_token is required",
         );
     };
-    let redeemed = match state
-        .store
-        .redeem_refresh(&hex(&Sha256::digest(token.as_bytes())), now())
-        .await
-    {
+    let token_hash = hex(&Sha256::digest(token.as_bytes()));
+    let redeemed = match state.store.redeem_refresh(&token_hash, now()).await {
         Ok(redeemed) => redeemed,
         Err(err) => return store_failure(err),
     };
@@ -284,7 +282,74 @@ async fn refresh<S: Store>(
         }
         grant.scope = narrower.to_owned();
     }
+    if let Upstream::Oidc(oidc) = &state.upstream {
+        match recheck_upstream(state, oidc, &family_id, &grant.user).await {
+            Ok(Some(user)) => grant.user = user,
+            Ok(None) => {}
+            Err(err) if err.is_transient() => {
+                // Nothing is lost: the client's refresh token works again once the IdP is back.
+                let _ = state.store.release_refresh(&token_hash).await;
+                tracing::warn!(error = %err, "upstream unreachable during refresh");
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    &err.to_string(),
+                );
+            }
+            Err(err) => {
+                let _ = revoke_family(state, &family_id, "upstream session ended").await;
+                tracing::info!(error = %err, client_id = %client.client_id, "upstream refused the refresh");
+                return invalid_grant(&err.to_string());
+            }
+        }
+    }
     issue(state, grant, &family_id).await
+}
+
+/// Asks the identity provider whether the user is still who they were (and in which groups),
+/// with the upstream refresh token kept for this family. `None`: the family has no upstream
+/// session (issued before federation was configured).
+async fn recheck_upstream<S: Store>(
+    state: &AppState<S>,
+    oidc: &OidcUpstream,
+    family_id: &str,
+    user: &User,
+) -> Result<Option<User>, UpstreamError> {
+    let sealer = state.sealer.as_ref();
+    let sealed = match state.store.upstream_tokens(family_id).await {
+        Ok(Some(sealed)) => sealed,
+        Ok(None) => return Ok(None),
+        Err(err) => {
+            return Err(UpstreamError::Unreachable {
+                issuer: "the database".into(),
+                detail: err.to_string(),
+            })
+        }
+    };
+    let tokens: UpstreamTokens = sealer
+        .and_then(|sealer| sealer.open(&sealed).ok())
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .ok_or_else(|| UpstreamError::Other {
+            error: "undecryptable".into(),
+            description:
+                "the stored upstream session cannot be decrypted (was encryption_key_file changed?)"
+                    .into(),
+        })?;
+    let (fresh, tokens) = oidc.refresh(&tokens, user).await?;
+    if let Some(sealer) = sealer {
+        let sealed = sealer.seal(&serde_json::to_vec(&tokens).unwrap_or_default());
+        if let Err(err) = state
+            .store
+            .save_upstream_tokens(family_id, &sealed, now())
+            .await
+        {
+            return Err(UpstreamError::Unreachable {
+                issuer: "the database".into(),
+                detail: err.to_string(),
+            });
+        }
+    }
+    Ok(Some(fresh))
 }
 
 /// An access token for `grant`, and a rotated refresh token when `offline_access` was granted.

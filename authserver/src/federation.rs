@@ -1,0 +1,604 @@
+//! Federating the login to an OpenID provider (Okta's custom authorization servers, Entra ID,
+//! any OIDC issuer) with the `openidconnect` crate: discovery, PKCE, state, nonce and ID token
+//! validation are its job. This module maps what the provider says about the user — subject,
+//! email, name, groups, roles — from wherever the configuration says it is.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    RequestTokenError, Scope, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::RwLock;
+
+use crate::grant::User;
+
+/// The `oidc` upstream section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    pub issuer_url: String,
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Where the provider sends users back; default `<issuer>/oauth/callback`.
+    pub redirect_uri: Option<String>,
+    #[serde(default)]
+    pub auth_method: AuthMethod,
+    /// Extra authorization request parameters (e.g. `prompt`, `domain_hint`).
+    #[serde(default)]
+    pub extra_params: BTreeMap<String, String>,
+    /// The claim that identifies a user stably (Entra ID: `oid`).
+    #[serde(default = "default_subject")]
+    pub subject_claim: String,
+    /// Claim of the groups: a name, a URL-style key or a dot path.
+    pub groups_claim: Option<String>,
+    /// Claim of the roles (Entra ID app roles: `roles`).
+    pub roles_claim: Option<String>,
+    /// Where claims are looked for, in order.
+    #[serde(default = "default_sources")]
+    pub claims_from: Vec<ClaimSource>,
+    /// Development only: allow an `http://` issuer.
+    #[serde(default)]
+    pub allow_http_issuer: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimSource {
+    IdToken,
+    AccessToken,
+    Userinfo,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_subject() -> String {
+    "sub".into()
+}
+
+fn default_sources() -> Vec<ClaimSource> {
+    vec![
+        ClaimSource::IdToken,
+        ClaimSource::AccessToken,
+        ClaimSource::Userinfo,
+    ]
+}
+
+/// A provider failure, with what the administrator (or the user) must do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the identity provider at {issuer} is unreachable ({detail}); check its URL and this server's network and DNS")]
+    Unreachable { issuer: String, detail: String },
+    #[error("the identity provider refused this server's client credentials (invalid_client): check client_id and that client_secret_file holds the app's current secret, and the token endpoint auth method ({method})")]
+    InvalidClient { method: String },
+    #[error("the identity provider refused the grant (invalid_grant: {detail}); check that the app's sign-in redirect URI is exactly {redirect_uri} and, for offline_access on Okta, that the Refresh Token grant is enabled on the app")]
+    InvalidGrant {
+        detail: String,
+        redirect_uri: String,
+    },
+    #[error("the identity provider ended the session (invalid_grant: {0}): the user was disabled, unassigned or their grant revoked; they must sign in again")]
+    SessionEnded(String),
+    #[error("the user is not assigned to this application at the identity provider: assign the user (or a group of theirs) to the app")]
+    NotAssigned,
+    #[error("the user denied access at the identity provider")]
+    Denied,
+    #[error("the identity provider answered `{error}`: {description}")]
+    Other { error: String, description: String },
+    #[error("the ID token from the identity provider is not valid: {0}")]
+    IdToken(String),
+    #[error("the identity provider issued no refresh token: request offline_access and, on Okta, enable the Refresh Token grant on the app")]
+    NoRefreshToken,
+}
+
+impl UpstreamError {
+    /// Worth a retry later: nothing about the grant is known to be wrong.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+
+    /// The OAuth error our client sees.
+    pub fn oauth_error(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "temporarily_unavailable",
+            Self::NotAssigned | Self::Denied => "access_denied",
+            _ => "server_error",
+        }
+    }
+}
+
+/// What is kept (encrypted) of a user's upstream session, to re-check them on refresh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpstreamTokens {
+    pub refresh_token: Option<String>,
+}
+
+/// The secrets of one upstream login between the redirect and the callback.
+pub struct Pending {
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+pub struct OidcUpstream {
+    settings: OidcSettings,
+    secret: String,
+    redirect_uri: String,
+    http: reqwest::Client,
+    metadata: RwLock<Option<CoreProviderMetadata>>,
+}
+
+impl OidcUpstream {
+    pub fn new(settings: OidcSettings, issuer: &str) -> Result<Self, String> {
+        check_issuer(&settings)?;
+        let secret = std::fs::read_to_string(&settings.client_secret_file)
+            .map_err(|err| {
+                format!(
+                    "upstream.client_secret_file {}: {err}",
+                    settings.client_secret_file.display()
+                )
+            })?
+            .trim()
+            .to_owned();
+        if secret.is_empty() {
+            return Err(format!(
+                "upstream.client_secret_file {} is empty",
+                settings.client_secret_file.display()
+            ));
+        }
+        let redirect_uri = settings
+            .redirect_uri
+            .clone()
+            .unwrap_or_else(|| format!("{issuer}/oauth/callback"));
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|err| err.to_string())?;
+        Ok(Self {
+            settings,
+            secret,
+            redirect_uri,
+            http,
+            metadata: RwLock::new(None),
+        })
+    }
+
+    /// Discovery, once it succeeds; retried on every login until then.
+    async fn metadata(&self) -> Result<CoreProviderMetadata, UpstreamError> {
+        if let Some(metadata) = self.metadata.read().await.as_ref() {
+            return Ok(metadata.clone());
+        }
+        let issuer = IssuerUrl::new(self.settings.issuer_url.clone())
+            .map_err(|err| self.unreachable(err.to_string()))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|err| self.unreachable(error_chain(&err)))?;
+        *self.metadata.write().await = Some(metadata.clone());
+        Ok(metadata)
+    }
+
+    fn unreachable(&self, detail: String) -> UpstreamError {
+        UpstreamError::Unreachable {
+            issuer: self.settings.issuer_url.clone(),
+            detail,
+        }
+    }
+
+    async fn client(&self) -> Result<ConfiguredClient, UpstreamError> {
+        let metadata = self.metadata().await?;
+        let redirect = RedirectUrl::new(self.redirect_uri.clone())
+            .map_err(|err| self.unreachable(err.to_string()))?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(self.secret.clone())),
+        )
+        .set_redirect_uri(redirect)
+        .set_auth_type(match self.settings.auth_method {
+            AuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+            AuthMethod::ClientSecretPost => AuthType::RequestBody,
+        });
+        Ok(client)
+    }
+
+    /// The provider's authorization URL for a new login, and its secrets to keep until the callback.
+    pub async fn begin(&self) -> Result<(String, Pending), UpstreamError> {
+        let client = self.client().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        for (name, value) in &self.settings.extra_params {
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
+        let (url, state, nonce) = request.url();
+        let pending = Pending {
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+        };
+        Ok((url.to_string(), pending))
+    }
+
+    /// Exchanges the callback's code: verified ID token, user, and the tokens to keep.
+    pub async fn finish(
+        &self,
+        code: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+    ) -> Result<(User, UpstreamTokens), UpstreamError> {
+        let client = self.client().await?;
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|err| self.unreachable(err.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(|err| self.token_error(err, false))?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| UpstreamError::IdToken("the token response has no id_token".into()))?;
+        let nonce = Nonce::new(nonce.to_owned());
+        id_token
+            .claims(&client.id_token_verifier(), &nonce)
+            .map_err(|err| UpstreamError::IdToken(err.to_string()))?;
+        let id_claims = payload(&id_token.to_string());
+        let user = self
+            .user(&client, &id_claims, response.access_token().secret())
+            .await?;
+        let tokens = UpstreamTokens {
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+        };
+        if tokens.refresh_token.is_none()
+            && self.settings.scopes.iter().any(|s| s == "offline_access")
+        {
+            tracing::warn!("the identity provider issued no refresh token although offline_access was requested (Okta: enable the Refresh Token grant on the app)");
+        }
+        Ok((user, tokens))
+    }
+
+    /// Re-checks the user with the upstream refresh token: their current identity and groups,
+    /// and the tokens to keep from now on.
+    pub async fn refresh(
+        &self,
+        tokens: &UpstreamTokens,
+        previous: &User,
+    ) -> Result<(User, UpstreamTokens), UpstreamError> {
+        let refresh_token = tokens
+            .refresh_token
+            .clone()
+            .ok_or(UpstreamError::NoRefreshToken)?;
+        let client = self.client().await?;
+        let refresh_token = RefreshToken::new(refresh_token);
+        let response = client
+            .exchange_refresh_token(&refresh_token)
+            .map_err(|err| self.unreachable(err.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|err| self.token_error(err, true))?;
+        let id_claims = match response.id_token() {
+            Some(id_token) => {
+                id_token
+                    .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
+                    .map_err(|err| UpstreamError::IdToken(err.to_string()))?;
+                payload(&id_token.to_string())
+            }
+            None => Map::new(),
+        };
+        let mut user = self
+            .user(&client, &id_claims, response.access_token().secret())
+            .await?;
+        if user.subject.is_empty() || user.subject != previous.subject {
+            // Without a new ID token the subject comes from elsewhere or not at all: keep ours.
+            user.subject.clone_from(&previous.subject);
+        }
+        let tokens = UpstreamTokens {
+            refresh_token: response
+                .refresh_token()
+                .map(|t| t.secret().clone())
+                .or(Some(refresh_token.secret().clone())),
+        };
+        Ok((user, tokens))
+    }
+
+    /// The user as the configured sources describe them (first source with a claim wins).
+    async fn user(
+        &self,
+        client: &ConfiguredClient,
+        id_claims: &Map<String, Value>,
+        access_token: &str,
+    ) -> Result<User, UpstreamError> {
+        let mut sources: Vec<Map<String, Value>> = Vec::new();
+        for source in &self.settings.claims_from {
+            match source {
+                ClaimSource::IdToken => sources.push(id_claims.clone()),
+                ClaimSource::AccessToken => sources.push(payload(access_token)),
+                ClaimSource::Userinfo => {
+                    if let Some(endpoint) = client.user_info_url() {
+                        sources.push(self.userinfo(endpoint.as_str(), access_token).await);
+                    }
+                }
+            }
+        }
+        let find = |claim: &str| {
+            sources
+                .iter()
+                .find_map(|claims| lookup(claims, claim).cloned())
+        };
+        if id_claims.contains_key("_claim_names") {
+            tracing::warn!("the identity provider sent a groups overage link instead of groups (Entra ID: use app roles or filter the groups claim to the app's groups)");
+        }
+        let text = |claim: &str| find(claim).and_then(|v| v.as_str().map(str::to_owned));
+        Ok(User {
+            subject: text(&self.settings.subject_claim).unwrap_or_default(),
+            email: text("email"),
+            name: text("name"),
+            groups: self
+                .settings
+                .groups_claim
+                .as_deref()
+                .and_then(find)
+                .map(strings)
+                .unwrap_or_default(),
+            roles: self
+                .settings
+                .roles_claim
+                .as_deref()
+                .and_then(find)
+                .map(strings)
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn userinfo(&self, endpoint: &str, access_token: &str) -> Map<String, Value> {
+        let response = self
+            .http
+            .get(endpoint)
+            .bearer_auth(access_token)
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().is_success() => {
+                response.json().await.unwrap_or_default()
+            }
+            Ok(response) => {
+                tracing::info!(status = %response.status(), "userinfo refused the access token; its claims are not used");
+                Map::new()
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "userinfo unreachable; its claims are not used");
+                Map::new()
+            }
+        }
+    }
+
+    fn token_error<RE: std::error::Error + 'static>(
+        &self,
+        err: RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
+        refreshing: bool,
+    ) -> UpstreamError {
+        match err {
+            RequestTokenError::ServerResponse(response) => {
+                let detail = response.error_description().cloned().unwrap_or_default();
+                match response.error() {
+                    CoreErrorResponseType::InvalidClient
+                    | CoreErrorResponseType::UnauthorizedClient => UpstreamError::InvalidClient {
+                        method: format!("{:?}", self.settings.auth_method),
+                    },
+                    CoreErrorResponseType::InvalidGrant if refreshing => {
+                        UpstreamError::SessionEnded(detail)
+                    }
+                    CoreErrorResponseType::InvalidGrant => UpstreamError::InvalidGrant {
+                        detail,
+                        redirect_uri: self.redirect_uri.clone(),
+                    },
+                    other => UpstreamError::Other {
+                        error: format!("{other:?}"),
+                        description: detail,
+                    },
+                }
+            }
+            RequestTokenError::Request(err) => self.unreachable(error_chain(&err)),
+            other => UpstreamError::Other {
+                error: "invalid_response".into(),
+                description: error_chain(&other),
+            },
+        }
+    }
+
+    /// Maps an error the provider sent to the callback.
+    pub fn callback_error(error: &str, description: &str) -> UpstreamError {
+        let lower = description.to_ascii_lowercase();
+        match error {
+            "access_denied" if lower.contains("not assigned") => UpstreamError::NotAssigned,
+            "access_denied" => UpstreamError::Denied,
+            _ => UpstreamError::Other {
+                error: error.to_owned(),
+                description: description.to_owned(),
+            },
+        }
+    }
+}
+
+type ConfiguredClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+/// Okta's org authorization server cannot put groups into access tokens meant for other
+/// resource servers; only custom authorization servers (`/oauth2/<id>`) work.
+fn check_issuer(settings: &OidcSettings) -> Result<(), String> {
+    let url = url::Url::parse(&settings.issuer_url)
+        .map_err(|err| format!("upstream.issuer_url: {err}"))?;
+    if url.scheme() != "https" && !settings.allow_http_issuer {
+        return Err(
+            "upstream.issuer_url must be https (allow_http_issuer is for local tests only)".into(),
+        );
+    }
+    let host = url.host_str().unwrap_or_default();
+    let okta = host.ends_with(".okta.com")
+        || host.ends_with(".oktapreview.com")
+        || host.ends_with(".okta-emea.com");
+    if okta && !url.path().starts_with("/oauth2/") {
+        return Err(format!(
+            "upstream.issuer_url `{}` is Okta's org authorization server, which cannot add a groups claim to access tokens for other resource servers: use a custom authorization server, https://{host}/oauth2/default or https://{host}/oauth2/<id>",
+            settings.issuer_url
+        ));
+    }
+    Ok(())
+}
+
+/// The claims of a JWT whose signature was checked elsewhere (or that came straight from the
+/// token endpoint); an opaque token gives none.
+fn payload(token: &str) -> Map<String, Value> {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|part| URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// A claim by exact name (URL-style keys contain dots) or by dot path.
+fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(name) {
+        return Some(value);
+    }
+    let mut parts = name.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// An array of strings, or a space-separated string.
+fn strings(value: Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Value::String(text) => text.split_ascii_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings(issuer: &str) -> OidcSettings {
+        serde_json::from_value(
+            json!({"issuer_url": issuer, "client_id": "c", "client_secret_file": "/x"}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn okta_org_servers_are_refused_with_the_reason() {
+        let err = check_issuer(&settings("https://dev-1.okta.com")).unwrap_err();
+        assert!(err.contains("custom authorization server"), "{err}");
+        assert!(check_issuer(&settings("https://dev-1.okta.com/oauth2/default")).is_ok());
+        assert!(check_issuer(&settings("https://login.microsoftonline.com/t/v2.0")).is_ok());
+        assert!(
+            check_issuer(&settings("http://127.0.0.1/x")).is_err(),
+            "http only with the dev switch"
+        );
+    }
+
+    #[test]
+    fn groups_may_be_arrays_strings_url_keys_or_dot_paths() {
+        let claims = json!({"groups": ["a", "b"], "scp": "x y", "https://example.com/roles": ["r"], "realm_access": {"roles": ["k"]}});
+        let claims = claims.as_object().unwrap();
+        assert_eq!(
+            strings(lookup(claims, "groups").unwrap().clone()),
+            ["a", "b"]
+        );
+        assert_eq!(strings(lookup(claims, "scp").unwrap().clone()), ["x", "y"]);
+        assert_eq!(
+            strings(lookup(claims, "https://example.com/roles").unwrap().clone()),
+            ["r"]
+        );
+        assert_eq!(
+            strings(lookup(claims, "realm_access.roles").unwrap().clone()),
+            ["k"]
+        );
+    }
+
+    #[test]
+    fn callback_errors_say_what_to_do() {
+        assert_eq!(
+            OidcUpstream::callback_error(
+                "access_denied",
+                "User is not assigned to the client application."
+            ),
+            UpstreamError::NotAssigned
+        );
+        assert!(UpstreamError::NotAssigned
+            .to_string()
+            .contains("assign the user"));
+        assert_eq!(
+            OidcUpstream::callback_error("access_denied", "End-User aborted interaction"),
+            UpstreamError::Denied
+        );
+        assert!(UpstreamError::Unreachable {
+            issuer: "i".into(),
+            detail: "d".into()
+        }
+        .is_transient());
+    }
+
+    #[test]
+    fn an_opaque_access_token_has_no_claims() {
+        assert!(payload("opaque-token").is_empty());
+        let jwt = format!("h.{}.s", URL_SAFE_NO_PAD.encode(r#"{"groups":["g"]}"#));
+        assert_eq!(payload(&jwt)["groups"], json!(["g"]));
+    }
+}

@@ -1,0 +1,108 @@
+// A real OpenID provider (npm `oidc-provider`) shaped like the IdPs of the seeds, for the tests:
+//   PROFILE=okta  issuer <origin>/oauth2/default, groups in a JWT access token (only mcp-*),
+//                 refresh tokens via offline_access, client_secret_basic
+//   PROFILE=entra issuer <origin>/tenant/v2.0, `roles` and `oid` in the ID token, client_secret_post
+// An admin API changes users while tokens live: POST /admin/users/<id> {groups|roles|disabled},
+// POST /admin/users/<id>/revoke (destroys the user's grants).
+import http from 'node:http';
+import Provider from 'oidc-provider';
+
+const port = Number(process.env.PORT ?? 9100);
+const profile = process.env.PROFILE ?? 'okta';
+const origin = `http://127.0.0.1:${port}`;
+const prefix = profile === 'okta' ? '/oauth2/default' : '/tenant/v2.0';
+const clientId = process.env.CLIENT_ID ?? 'mcp-gateway';
+const clientSecret = process.env.CLIENT_SECRET ?? 'gateway-secret';
+const redirectUris = (process.env.REDIRECT_URIS ?? '').split(',').filter(Boolean);
+
+const users = {
+  alice: { email: 'alice@example.com', name: 'Alice', groups: ['mcp-developers', 'Everyone', 'hr-payroll'], roles: ['MCP.Developer'], oid: '00000000-0000-0000-0000-00000000a11c' },
+  bob: { email: 'bob@example.com', name: 'Bob', groups: ['mcp-platform', 'Everyone'], roles: ['MCP.Platform'], oid: '00000000-0000-0000-0000-000000000b0b' },
+  carol: { email: 'carol@example.com', name: 'Carol', groups: ['Everyone'], roles: [], oid: '00000000-0000-0000-0000-0000000ca201' },
+};
+const grantsOf = {};
+
+const provider = new Provider(`${origin}${prefix}`, {
+  clients: [{
+    client_id: clientId,
+    client_secret: clientSecret,
+    redirect_uris: redirectUris,
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: profile === 'okta' ? 'client_secret_basic' : 'client_secret_post',
+  }],
+  async findAccount(ctx, id) {
+    const user = users[id];
+    if (!user || user.disabled) return undefined;
+    return {
+      accountId: id,
+      async claims() {
+        const claims = { sub: id, email: user.email, name: user.name };
+        if (profile === 'entra') Object.assign(claims, { oid: user.oid, roles: user.roles });
+        else claims.groups = user.groups.filter((g) => g.startsWith('mcp-'));
+        return claims;
+      },
+    };
+  },
+  claims: profile === 'entra'
+    ? { openid: ['sub', 'oid', 'roles'], email: ['email'], profile: ['name'] }
+    : { openid: ['sub'], email: ['email'], profile: ['name'], groups: ['groups'] },
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+  conformIdTokenClaims: false,
+  pkce: { required: () => true },
+  features: {
+    devInteractions: { enabled: true },
+    revocation: { enabled: true },
+    resourceIndicators: {
+      enabled: profile === 'okta',
+      defaultResource: () => 'api://default',
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({ scope: 'openid profile email groups offline_access', accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
+    },
+  },
+  extraTokenClaims: async (ctx, token) => {
+    const user = users[token.accountId];
+    return profile === 'okta' && user ? { groups: user.groups.filter((g) => g.startsWith('mcp-')) } : undefined;
+  },
+  issueRefreshToken: async (ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+});
+provider.proxy = false;
+provider.on('grant.saved', (grant) => {
+  (grantsOf[grant.accountId] ??= new Set()).add(grant.jti);
+});
+
+const callback = provider.callback();
+
+async function admin(req, res) {
+  const [, , , id, action] = req.url.split('/');
+  const user = users[id];
+  if (!user) return res.writeHead(404).end();
+  let body = '';
+  for await (const chunk of req) body += chunk;
+  if (action === 'revoke') {
+    for (const jti of grantsOf[id] ?? []) {
+      const grant = await provider.Grant.find(jti);
+      if (grant) await grant.destroy();
+    }
+  } else {
+    Object.assign(user, JSON.parse(body || '{}'));
+  }
+  res.writeHead(204).end();
+}
+
+http.createServer((req, res) => {
+  if (req.url.startsWith('/admin/users/')) return admin(req, res).catch(() => res.writeHead(500).end());
+  if (req.url === '/health') return res.writeHead(200).end('ok');
+  if (!req.url.startsWith(prefix)) return res.writeHead(404).end();
+  // Okta issues refresh tokens for offline_access without prompt=consent; OIDC Core (and so
+  // oidc-provider) drops offline_access unless the prompt is there: add it, as Okta behaves.
+  const url = new URL(req.url, origin);
+  if (url.pathname === `${prefix}/auth` && (url.searchParams.get('scope') ?? '').includes('offline_access') && !url.searchParams.has('prompt')) {
+    url.searchParams.set('prompt', 'consent');
+    req.url = url.pathname + url.search;
+  }
+  req.originalUrl = req.url;
+  req.url = req.url.slice(prefix.length) || '/';
+  req.baseUrl = prefix;
+  return callback(req, res);
+}).listen(port, '127.0.0.1', () => console.log(`oidc-provider (${profile}) at ${origin}${prefix}`));
