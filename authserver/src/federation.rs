@@ -18,6 +18,7 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
 use crate::grant::User;
@@ -147,8 +148,12 @@ pub struct OidcUpstream {
     secret: String,
     redirect_uri: String,
     http: reqwest::Client,
-    metadata: RwLock<Option<CoreProviderMetadata>>,
+    /// Discovery (with the provider's JWKS) and when it was fetched.
+    metadata: RwLock<Option<(Instant, CoreProviderMetadata)>>,
 }
+
+/// The provider's metadata and keys are fetched again after this, so its key rotations are seen.
+const METADATA_TTL: Duration = Duration::from_secs(600);
 
 impl OidcUpstream {
     pub fn new(settings: OidcSettings, issuer: &str) -> Result<Self, String> {
@@ -188,15 +193,17 @@ impl OidcUpstream {
 
     /// Discovery, once it succeeds; retried on every login until then.
     async fn metadata(&self) -> Result<CoreProviderMetadata, UpstreamError> {
-        if let Some(metadata) = self.metadata.read().await.as_ref() {
-            return Ok(metadata.clone());
+        if let Some((fetched, metadata)) = self.metadata.read().await.as_ref() {
+            if fetched.elapsed() < METADATA_TTL {
+                return Ok(metadata.clone());
+            }
         }
         let issuer = IssuerUrl::new(self.settings.issuer_url.clone())
             .map_err(|err| self.unreachable(err.to_string()))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|err| self.unreachable(error_chain(&err)))?;
-        *self.metadata.write().await = Some(metadata.clone());
+        *self.metadata.write().await = Some((Instant::now(), metadata.clone()));
         Ok(metadata)
     }
 
@@ -269,9 +276,11 @@ impl OidcUpstream {
             .id_token()
             .ok_or_else(|| UpstreamError::IdToken("the token response has no id_token".into()))?;
         let nonce = Nonce::new(nonce.to_owned());
-        id_token
-            .claims(&client.id_token_verifier(), &nonce)
-            .map_err(|err| UpstreamError::IdToken(err.to_string()))?;
+        if let Err(err) = id_token.claims(&client.id_token_verifier(), &nonce) {
+            // Perhaps the provider rotated its keys: discover again next time.
+            *self.metadata.write().await = None;
+            return Err(UpstreamError::IdToken(err.to_string()));
+        }
         let id_claims = payload(&id_token.to_string());
         let user = self
             .user(&client, &id_claims, response.access_token().secret())

@@ -1,22 +1,19 @@
 """The authorization server binary over HTTP, and the filter trusting it through its JWKS."""
 
 import base64
-import hashlib
 import json
 import re
 import secrets
 import subprocess
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import urlencode
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from authstack import AUTHSERVER, REDIRECT, AuthServer as _AuthServer, pkce, query, write_key
 from browser import Browser
-from harness import ROOT, Envoy, McpSession, Process, free_port, port_open, wait_until
+from harness import ROOT, Envoy, McpSession, free_port
 
-AUTHSERVER = ROOT / "target" / "debug" / "mcp-mesh-authserver"
 POLICIES = [
     # machine clients (no groups) may echo
     'permit(principal, action == Action::"call_tool", resource == Tool::"echo") when { principal.claim_scope == "mcp:tools" };',
@@ -27,38 +24,6 @@ USERS = """users:
 - {username: alice, password: password, email: alice@example.com, name: Alice, groups: [mcp-developers, Everyone]}
 - {username: carol, password: password, email: carol@example.com, name: Carol, groups: [Everyone]}
 """
-REDIRECT = "http://127.0.0.1:8765/callback"
-
-
-def write_key(path, kind):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return path
-
-
-class AuthServer:
-    def __init__(self, log_dir, workdir, issuer, resource, port, keys, name="authserver", extra=None):
-        self.url = f"http://127.0.0.1:{port}"
-        config = workdir / "authserver.yaml"
-        users = workdir / "users.yaml"
-        users.write_text(USERS)
-        config.write_text(json.dumps({"issuer": issuer, "resources": [resource], "database": f"sqlite://{workdir}/auth.db",
-                                      "scopes": ["mcp:tools", "offline_access"], "groups": {"prefix": "mcp-"},
-                                      "upstream": {"type": "dev", "users_file": str(users)},
-                                      "registration": {"confidential_clients": True},
-                                      **(extra if extra is not None else {"client_metadata": {
-                                          "allow_private_addresses": True, "allow_http": True}})}))
-        args = [str(AUTHSERVER), "--config", str(config), "--listen", f"127.0.0.1:{port}"]
-        for key in keys:
-            args += ["--signing-key", str(key)]
-        self.process = Process(name, args, log_dir)
-        wait_until(lambda: port_open(port) or (not self.process.alive() and self._died()), 30, "authserver")
-
-    def _died(self):
-        raise RuntimeError(f"authserver exited:\n{self.process.log()}")
-
-    def stop(self):
-        self.process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +40,17 @@ def stack(log_dir, everything, tmp_path_factory):
     yield state
     state["server"].stop()
     proxy.stop()
+
+
+def AuthServer(log_dir, workdir, issuer, resource, port, keys, name="authserver", extra=None):
+    users = workdir / "users.yaml"
+    users.write_text(USERS)
+    config = {"issuer": issuer, "resources": [resource], "database": f"sqlite://{workdir}/auth.db",
+              "scopes": ["mcp:tools", "offline_access"], "groups": {"prefix": "mcp-"},
+              "upstream": {"type": "dev", "users_file": str(users)},
+              "registration": {"confidential_clients": True},
+              **(extra if extra is not None else {"client_metadata": {"allow_private_addresses": True, "allow_http": True}})}
+    return _AuthServer(log_dir, workdir, config, port, keys, name=name)
 
 
 def restart(stack, keys):
@@ -178,22 +154,12 @@ def register_public(proxy, scope=None):
     return response.json()
 
 
-def pkce():
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    return verifier, challenge
-
-
 def authorize_url(proxy, client, challenge, **overrides):
     params = {"response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
               "code_challenge": challenge, "code_challenge_method": "S256", "state": "st-123",
               "resource": proxy.resource, "scope": "mcp:tools offline_access"}
     params.update(overrides)
     return proxy.url("/oauth/authorize") + "?" + urlencode({k: v for k, v in params.items() if v is not None})
-
-
-def query(url):
-    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
 
 
 def exchange(proxy, client, code, verifier, **overrides):

@@ -19,6 +19,8 @@ const users = {
   alice: { email: 'alice@example.com', name: 'Alice', groups: ['mcp-developers', 'Everyone', 'hr-payroll'], roles: ['MCP.Developer'], oid: '00000000-0000-0000-0000-00000000a11c' },
   bob: { email: 'bob@example.com', name: 'Bob', groups: ['mcp-platform', 'Everyone'], roles: ['MCP.Platform'], oid: '00000000-0000-0000-0000-000000000b0b' },
   carol: { email: 'carol@example.com', name: 'Carol', groups: ['Everyone'], roles: [], oid: '00000000-0000-0000-0000-0000000ca201' },
+  dave: { email: 'dave@example.com', name: 'Dave', groups: ['mcp-developers'], roles: ['MCP.Developer'], oid: '00000000-0000-0000-0000-00000000da7e' },
+  erin: { email: 'erin@example.com', name: 'Erin', groups: ['mcp-developers'], roles: ['MCP.Developer'], oid: '00000000-0000-0000-0000-00000000e217' },
 };
 const grantsOf = {};
 
