@@ -63,7 +63,11 @@ pub fn access_claims(config: &Config, grant: &Grant, now: u64, jti: String) -> M
     if let Some(name) = &grant.user.name {
         claims.insert("name".into(), json!(name));
     }
-    claims.insert("groups".into(), json!(groups));
+    // Absent rather than empty, so a policy engine looking for the first present of
+    // `groups`/`roles` (ToolHive's rule) finds the roles of a roles-only provider (Entra ID).
+    if !groups.is_empty() {
+        claims.insert("groups".into(), json!(groups));
+    }
     if !grant.user.roles.is_empty() {
         claims.insert("roles".into(), json!(grant.user.roles));
     }
