@@ -21,7 +21,8 @@ use crate::authorize;
 use crate::client_metadata::{self, MetadataFetcher};
 use crate::config::Config;
 use crate::crypto::Sealer;
-use crate::federation::OidcUpstream;
+use crate::federation::{Federated, OidcUpstream};
+use crate::federation_oauth2::OAuth2Upstream;
 use crate::keys::KeyRing;
 use crate::registration::{self, Policy};
 use crate::store::StoreError;
@@ -33,6 +34,18 @@ pub enum Upstream {
     None,
     Dev(DevUsers),
     Oidc(Box<OidcUpstream>),
+    OAuth2(Box<OAuth2Upstream>),
+}
+
+impl Upstream {
+    /// The provider logins are federated to, if any.
+    pub fn federated(&self) -> Option<Federated<'_>> {
+        match self {
+            Self::Oidc(upstream) => Some(Federated::Oidc(upstream)),
+            Self::OAuth2(upstream) => Some(Federated::OAuth2(upstream)),
+            Self::None | Self::Dev(_) => None,
+        }
+    }
 }
 
 pub struct AppState<S> {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::app::{hex, now, random_token, AppState, Lookup, Metrics, Upstream};
-use crate::federation::OidcUpstream;
+use crate::federation::callback_error;
 use crate::grant::{Grant, User};
 use crate::pages;
 use crate::store::{PendingRequest, Store, StoredClient, UpstreamLogin};
@@ -249,39 +249,41 @@ pub async fn login_page<S: Store>(
         Ok(found) => found,
         Err(response) => return response,
     };
-    match &state.upstream {
-        Upstream::Dev(_) => pages::login(&query.request, &csrf(&browser_id, &query.request), None),
-        Upstream::Oidc(oidc) => match oidc.begin().await {
-            Ok((url, secrets)) => {
-                let login = UpstreamLogin {
-                    request_id: query.request.clone(),
-                    nonce: secrets.nonce,
-                    pkce_verifier: secrets.pkce_verifier,
-                };
-                let key = hex(&Sha256::digest(secrets.state.as_bytes()));
-                if let Err(err) = state
-                    .store
-                    .save_upstream_login(&key, &login, now() + REQUEST_SECONDS)
-                    .await
-                {
-                    return store_failure(err);
-                }
-                see_other(&url)
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "upstream login could not start");
-                let back = Back {
-                    redirect_uri: &pending.redirect_uri,
-                    state: pending.state.as_deref(),
-                    issuer: state.config.issuer_str(),
-                };
-                back.error(err.oauth_error(), &err.to_string())
-            }
-        },
-        Upstream::None => pages::error(
+    if let Upstream::Dev(_) = &state.upstream {
+        return pages::login(&query.request, &csrf(&browser_id, &query.request), None);
+    }
+    let Some(federated) = state.upstream.federated() else {
+        return pages::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "No upstream login is configured (set `upstream` in the configuration).",
-        ),
+        );
+    };
+    match federated.begin().await {
+        Ok((url, secrets)) => {
+            let login = UpstreamLogin {
+                request_id: query.request.clone(),
+                nonce: secrets.nonce,
+                pkce_verifier: secrets.pkce_verifier,
+            };
+            let key = hex(&Sha256::digest(secrets.state.as_bytes()));
+            if let Err(err) = state
+                .store
+                .save_upstream_login(&key, &login, now() + REQUEST_SECONDS)
+                .await
+            {
+                return store_failure(err);
+            }
+            see_other(&url)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "upstream login could not start");
+            let back = Back {
+                redirect_uri: &pending.redirect_uri,
+                state: pending.state.as_deref(),
+                issuer: state.config.issuer_str(),
+            };
+            back.error(err.oauth_error(), &err.to_string())
+        }
     }
 }
 
@@ -299,7 +301,7 @@ pub async fn callback<S: Store>(
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let Upstream::Oidc(oidc) = &state.upstream else {
+    let Some(federated) = state.upstream.federated() else {
         return pages::error(StatusCode::NOT_FOUND, "No identity provider is configured.");
     };
     let Some(upstream_state) = query.state.as_deref() else {
@@ -328,11 +330,15 @@ pub async fn callback<S: Store>(
         issuer: state.config.issuer_str(),
     };
     let outcome = match (&query.error, &query.code) {
-        (Some(error), _) => Err(OidcUpstream::callback_error(
+        (Some(error), _) => Err(callback_error(
             error,
             query.error_description.as_deref().unwrap_or_default(),
         )),
-        (None, Some(code)) => oidc.finish(code, &login.nonce, &login.pkce_verifier).await,
+        (None, Some(code)) => {
+            federated
+                .finish(code, &login.nonce, &login.pkce_verifier)
+                .await
+        }
         (None, None) => {
             return pages::error(
                 StatusCode::BAD_REQUEST,

@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::client_metadata::FetchPolicy;
 use crate::federation::OidcSettings;
+use crate::federation_oauth2::OAuth2Settings;
 
 /// A configuration the server refuses to start with; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,8 @@ pub enum UpstreamConfig {
     Dev { users_file: PathBuf },
     /// An OpenID provider: Okta (custom authorization server), Entra ID, any OIDC issuer.
     Oidc(Box<OidcSettings>),
+    /// A plain OAuth 2.0 provider: explicit endpoints, the user from userinfo.
+    OAuth2(Box<OAuth2Settings>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,7 +215,7 @@ impl Config {
         {
             return Err(invalid(
                 "encryption_key_file",
-                "required with an `oidc` upstream: upstream tokens are stored encrypted",
+                "required with an `oidc` or `oauth2` upstream: upstream tokens are stored encrypted",
             ));
         }
         let scopes = if file.scopes.is_empty() {

@@ -416,46 +416,26 @@ impl OidcUpstream {
         err: RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
         refreshing: bool,
     ) -> UpstreamError {
-        match err {
-            RequestTokenError::ServerResponse(response) => {
-                let detail = response.error_description().cloned().unwrap_or_default();
-                match response.error() {
-                    CoreErrorResponseType::InvalidClient
-                    | CoreErrorResponseType::UnauthorizedClient => UpstreamError::InvalidClient {
-                        method: format!("{:?}", self.settings.auth_method),
-                    },
-                    CoreErrorResponseType::InvalidGrant if refreshing => {
-                        UpstreamError::SessionEnded(detail)
-                    }
-                    CoreErrorResponseType::InvalidGrant => UpstreamError::InvalidGrant {
-                        detail,
-                        redirect_uri: self.redirect_uri.clone(),
-                    },
-                    other => UpstreamError::Other {
-                        error: format!("{other:?}"),
-                        description: detail,
-                    },
-                }
-            }
-            RequestTokenError::Request(err) => self.unreachable(error_chain(&err)),
-            other => UpstreamError::Other {
-                error: "invalid_response".into(),
-                description: error_chain(&other),
-            },
-        }
+        map_token_error(
+            err,
+            refreshing,
+            self.settings.auth_method,
+            &self.redirect_uri,
+            &self.settings.issuer_url,
+        )
     }
+}
 
-    /// Maps an error the provider sent to the callback.
-    pub fn callback_error(error: &str, description: &str) -> UpstreamError {
-        let lower = description.to_ascii_lowercase();
-        match error {
-            "access_denied" if lower.contains("not assigned") => UpstreamError::NotAssigned,
-            "access_denied" => UpstreamError::Denied,
-            _ => UpstreamError::Other {
-                error: error.to_owned(),
-                description: description.to_owned(),
-            },
-        }
+/// Maps an error the provider sent to the callback.
+pub fn callback_error(error: &str, description: &str) -> UpstreamError {
+    let lower = description.to_ascii_lowercase();
+    match error {
+        "access_denied" if lower.contains("not assigned") => UpstreamError::NotAssigned,
+        "access_denied" => UpstreamError::Denied,
+        _ => UpstreamError::Other {
+            error: error.to_owned(),
+            description: description.to_owned(),
+        },
     }
 }
 
@@ -467,6 +447,85 @@ type ConfiguredClient = CoreClient<
     openidconnect::EndpointMaybeSet,
     openidconnect::EndpointMaybeSet,
 >;
+
+/// The provider logins are federated to, whichever protocol it speaks.
+pub enum Federated<'a> {
+    Oidc(&'a OidcUpstream),
+    OAuth2(&'a crate::federation_oauth2::OAuth2Upstream),
+}
+
+impl Federated<'_> {
+    pub async fn begin(&self) -> Result<(String, Pending), UpstreamError> {
+        match self {
+            Self::Oidc(upstream) => upstream.begin().await,
+            Self::OAuth2(upstream) => Ok(upstream.begin()),
+        }
+    }
+
+    pub async fn finish(
+        &self,
+        code: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+    ) -> Result<(User, UpstreamTokens), UpstreamError> {
+        match self {
+            Self::Oidc(upstream) => upstream.finish(code, nonce, pkce_verifier).await,
+            Self::OAuth2(upstream) => upstream.finish(code, pkce_verifier).await,
+        }
+    }
+
+    pub async fn refresh(
+        &self,
+        tokens: &UpstreamTokens,
+        previous: &User,
+    ) -> Result<(User, UpstreamTokens), UpstreamError> {
+        match self {
+            Self::Oidc(upstream) => upstream.refresh(tokens, previous).await,
+            Self::OAuth2(upstream) => upstream.refresh(tokens, previous).await,
+        }
+    }
+}
+
+/// Turns a token endpoint failure into advice: which side is wrong and what to check.
+pub(crate) fn map_token_error<RE, T>(
+    err: RequestTokenError<RE, openidconnect::StandardErrorResponse<T>>,
+    refreshing: bool,
+    auth_method: AuthMethod,
+    redirect_uri: &str,
+    issuer: &str,
+) -> UpstreamError
+where
+    RE: std::error::Error + 'static,
+    T: openidconnect::ErrorResponseType + AsRef<str> + std::fmt::Display + 'static,
+{
+    match err {
+        RequestTokenError::ServerResponse(response) => {
+            let detail = response.error_description().cloned().unwrap_or_default();
+            match response.error().as_ref() {
+                "invalid_client" | "unauthorized_client" => UpstreamError::InvalidClient {
+                    method: format!("{auth_method:?}"),
+                },
+                "invalid_grant" if refreshing => UpstreamError::SessionEnded(detail),
+                "invalid_grant" => UpstreamError::InvalidGrant {
+                    detail,
+                    redirect_uri: redirect_uri.to_owned(),
+                },
+                other => UpstreamError::Other {
+                    error: other.to_owned(),
+                    description: detail,
+                },
+            }
+        }
+        RequestTokenError::Request(err) => UpstreamError::Unreachable {
+            issuer: issuer.to_owned(),
+            detail: error_chain(&err),
+        },
+        other => UpstreamError::Other {
+            error: "invalid_response".into(),
+            description: error_chain(&other),
+        },
+    }
+}
 
 /// Okta's org authorization server cannot put groups into access tokens meant for other
 /// resource servers; only custom authorization servers (`/oauth2/<id>`) work.
@@ -503,7 +562,7 @@ fn payload(token: &str) -> Map<String, Value> {
 }
 
 /// A claim by exact name (URL-style keys contain dots) or by dot path.
-fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     if let Some(value) = claims.get(name) {
         return Some(value);
     }
@@ -516,7 +575,7 @@ fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 }
 
 /// An array of strings, or a space-separated string.
-fn strings(value: Value) -> Vec<String> {
+pub(crate) fn strings(value: Value) -> Vec<String> {
     match value {
         Value::Array(items) => items
             .into_iter()
@@ -527,7 +586,7 @@ fn strings(value: Value) -> Vec<String> {
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -584,7 +643,7 @@ mod tests {
     #[test]
     fn callback_errors_say_what_to_do() {
         assert_eq!(
-            OidcUpstream::callback_error(
+            callback_error(
                 "access_denied",
                 "User is not assigned to the client application."
             ),
@@ -594,7 +653,7 @@ mod tests {
             .to_string()
             .contains("assign the user"));
         assert_eq!(
-            OidcUpstream::callback_error("access_denied", "End-User aborted interaction"),
+            callback_error("access_denied", "End-User aborted interaction"),
             UpstreamError::Denied
         );
         assert!(UpstreamError::Unreachable {

@@ -7,6 +7,7 @@ mod client_metadata;
 mod config;
 mod crypto;
 mod federation;
+mod federation_oauth2;
 mod grant;
 mod keys;
 mod pages;
@@ -24,6 +25,7 @@ use crate::app::Upstream;
 use crate::config::{Config, Overrides, UpstreamConfig};
 use crate::crypto::Sealer;
 use crate::federation::OidcUpstream;
+use crate::federation_oauth2::OAuth2Upstream;
 use crate::keys::KeyRing;
 use crate::store::SqliteStore;
 use crate::upstream::DevUsers;
@@ -105,6 +107,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(UpstreamConfig::Oidc(settings)) => Upstream::Oidc(Box::new(
             OidcUpstream::new(settings.as_ref().clone(), config.issuer_str())
+                .map_err(anyhow::Error::msg)?,
+        )),
+        Some(UpstreamConfig::OAuth2(settings)) => Upstream::OAuth2(Box::new(
+            OAuth2Upstream::new(settings.as_ref().clone(), config.issuer_str())
                 .map_err(anyhow::Error::msg)?,
         )),
         None => Upstream::None,

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Map};
 use sha2::{Digest, Sha256};
 
-use crate::app::{hex, now, oauth_error, random_token, AppState, Lookup, Metrics, Upstream};
-use crate::federation::{OidcUpstream, UpstreamError, UpstreamTokens};
+use crate::app::{hex, now, oauth_error, random_token, AppState, Lookup, Metrics};
+use crate::federation::{Federated, UpstreamError, UpstreamTokens};
 use crate::grant::{access_claims, Grant, User};
 use crate::store::{Redeemed, Store, StoredClient};
 
@@ -282,8 +282,8 @@ async fn refresh<S: Store>(
         }
         grant.scope = narrower.to_owned();
     }
-    if let Upstream::Oidc(oidc) = &state.upstream {
-        match recheck_upstream(state, oidc, &family_id, &grant.user).await {
+    if let Some(federated) = state.upstream.federated() {
+        match recheck_upstream(state, &federated, &family_id, &grant.user).await {
             Ok(Some(user)) => grant.user = user,
             Ok(None) => {}
             Err(err) if err.is_transient() => {
@@ -311,7 +311,7 @@ async fn refresh<S: Store>(
 /// session (issued before federation was configured).
 async fn recheck_upstream<S: Store>(
     state: &AppState<S>,
-    oidc: &OidcUpstream,
+    federated: &Federated<'_>,
     family_id: &str,
     user: &User,
 ) -> Result<Option<User>, UpstreamError> {
@@ -335,7 +335,7 @@ async fn recheck_upstream<S: Store>(
                 "the stored upstream session cannot be decrypted (was encryption_key_file changed?)"
                     .into(),
         })?;
-    let (fresh, tokens) = oidc.refresh(&tokens, user).await?;
+    let (fresh, tokens) = federated.refresh(&tokens, user).await?;
     if let Some(sealer) = sealer {
         let sealed = sealer.seal(&serde_json::to_vec(&tokens).unwrap_or_default());
         if let Err(err) = state

@@ -191,6 +191,40 @@ def test_a_wrong_client_secret_is_a_clear_error(fed):
         server.stop()
 
 
+def test_a_plain_oauth2_provider_works_through_userinfo(fed):
+    """The `oauth2` upstream: explicit endpoints, the user from userinfo through a field mapping.
+    (Against the Entra-shaped provider, whose opaque access tokens its userinfo accepts.)"""
+    if fed["profile"] != "entra":
+        pytest.skip("the Okta-shaped provider issues JWT access tokens, which its userinfo refuses")
+    port = fed["other_port"]
+    base = f"http://127.0.0.1:{port}"
+    workdir = fed["workdir"]
+    config = server_config(workdir, base, f"{base}/mcp", fed["idp_url"], "entra", "gateway-secret")
+    config["database"] = f"sqlite://{workdir}/auth-oauth2.db"
+    idp = fed["idp_url"]
+    config["upstream"] = {
+        "type": "oauth2", "authorization_url": f"{idp}/auth", "token_url": f"{idp}/token", "userinfo_url": f"{idp}/me",
+        "client_id": "mcp-gateway", "client_secret_file": config["upstream"]["client_secret_file"],
+        "scopes": ["openid", "email", "profile", "offline_access"], "auth_method": "client_secret_post",
+        "fields": {"subject": "oid", "roles": "roles"}}
+    server = AuthServer(fed["log_dir"], workdir, config, port, [], name="authserver-oauth2")
+    try:
+        client_id = register(base)
+        verifier, challenge = pkce()
+        landing = Browser().authorize(authorize_url(base, f"{base}/mcp", client_id, challenge), "alice", finish_at=REDIRECT)
+        tokens = requests.post(f"{base}/oauth/token", data={
+            "grant_type": "authorization_code", "code": query(landing)["code"], "redirect_uri": REDIRECT,
+            "code_verifier": verifier, "client_id": client_id}, timeout=15).json()
+        claims = claims_of(tokens["access_token"])
+        assert claims["sub"] == "00000000-0000-0000-0000-00000000a11c" and claims["roles"] == ["MCP.Developer"]
+        assert claims["email"] == "alice@example.com"
+        refreshed = requests.post(f"{base}/oauth/token", data={
+            "grant_type": "refresh_token", "client_id": client_id, "refresh_token": tokens["refresh_token"]}, timeout=15)
+        assert refreshed.status_code == 200, refreshed.text
+    finally:
+        server.stop()
+
+
 def test_zz_an_unreachable_idp_is_a_clear_error_and_loses_nothing(fed):
     client_id, tokens = login(fed, "erin")
     fed["idp"].stop()
