@@ -12,9 +12,10 @@ WASM      := target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
 NODE_DEPS := tests/node_modules/.package-lock.json
 FILTER    := mcp-mesh-auth-filter
 
-.PHONY: help tools wasm authserver test unit-test wasm-unit-test e2e-test lint fmt clean bench
+.PHONY: help demo tools wasm authserver test unit-test wasm-unit-test e2e-test lint fmt clean bench
 
 help:
+	@echo "make demo   - the local stack on http://localhost:8080/mcp (Ctrl-C stops it)"
 	@echo "make test   - install tools, build, run unit (native + wasm) and end-to-end tests"
 	@echo "make wasm   - build the release filter module ($(WASM))"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
@@ -50,6 +51,9 @@ wasm-unit-test: .stamps/rust-target
 
 authserver:
 	cargo build -p mcp-mesh-authserver
+
+demo: tools wasm authserver
+	bash scripts/demo.sh
 
 e2e-test: tools wasm authserver
 	cd tests/e2e && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ../../$(VENV)/bin/pytest -q -p no:cacheprovider

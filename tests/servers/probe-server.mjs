@@ -1,27 +1,51 @@
-// An MCP server on the official TypeScript SDK that reports what reached it, so tests can see
-// what the filter forwards upstream. Stateful (Mcp-Session-Id, SSE answers) unless STATELESS=1.
-//   PORT=3002 node probe-server.mjs
+// MCP servers on the official TypeScript SDK, for the tests and the demo stack.
+//   TOOLS=probe       whoami: reports the HTTP headers the request reached the server with
+//   TOOLS=github      list_repos, create_issue, delete_repo      (the seed's GitHub backend)
+//   TOOLS=kubernetes  get_pods, scale_deployment, delete_namespace (the seed's Kubernetes backend)
+// Stateful (Mcp-Session-Id, SSE answers) unless STATELESS=1.  PORT=3002 TOOLS=github node probe-server.mjs
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { z } from 'zod';
 
 const port = Number(process.env.PORT ?? 3002);
 const stateless = process.env.STATELESS === '1';
+const toolSet = process.env.TOOLS ?? 'probe';
+
+const text = (value) => ({ content: [{ type: 'text', text: value }] });
+const readOnly = { readOnlyHint: true, destructiveHint: false };
+const destructive = { readOnlyHint: false, destructiveHint: true };
+
+const TOOL_SETS = {
+  probe: (server) => {
+    server.registerTool('whoami', { description: 'Reports the HTTP headers this request reached the server with' },
+      async (extra) => text(JSON.stringify(extra.requestInfo?.headers ?? {})));
+  },
+  github: (server) => {
+    server.registerTool('list_repos', { description: 'List repositories of an organisation', annotations: readOnly,
+      inputSchema: { org: z.string() } }, async ({ org }) => text(`${org}/api, ${org}/web, ${org}/infra`));
+    server.registerTool('create_issue', { description: 'Open an issue', inputSchema: { repo: z.string(), title: z.string() } },
+      async ({ repo, title }) => text(`opened ${repo}#42: ${title}`));
+    server.registerTool('delete_repo', { description: 'Delete a repository', annotations: destructive,
+      inputSchema: { repo: z.string() } }, async ({ repo }) => text(`deleted ${repo}`));
+  },
+  kubernetes: (server) => {
+    server.registerTool('get_pods', { description: 'List pods of a namespace', annotations: readOnly,
+      inputSchema: { namespace: z.string() } }, async ({ namespace }) => text(`${namespace}: api-7d9 Running, web-5f2 Running`));
+    server.registerTool('scale_deployment', { description: 'Scale a deployment',
+      inputSchema: { namespace: z.string(), deployment: z.string(), replicas: z.number() } },
+      async ({ deployment, replicas }) => text(`${deployment} scaled to ${replicas}`));
+    server.registerTool('delete_namespace', { description: 'Delete a namespace and everything in it', annotations: destructive,
+      inputSchema: { namespace: z.string() } }, async ({ namespace }) => text(`namespace ${namespace} deleted`));
+  },
+};
 
 function buildServer() {
-  const server = new McpServer({ name: 'probe', version: '1.0.0' });
-  server.registerTool(
-    'whoami',
-    { description: 'Reports the HTTP headers this request reached the server with' },
-    async (extra) => ({
-      content: [{ type: 'text', text: JSON.stringify(extra.requestInfo?.headers ?? {}) }],
-    }),
-  );
+  const server = new McpServer({ name: toolSet, version: '1.0.0' });
+  TOOL_SETS[toolSet](server);
   return server;
 }
-
-const sessions = new Map();
 
 // A deliberately broken list answer (both `result` and `error`), to prove the filter fails closed.
 function brokenList(req, res) {
@@ -33,6 +57,8 @@ function brokenList(req, res) {
     res.end(JSON.stringify({ jsonrpc: '2.0', id, result: { tools: [{ name: 'leak' }] }, error: { code: 1, message: 'x' } }));
   });
 }
+
+const sessions = new Map();
 
 async function handle(req, res) {
   if (req.url.startsWith('/broken/mcp')) {
@@ -70,4 +96,4 @@ http
       if (!res.headersSent) res.writeHead(500).end();
     });
   })
-  .listen(port, '127.0.0.1', () => console.log(`probe MCP server on http://127.0.0.1:${port}/mcp`));
+  .listen(port, '127.0.0.1', () => console.log(`${toolSet} MCP server on http://127.0.0.1:${port}/mcp`));
