@@ -67,6 +67,18 @@ def test_carol_in_no_group_sees_nothing_and_may_call_nothing(demo):
     assert not seen["forbidden"]["ok"] and "403" in seen["forbidden"]["error"]
 
 
+def test_the_python_sdk_signs_in_and_is_filtered_the_same_way(demo):
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "tests" / "clients" / "py_sdk_client.py"),
+                             MCP_URL, "alice", "mcp-demo", "github__list_repos", "kubernetes__delete_namespace"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "github__list_repos" in seen["tools"] and "kubernetes__delete_namespace" not in seen["tools"]
+    assert seen["allowed"]["ok"] and "acme/api" in seen["allowed"]["text"]
+    assert not seen["forbidden"]["ok"] and "denied by authorization policy" in seen["forbidden"]["error"]
+    assert seen["hadRefreshToken"]
+
+
 def test_ctrl_c_stops_the_whole_stack(demo):
     demo.proc.send_signal(signal.SIGINT)
     assert demo.proc.wait(timeout=30) == 0

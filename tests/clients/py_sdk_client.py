@@ -1,0 +1,79 @@
+"""The official Python MCP SDK (`mcp` 2.x) as a real client: discovery, registration, PKCE login
+(the person at the browser played headlessly), then tools/list and calls. Prints one JSON line.
+
+    python py_sdk_client.py <mcp-url> <user> <password> <allowed-tool> <forbidden-tool>
+"""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import httpx2
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from browser import Browser  # noqa: E402
+
+REDIRECT = "http://127.0.0.1:8765/callback"
+
+
+class MemoryStorage:
+    def __init__(self):
+        self.tokens = None
+        self.client_info = None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info
+
+
+async def main(server, user, password, allowed_tool, forbidden_tool):
+    landing = {}
+
+    async def redirect_handler(url):
+        landing["url"] = await asyncio.to_thread(Browser().authorize, url, user, password, True, REDIRECT)
+
+    async def callback_handler():
+        answer = {k: v[0] for k, v in parse_qs(urlparse(landing["url"]).query).items()}
+        return AuthorizationCodeResult(code=answer["code"], state=answer.get("state"), iss=answer.get("iss"))
+
+    storage = MemoryStorage()
+    oauth = OAuthClientProvider(
+        server_url=server,
+        client_metadata=OAuthClientMetadata(client_name="py-sdk e2e", redirect_uris=[REDIRECT],
+                                            grant_types=["authorization_code", "refresh_token"],
+                                            response_types=["code"], token_endpoint_auth_method="none"),
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+    seen = {}
+    async with httpx2.AsyncClient(auth=oauth) as http:
+        async with Client(streamable_http_client(server, http_client=http)) as client:
+            seen["tools"] = [tool.name for tool in (await client.list_tools()).tools]
+            arguments = {"namespace": "dev", "org": "acme", "repo": "acme/api", "title": "t"}
+            if allowed_tool:
+                result = await client.call_tool(allowed_tool, arguments)
+                seen["allowed"] = {"ok": not result.is_error, "text": result.content[0].text if result.content else ""}
+            if forbidden_tool:
+                try:
+                    result = await client.call_tool(forbidden_tool, arguments)
+                    seen["forbidden"] = {"ok": not result.is_error}
+                except Exception as err:  # the 403 surfaces as an error
+                    seen["forbidden"] = {"ok": False, "error": str(err)}
+    seen["hadRefreshToken"] = bool(storage.tokens and storage.tokens.refresh_token)
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:6]))
