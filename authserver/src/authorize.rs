@@ -53,7 +53,7 @@ pub async fn authorize<S: Store>(
     };
     let registered = redirect_uris(&client);
     let redirect_uri = match param("redirect_uri") {
-        Some(uri) if registered.iter().any(|r| r == uri) => uri.to_owned(),
+        Some(uri) if registered.iter().any(|r| redirect_matches(r, uri)) => uri.to_owned(),
         Some(_) => {
             return pages::error(
                 StatusCode::BAD_REQUEST,
@@ -563,6 +563,31 @@ async fn load_consented<S: Store>(
     }
 }
 
+/// Exact match, except that a loopback http redirect URI may use any port (RFC 8252 §7.3):
+/// native clients listen wherever the OS lets them.
+fn redirect_matches(registered: &str, given: &str) -> bool {
+    if registered == given {
+        return true;
+    }
+    let (Ok(mut registered), Ok(mut given)) = (Url::parse(registered), Url::parse(given)) else {
+        return false;
+    };
+    let loopback = |url: &Url| {
+        let host_is_loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            _ => false,
+        };
+        url.scheme() == "http" && host_is_loopback
+    };
+    if !loopback(&registered) || !loopback(&given) {
+        return false;
+    }
+    let _ = registered.set_port(None);
+    let _ = given.set_port(None);
+    registered == given
+}
+
 fn redirect_uris(client: &StoredClient) -> Vec<String> {
     client.metadata["redirect_uris"]
         .as_array()
@@ -608,4 +633,38 @@ fn store_failure(err: crate::store::StoreError) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         "The authorization server cannot reach its storage. Try again shortly.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_redirects_may_change_port_and_nothing_else() {
+        assert!(redirect_matches(
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:54321/callback"
+        ));
+        assert!(redirect_matches(
+            "http://127.0.0.1:1/callback",
+            "http://127.0.0.1:2/callback"
+        ));
+        assert!(redirect_matches("http://[::1]:1/cb", "http://[::1]:9/cb"));
+        assert!(!redirect_matches(
+            "http://127.0.0.1:1/callback",
+            "http://127.0.0.1:1/other"
+        ));
+        assert!(!redirect_matches(
+            "https://app.example.com:1/cb",
+            "https://app.example.com:2/cb"
+        ));
+        assert!(!redirect_matches(
+            "http://localhost:1/cb",
+            "http://127.0.0.1:1/cb"
+        ));
+        assert!(redirect_matches(
+            "https://app.example.com/cb",
+            "https://app.example.com/cb"
+        ));
+    }
 }
