@@ -89,7 +89,7 @@ class JwksServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 owner.requests += 1
-                if self.path != "/jwks":
+                if self.path not in ("/jwks", "/.well-known/jwks.json"):
                     self.send_error(404)
                     return
                 body = json.dumps({"keys": [key.jwk() for key in owner.keys]}).encode()
