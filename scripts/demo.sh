@@ -45,7 +45,10 @@ if [ -n "${UPSTREAM_ISSUER:-}" ]; then
   printf '%s\n' "$UPSTREAM_CLIENT_SECRET" > "$STATE/upstream-secret"
   [ -f "$STATE/encryption.key" ] || openssl rand -base64 32 > "$STATE/encryption.key"
   umask 022
-  UPSTREAM="upstream: {type: oidc, issuer_url: \"$UPSTREAM_ISSUER\", client_id: \"$UPSTREAM_CLIENT_ID\", client_secret_file: $STATE/upstream-secret, scopes: [openid, profile, email, offline_access, groups], groups_claim: groups}
+  # UPSTREAM_ALLOW_HTTP=1 lets a local, http:// identity provider in (never in production).
+  ALLOW_HTTP=false
+  if [ "${UPSTREAM_ALLOW_HTTP:-}" = 1 ]; then ALLOW_HTTP=true; fi
+  UPSTREAM="upstream: {type: oidc, issuer_url: \"$UPSTREAM_ISSUER\", client_id: \"$UPSTREAM_CLIENT_ID\", client_secret_file: $STATE/upstream-secret, scopes: [openid, profile, email, offline_access, groups], groups_claim: groups, allow_http_issuer: $ALLOW_HTTP}
 encryption_key_file: $STATE/encryption.key"
   WHO="your identity provider's users ($UPSTREAM_ISSUER)"
 else
@@ -60,6 +63,7 @@ resources: [http://localhost:8080/mcp]
 scopes: [mcp:tools, offline_access]
 signing_keys: [$STATE/signing.pem]
 groups: {prefix: mcp-}
+lifetimes: {access_seconds: ${ACCESS_TOKEN_SECONDS:-3600}}
 $UPSTREAM
 CONFIG
 

@@ -6,6 +6,7 @@ server; only the browser is played headlessly. Prints one JSON line.
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -17,6 +18,12 @@ from fastmcp.client.auth import OAuth
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from browser import Browser  # noqa: E402
+
+if os.environ.get("MCP_TEST_IDP_ORIGIN"):  # the upstream identity provider's pages are part of the flow
+    Browser.idp_origins.add(os.environ["MCP_TEST_IDP_ORIGIN"])
+# With REFRESH_AFTER=<seconds>, the client waits for its access token to expire and carries on:
+# the SDK refreshes it (and our server re-checks the user upstream).
+REFRESH_AFTER = float(os.environ.get("REFRESH_AFTER", "0"))
 
 
 class HeadlessOAuth(OAuth):
@@ -56,6 +63,9 @@ async def main(server, user, password, allowed_tool, forbidden_tool):
                 seen["forbidden"] = {"ok": True}
             except Exception as err:  # the 403 surfaces as an error
                 seen["forbidden"] = {"ok": False, "error": str(err)}
+        if REFRESH_AFTER:
+            await asyncio.sleep(REFRESH_AFTER)
+            seen["afterRefresh"] = {"tools": len(await client.list_tools())}
     print(json.dumps(seen))
 
 

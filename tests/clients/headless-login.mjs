@@ -1,22 +1,28 @@
 // The person at the browser, headless: follows the authorization server's redirects, approves its
-// consent page and signs in on its dev login page, over plain HTTP with fetch. Returns the URL the
-// server finally redirects to (the client's redirect URI, with the code). The server's browser
-// cookie is `__Host-` (Secure), carried by hand as a browser on localhost does.
-export async function followAuthorization(authorizationUrl, { username, password, approve = true }) {
+// consent page, and signs in on its dev login page or at the upstream OpenID provider
+// (oidc-provider's login and consent forms), over plain HTTP with fetch. Returns the URL the flow
+// finally sends the browser to (the client's redirect URI, with the code). Cookies are kept per
+// origin by hand; the server's `__Host-` (Secure) cookie is sent as a browser on localhost does.
+export async function followAuthorization(authorizationUrl, { username, password, approve = true, idpOrigin = process.env.MCP_TEST_IDP_ORIGIN }) {
   const origin = new URL(authorizationUrl).origin;
-  let cookie = null;
+  const inFlow = (url) => url.startsWith(origin) || (idpOrigin && url.startsWith(idpOrigin));
+  const jar = new Map();
   let url = authorizationUrl;
   let init = {};
-  for (let step = 0; step < 20; step += 1) {
+  for (let step = 0; step < 30; step += 1) {
+    const target = new URL(url).origin;
     const headers = { ...(init.headers ?? {}) };
-    if (cookie) headers.cookie = cookie;
+    if (jar.has(target)) headers.cookie = [...jar.get(target).entries()].map(([k, v]) => `${k}=${v}`).join('; ');
     const response = await fetch(url, { ...init, headers, redirect: 'manual' });
-    const setCookie = response.headers.get('set-cookie') ?? '';
-    const match = setCookie.match(/(__Host-mcp-auth=[^;]+)/);
-    if (match) cookie = match[1];
+    for (const line of response.headers.getSetCookie()) {
+      const [pair] = line.split(';');
+      const at = pair.indexOf('=');
+      if (!jar.has(target)) jar.set(target, new Map());
+      jar.get(target).set(pair.slice(0, at).trim(), pair.slice(at + 1));
+    }
     if ([301, 302, 303, 307].includes(response.status)) {
       const location = new URL(response.headers.get('location'), url).toString();
-      if (!location.startsWith(origin)) return location;
+      if (!inFlow(location)) return location;
       url = location;
       init = {};
       continue;
@@ -24,17 +30,13 @@ export async function followAuthorization(authorizationUrl, { username, password
     const html = await response.text();
     if (response.status !== 200) throw new Error(`${response.status} at ${url}: ${html.slice(0, 300)}`);
     const fields = Object.fromEntries([...html.matchAll(/<input type="hidden" name="(\w+)" value="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    let action;
-    if (html.includes('action="/oauth/consent"')) {
-      fields[approve ? 'approve' : 'deny'] = '1';
-      action = '/oauth/consent';
-    } else if (html.includes('action="/oauth/login"')) {
-      Object.assign(fields, { username, password });
-      action = '/oauth/login';
-    } else {
-      throw new Error(`unexpected page at ${url}: ${html.slice(0, 300)}`);
-    }
-    url = new URL(action, origin).toString();
+    const action = html.match(/<form[^>]*\saction="([^"]+)"/)?.[1]?.replaceAll('&amp;', '&');
+    if (!action) throw new Error(`no form at ${url}: ${html.slice(0, 300)}`);
+    if (html.includes('action="/oauth/consent"')) fields[approve ? 'approve' : 'deny'] = '1';
+    else if (html.includes('action="/oauth/login"')) Object.assign(fields, { username, password });
+    else if (fields.prompt === 'login') Object.assign(fields, { login: username, password });
+    else if (fields.prompt !== 'consent') throw new Error(`unexpected form at ${url}: ${html.slice(0, 300)}`);
+    url = new URL(action, url).toString();
     init = { method: 'POST', body: new URLSearchParams(fields), headers: { 'content-type': 'application/x-www-form-urlencoded' } };
   }
   throw new Error('too many steps in the authorization flow');

@@ -6,6 +6,7 @@
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -18,6 +19,12 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from browser import Browser  # noqa: E402
+
+if os.environ.get("MCP_TEST_IDP_ORIGIN"):  # the upstream identity provider's pages are part of the flow
+    Browser.idp_origins.add(os.environ["MCP_TEST_IDP_ORIGIN"])
+# With REFRESH_AFTER=<seconds>, the client waits for its access token to expire and carries on:
+# the SDK refreshes it (and our server re-checks the user upstream).
+REFRESH_AFTER = float(os.environ.get("REFRESH_AFTER", "0"))
 
 REDIRECT = "http://127.0.0.1:8765/callback"
 
@@ -71,6 +78,11 @@ async def main(server, user, password, allowed_tool, forbidden_tool):
                     seen["forbidden"] = {"ok": not result.is_error}
                 except Exception as err:  # the 403 surfaces as an error
                     seen["forbidden"] = {"ok": False, "error": str(err)}
+            if REFRESH_AFTER:
+                before = storage.tokens.access_token
+                await asyncio.sleep(REFRESH_AFTER)
+                tools = (await client.list_tools()).tools
+                seen["afterRefresh"] = {"refreshed": storage.tokens.access_token != before, "tools": len(tools)}
     seen["hadRefreshToken"] = bool(storage.tokens and storage.tokens.refresh_token)
     print(json.dumps(seen))
 

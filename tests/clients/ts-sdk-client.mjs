@@ -4,7 +4,7 @@
 //   node ts-sdk-client.mjs <mcp-url> <user> <password> <allowed-tool> <forbidden-tool>
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { UnauthorizedError, auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { followAuthorization } from './headless-login.mjs';
 
 const [serverUrl, username, password, allowedTool, forbiddenTool] = process.argv.slice(2);
@@ -54,5 +54,12 @@ const allowed = allowedTool ? await call(allowedTool) : null;
 const forbidden = forbiddenTool ? await call(forbiddenTool) : null;
 const firstAccessToken = provider.stored.tokens?.access_token;
 const hadRefreshToken = Boolean(provider.stored.tokens?.refresh_token);
+// Refresh (our server re-checks the user upstream when federated), then carry on with it.
+let afterRefresh = null;
+if (hadRefreshToken) {
+  const outcome = await auth(provider, { serverUrl: new URL(serverUrl) });
+  const refreshed = provider.stored.tokens?.access_token !== firstAccessToken;
+  afterRefresh = { outcome, refreshed, tools: (await client.listTools()).tools.length };
+}
 await client.close();
-console.log(JSON.stringify({ sawUnauthorized, tools, allowed, forbidden, hadRefreshToken, tokenType: provider.stored.tokens?.token_type, gotToken: Boolean(firstAccessToken) }));
+console.log(JSON.stringify({ sawUnauthorized, tools, allowed, forbidden, hadRefreshToken, afterRefresh, tokenType: provider.stored.tokens?.token_type, gotToken: Boolean(firstAccessToken) }));

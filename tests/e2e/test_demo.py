@@ -1,57 +1,17 @@
 """`make demo`'s stack (scripts/demo.sh, envoy/demo.yaml) driven by real MCP clients."""
 
-import json
 import signal
-import subprocess
 
 import pytest
 import requests
 
-from harness import ROOT, Process, port_open, wait_until
-
-MCP_URL = "http://localhost:8080/mcp"
-DEMO_PORTS = (8080, 8081, 9000, 9901, 3101, 3102)
+from democlients import CLIENTS, DEMO_PORTS, EXPECTED, run_client, start_demo
+from harness import port_open, wait_until
 
 
 @pytest.fixture(scope="module")
 def demo(log_dir):
-    busy = [port for port in DEMO_PORTS if port_open(port)]
-    if busy:
-        pytest.fail(f"the demo's ports {busy} are taken on this machine")
-    proc = Process("demo", ["bash", str(ROOT / "scripts" / "demo.sh")], log_dir, cwd=ROOT)
-
-    def ready():
-        if not proc.alive():
-            raise RuntimeError(f"the demo exited:\n{proc.log()}")
-        return "demo is running" in proc.log()
-    wait_until(ready, 180, "the demo stack", interval=0.5)
-    yield proc
-    if proc.alive():
-        proc.proc.send_signal(signal.SIGINT)
-        proc.proc.wait(timeout=30)
-    proc.stop()
-
-
-CLIENTS = {
-    "typescript-sdk": ["node", str(ROOT / "tests" / "clients" / "ts-sdk-client.mjs")],
-    "python-sdk": [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "tests" / "clients" / "py_sdk_client.py")],
-    "fastmcp": [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "tests" / "clients" / "fastmcp_client.py")],
-}
-ALL_TOOLS = {"github__list_repos", "github__create_issue", "github__delete_repo",
-             "kubernetes__get_pods", "kubernetes__scale_deployment", "kubernetes__delete_namespace"}
-# Seed 000: developers everything but delete_namespace, platform everything, anyone else nothing.
-EXPECTED = {
-    "alice": (ALL_TOOLS - {"kubernetes__delete_namespace"}, "kubernetes__get_pods", "kubernetes__delete_namespace"),
-    "bob": (ALL_TOOLS, "kubernetes__delete_namespace", ""),
-    "carol": (set(), "", "github__list_repos"),
-}
-
-
-def run_client(client, user, allowed, forbidden):
-    result = subprocess.run([*CLIENTS[client], MCP_URL, user, "mcp-demo", allowed, forbidden],
-                            capture_output=True, text=True, timeout=180, cwd=ROOT / "tests")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    yield from start_demo(log_dir, "demo", {})
 
 
 def test_the_demo_prints_what_a_user_needs(demo):
