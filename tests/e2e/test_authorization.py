@@ -218,3 +218,34 @@ def test_a_list_answer_with_result_and_error_fails_closed(log_dir, probe, jwks, 
         assert response.status_code == (500 if hold else 200)
     finally:
         proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def stateless_probe(log_dir):
+    from harness import SERVERS, start_node_server
+    proc, port = start_node_server("probe-stateless", SERVERS / "probe-server.mjs", log_dir, env={"STATELESS": "1"})
+    yield port
+    proc.stop()
+
+
+def test_a_sessionless_client_with_mcp_method_and_name_headers_is_authorized(log_dir, stateless_probe, jwks, signing_key):
+    """A 2026-07-28-style client: no initialize, no Mcp-Session-Id, routing headers on every call."""
+    policies = ['permit(principal in THVGroup::"mcp-platform", action == Action::"call_tool", resource == Tool::"whoami");']
+    proxy = Envoy(log_dir, backend_port=stateless_probe, jwks_port=jwks.port, name="envoy-sessionless",
+                  filter_config={"cedar": {"policies": policies}})
+    try:
+        proxy.wait_ready()
+        base = {"content-type": "application/json", "accept": McpSession.ACCEPT, "mcp-protocol-version": "2025-11-25",
+                "authorization": f"Bearer {signing_key.sign(claims(proxy, groups=['mcp-platform']))}"}
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}
+        ok = requests.post(proxy.url("/mcp"), headers={**base, "mcp-method": "tools/call", "mcp-name": "whoami"},
+                           data=json.dumps(call), timeout=10)
+        assert ok.status_code == 200, ok.text
+        assert "mcp-session-id" not in ok.headers
+        listed = requests.post(proxy.url("/mcp"), headers={**base, "mcp-method": "tools/list"},
+                               data=json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}), timeout=10)
+        assert [t["name"] for t in parse_jsonrpc(listed)["result"]["tools"]] == ["whoami"]
+        lying = requests.post(proxy.url("/mcp"), headers={**base, "mcp-method": "tools/list"}, data=json.dumps(call), timeout=10)
+        assert lying.status_code == 400 and lying.json()["error"]["code"] == -32020
+    finally:
+        proxy.stop()
