@@ -158,30 +158,12 @@ const METADATA_TTL: Duration = Duration::from_secs(600);
 impl OidcUpstream {
     pub fn new(settings: OidcSettings, issuer: &str) -> Result<Self, String> {
         check_issuer(&settings)?;
-        let secret = std::fs::read_to_string(&settings.client_secret_file)
-            .map_err(|err| {
-                format!(
-                    "upstream.client_secret_file {}: {err}",
-                    settings.client_secret_file.display()
-                )
-            })?
-            .trim()
-            .to_owned();
-        if secret.is_empty() {
-            return Err(format!(
-                "upstream.client_secret_file {} is empty",
-                settings.client_secret_file.display()
-            ));
-        }
+        let secret = read_secret(&settings.client_secret_file)?;
         let redirect_uri = settings
             .redirect_uri
             .clone()
-            .unwrap_or_else(|| format!("{issuer}/oauth/callback"));
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|err| err.to_string())?;
+            .unwrap_or_else(|| default_redirect_uri(issuer));
+        let http = http_client()?;
         Ok(Self {
             settings,
             secret,
@@ -484,6 +466,35 @@ impl Federated<'_> {
             Self::OAuth2(upstream) => upstream.refresh(tokens, previous).await,
         }
     }
+}
+
+/// The upstream client secret, from its file (a Kubernetes Secret mount, typically).
+pub(crate) fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    let secret = std::fs::read_to_string(path)
+        .map_err(|err| format!("upstream.client_secret_file {}: {err}", path.display()))?
+        .trim()
+        .to_owned();
+    if secret.is_empty() {
+        return Err(format!(
+            "upstream.client_secret_file {} is empty",
+            path.display()
+        ));
+    }
+    Ok(secret)
+}
+
+pub(crate) fn default_redirect_uri(issuer: &str) -> String {
+    format!("{issuer}/oauth/callback")
+}
+
+/// The client for provider calls: no redirects followed (they would leave the configured
+/// endpoints), a bounded time.
+pub(crate) fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|err| err.to_string())
 }
 
 /// Turns a token endpoint failure into advice: which side is wrong and what to check.

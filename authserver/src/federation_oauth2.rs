@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::federation::{
-    error_chain, lookup, map_token_error, strings, AuthMethod, Pending, UpstreamError,
-    UpstreamTokens,
+    default_redirect_uri, error_chain, http_client, lookup, map_token_error, read_secret, strings,
+    AuthMethod, Pending, UpstreamError, UpstreamTokens,
 };
 use crate::grant::User;
 
@@ -75,19 +75,11 @@ pub struct OAuth2Upstream {
 
 impl OAuth2Upstream {
     pub fn new(settings: OAuth2Settings, issuer: &str) -> Result<Self, String> {
-        let secret = std::fs::read_to_string(&settings.client_secret_file)
-            .map_err(|err| {
-                format!(
-                    "upstream.client_secret_file {}: {err}",
-                    settings.client_secret_file.display()
-                )
-            })?
-            .trim()
-            .to_owned();
+        let secret = read_secret(&settings.client_secret_file)?;
         let redirect_uri = settings
             .redirect_uri
             .clone()
-            .unwrap_or_else(|| format!("{issuer}/oauth/callback"));
+            .unwrap_or_else(|| default_redirect_uri(issuer));
         let url_error = |field: &str, err: url::ParseError| format!("upstream.{field}: {err}");
         let client = BasicClient::new(ClientId::new(settings.client_id.clone()))
             .set_client_secret(ClientSecret::new(secret))
@@ -106,11 +98,7 @@ impl OAuth2Upstream {
                 AuthMethod::ClientSecretPost => AuthType::RequestBody,
             });
         url::Url::parse(&settings.userinfo_url).map_err(|e| url_error("userinfo_url", e))?;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|err| err.to_string())?;
+        let http = http_client()?;
         Ok(Self {
             settings,
             client,

@@ -182,43 +182,21 @@ async fn authorization_code<S: Store>(
             "code and code_verifier are required",
         );
     };
-    let redeemed = match state
+    let redeemed = state
         .store
         .redeem_code(&hex(&Sha256::digest(code.as_bytes())), now())
-        .await
-    {
-        Ok(redeemed) => redeemed,
-        Err(err) => return store_failure(err),
-    };
-    let (grant, family_id) = match redeemed {
-        Redeemed::Fresh { grant, family_id } => (*grant, family_id),
-        Redeemed::Replayed { family_id } => {
-            // RFC 6749 §4.1.2: a code used twice revokes what it issued.
-            let _ = revoke_family(state, &family_id, "authorization code replayed").await;
-            tracing::warn!(client_id = %client.client_id, "authorization code replayed: its tokens are revoked");
-            return invalid_grant("the authorization code was already used");
-        }
-        Redeemed::Invalid => return invalid_grant("the authorization code is unknown or expired"),
-    };
-    if grant.client_id != client.client_id {
-        return invalid_grant("the authorization code was issued to another client");
-    }
+        .await;
+    // RFC 6749 §4.1.2: a code used twice revokes what it issued.
+    let (grant, family_id) =
+        match checked_grant(state, redeemed, &client, &request, "authorization code").await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
     if request.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
         return invalid_grant("redirect_uri does not match the authorization request");
     }
     if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != grant.code_challenge {
         return invalid_grant("the PKCE code_verifier does not match the code_challenge");
-    }
-    if request
-        .resource
-        .as_deref()
-        .is_some_and(|r| r != grant.resource)
-    {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            "resource differs from the one authorized",
-        );
     }
     issue(state, grant, &family_id).await
 }
@@ -240,35 +218,12 @@ async fn refresh<S: Store>(
         );
     };
     let token_hash = hex(&Sha256::digest(token.as_bytes()));
-    let redeemed = match state.store.redeem_refresh(&token_hash, now()).await {
-        Ok(redeemed) => redeemed,
-        Err(err) => return store_failure(err),
-    };
-    let (mut grant, family_id) = match redeemed {
-        Redeemed::Fresh { grant, family_id } => (*grant, family_id),
-        Redeemed::Replayed { family_id } => {
-            let _ = revoke_family(state, &family_id, "rotated refresh token reused").await;
-            tracing::warn!(client_id = %client.client_id, "a rotated refresh token was reused: the family is revoked");
-            return invalid_grant("the refresh token was already used; sign in again");
-        }
-        Redeemed::Invalid => {
-            return invalid_grant("the refresh token is unknown, expired or revoked; sign in again")
-        }
-    };
-    if grant.client_id != client.client_id {
-        return invalid_grant("the refresh token was issued to another client");
-    }
-    if request
-        .resource
-        .as_deref()
-        .is_some_and(|r| r != grant.resource)
-    {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            "resource differs from the one authorized",
-        );
-    }
+    let redeemed = state.store.redeem_refresh(&token_hash, now()).await;
+    let (mut grant, family_id) =
+        match checked_grant(state, redeemed, &client, &request, "refresh token").await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
     if let Some(narrower) = request.scope.as_deref() {
         if let Some(extra) = narrower
             .split_ascii_whitespace()
@@ -350,6 +305,49 @@ async fn recheck_upstream<S: Store>(
         }
     }
     Ok(Some(fresh))
+}
+
+/// What a redeemed code or refresh token (`kind`) stands for, once it is known to be fresh, the
+/// caller's, and for the resource asked for. A replay revokes the family it belongs to.
+async fn checked_grant<S: Store>(
+    state: &AppState<S>,
+    redeemed: Result<Redeemed, crate::store::StoreError>,
+    client: &StoredClient,
+    request: &TokenRequest,
+    kind: &str,
+) -> Result<(Grant, String), Response> {
+    let (grant, family_id) = match redeemed.map_err(store_failure)? {
+        Redeemed::Fresh { grant, family_id } => (*grant, family_id),
+        Redeemed::Replayed { family_id } => {
+            let _ = revoke_family(state, &family_id, &format!("{kind} used twice")).await;
+            tracing::warn!(client_id = %client.client_id, "{kind} used twice: its family is revoked");
+            return Err(invalid_grant(&format!(
+                "the {kind} was already used; sign in again"
+            )));
+        }
+        Redeemed::Invalid => {
+            return Err(invalid_grant(&format!(
+                "the {kind} is unknown, expired or revoked; sign in again"
+            )))
+        }
+    };
+    if grant.client_id != client.client_id {
+        return Err(invalid_grant(&format!(
+            "the {kind} was issued to another client"
+        )));
+    }
+    if request
+        .resource
+        .as_deref()
+        .is_some_and(|r| r != grant.resource)
+    {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource differs from the one authorized",
+        ));
+    }
+    Ok((grant, family_id))
 }
 
 /// An access token for `grant`, and a rotated refresh token when `offline_access` was granted.
