@@ -32,6 +32,13 @@ SCHEMAS = {
                                   "selector": {"type": "object", "required": ["matchLabels"]},
                                   "targetRefs": {"type": "array", "items": {"type": "object", "required": ["kind", "name"]}}},
                    "oneOf": [{"required": ["selector"]}, {"required": ["targetRefs"]}]},
+    "TrafficExtension": {"type": "object", "required": ["phase", "wasm"],
+                         "properties": {"phase": {"enum": ["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"]},
+                                        "wasm": {"type": "object", "required": ["url", "sha256", "pluginConfig"],
+                                                 "properties": {"url": {"type": "string", "pattern": "^oci://"}, "sha256": SHA256,
+                                                                "failStrategy": {"enum": ["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"]},
+                                                                "pluginConfig": {"type": "object", "required": ["resource", "issuers"]}}}},
+                         "oneOf": [{"required": ["selector"]}, {"required": ["targetRefs"]}]},
     "Gateway": {"type": "object", "required": ["selector", "servers"],
                 "properties": {"servers": {"type": "array", "items": {"type": "object", "required": ["port", "hosts"]}}}},
     "VirtualService": {"type": "object", "required": ["hosts", "http"],
@@ -46,7 +53,7 @@ SCHEMAS = {
     "NetworkPolicy": {"type": "object", "required": ["podSelector", "policyTypes"]},
     "PersistentVolumeClaim": {"type": "object", "required": ["accessModes", "resources"]},
 }
-API_VERSIONS = {"WasmPlugin": "extensions.istio.io/v1alpha1", "Gateway": "networking.istio.io/v1", "VirtualService": "networking.istio.io/v1",
+API_VERSIONS = {"WasmPlugin": "extensions.istio.io/v1alpha1", "TrafficExtension": "extensions.istio.io/v1alpha1", "Gateway": "networking.istio.io/v1", "VirtualService": "networking.istio.io/v1",
                 "Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1", "Secret": "v1", "ServiceAccount": "v1",
                 "PersistentVolumeClaim": "v1", "PodDisruptionBudget": "policy/v1", "NetworkPolicy": "networking.k8s.io/v1"}
 
@@ -77,6 +84,8 @@ def test_the_oci_layer_is_the_module_and_the_manifests_pin_the_image_digest(oci)
         for doc in yaml.safe_load_all(text):
             if doc and doc["kind"] == "WasmPlugin":
                 assert doc["spec"]["sha256"] == digest, path.name
+            if doc and doc["kind"] == "TrafficExtension":
+                assert doc["spec"]["wasm"]["sha256"] == digest, path.name
     assert f"sha256:{digest}" in oci["stdout"]
 
 
@@ -90,15 +99,15 @@ def test_every_manifest_parses_and_carries_what_its_kind_requires(oci):
             jsonschema.validate(doc["metadata"], META)
             if kind in SCHEMAS:
                 jsonschema.validate(doc["spec"], SCHEMAS[kind])
-    assert {"WasmPlugin", "Deployment", "Service", "Secret", "PodDisruptionBudget", "NetworkPolicy", "VirtualService"} <= kinds
+    assert {"WasmPlugin", "TrafficExtension", "Deployment", "Service", "Secret", "PodDisruptionBudget", "NetworkPolicy",
+            "VirtualService"} <= kinds
 
 
-def test_each_wasmplugin_config_is_one_the_filter_accepts(oci):
-    """Every pluginConfig is handed to the real filter in Envoy's validation: a refused one fails."""
+def test_each_plugin_config_reaches_the_authorization_server_as_istio_names_it(oci):
     for path in sorted(oci["istio"].glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc["kind"] == "WasmPlugin":
-                config = doc["spec"]["pluginConfig"]
+            if doc["kind"] in ("WasmPlugin", "TrafficExtension"):
+                config = doc["spec"].get("pluginConfig") or doc["spec"]["wasm"]["pluginConfig"]
                 assert config["issuers"][0]["jwks"]["cluster"].startswith("outbound|9000||"), path.name
                 assert "headers_stop_iteration" not in config, "Istio cannot set allow_on_headers_stop_iteration"
 
