@@ -68,7 +68,7 @@ async def main(server, user, password, allowed_tool, forbidden_tool):
     async with httpx2.AsyncClient(auth=oauth) as http:
         async with Client(streamable_http_client(server, http_client=http)) as client:
             seen["tools"] = [tool.name for tool in (await client.list_tools()).tools]
-            arguments = {"namespace": "dev", "org": "acme", "repo": "acme/api", "title": "t"}
+            arguments = json.loads(os.environ.get("TOOL_ARGS", '{"namespace": "dev", "org": "acme", "repo": "acme/api", "title": "t"}'))
             if allowed_tool:
                 result = await client.call_tool(allowed_tool, arguments)
                 seen["allowed"] = {"ok": not result.is_error, "text": result.content[0].text if result.content else ""}

@@ -9,6 +9,7 @@ import { followAuthorization } from './headless-login.mjs';
 
 const [serverUrl, username, password, allowedTool, forbiddenTool] = process.argv.slice(2);
 const REDIRECT = 'http://127.0.0.1:8765/callback';
+const TOOL_ARGS = JSON.parse(process.env.TOOL_ARGS ?? '{"namespace": "dev", "org": "acme", "repo": "acme/api", "title": "t"}');
 
 class HeadlessProvider {
   constructor() { this.stored = {}; }
@@ -44,7 +45,7 @@ try {
 const tools = (await client.listTools()).tools.map((tool) => tool.name);
 const call = async (name) => {
   try {
-    const result = await client.callTool({ name, arguments: { namespace: 'dev', org: 'acme', repo: 'acme/api', title: 't' } });
+    const result = await client.callTool({ name, arguments: TOOL_ARGS });
     return { ok: !result.isError, text: result.content?.[0]?.text ?? '' };
   } catch (err) {
     return { ok: false, error: String(err.message ?? err) };

@@ -2,6 +2,10 @@
 //   PROFILE=okta  issuer <origin>/oauth2/default, groups in a JWT access token (only mcp-*),
 //                 refresh tokens via offline_access, client_secret_basic
 //   PROFILE=entra issuer <origin>/tenant/v2.0, `roles` and `oid` in the ID token, client_secret_post
+//   PROFILE=direct like okta, as the IdP MCP clients talk to directly (no authorization server of
+//                 ours): open registration, RFC 8414 metadata aliases, the RFC 8707 resource as the
+//                 access token's audience, `scp` as an array, and a machine client
+//                 (calculator-m2m / m2m-secret, client_credentials) — seeds 002 and 004.
 // An admin API changes users while tokens live: POST /admin/users/<id> {groups|roles|disabled},
 // POST /admin/users/<id>/revoke (destroys the user's grants).
 import http from 'node:http';
@@ -10,7 +14,9 @@ import Provider from 'oidc-provider';
 const port = Number(process.env.PORT ?? 9100);
 const profile = process.env.PROFILE ?? 'okta';
 const origin = `http://127.0.0.1:${port}`;
-const prefix = profile === 'okta' ? '/oauth2/default' : '/tenant/v2.0';
+const direct = profile === 'direct';
+const oktaLike = profile === 'okta' || direct;
+const prefix = oktaLike ? '/oauth2/default' : '/tenant/v2.0';
 const clientId = process.env.CLIENT_ID ?? 'mcp-gateway';
 const clientSecret = process.env.CLIENT_SECRET ?? 'gateway-secret';
 const redirectUris = (process.env.REDIRECT_URIS ?? '').split(',').filter(Boolean);
@@ -23,6 +29,7 @@ const users = {
   erin: { email: 'erin@example.com', name: 'Erin', groups: ['mcp-developers'], roles: ['MCP.Developer'], oid: '00000000-0000-0000-0000-00000000e217' },
 };
 const grantsOf = {};
+const RESOURCE_SCOPES = ['mcp:tools', 'calculator.add', 'calculator.subtract'];
 
 const provider = new Provider(`${origin}${prefix}`, {
   clients: [{
@@ -31,8 +38,15 @@ const provider = new Provider(`${origin}${prefix}`, {
     redirect_uris: redirectUris,
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
-    token_endpoint_auth_method: profile === 'okta' ? 'client_secret_basic' : 'client_secret_post',
-  }],
+    token_endpoint_auth_method: oktaLike ? 'client_secret_basic' : 'client_secret_post',
+  }, ...(direct ? [{
+    client_id: 'calculator-m2m',
+    client_secret: 'm2m-secret',
+    redirect_uris: [],
+    grant_types: ['client_credentials'],
+    response_types: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+  }] : [])],
   async findAccount(ctx, id) {
     const user = users[id];
     if (!user || user.disabled) return undefined;
@@ -49,22 +63,29 @@ const provider = new Provider(`${origin}${prefix}`, {
   claims: profile === 'entra'
     ? { openid: ['sub', 'oid', 'roles'], email: ['email'], profile: ['name'] }
     : { openid: ['sub'], email: ['email'], profile: ['name'], groups: ['groups'] },
-  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', ...(direct ? RESOURCE_SCOPES : [])],
   conformIdTokenClaims: false,
   pkce: { required: () => true },
   features: {
     devInteractions: { enabled: true },
+    registration: { enabled: direct },
+    clientCredentials: { enabled: direct },
     revocation: { enabled: true },
     resourceIndicators: {
-      enabled: profile === 'okta',
-      defaultResource: () => 'api://default',
+      enabled: oktaLike,
+      defaultResource: (ctx, client, oneOf) => oneOf ?? 'api://default',
       useGrantedResource: () => true,
-      getResourceServerInfo: () => ({ scope: 'openid profile email groups offline_access', accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
+      getResourceServerInfo: () => (direct
+        ? { scope: RESOURCE_SCOPES.join(' '), accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }
+        : { scope: 'openid profile email groups offline_access', accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
     },
   },
   extraTokenClaims: async (ctx, token) => {
     const user = users[token.accountId];
-    return profile === 'okta' && user ? { groups: user.groups.filter((g) => g.startsWith('mcp-')) } : undefined;
+    const extra = {};
+    if (oktaLike && user) extra.groups = user.groups.filter((g) => g.startsWith('mcp-'));
+    if (direct) Object.assign(extra, { scp: (token.scope ?? '').split(' ').filter(Boolean), cid: token.clientId });
+    return extra;
   },
   issueRefreshToken: async (ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
 });
@@ -95,7 +116,12 @@ async function admin(req, res) {
 http.createServer((req, res) => {
   if (req.url.startsWith('/admin/users/')) return admin(req, res).catch(() => res.writeHead(500).end());
   if (req.url === '/health') return res.writeHead(200).end('ok');
+  if (req.url === `/.well-known/oauth-authorization-server${prefix}`) req.url = `${prefix}/.well-known/oauth-authorization-server`;
   if (!req.url.startsWith(prefix)) return res.writeHead(404).end();
+  // RFC 8414 metadata where MCP clients look for it: path-inserted, and appended to the issuer.
+  if (req.url === `/.well-known/oauth-authorization-server${prefix}` || req.url === `${prefix}/.well-known/oauth-authorization-server`) {
+    req.url = `${prefix}/.well-known/openid-configuration`;
+  }
   // Okta issues refresh tokens for offline_access without prompt=consent; OIDC Core (and so
   // oidc-provider) drops offline_access unless the prompt is there: add it, as Okta behaves.
   const url = new URL(req.url, origin);

@@ -2,6 +2,7 @@
 //   TOOLS=probe       whoami: reports the HTTP headers the request reached the server with
 //   TOOLS=github      list_repos, create_issue, delete_repo      (the seed's GitHub backend)
 //   TOOLS=kubernetes  get_pods, scale_deployment, delete_namespace (the seed's Kubernetes backend)
+//   TOOLS=calculator  add, subtract (seed 004's FastMCP calculator)
 // Stateful (Mcp-Session-Id, SSE answers) unless STATELESS=1.  PORT=3002 TOOLS=github node probe-server.mjs
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
@@ -38,6 +39,12 @@ const TOOL_SETS = {
       async ({ deployment, replicas }) => text(`${deployment} scaled to ${replicas}`));
     server.registerTool('delete_namespace', { description: 'Delete a namespace and everything in it', annotations: destructive,
       inputSchema: { namespace: z.string() } }, async ({ namespace }) => text(`namespace ${namespace} deleted`));
+  },
+  calculator: (server) => {
+    server.registerTool('add', { description: 'a + b', annotations: readOnly, inputSchema: { a: z.number(), b: z.number() } },
+      async ({ a, b }) => text(String(a + b)));
+    server.registerTool('subtract', { description: 'a - b', annotations: readOnly, inputSchema: { a: z.number(), b: z.number() } },
+      async ({ a, b }) => text(String(a - b)));
   },
 };
 
