@@ -69,7 +69,18 @@ CONFIG
 
 PORT=3101 TOOLS=github node tests/servers/probe-server.mjs > "$STATE/github.log" 2>&1 & pids+=($!)
 PORT=3102 TOOLS=kubernetes node tests/servers/probe-server.mjs > "$STATE/kubernetes.log" 2>&1 & pids+=($!)
-target/debug/mcp-mesh-authserver --config "$STATE/authserver.yaml" > "$STATE/authserver.log" 2>&1 & pids+=($!)
+# The authorization server is restarted if it stops: clients, refresh tokens and keys live in
+# .demo/, so a restart loses nothing (try: pkill -f mcp-mesh-authserver).
+(
+  trap 'kill "$child" 2>/dev/null; exit 0' TERM INT
+  while true; do
+    target/debug/mcp-mesh-authserver --config "$STATE/authserver.yaml" >> "$STATE/authserver.log" 2>&1 &
+    child=$!
+    wait "$child" || true
+    echo "authorization server exited; restarting it" >> "$STATE/authserver.log"
+    sleep 0.5
+  done
+) & pids+=($!)
 .venv/bin/envoy -c envoy/demo.yaml --disable-hot-restart --concurrency 2 -l warning > "$STATE/envoy.log" 2>&1 & pids+=($!)
 
 echo "starting (Envoy compiles the filter module first)..."

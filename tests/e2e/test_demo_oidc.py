@@ -2,6 +2,11 @@
 authorization server) — UPSTREAM_ISSUER, UPSTREAM_CLIENT_ID, UPSTREAM_CLIENT_SECRET — with the
 three real MCP clients signing in there, then refreshing (re-checked upstream) and carrying on."""
 
+import json
+import os
+import subprocess
+import time
+
 import pytest
 
 from democlients import CLIENTS, EXPECTED, run_client, start_demo
@@ -50,3 +55,23 @@ def test_a_real_client_signs_in_at_the_identity_provider_and_carries_on_after_a_
         assert after["tools"] == len(tools), "the session carries on after the refresh"
         if "refreshed" in after:
             assert after["refreshed"], "a new access token came from the refresh"
+
+
+def test_a_session_survives_a_restart_of_the_authorization_server(demo, idp):
+    """The Python SDK signs in, the authorization server is killed (the demo restarts it) while the
+    client waits for its token to expire; the live token keeps working and the refresh goes through."""
+    command = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "tests" / "clients" / "py_sdk_client.py"),
+               "http://localhost:8080/mcp", "alice", "any", "kubernetes__get_pods", ""]
+    env = {**os.environ, "MCP_TEST_IDP_ORIGIN": idp, "REFRESH_AFTER": str(ACCESS_TOKEN_SECONDS + 4)}
+    log = ROOT / ".demo" / "authserver.log"
+    issued_before = log.read_text().count("tokens issued")
+    client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT / "tests", env=env)
+    wait_until(lambda: log.read_text().count("tokens issued") > issued_before, 60, "the client's sign-in")
+    time.sleep(1)  # its calls with the live token
+    subprocess.run(["pkill", "-f", "mcp-mesh-authserver --config .demo/authserver.yaml"], check=True)
+    wait_until(lambda: "restarting it" in (ROOT / ".demo" / "authserver.log").read_text(), 10, "the restart")
+    out, err = client.communicate(timeout=120)
+    assert client.returncode == 0, err[-3000:]
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["allowed"]["ok"]
+    assert seen["afterRefresh"]["refreshed"] and seen["afterRefresh"]["tools"] == len(EXPECTED["alice"][0])
