@@ -30,6 +30,15 @@ struct IssuerState {
     last_unknown_kid_refetch_ms: Option<i64>,
 }
 
+impl IssuerState {
+    /// The configured refresh interval (0 for inline keys, which are never fetched).
+    fn refresh_ms(&self) -> i64 {
+        self.remote
+            .as_ref()
+            .map_or(0, |r| i64::from(r.refresh_seconds) * 1000)
+    }
+}
+
 /// What the filter holds of every configured issuer's keys.
 pub struct KeyStore {
     issuers: Vec<IssuerState>,
@@ -176,10 +185,7 @@ impl KeyStore {
         let Some(state) = self.issuers.get_mut(index) else {
             return;
         };
-        let refresh_ms = state
-            .remote
-            .as_ref()
-            .map_or(0, |r| i64::from(r.refresh_seconds) * 1000);
+        let refresh_ms = state.refresh_ms();
         state.keys = Some(keys);
         state.fetched_at_ms = Some(fetched_at_ms);
         state.next_attempt_ms = state.next_attempt_ms.max(fetched_at_ms + refresh_ms);
@@ -204,10 +210,7 @@ impl KeyStore {
         let Some(state) = self.issuers.get_mut(index) else {
             return;
         };
-        let refresh_ms = state
-            .remote
-            .as_ref()
-            .map_or(0, |r| i64::from(r.refresh_seconds) * 1000);
+        let refresh_ms = state.refresh_ms();
         state.in_flight_since_ms = None;
         state.failures = state.failures.saturating_add(1);
         let backoff = FIRST_RETRY_MS.saturating_mul(1 << state.failures.min(10).saturating_sub(1));
