@@ -147,18 +147,12 @@ pub fn decide(
 }
 
 /// Carries out a decision for the stream being processed; returns what the callback answers.
-pub fn carry_out(act: Act) -> Action {
+pub fn carry_out(act: Act, stream: &SharedStream) -> Action {
     match act {
-        Act::Respond(response) => {
-            send(&response);
-            Action::Pause
-        }
+        Act::Respond(response) => answer(stream, &response),
         Act::Forward(forward) => match rewrite_headers(&forward) {
             Ok(()) => Action::Continue,
-            Err(detail) => {
-                host::send_internal_error(detail);
-                Action::Pause
-            }
+            Err(detail) => answer(stream, &internal_error(detail)),
         },
         Act::Held => Action::Pause,
     }
@@ -168,11 +162,15 @@ pub fn carry_out(act: Act) -> Action {
 pub fn carry_out_resumed(engine: &SharedEngine, act: Act, stream: &SharedStream) {
     let forward = match act {
         Act::Held => return,
-        Act::Respond(response) => return send(&response),
+        Act::Respond(response) => {
+            answer(stream, &response);
+            return;
+        }
         Act::Forward(forward) => forward,
     };
     if let Err(detail) = rewrite_headers(&forward) {
-        return host::send_internal_error(detail);
+        answer(stream, &internal_error(detail));
+        return;
     }
     let hold_headers = engine
         .try_borrow()
@@ -191,7 +189,7 @@ pub fn carry_out_resumed(engine: &SharedEngine, act: Act, stream: &SharedStream)
                         == Action::Continue
                 }
                 Err(_) => {
-                    send(&internal_error("could not read the request body"));
+                    answer(stream, &internal_error("could not read the request body"));
                     false
                 }
             }
@@ -207,10 +205,15 @@ pub fn carry_out_resumed(engine: &SharedEngine, act: Act, stream: &SharedStream)
     }
 }
 
-pub fn send(response: &LocalResponse) {
+/// Answers the request locally and marks the stream answered, so that a body callback the host
+/// may still deliver afterwards (the rest of a body refused with 413 on its first chunk) holds
+/// the body back instead of handing it to the next filter.
+pub fn answer(stream: &SharedStream, response: &LocalResponse) -> Action {
+    stream.borrow_mut().answered = true;
     if let Err(status) = host::send(response) {
         log::error!("mcp-mesh-auth: could not answer locally: {status:?}");
     }
+    Action::Pause
 }
 
 /// Removes the token and spoofable identity headers, then sets the verified ones. Any failure
@@ -229,7 +232,10 @@ fn rewrite_headers(forward: &Forward) -> Result<(), &'static str> {
 pub fn internal_error(detail: &str) -> LocalResponse {
     LocalResponse {
         status: 500,
-        headers: vec![("content-type".into(), "application/json".into())],
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "no-store".into()),
+        ],
         body: serde_json::json!({"error": "server_error", "error_description": detail}).to_string(),
     }
 }

@@ -38,21 +38,6 @@ pub fn send(response: &LocalResponse) -> Result<(), Status> {
     hostcalls::send_http_response(response.status, headers, body)
 }
 
-/// Fallback when even building a proper answer failed.
-pub fn send_internal_error(detail: &str) {
-    let body = format!("{{\"error\":\"server_error\",\"error_description\":\"{detail}\"}}");
-    if let Err(status) = hostcalls::send_http_response(
-        500,
-        vec![
-            ("content-type", "application/json"),
-            ("cache-control", "no-store"),
-        ],
-        Some(body.as_bytes()),
-    ) {
-        log::error!("mcp-mesh-auth: could not send a 500 answer: {status:?}");
-    }
-}
-
 pub fn shared_data(key: &str) -> Option<(Bytes, Option<u32>)> {
     match hostcalls::get_shared_data(key) {
         Ok((Some(value), cas)) => Some((value, cas)),

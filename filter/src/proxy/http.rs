@@ -28,16 +28,18 @@ impl Context for HttpFilter {
 impl HttpContext for HttpFilter {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         let Some(now_ms) = host::now_ms() else {
-            return engine::carry_out(Act::Respond(engine::internal_error(
-                "the host clock is unavailable",
-            )));
+            return engine::carry_out(
+                Act::Respond(engine::internal_error("the host clock is unavailable")),
+                &self.stream,
+            );
         };
         let head = match host::request_headers() {
             Ok(headers) => request_head(headers),
             Err(_) => {
-                return engine::carry_out(Act::Respond(engine::internal_error(
-                    "could not read the request headers",
-                )))
+                return engine::carry_out(
+                    Act::Respond(engine::internal_error("could not read the request headers")),
+                    &self.stream,
+                )
             }
         };
         let wait_ms = match self.engine.try_borrow() {
@@ -52,7 +54,7 @@ impl HttpContext for HttpFilter {
             KidRefetch::Allowed,
             Hold::Until(now_ms.saturating_add(wait_ms)),
         );
-        let action = engine::carry_out(act);
+        let action = engine::carry_out(act, &self.stream);
         let inspect = self.stream.borrow().inspect.clone();
         match inspect {
             // A POST without a body is decided now: no body callback will come.

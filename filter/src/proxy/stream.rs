@@ -21,6 +21,8 @@ pub type SharedStream = Rc<RefCell<StreamState>>;
 
 #[derive(Default)]
 pub struct StreamState {
+    /// Answered locally: nothing more of the request may pass (see `engine::answer`).
+    pub answered: bool,
     /// Held for its issuer's keys: nothing of the request may pass yet.
     pub held: bool,
     /// Body that arrived while held: `(size so far, complete)`. Only hosts that let body callbacks
@@ -62,6 +64,9 @@ pub fn on_request_body(
 ) -> Action {
     {
         let mut state = stream.borrow_mut();
+        if state.answered {
+            return Action::Pause;
+        }
         if state.held {
             // Continuing here would let the held request through unauthenticated.
             state.early_body = Some((body_size, end_of_stream));
@@ -78,23 +83,20 @@ pub fn on_request_body(
     if body_size > max {
         stream.borrow_mut().inspect = None;
         let message = format!("the request body is over the {max}-byte limit");
-        engine::send(&response::jsonrpc_error(
-            413,
-            None,
-            INVALID_REQUEST,
-            &message,
-        ));
-        return Action::Pause;
+        return engine::answer(
+            stream,
+            &response::jsonrpc_error(413, None, INVALID_REQUEST, &message),
+        );
     }
     if !end_of_stream {
         return Action::Pause;
     }
     match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
         Ok(body) => decide_body(engine, stream, inspect, &body.unwrap_or_default()),
-        Err(_) => {
-            engine::send(&engine::internal_error("could not read the request body"));
-            Action::Pause
-        }
+        Err(_) => engine::answer(
+            stream,
+            &engine::internal_error("could not read the request body"),
+        ),
     }
 }
 
@@ -108,8 +110,7 @@ pub fn decide_body(
     stream.borrow_mut().inspect = None;
     let verdict = {
         let Ok(engine) = engine.try_borrow() else {
-            engine::send(&engine::internal_error("filter state busy"));
-            return Action::Pause;
+            return engine::answer(stream, &engine::internal_error("filter state busy"));
         };
         let Some(authz) = engine.config.authorizer.clone() else {
             return Action::Continue;
@@ -137,10 +138,7 @@ pub fn decide_body(
             });
             Action::Continue
         }
-        CallVerdict::Refuse(refusal) => {
-            engine::send(&refusal);
-            Action::Pause
-        }
+        CallVerdict::Refuse(refusal) => engine::answer(stream, &refusal),
     }
 }
 
@@ -319,8 +317,7 @@ fn fail(
     let message = "the list answer could not be checked against the authorization policy";
     let error = response::jsonrpc_error(500, Some(&answer.request_id), INTERNAL_ERROR, message);
     if hold {
-        engine::send(&error);
-        return Action::Pause;
+        return engine::answer(stream, &error);
     }
     let body = match answer.format {
         Format::Sse => format!("event: message\ndata: {}\n\n", error.body),
