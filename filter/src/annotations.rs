@@ -39,6 +39,10 @@ impl ToolAnnotations {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Clients list on every connect: known tools are the common case.
+            if self.by_tool.get(name) == Some(&hints) {
+                continue;
+            }
             if self.by_tool.len() >= MAX_TOOLS && !self.by_tool.contains_key(name) {
                 self.by_tool.clear();
             }

@@ -1,7 +1,17 @@
 //! Cutting `tools/list`, `prompts/list` and `resources/list` answers down to what the caller may
 //! use, in `application/json` and `text/event-stream` answers alike.
+//!
+//! The answer is not rebuilt from a parsed tree: only the envelope, the list and each item's name
+//! and hints are read, and the refused items are cut out of the original text. Input schemas, the
+//! bulk of a tool list, are scanned but never allocated, and an answer the caller may see whole
+//! goes back byte for byte.
+//!
+//! A member named twice makes an answer ambiguous (which `tools` or `name` would the client
+//! believe?), so it fails closed instead of being filtered one way and read the other.
 
-use serde_json::Value;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use crate::operation::Feature;
 use crate::sse;
@@ -15,9 +25,12 @@ pub enum FilterError {
     NotJson(String),
     #[error("the answer is not UTF-8")]
     NotUtf8,
+    #[error("the answer is ambiguous: {0}")]
+    Ambiguous(String),
 }
 
-/// Decides, for the items of one list, which to keep (one flag per item, in order).
+/// Decides, for the items of one list, which to keep (one flag per item, in order). Each item is
+/// given as its head: an object with only its name (or uri) and its annotations.
 pub type Keep<'a> = dyn FnMut(Feature, &[Value]) -> Vec<bool> + 'a;
 
 /// A rewritten answer and how many items it lost.
@@ -35,13 +48,16 @@ pub fn filter_json(
     feature: Feature,
     keep: &mut Keep<'_>,
 ) -> Result<Option<Filtered>, FilterError> {
-    let mut message: Value =
-        serde_json::from_slice(body).map_err(|err| FilterError::NotJson(err.to_string()))?;
+    let text = std::str::from_utf8(body).map_err(|_| FilterError::NotUtf8)?;
+    let envelope = match envelope(text)? {
+        Parsed::Message(envelope) => envelope,
+        Parsed::NotAMessage(reason) => return Err(FilterError::NotJson(reason)),
+    };
     Ok(
-        filter_message(&mut message, request_id, feature, keep)?.map(|(removed, kept)| Filtered {
-            body: message.to_string().into_bytes(),
-            removed,
-            kept,
+        filter_message(text, &envelope, request_id, feature, keep)?.map(|cut| Filtered {
+            body: cut.text.into_bytes(),
+            removed: cut.removed,
+            kept: cut.kept,
         }),
     )
 }
@@ -67,63 +83,217 @@ pub fn filter_sse(
         let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) else {
             continue;
         };
-        let Ok(mut message) = serde_json::from_str::<Value>(data) else {
+        let Parsed::Message(envelope) = envelope(data)? else {
             continue;
         };
-        if let Some((removed, kept)) = filter_message(&mut message, request_id, feature, keep)? {
+        if let Some(cut) = filter_message(data, &envelope, request_id, feature, keep)? {
             let mut body = String::with_capacity(buffer.len());
             body.push_str(&text[..event.start]);
-            body.push_str(&sse::replace_data(
-                &text[event.start..event.end],
-                &message.to_string(),
-            ));
+            body.push_str(&sse::replace_data(&text[event.start..event.end], &cut.text));
             body.push_str(&text[event.end..]);
             return Ok(SseOutcome::Done(Filtered {
                 body: body.into_bytes(),
-                removed,
-                kept,
+                removed: cut.removed,
+                kept: cut.kept,
             }));
         }
     }
     Ok(SseOutcome::Pending)
 }
 
-/// Filters one JSON-RPC message in place if it answers `request_id` with a list.
-/// Returns `(removed, kept)`; `None` when the message is not that answer.
+/// The members of a JSON-RPC message the filter reads, each as its original text.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// The lists a result may carry.
+#[derive(Deserialize)]
+struct Lists<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    prompts: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    resources: Option<&'a RawValue>,
+}
+
+/// What an item is decided on.
+#[derive(Deserialize)]
+struct ItemHead {
+    name: Option<Value>,
+    uri: Option<Value>,
+    annotations: Option<Value>,
+}
+
+/// A member that is there, `null` included (plain `Option` would read `null` as absent).
+fn present<'de, D: Deserializer<'de>>(value: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(value).map(Some)
+}
+
+enum Parsed<'a> {
+    Message(Envelope<'a>),
+    /// Not a JSON object (the reason says what it is instead).
+    NotAMessage(String),
+}
+
+fn envelope(text: &str) -> Result<Parsed<'_>, FilterError> {
+    if !is_object(text) {
+        return Ok(Parsed::NotAMessage("not a JSON object".into()));
+    }
+    match serde_json::from_str::<Envelope<'_>>(text) {
+        Ok(envelope) => Ok(Parsed::Message(envelope)),
+        Err(err) => ambiguous_or(err, |err| Ok(Parsed::NotAMessage(err.to_string()))),
+    }
+}
+
+/// A well-formed object that still does not deserialize repeats a member.
+fn ambiguous_or<T>(
+    err: serde_json::Error,
+    otherwise: impl FnOnce(serde_json::Error) -> Result<T, FilterError>,
+) -> Result<T, FilterError> {
+    if err.is_data() {
+        Err(FilterError::Ambiguous(err.to_string()))
+    } else {
+        otherwise(err)
+    }
+}
+
+fn is_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
+/// A message with its list cut down.
+struct Cut {
+    text: String,
+    removed: usize,
+    kept: usize,
+}
+
+/// Filters one JSON-RPC message if it answers `request_id` with a list; `None` when the message
+/// is not that answer.
 fn filter_message(
-    message: &mut Value,
+    text: &str,
+    envelope: &Envelope<'_>,
     request_id: &Value,
     feature: Feature,
     keep: &mut Keep<'_>,
-) -> Result<Option<(usize, usize)>, FilterError> {
-    let Some(object) = message.as_object_mut() else {
-        return Ok(None);
-    };
-    if object.get("id") != Some(request_id) {
+) -> Result<Option<Cut>, FilterError> {
+    let same_id = envelope
+        .id
+        .and_then(|id| serde_json::from_str::<Value>(id.get()).ok())
+        .is_some_and(|id| &id == request_id);
+    if !same_id {
         return Ok(None);
     }
-    match (object.contains_key("result"), object.contains_key("error")) {
-        (true, true) => return Err(FilterError::ResultAndError),
-        (false, _) => return Ok(Some((0, 0))),
-        (true, false) => {}
-    }
-    let items = object
-        .get_mut("result")
-        .and_then(Value::as_object_mut)
-        .and_then(|result| result.get_mut(feature.list_key()))
-        .and_then(Value::as_array_mut);
-    let Some(items) = items else {
-        return Ok(Some((0, 0)));
+    let unchanged = || {
+        Ok(Some(Cut {
+            text: text.to_owned(),
+            removed: 0,
+            kept: 0,
+        }))
     };
-    let flags = keep(feature, items);
-    let before = items.len();
-    let mut index = 0;
-    items.retain(|_| {
-        let keep = flags.get(index).copied().unwrap_or(false);
-        index += 1;
-        keep
-    });
-    Ok(Some((before - items.len(), items.len())))
+    let result = match (envelope.result, envelope.error) {
+        (Some(_), Some(_)) => return Err(FilterError::ResultAndError),
+        (None, _) => return unchanged(),
+        (Some(result), None) => result,
+    };
+    let Some(list) = list_of(result, feature)? else {
+        return unchanged();
+    };
+    let items: Vec<&RawValue> =
+        serde_json::from_str(list.get()).map_err(|err| FilterError::NotJson(err.to_string()))?;
+    let heads = items
+        .iter()
+        .map(|item| head(item, feature))
+        .collect::<Result<Vec<Value>, FilterError>>()?;
+    let flags = keep(feature, &heads);
+    let kept: Vec<&RawValue> = items
+        .iter()
+        .zip(flags.iter().copied().chain(std::iter::repeat(false)))
+        .filter_map(|(item, keep)| keep.then_some(*item))
+        .collect();
+    let removed = items.len() - kept.len();
+    if removed == 0 {
+        return Ok(Some(Cut {
+            text: text.to_owned(),
+            removed,
+            kept: kept.len(),
+        }));
+    }
+    Ok(Some(Cut {
+        text: splice(text, list.get(), &kept)?,
+        removed,
+        kept: kept.len(),
+    }))
+}
+
+/// The list of `feature` in a result; `None` when the result carries no such array.
+fn list_of<'a>(
+    result: &'a RawValue,
+    feature: Feature,
+) -> Result<Option<&'a RawValue>, FilterError> {
+    if !is_object(result.get()) {
+        return Ok(None);
+    }
+    let lists: Lists<'a> = serde_json::from_str(result.get())
+        .or_else(|err| ambiguous_or(err, |err| Err(FilterError::NotJson(err.to_string()))))?;
+    let list = match feature {
+        Feature::Tool => lists.tools,
+        Feature::Prompt => lists.prompts,
+        Feature::Resource => lists.resources,
+    };
+    Ok(list.filter(|list| list.get().trim_start().starts_with('[')))
+}
+
+/// An item's name (or uri) and annotations; `null` for an item that is not an object (no
+/// policy can allow it).
+fn head(item: &RawValue, feature: Feature) -> Result<Value, FilterError> {
+    if !is_object(item.get()) {
+        return Ok(Value::Null);
+    }
+    let head: ItemHead = serde_json::from_str(item.get())
+        .or_else(|err| ambiguous_or(err, |err| Err(FilterError::NotJson(err.to_string()))))?;
+    let mut object = Map::new();
+    let id = match feature {
+        Feature::Resource => head.uri,
+        Feature::Tool | Feature::Prompt => head.name,
+    };
+    if let Some(id) = id {
+        object.insert(feature.id_key().to_owned(), id);
+    }
+    if let Some(annotations) = head.annotations {
+        object.insert("annotations".to_owned(), annotations);
+    }
+    Ok(Value::Object(object))
+}
+
+/// `text` with the array `list` (a slice of it) replaced by one holding only `kept`.
+fn splice(text: &str, list: &str, kept: &[&RawValue]) -> Result<String, FilterError> {
+    let start = (list.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    let end = start.saturating_add(list.len());
+    let (Some(before), Some(after)) = (text.get(..start), text.get(end..)) else {
+        return Err(FilterError::NotJson(
+            "the list is not inside the answer".into(),
+        ));
+    };
+    let mut out = String::with_capacity(text.len());
+    out.push_str(before);
+    out.push('[');
+    for (i, item) in kept.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item.get());
+    }
+    out.push(']');
+    out.push_str(after);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -271,6 +441,120 @@ mod tests {
         let answer: Value = serde_json::from_str(events[2].data.as_deref().unwrap()).unwrap();
         assert_eq!(answer["result"]["tools"], json!([{"name": "echo"}]));
         assert!(text[events[2].start..events[2].end].starts_with("event: message\nid: 9\n"));
+    }
+
+    #[test]
+    fn an_answer_shown_whole_goes_back_byte_for_byte() {
+        let body = "{ \"jsonrpc\":\"2.0\",\n  \"result\": {\"tools\": [ {\"name\": \"echo\", \"n\": 1.50} ]},\"id\":7 }";
+        let filtered = filter_json(
+            body.as_bytes(),
+            &json!(7),
+            Feature::Tool,
+            &mut only_named(&["echo"]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(String::from_utf8(filtered.body).unwrap(), body);
+        assert_eq!((filtered.removed, filtered.kept), (0, 1));
+    }
+
+    #[test]
+    fn only_the_refused_items_are_cut_from_the_text() {
+        let body = r#"{"result":{"nextCursor":"c","tools":[{"name":"rm","inputSchema":{}},{"name":"ls","n":1.50}]},"id":1,"jsonrpc":"2.0"}"#;
+        let filtered = filter_json(
+            body.as_bytes(),
+            &json!(1),
+            Feature::Tool,
+            &mut only_named(&["ls"]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(filtered.body).unwrap(),
+            r#"{"result":{"nextCursor":"c","tools":[{"name":"ls","n":1.50}]},"id":1,"jsonrpc":"2.0"}"#
+        );
+    }
+
+    #[test]
+    fn a_list_named_twice_fails_closed() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"tools":[{"name":"rm"}]}}"#;
+        assert!(matches!(
+            filter_json(
+                body.as_bytes(),
+                &json!(1),
+                Feature::Tool,
+                &mut only_named(&[])
+            ),
+            Err(FilterError::Ambiguous(_))
+        ));
+    }
+
+    #[test]
+    fn an_item_named_twice_fails_closed() {
+        let body =
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ls","na\u006de":"rm"}]}}"#;
+        assert!(matches!(
+            filter_json(
+                body.as_bytes(),
+                &json!(1),
+                Feature::Tool,
+                &mut only_named(&["ls"])
+            ),
+            Err(FilterError::Ambiguous(_))
+        ));
+    }
+
+    #[test]
+    fn an_item_that_is_not_an_object_is_cut() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":["ls",{"name":"ls"}]}}"#;
+        let filtered = filter_json(
+            body.as_bytes(),
+            &json!(1),
+            Feature::Tool,
+            &mut only_named(&["ls"]),
+        )
+        .unwrap()
+        .unwrap();
+        let answer: Value = serde_json::from_slice(&filtered.body).unwrap();
+        assert_eq!(answer["result"]["tools"], json!([{"name": "ls"}]));
+    }
+
+    #[test]
+    fn a_null_result_beside_an_error_fails_closed() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":null,"error":{"code":1,"message":"x"}}"#;
+        assert_eq!(
+            filter_json(
+                body.as_bytes(),
+                &json!(1),
+                Feature::Tool,
+                &mut only_named(&[])
+            ),
+            Err(FilterError::ResultAndError)
+        );
+    }
+
+    #[test]
+    fn a_pretty_printed_sse_answer_stays_one_event() {
+        let answer = serde_json::to_string_pretty(&tools_answer(json!(2))).unwrap();
+        let data: String = answer
+            .lines()
+            .map(|line| format!("data: {line}\n"))
+            .collect();
+        let buffer = format!("event: message\n{data}\n");
+        let SseOutcome::Done(filtered) = filter_sse(
+            buffer.as_bytes(),
+            &json!(2),
+            Feature::Tool,
+            &mut only_named(&["add"]),
+        )
+        .unwrap() else {
+            panic!("expected the answer to be found")
+        };
+        let text = String::from_utf8(filtered.body).unwrap();
+        let events = sse::complete_events(&text);
+        assert_eq!(events.len(), 1);
+        let answer: Value = serde_json::from_str(events[0].data.as_deref().unwrap()).unwrap();
+        assert_eq!(answer["result"]["tools"], json!([{"name": "add"}]));
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub fn complete_events(buffer: &str) -> Vec<Event> {
     events
 }
 
-/// `event` with its data replaced by `data` (one line: JSON has no raw newlines), other fields
-/// (`event:`, `id:`, `retry:`, comments) kept in place and order.
+/// `event` with its data replaced by `data` (one `data:` line per line of it, so that text cut
+/// from a pretty-printed answer stays one event), other fields (`event:`, `id:`, `retry:`,
+/// comments) kept in place and order.
 pub fn replace_data(event: &str, data: &str) -> String {
     let mut out = String::with_capacity(event.len() + data.len());
     let mut data_written = false;
@@ -55,9 +56,11 @@ pub fn replace_data(event: &str, data: &str) -> String {
         }
         if field_value(line, "data").is_some() {
             if !data_written {
-                out.push_str("data: ");
-                out.push_str(data);
-                out.push('\n');
+                for data_line in data.split('\n') {
+                    out.push_str("data: ");
+                    out.push_str(data_line);
+                    out.push('\n');
+                }
                 data_written = true;
             }
             continue;
