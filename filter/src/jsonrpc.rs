@@ -2,6 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::unique_json;
+
 /// JSON-RPC "Parse error".
 pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC "Invalid Request".
@@ -65,8 +67,13 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Message, RpcErro
     if !is_json_content_type(content_type) {
         return Err(RpcError::NotJson(content_type.to_owned()));
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|err| RpcError::Parse(err.to_string()))?;
+    let value = unique_json::from_slice(body).map_err(|err| {
+        if err.is_data() {
+            RpcError::Invalid(err.to_string())
+        } else {
+            RpcError::Parse(err.to_string())
+        }
+    })?;
     let object = match value {
         Value::Object(object) => object,
         Value::Array(_) => return Err(RpcError::Batch),
@@ -195,6 +202,17 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_call_whose_meaning_depends_on_the_parser_is_an_invalid_request() {
+        let err = parse(
+            JSON,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ls","name":"delete_namespace"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), INVALID_REQUEST);
+        assert!(err.to_string().contains("`name` appears twice"), "{err}");
     }
 
     #[test]

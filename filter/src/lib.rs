@@ -23,6 +23,7 @@ pub mod response;
 pub mod sse;
 pub mod token_cache;
 pub mod tool_scopes;
+pub mod unique_json;
 pub mod verify;
 pub mod waiters;
 

@@ -107,6 +107,18 @@ def test_a_batch_is_400_invalid_request(envoy, signing_key):
     assert response.json()["error"]["code"] == -32600
 
 
+def test_a_call_naming_its_tool_twice_is_refused_before_the_server_sees_it(envoy, signing_key):
+    """Parsers differ on a repeated member (first or last wins): the filter must not authorize
+    `echo` while the server runs `get-env`, so the message is refused whatever the policy."""
+    alice = session(envoy, signing_key, "alice")
+    body = ('{"jsonrpc":"2.0","id":8,"method":"tools/call",'
+            '"params":{"name":"echo","arguments":{"message":"x"},"name":"get-env"}}')
+    response = requests.post(alice.url, headers=alice.headers(), data=body, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32600
+    assert "appears twice" in response.json()["error"]["message"]
+
+
 def test_an_unparsable_body_is_400_parse_error(envoy, signing_key):
     alice = session(envoy, signing_key, "alice")
     response = requests.post(alice.url, headers=alice.headers(), data="{not json", timeout=10)
