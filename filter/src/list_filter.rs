@@ -102,25 +102,38 @@ pub fn filter_sse(
 }
 
 /// The members of a JSON-RPC message the filter reads, each as its original text.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct Envelope<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    result: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    error: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Member<'a>,
+    #[serde(borrow)]
+    result: Member<'a>,
+    #[serde(borrow)]
+    error: Member<'a>,
 }
 
 /// The lists a result may carry.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct Lists<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    tools: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    prompts: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    resources: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tools: Member<'a>,
+    #[serde(borrow)]
+    prompts: Member<'a>,
+    #[serde(borrow)]
+    resources: Member<'a>,
+}
+
+/// A member's text when the member is there, `null` included (a plain `Option` would read
+/// `null` as absent).
+#[derive(Default, Clone, Copy)]
+struct Member<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Member<'a> {
+    fn deserialize<D: Deserializer<'de>>(value: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(value).map(|raw| Self(Some(raw)))
+    }
 }
 
 /// What an item is decided on.
@@ -129,11 +142,6 @@ struct ItemHead {
     name: Option<Value>,
     uri: Option<Value>,
     annotations: Option<Value>,
-}
-
-/// A member that is there, `null` included (plain `Option` would read `null` as absent).
-fn present<'de, D: Deserializer<'de>>(value: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(value).map(Some)
 }
 
 enum Parsed<'a> {
@@ -186,6 +194,7 @@ fn filter_message(
 ) -> Result<Option<Cut>, FilterError> {
     let same_id = envelope
         .id
+        .0
         .and_then(|id| serde_json::from_str::<Value>(id.get()).ok())
         .is_some_and(|id| &id == request_id);
     if !same_id {
@@ -198,7 +207,7 @@ fn filter_message(
             kept: 0,
         }))
     };
-    let result = match (envelope.result, envelope.error) {
+    let result = match (envelope.result.0, envelope.error.0) {
         (Some(_), Some(_)) => return Err(FilterError::ResultAndError),
         (None, _) => return unchanged(),
         (Some(result), None) => result,
@@ -248,7 +257,9 @@ fn list_of<'a>(
         Feature::Prompt => lists.prompts,
         Feature::Resource => lists.resources,
     };
-    Ok(list.filter(|list| list.get().trim_start().starts_with('[')))
+    Ok(list
+        .0
+        .filter(|list| list.get().trim_start().starts_with('[')))
 }
 
 /// An item's name (or uri) and annotations; `null` for an item that is not an object (no
@@ -314,6 +325,39 @@ mod tests {
         }
     }
 
+    /// `body` as a JSON answer to request `id`, filtered down to the tools named in `allowed`.
+    fn filter_tools(
+        body: &str,
+        id: Value,
+        allowed: &'static [&'static str],
+    ) -> Result<Option<Filtered>, FilterError> {
+        filter_json(
+            body.as_bytes(),
+            &id,
+            Feature::Tool,
+            &mut only_named(allowed),
+        )
+    }
+
+    /// The answer a filtered body holds, parsed.
+    fn answer_of(filtered: Result<Option<Filtered>, FilterError>) -> Value {
+        serde_json::from_slice(&filtered.unwrap().unwrap().body).unwrap()
+    }
+
+    /// The event-stream buffer `buffer`, filtered down to the tools named in `allowed`.
+    fn filter_tool_events(buffer: &str, id: Value, allowed: &'static [&'static str]) -> String {
+        let outcome = filter_sse(
+            buffer.as_bytes(),
+            &id,
+            Feature::Tool,
+            &mut only_named(allowed),
+        );
+        let Ok(SseOutcome::Done(filtered)) = outcome else {
+            panic!("expected the answer to be found: {outcome:?}")
+        };
+        String::from_utf8(filtered.body).unwrap()
+    }
+
     fn tools_answer(id: Value) -> Value {
         json!({"jsonrpc": "2.0", "id": id, "result": {
             "tools": [{"name": "echo"}, {"name": "get-env"}, {"name": "add"}],
@@ -323,21 +367,16 @@ mod tests {
     #[test]
     fn a_json_list_keeps_only_allowed_items_and_the_cursor() {
         let body = tools_answer(json!(5)).to_string();
-        let filtered = filter_json(
-            body.as_bytes(),
-            &json!(5),
-            Feature::Tool,
-            &mut only_named(&["echo", "add"]),
-        )
-        .unwrap()
-        .unwrap();
+        let filtered = filter_tools(&body, json!(5), &["echo", "add"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((filtered.removed, filtered.kept), (1, 2));
         let answer: Value = serde_json::from_slice(&filtered.body).unwrap();
         assert_eq!(
             answer["result"]["tools"],
             json!([{"name": "echo"}, {"name": "add"}])
         );
         assert_eq!(answer["result"]["nextCursor"], "page-2");
-        assert_eq!((filtered.removed, filtered.kept), (1, 2));
     }
 
     #[test]
@@ -348,38 +387,30 @@ mod tests {
             &json!("r"),
             Feature::Resource,
             &mut only_named(&["a://2"]),
-        )
-        .unwrap()
-        .unwrap();
-        let answer: Value = serde_json::from_slice(&filtered.body).unwrap();
-        assert_eq!(answer["result"]["resources"], json!([{"uri": "a://2"}]));
+        );
+        assert_eq!(
+            answer_of(filtered)["result"]["resources"],
+            json!([{"uri": "a://2"}])
+        );
     }
 
     #[test]
     fn an_answer_to_another_request_is_left_alone() {
         let body = tools_answer(json!(6)).to_string();
-        assert_eq!(
-            filter_json(
-                body.as_bytes(),
-                &json!(5),
-                Feature::Tool,
-                &mut only_named(&[])
-            )
-            .unwrap(),
-            None
-        );
+        assert_eq!(filter_tools(&body, json!(5), &[]).unwrap(), None);
     }
 
     #[test]
     fn result_and_error_together_fail_closed() {
         let body = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": []}, "error": {"code": 1, "message": "x"}});
         assert_eq!(
-            filter_json(
-                body.to_string().as_bytes(),
-                &json!(1),
-                Feature::Tool,
-                &mut only_named(&[])
-            ),
+            filter_tools(&body.to_string(), json!(1), &[]),
+            Err(FilterError::ResultAndError)
+        );
+        let null_result =
+            r#"{"jsonrpc":"2.0","id":1,"result":null,"error":{"code":1,"message":"x"}}"#;
+        assert_eq!(
+            filter_tools(null_result, json!(1), &[]),
             Err(FilterError::ResultAndError)
         );
     }
@@ -388,16 +419,8 @@ mod tests {
     fn an_error_answer_passes_unfiltered() {
         let body = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "nope"}})
             .to_string();
-        let filtered = filter_json(
-            body.as_bytes(),
-            &json!(1),
-            Feature::Tool,
-            &mut only_named(&[]),
-        )
-        .unwrap()
-        .unwrap();
         assert_eq!(
-            serde_json::from_slice::<Value>(&filtered.body).unwrap(),
+            answer_of(filter_tools(&body, json!(1), &[])),
             serde_json::from_str::<Value>(&body).unwrap()
         );
     }
@@ -405,9 +428,52 @@ mod tests {
     #[test]
     fn garbage_is_not_json() {
         assert!(matches!(
-            filter_json(b"<html>", &json!(1), Feature::Tool, &mut only_named(&[])),
+            filter_tools("<html>", json!(1), &[]),
             Err(FilterError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn an_answer_shown_whole_goes_back_byte_for_byte() {
+        let body = "{ \"jsonrpc\":\"2.0\",\n  \"result\": {\"tools\": [ {\"name\": \"echo\", \"n\": 1.50} ]},\"id\":7 }";
+        let filtered = filter_tools(body, json!(7), &["echo"]).unwrap().unwrap();
+        assert_eq!(String::from_utf8(filtered.body).unwrap(), body);
+        assert_eq!((filtered.removed, filtered.kept), (0, 1));
+    }
+
+    #[test]
+    fn only_the_refused_items_are_cut_from_the_text() {
+        let body = r#"{"result":{"nextCursor":"c","tools":[{"name":"rm","inputSchema":{}},{"name":"ls","n":1.50}]},"id":1,"jsonrpc":"2.0"}"#;
+        let filtered = filter_tools(body, json!(1), &["ls"]).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(filtered.body).unwrap(),
+            r#"{"result":{"nextCursor":"c","tools":[{"name":"ls","n":1.50}]},"id":1,"jsonrpc":"2.0"}"#
+        );
+    }
+
+    #[test]
+    fn a_list_or_an_item_name_given_twice_fails_closed() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"tools":[{"name":"rm"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ls","na\u006de":"rm"}]}}"#,
+        ] {
+            assert!(
+                matches!(
+                    filter_tools(body, json!(1), &["ls"]),
+                    Err(FilterError::Ambiguous(_))
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_item_that_is_not_an_object_is_cut() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":["ls",{"name":"ls"}]}}"#;
+        assert_eq!(
+            answer_of(filter_tools(body, json!(1), &["ls"]))["result"]["tools"],
+            json!([{"name": "ls"}])
+        );
     }
 
     #[test]
@@ -417,16 +483,7 @@ mod tests {
             "id: 0\ndata:\n\nevent: message\ndata: {progress}\n\nevent: message\nid: 9\ndata: {}\n\nevent: message\ndata: {{\"tail\":1}}\n\n",
             tools_answer(json!(3))
         );
-        let SseOutcome::Done(filtered) = filter_sse(
-            buffer.as_bytes(),
-            &json!(3),
-            Feature::Tool,
-            &mut only_named(&["echo"]),
-        )
-        .unwrap() else {
-            panic!("expected the answer to be found")
-        };
-        let text = String::from_utf8(filtered.body).unwrap();
+        let text = filter_tool_events(&buffer, json!(3), &["echo"]);
         let events = sse::complete_events(&text);
         assert_eq!(events.len(), 4);
         assert_eq!(
@@ -444,113 +501,13 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_shown_whole_goes_back_byte_for_byte() {
-        let body = "{ \"jsonrpc\":\"2.0\",\n  \"result\": {\"tools\": [ {\"name\": \"echo\", \"n\": 1.50} ]},\"id\":7 }";
-        let filtered = filter_json(
-            body.as_bytes(),
-            &json!(7),
-            Feature::Tool,
-            &mut only_named(&["echo"]),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(String::from_utf8(filtered.body).unwrap(), body);
-        assert_eq!((filtered.removed, filtered.kept), (0, 1));
-    }
-
-    #[test]
-    fn only_the_refused_items_are_cut_from_the_text() {
-        let body = r#"{"result":{"nextCursor":"c","tools":[{"name":"rm","inputSchema":{}},{"name":"ls","n":1.50}]},"id":1,"jsonrpc":"2.0"}"#;
-        let filtered = filter_json(
-            body.as_bytes(),
-            &json!(1),
-            Feature::Tool,
-            &mut only_named(&["ls"]),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            String::from_utf8(filtered.body).unwrap(),
-            r#"{"result":{"nextCursor":"c","tools":[{"name":"ls","n":1.50}]},"id":1,"jsonrpc":"2.0"}"#
-        );
-    }
-
-    #[test]
-    fn a_list_named_twice_fails_closed() {
-        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"tools":[{"name":"rm"}]}}"#;
-        assert!(matches!(
-            filter_json(
-                body.as_bytes(),
-                &json!(1),
-                Feature::Tool,
-                &mut only_named(&[])
-            ),
-            Err(FilterError::Ambiguous(_))
-        ));
-    }
-
-    #[test]
-    fn an_item_named_twice_fails_closed() {
-        let body =
-            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ls","na\u006de":"rm"}]}}"#;
-        assert!(matches!(
-            filter_json(
-                body.as_bytes(),
-                &json!(1),
-                Feature::Tool,
-                &mut only_named(&["ls"])
-            ),
-            Err(FilterError::Ambiguous(_))
-        ));
-    }
-
-    #[test]
-    fn an_item_that_is_not_an_object_is_cut() {
-        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":["ls",{"name":"ls"}]}}"#;
-        let filtered = filter_json(
-            body.as_bytes(),
-            &json!(1),
-            Feature::Tool,
-            &mut only_named(&["ls"]),
-        )
-        .unwrap()
-        .unwrap();
-        let answer: Value = serde_json::from_slice(&filtered.body).unwrap();
-        assert_eq!(answer["result"]["tools"], json!([{"name": "ls"}]));
-    }
-
-    #[test]
-    fn a_null_result_beside_an_error_fails_closed() {
-        let body = r#"{"jsonrpc":"2.0","id":1,"result":null,"error":{"code":1,"message":"x"}}"#;
-        assert_eq!(
-            filter_json(
-                body.as_bytes(),
-                &json!(1),
-                Feature::Tool,
-                &mut only_named(&[])
-            ),
-            Err(FilterError::ResultAndError)
-        );
-    }
-
-    #[test]
     fn a_pretty_printed_sse_answer_stays_one_event() {
         let answer = serde_json::to_string_pretty(&tools_answer(json!(2))).unwrap();
         let data: String = answer
             .lines()
             .map(|line| format!("data: {line}\n"))
             .collect();
-        let buffer = format!("event: message\n{data}\n");
-        let SseOutcome::Done(filtered) = filter_sse(
-            buffer.as_bytes(),
-            &json!(2),
-            Feature::Tool,
-            &mut only_named(&["add"]),
-        )
-        .unwrap() else {
-            panic!("expected the answer to be found")
-        };
-        let text = String::from_utf8(filtered.body).unwrap();
+        let text = filter_tool_events(&format!("event: message\n{data}\n"), json!(2), &["add"]);
         let events = sse::complete_events(&text);
         assert_eq!(events.len(), 1);
         let answer: Value = serde_json::from_str(events[0].data.as_deref().unwrap()).unwrap();
