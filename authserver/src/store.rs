@@ -1,15 +1,19 @@
 //! Durable state behind a trait: SQLite (one file, WAL) by default, so that a restart loses no
-//! registered client; a PostgreSQL implementation can follow for several replicas.
+//! registered client; PostgreSQL for several replicas sharing one database.
 
 use std::future::Future;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::Row;
 
 use crate::grant::Grant;
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -159,331 +163,35 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Io<()>> + Send;
 }
 
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database and applies the migrations.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let open_error = |message: String| StoreError::Open {
-            url: url.to_owned(),
-            message,
-        };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|err| open_error(err.to_string()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|err| open_error(err.to_string()))?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
-    }
-}
-
-impl Store for SqliteStore {
-    async fn save_client(&self, client: &StoredClient) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO clients (client_id, secret_sha256, metadata, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&client.client_id)
-            .bind(&client.secret_sha256)
-            .bind(client.metadata.to_string())
-            .bind(client.created_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn client(&self, client_id: &str) -> Result<Option<StoredClient>, StoreError> {
-        let row = sqlx::query("SELECT client_id, secret_sha256, metadata, created_at FROM clients WHERE client_id = ?")
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let metadata: String = row.try_get("metadata")?;
-        Ok(Some(StoredClient {
-            client_id: row.try_get("client_id")?,
-            secret_sha256: row.try_get("secret_sha256")?,
-            metadata: serde_json::from_str(&metadata)?,
-            created_at: row.try_get("created_at")?,
-        }))
-    }
-
-    async fn save_request(
-        &self,
-        id: &str,
-        browser_id: &str,
-        request: &PendingRequest,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO auth_requests (id, browser_id, params, expires_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(browser_id)
-        .bind(serde_json::to_string(request)?)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn request(&self, id: &str, now: i64) -> Result<Option<StoredRequest>, StoreError> {
-        let row = sqlx::query("SELECT browser_id, params, consented FROM auth_requests WHERE id = ? AND expires_at > ?")
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let params: String = row.try_get("params")?;
-        Ok(Some(StoredRequest {
-            browser_id: row.try_get("browser_id")?,
-            request: serde_json::from_str(&params)?,
-            consented: row.try_get::<i64, _>("consented")? != 0,
-        }))
-    }
-
-    async fn mark_consented(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE auth_requests SET consented = 1 WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn delete_request(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM auth_requests WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn consent(
-        &self,
-        browser_id: &str,
-        client_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT scope FROM consents WHERE browser_id = ? AND client_id = ?")
-            .bind(browser_id)
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|row| row.try_get("scope")).transpose()?)
-    }
-
-    async fn save_consent(
-        &self,
-        browser_id: &str,
-        client_id: &str,
-        scope: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR REPLACE INTO consents (browser_id, client_id, scope, created_at) VALUES (?, ?, ?, ?)")
-            .bind(browser_id)
-            .bind(client_id)
-            .bind(scope)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn save_code(
-        &self,
-        code_sha256: &str,
-        grant: &Grant,
-        family_id: &str,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO codes (code_sha256, grant_json, family_id, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(code_sha256)
-            .bind(serde_json::to_string(grant)?)
-            .bind(family_id)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn redeem_code(&self, code_sha256: &str, now: i64) -> Result<Redeemed, StoreError> {
-        self.redeem("codes", "code_sha256", code_sha256, now).await
-    }
-
-    async fn save_refresh(
-        &self,
-        token_sha256: &str,
-        grant: &Grant,
-        family_id: &str,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO refresh_tokens (token_sha256, family_id, grant_json, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(token_sha256)
-            .bind(family_id)
-            .bind(serde_json::to_string(grant)?)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn redeem_refresh(&self, token_sha256: &str, now: i64) -> Result<Redeemed, StoreError> {
-        self.redeem("refresh_tokens", "token_sha256", token_sha256, now)
-            .await
-    }
-
-    async fn refresh_family(
-        &self,
-        token_sha256: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        let row =
-            sqlx::query("SELECT family_id, grant_json FROM refresh_tokens WHERE token_sha256 = ?")
-                .bind(token_sha256)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(row) = row else { return Ok(None) };
-        let grant: Grant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
-        Ok(Some((row.try_get("family_id")?, grant.client_id)))
-    }
-
-    async fn revoke_family(
-        &self,
-        family_id: &str,
-        reason: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR IGNORE INTO revoked_families (family_id, revoked_at, reason) VALUES (?, ?, ?)")
-            .bind(family_id)
-            .bind(now)
-            .bind(reason)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn release_refresh(&self, token_sha256: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_tokens SET used = 0 WHERE token_sha256 = ?")
-            .bind(token_sha256)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn save_upstream_login(
-        &self,
-        state_sha256: &str,
-        login: &UpstreamLogin,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO upstream_logins (state_sha256, request_id, nonce, pkce_verifier, expires_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(state_sha256)
-            .bind(&login.request_id)
-            .bind(&login.nonce)
-            .bind(&login.pkce_verifier)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn take_upstream_login(
-        &self,
-        state_sha256: &str,
-        now: i64,
-    ) -> Result<Option<UpstreamLogin>, StoreError> {
-        let row = sqlx::query(
-            "DELETE FROM upstream_logins WHERE state_sha256 = ? RETURNING request_id, nonce, pkce_verifier, expires_at",
-        )
-        .bind(state_sha256)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        if row.try_get::<i64, _>("expires_at")? <= now {
-            return Ok(None);
+impl Backend {
+    pub fn of(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            _ => Err(StoreError::Open {
+                url: redacted(url),
+                message: "the database URL must start with sqlite: or postgres://".into(),
+            }),
         }
-        Ok(Some(UpstreamLogin {
-            request_id: row.try_get("request_id")?,
-            nonce: row.try_get("nonce")?,
-            pkce_verifier: row.try_get("pkce_verifier")?,
-        }))
-    }
-
-    async fn save_upstream_tokens(
-        &self,
-        family_id: &str,
-        sealed: &[u8],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR REPLACE INTO upstream_tokens (family_id, sealed, updated_at) VALUES (?, ?, ?)")
-            .bind(family_id)
-            .bind(sealed)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn upstream_tokens(&self, family_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query("SELECT sealed FROM upstream_tokens WHERE family_id = ?")
-            .bind(family_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|row| row.try_get("sealed")).transpose()?)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 }
 
-impl SqliteStore {
-    /// Marks a single-use credential used in one statement (so two replicas or two requests
-    /// cannot both redeem it), then tells what was found.
-    async fn redeem(
-        &self,
-        table: &str,
-        key: &str,
-        hash: &str,
-        now: i64,
-    ) -> Result<Redeemed, StoreError> {
-        let claimed = sqlx::query(&format!(
-            "UPDATE {table} SET used = 1 WHERE {key} = ? AND used = 0 AND expires_at > ? \
-             AND family_id NOT IN (SELECT family_id FROM revoked_families)"
-        ))
-        .bind(hash)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        let row = sqlx::query(&format!(
-            "SELECT grant_json, family_id, used FROM {table} WHERE {key} = ?"
-        ))
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(Redeemed::Invalid);
-        };
-        let family_id: String = row.try_get("family_id")?;
-        if claimed {
-            let grant: Grant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
-            return Ok(Redeemed::Fresh {
-                grant: Box::new(grant),
-                family_id,
-            });
+/// A database URL fit for a log line or an error: the password, if any, replaced.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
         }
-        let used: i64 = row.try_get("used")?;
-        Ok(if used != 0 {
-            Redeemed::Replayed { family_id }
-        } else {
-            Redeemed::Invalid
-        })
+        _ => url.to_owned(),
     }
 }
 
@@ -624,5 +332,21 @@ mod tests {
         let reopened = SqliteStore::open(&url).await.unwrap();
         assert_eq!(reopened.client("c1").await.unwrap(), Some(client));
         assert_eq!(reopened.client("nope").await.unwrap(), None);
+    }
+
+    #[test]
+    fn the_url_scheme_picks_the_database_and_a_password_never_shows() {
+        assert_eq!(
+            Backend::of("sqlite://a.db?mode=rwc").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::of("postgres://mcp:s3cret@db:5432/auth").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::of("mysql://root:s3cret@db/auth").unwrap_err();
+        assert!(err.to_string().contains("sqlite: or postgres://"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert_eq!(redacted("sqlite://a.db"), "sqlite://a.db");
     }
 }

@@ -1,0 +1,153 @@
+"""Two authorization server replicas on one real PostgreSQL: a client registered on one logs in
+through the other, a refresh token rotated on one is dead on the other, and a code two replicas
+are asked to redeem at once is redeemed once."""
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import requests
+
+from authstack import REDIRECT, AuthServer, claims_of, pkce, query, write_key
+from browser import Browser
+from harness import Process, free_port, port_open, wait_until
+
+RESOURCE = "https://mcp.example.com/mcp"
+USERS = "users:\n- {username: alice, password: password, email: alice@example.com, name: Alice, groups: [mcp-developers]}\n"
+
+
+def postgres_program(name):
+    """A PostgreSQL server program: on the PATH, or where Debian's package puts it."""
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if not found:
+        raise RuntimeError(f"PostgreSQL's `{name}` is missing: `make tools` installs it")
+    return found
+
+
+@pytest.fixture(scope="module")
+def database(log_dir):
+    """A throw-away PostgreSQL cluster on a free port (run as `postgres` when the tests run as root,
+    since PostgreSQL refuses root)."""
+    root = Path(tempfile.mkdtemp(prefix="mcp-auth-pg-"))
+    as_postgres = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_postgres, postgres_program("initdb"), "-D", str(root / "data"), "-U", "mcp", "--auth=trust",
+                    "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+    port = free_port()
+    server = Process("postgres", [*as_postgres, postgres_program("postgres"), "-D", str(root / "data"), "-p", str(port),
+                                  "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], log_dir)
+
+    def up():
+        if not server.alive():
+            raise RuntimeError(server.log())
+        return port_open(port)
+    wait_until(up, 60, "postgres")
+    yield f"postgres://mcp@127.0.0.1:{port}/postgres"
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class Replica:
+    """One replica: its own port, the shared issuer, database and signing key."""
+
+    def __init__(self, log_dir, workdir, name, issuer, port, database, key):
+        users = workdir / "users.yaml"
+        users.write_text(USERS)
+        config = {"issuer": issuer, "resources": [RESOURCE], "database": database,
+                  "scopes": ["mcp:tools", "offline_access"], "groups": {"prefix": "mcp-"},
+                  "upstream": {"type": "dev", "users_file": str(users)}}
+        self.server = AuthServer(log_dir, workdir, config, port, [key], name=name)
+        self.base = f"http://127.0.0.1:{port}"
+
+    def url(self, path):
+        return self.base + path
+
+    def token(self, **data):
+        return requests.post(self.url("/oauth/token"), data=data, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def replicas(log_dir, database, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("replicas")
+    key = write_key(workdir / "signing.pem", "ec")
+    port_a, port_b = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{port_a}"  # the address the load balancer would have
+    a = Replica(log_dir, workdir, "authserver-replica-a", issuer, port_a, database, key)
+    b = Replica(log_dir, workdir, "authserver-replica-b", issuer, port_b, database, key)
+    yield a, b
+    a.server.stop()
+    b.server.stop()
+
+
+def code_for(client, replica):
+    """Alice's authorization code, the login and consent run on `replica`."""
+    verifier, challenge = pkce()
+    params = {"response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+              "code_challenge": challenge, "code_challenge_method": "S256", "state": "s",
+              "resource": RESOURCE, "scope": "mcp:tools offline_access"}
+    landing = Browser().authorize(replica.url("/oauth/authorize") + "?" + urlencode(params), "alice")
+    return query(landing)["code"], verifier
+
+
+def exchange(replica, client, code, verifier):
+    return replica.token(grant_type="authorization_code", code=code, redirect_uri=REDIRECT, code_verifier=verifier,
+                         client_id=client["client_id"], resource=RESOURCE)
+
+
+def register(replica):
+    response = requests.post(replica.url("/oauth/register"), json={"client_name": "replicated", "redirect_uris": [REDIRECT]},
+                             timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_both_replicas_are_ready_and_publish_the_same_keys(replicas):
+    a, b = replicas
+    assert requests.get(a.url("/readyz"), timeout=10).status_code == 200
+    assert requests.get(b.url("/readyz"), timeout=10).status_code == 200
+    assert requests.get(a.url("/.well-known/jwks.json"), timeout=10).json() == \
+        requests.get(b.url("/.well-known/jwks.json"), timeout=10).json()
+
+
+def test_a_client_registered_on_one_replica_logs_in_and_refreshes_through_the_other(replicas):
+    a, b = replicas
+    client = register(b)
+    code, verifier = code_for(client, a)
+    tokens = exchange(b, client, code, verifier)
+    assert tokens.status_code == 200, tokens.text
+    assert claims_of(tokens.json()["access_token"])["groups"] == ["mcp-developers"]
+    first = tokens.json()["refresh_token"]
+    rotated = a.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=first)
+    assert rotated.status_code == 200, rotated.text
+    reused = b.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=first)
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant", "rotated on A, dead on B"
+    latest = a.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=rotated.json()["refresh_token"])
+    assert latest.json()["error"] == "invalid_grant", "the reuse on B revoked the family on A too"
+
+
+def test_a_code_sent_to_two_replicas_at_once_is_redeemed_once(replicas):
+    a, b = replicas
+    client = register(a)
+    for _ in range(5):
+        code, verifier = code_for(client, a)
+        answers = []
+        start = threading.Barrier(2)
+
+        def redeem(replica):
+            start.wait()
+            answers.append(exchange(replica, client, code, verifier))
+        threads = [threading.Thread(target=redeem, args=(replica,)) for replica in (a, b)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [200, 400], [answer.text for answer in answers]
