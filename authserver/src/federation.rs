@@ -21,6 +21,8 @@ use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
+pub(crate) use mcp_mesh_claims::lookup;
+
 use crate::grant::User;
 
 /// The `oidc` upstream section of the configuration.
@@ -570,19 +572,6 @@ fn payload(token: &str) -> Map<String, Value> {
         .and_then(|part| URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
-}
-
-/// A claim by exact name (URL-style keys contain dots) or by dot path.
-pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if let Some(value) = claims.get(name) {
-        return Some(value);
-    }
-    let mut parts = name.split('.');
-    let mut current = claims.get(parts.next()?)?;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
-    }
-    Some(current)
 }
 
 /// An array of strings, or a space-separated string.

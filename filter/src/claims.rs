@@ -1,6 +1,7 @@
 //! Turning JWT claims and tool arguments into Cedar values, the way ToolHive does.
 
 use cedar_policy::RestrictedExpression;
+use mcp_mesh_claims::lookup;
 use serde_json::{Map, Value};
 
 /// Deeper nesting is dropped: policies never need it, and it bounds the work per token.
@@ -89,20 +90,6 @@ pub fn argument_attributes(
             scalar => Some((format!("arg_{key}"), to_cedar(scalar)?)),
         })
         .collect()
-}
-
-/// Reads a claim by exact name (URL-style keys such as `https://example.com/groups` contain dots),
-/// falling back to a dot path into nested objects (`realm_access.roles`).
-pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if let Some(value) = claims.get(name) {
-        return Some(value);
-    }
-    let mut parts = name.split('.');
-    let mut current = claims.get(parts.next()?)?;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
-    }
-    Some(current)
 }
 
 /// The groups of a caller: the configured group claim, or else the first present of `groups`,
