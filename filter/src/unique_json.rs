@@ -121,6 +121,12 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(from_slice(deep.as_bytes()).is_err());
+    }
+
+    #[test]
     fn trailing_text_and_bad_syntax_are_syntax_errors() {
         assert!(from_slice(b"{} x").unwrap_err().is_syntax());
         assert!(from_slice(b"{\"a\":").unwrap_err().is_eof());
