@@ -33,10 +33,11 @@ pub enum FilterError {
 /// given as its head: an object with only its name (or uri) and its annotations.
 pub type Keep<'a> = dyn FnMut(Feature, &[Value]) -> Vec<bool> + 'a;
 
-/// A rewritten answer and how many items it lost.
+/// What filtering made of an answer, and how many items it lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filtered {
-    pub body: Vec<u8>,
+    /// The rewritten answer; `None` when nothing was cut and the answer passes as it came.
+    pub body: Option<Vec<u8>>,
     pub removed: usize,
     pub kept: usize,
 }
@@ -55,7 +56,7 @@ pub fn filter_json(
     };
     Ok(
         filter_message(text, &envelope, request_id, feature, keep)?.map(|cut| Filtered {
-            body: cut.text.into_bytes(),
+            body: cut.text.map(String::into_bytes),
             removed: cut.removed,
             kept: cut.kept,
         }),
@@ -87,12 +88,15 @@ pub fn filter_sse(
             continue;
         };
         if let Some(cut) = filter_message(data, &envelope, request_id, feature, keep)? {
-            let mut body = String::with_capacity(buffer.len());
-            body.push_str(&text[..event.start]);
-            body.push_str(&sse::replace_data(&text[event.start..event.end], &cut.text));
-            body.push_str(&text[event.end..]);
+            let body = cut.text.map(|data| {
+                let mut body = String::with_capacity(buffer.len());
+                body.push_str(&text[..event.start]);
+                body.push_str(&sse::replace_data(&text[event.start..event.end], &data));
+                body.push_str(&text[event.end..]);
+                body.into_bytes()
+            });
             return Ok(SseOutcome::Done(Filtered {
-                body: body.into_bytes(),
+                body,
                 removed: cut.removed,
                 kept: cut.kept,
             }));
@@ -178,7 +182,8 @@ fn is_object(text: &str) -> bool {
 
 /// A message with its list cut down.
 struct Cut {
-    text: String,
+    /// The message with the refused items cut out; `None` when none was refused.
+    text: Option<String>,
     removed: usize,
     kept: usize,
 }
@@ -202,7 +207,7 @@ fn filter_message(
     }
     let unchanged = || {
         Ok(Some(Cut {
-            text: text.to_owned(),
+            text: None,
             removed: 0,
             kept: 0,
         }))
@@ -228,15 +233,10 @@ fn filter_message(
         .filter_map(|(item, keep)| keep.then_some(*item))
         .collect();
     let removed = items.len() - kept.len();
-    if removed == 0 {
-        return Ok(Some(Cut {
-            text: text.to_owned(),
-            removed,
-            kept: kept.len(),
-        }));
-    }
     Ok(Some(Cut {
-        text: splice(text, list.get(), &kept)?,
+        text: (removed > 0)
+            .then(|| splice(text, list.get(), &kept))
+            .transpose()?,
         removed,
         kept: kept.len(),
     }))
@@ -339,9 +339,10 @@ mod tests {
         )
     }
 
-    /// The answer a filtered body holds, parsed.
+    /// The rewritten answer, parsed.
     fn answer_of(filtered: Result<Option<Filtered>, FilterError>) -> Value {
-        serde_json::from_slice(&filtered.unwrap().unwrap().body).unwrap()
+        let body = filtered.unwrap().unwrap().body.expect("a rewritten answer");
+        serde_json::from_slice(&body).unwrap()
     }
 
     /// The event-stream buffer `buffer`, filtered down to the tools named in `allowed`.
@@ -355,7 +356,7 @@ mod tests {
         let Ok(SseOutcome::Done(filtered)) = outcome else {
             panic!("expected the answer to be found: {outcome:?}")
         };
-        String::from_utf8(filtered.body).unwrap()
+        String::from_utf8(filtered.body.expect("a rewritten buffer")).unwrap()
     }
 
     fn tools_answer(id: Value) -> Value {
@@ -371,7 +372,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((filtered.removed, filtered.kept), (1, 2));
-        let answer: Value = serde_json::from_slice(&filtered.body).unwrap();
+        let answer: Value = serde_json::from_slice(filtered.body.as_deref().unwrap()).unwrap();
         assert_eq!(
             answer["result"]["tools"],
             json!([{"name": "echo"}, {"name": "add"}])
@@ -419,10 +420,8 @@ mod tests {
     fn an_error_answer_passes_unfiltered() {
         let body = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "nope"}})
             .to_string();
-        assert_eq!(
-            answer_of(filter_tools(&body, json!(1), &[])),
-            serde_json::from_str::<Value>(&body).unwrap()
-        );
+        let filtered = filter_tools(&body, json!(1), &[]).unwrap().unwrap();
+        assert_eq!(filtered.body, None, "passed as it came");
     }
 
     #[test]
@@ -437,7 +436,7 @@ mod tests {
     fn an_answer_shown_whole_goes_back_byte_for_byte() {
         let body = "{ \"jsonrpc\":\"2.0\",\n  \"result\": {\"tools\": [ {\"name\": \"echo\", \"n\": 1.50} ]},\"id\":7 }";
         let filtered = filter_tools(body, json!(7), &["echo"]).unwrap().unwrap();
-        assert_eq!(String::from_utf8(filtered.body).unwrap(), body);
+        assert_eq!(filtered.body, None, "passed as it came, not rewritten");
         assert_eq!((filtered.removed, filtered.kept), (0, 1));
     }
 
@@ -446,7 +445,7 @@ mod tests {
         let body = r#"{"result":{"nextCursor":"c","tools":[{"name":"rm","inputSchema":{}},{"name":"ls","n":1.50}]},"id":1,"jsonrpc":"2.0"}"#;
         let filtered = filter_tools(body, json!(1), &["ls"]).unwrap().unwrap();
         assert_eq!(
-            String::from_utf8(filtered.body).unwrap(),
+            String::from_utf8(filtered.body.unwrap()).unwrap(),
             r#"{"result":{"nextCursor":"c","tools":[{"name":"ls","n":1.50}]},"id":1,"jsonrpc":"2.0"}"#
         );
     }

@@ -261,8 +261,10 @@ fn filter_answer(
                            "method": format!("{}/list", answer.feature.list_key()),
                            "listed": filtered.kept, "removed": filtered.removed})
     );
-    hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &filtered.body)
-        .map_err(|_| "could not rewrite the list answer".to_owned())?;
+    if let Some(body) = &filtered.body {
+        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, body)
+            .map_err(|_| "could not rewrite the list answer".to_owned())?;
+    }
     Ok(finish(stream))
 }
 
