@@ -27,7 +27,7 @@ use crate::crypto::Sealer;
 use crate::federation::OidcUpstream;
 use crate::federation_oauth2::OAuth2Upstream;
 use crate::keys::KeyRing;
-use crate::store::{Backend, PostgresStore, SqliteStore, Store};
+use crate::store::{redacted, Backend, PostgresStore, SqliteStore, Store};
 use crate::upstream::DevUsers;
 
 /// The embedded OAuth 2.1 authorization server for MCP clients.
@@ -121,35 +121,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .as_deref()
         .map(Sealer::from_file)
         .transpose()?;
-    let parts = Parts {
-        config,
-        keys,
-        upstream,
-        sealer,
-    };
-    let database = parts.config.database.clone();
-    match Backend::of(&database)? {
-        Backend::Sqlite => serve(parts, SqliteStore::open(&database).await?).await,
-        Backend::Postgres => serve(parts, PostgresStore::open(&database).await?).await,
+    match Backend::of(&config.database)? {
+        Backend::Sqlite => {
+            let store = SqliteStore::open(&config.database).await?;
+            serve(config, keys, upstream, sealer, store).await
+        }
+        Backend::Postgres => {
+            let store = PostgresStore::open(&config.database).await?;
+            serve(config, keys, upstream, sealer, store).await
+        }
     }
 }
 
-/// Everything the server is made of but its store.
-struct Parts {
+async fn serve<S: Store>(
     config: Config,
     keys: KeyRing,
     upstream: Upstream,
     sealer: Option<Sealer>,
-}
-
-async fn serve<S: Store>(parts: Parts, store: S) -> anyhow::Result<()> {
-    let Parts {
-        config,
-        keys,
-        upstream,
-        sealer,
-    } = parts;
-    tracing::info!(database = %store::redacted(&config.database), "database ready");
+    store: S,
+) -> anyhow::Result<()> {
+    tracing::info!(database = %redacted(&config.database), "database ready");
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(issuer = config.issuer_str(), listen = %config.listen, "authorization server listening");
     let app = app::router(config, keys, store, upstream, sealer);
