@@ -74,7 +74,7 @@ impl Audit {
 
 pub fn decide(
     config: &FilterConfig,
-    authz: &Authorizer,
+    authz: Option<&Authorizer>,
     annotations: &ToolAnnotations,
     identity: &VerifiedToken,
     headers: &CallHeaders,
@@ -98,7 +98,22 @@ pub fn decide(
             None,
         );
     }
-    match operation::classify(&method, &params) {
+    let operation = operation::classify(&method, &params);
+    let Some(authz) = authz else {
+        // Without Cedar the filter authenticates, and applies `tool_scopes`, only.
+        return match operation {
+            Operation::Use {
+                feature: Feature::Tool,
+                target,
+                ..
+            } => match missing_tool_scopes(config, identity, target) {
+                Some(refusal) => (CallVerdict::Refuse(refusal), None),
+                None => (CallVerdict::Pass(None), None),
+            },
+            _ => (CallVerdict::Pass(None), None),
+        };
+    };
+    match operation {
         Operation::AlwaysAllowed => (CallVerdict::Pass(None), None),
         Operation::List(feature) => (
             CallVerdict::Pass(id.map(|request_id| PendingList {
@@ -263,7 +278,7 @@ mod tests {
         headers: &CallHeaders,
         body: Value,
     ) -> (CallVerdict, Option<Audit>) {
-        let authz = f.config.authorizer.as_ref().unwrap();
+        let authz = f.config.authorizer.as_deref();
         decide(
             &f.config,
             authz,
@@ -392,7 +407,7 @@ mod tests {
             (status, body["error"]["code"].as_i64()),
             (400, Some(-32600))
         );
-        let authz = f.config.authorizer.as_ref().unwrap();
+        let authz = f.config.authorizer.as_deref();
         let (verdict, _) = decide(
             &f.config,
             authz,

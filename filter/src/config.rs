@@ -74,6 +74,8 @@ struct RawConfig {
     resource_name: Option<String>,
     mcp_path: Option<String>,
     #[serde(default)]
+    extra_mcp_paths: Vec<String>,
+    #[serde(default)]
     public_paths: Vec<String>,
     clock_skew_seconds: Option<u32>,
     max_token_bytes: Option<usize>,
@@ -148,6 +150,8 @@ pub struct FilterConfig {
     pub metadata_document: String,
     pub required_scopes: Vec<String>,
     pub mcp_path: String,
+    /// Other paths the upstream serves its MCP endpoint at; a `POST` anywhere else is refused.
+    pub extra_mcp_paths: Vec<String>,
     pub public_paths: Vec<String>,
     pub token_policy: TokenPolicy,
     pub issuers: Vec<IssuerConfig>,
@@ -188,6 +192,9 @@ impl FilterConfig {
 
         let mcp_path = raw.mcp_path.unwrap_or_else(|| DEFAULT_MCP_PATH.to_owned());
         path("mcp_path", &mcp_path)?;
+        for extra in &raw.extra_mcp_paths {
+            path("extra_mcp_paths", extra)?;
+        }
         for public in &raw.public_paths {
             path("public_paths", public)?;
             if mcp_path.starts_with(public.as_str()) || public == "/" {
@@ -282,6 +289,7 @@ impl FilterConfig {
             metadata_document: metadata.to_string(),
             required_scopes: raw.required_scopes,
             mcp_path,
+            extra_mcp_paths: raw.extra_mcp_paths,
             public_paths: raw.public_paths,
             token_policy: TokenPolicy {
                 audiences,

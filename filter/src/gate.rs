@@ -27,6 +27,10 @@ pub struct RequestHead {
     pub is_preflight: bool,
     /// What the body decision needs of the headers (`Content-Type`, `Mcp-Method`, `Mcp-Name`).
     pub call: CallHeaders,
+    /// Whether the request asks to resume a stream (`Last-Event-ID`).
+    pub last_event_id: bool,
+    /// Every `Mcp-Session-Id` header value, in order.
+    pub session_ids: Vec<String>,
 }
 
 impl RequestHead {
@@ -333,8 +337,7 @@ mod tests {
             method: "POST".into(),
             path: path.into(),
             authorization: authorization.to_vec(),
-            is_preflight: false,
-            call: CallHeaders::default(),
+            ..RequestHead::default()
         }
     }
 

@@ -3,8 +3,10 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Bytes, MapType, Status};
+use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
 
+use super::metrics::Metrics;
+use crate::lifecycle::{Host, HostError, Observation};
 use crate::response::LocalResponse;
 
 /// Wall-clock milliseconds from the host, or `None` when the host cannot tell (then nothing
@@ -24,7 +26,7 @@ pub fn request_headers() -> Result<Vec<(String, String)>, Status> {
         .collect())
 }
 
-pub fn set_request_header(name: &str, value: Option<&str>) -> Result<(), Status> {
+fn set_request_header(name: &str, value: Option<&str>) -> Result<(), Status> {
     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
 }
 
@@ -52,5 +54,97 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), 
 pub fn tick_every(period: Duration) {
     if let Err(status) = hostcalls::set_tick_period(period) {
         log::error!("mcp-mesh-auth: could not start the timer: {status:?}; JWKS will not refresh");
+    }
+}
+
+/// The lifecycle's view of the stream in the current context. Reads and writes of buffers and
+/// headers happen at once; answering and resuming, which may run our own callbacks again, are
+/// kept and carried out by [`ProxyHost::finish`] once the VM state is no longer borrowed.
+pub struct ProxyHost<'m> {
+    pub metrics: &'m Metrics,
+    send: Option<LocalResponse>,
+    resume: bool,
+}
+
+impl<'m> ProxyHost<'m> {
+    pub fn new(metrics: &'m Metrics) -> Self {
+        Self {
+            metrics,
+            send: None,
+            resume: false,
+        }
+    }
+
+    /// What is left to do after the core decided: the local answer or the resume.
+    pub fn into_deferred(self) -> Deferred {
+        Deferred {
+            send: self.send,
+            resume: self.resume,
+        }
+    }
+}
+
+/// Effects carried out after the VM state is released.
+#[must_use]
+pub struct Deferred {
+    send: Option<LocalResponse>,
+    resume: bool,
+}
+
+impl Deferred {
+    pub fn carry_out(self) {
+        if let Some(response) = self.send {
+            if let Err(status) = send(&response) {
+                log::error!("mcp-mesh-auth: could not answer locally: {status:?}");
+            }
+        } else if self.resume {
+            if let Err(status) = hostcalls::resume_http_request() {
+                log::warn!("mcp-mesh-auth: could not resume a held request: {status:?}");
+            }
+        }
+    }
+}
+
+fn body(kind: BufferType, max: usize, what: &'static str) -> Result<Vec<u8>, HostError> {
+    hostcalls::get_buffer(kind, 0, max)
+        .map(Option::unwrap_or_default)
+        .map_err(|_| HostError(what))
+}
+
+impl Host for ProxyHost<'_> {
+    fn request_body(&mut self, max: usize) -> Result<Vec<u8>, HostError> {
+        body(BufferType::HttpRequestBody, max, "read the request body")
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        set_request_header(name, value).map_err(|_| HostError("change a request header"))
+    }
+
+    fn resume_request(&mut self) -> Result<(), HostError> {
+        self.resume = true;
+        Ok(())
+    }
+
+    fn response_body(&mut self, max: usize) -> Result<Vec<u8>, HostError> {
+        body(BufferType::HttpResponseBody, max, "read the response body")
+    }
+
+    fn replace_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, body)
+            .map_err(|_| HostError("rewrite the response body"))
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value)
+            .map_err(|_| HostError("change a response header"))
+    }
+
+    fn send(&mut self, response: &LocalResponse) -> Result<(), HostError> {
+        self.send = Some(response.clone());
+        Ok(())
+    }
+
+    fn observe(&mut self, observation: Observation<'_>) {
+        self.metrics.observe(observation);
     }
 }

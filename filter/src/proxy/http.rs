@@ -1,25 +1,79 @@
-//! The per-request context: reads the request head and lets the engine decide.
+//! The per-request context: reads what the host offers, hands every callback to the stream's
+//! lifecycle, and carries out what it decided.
 
 use std::rc::Rc;
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, MapType};
 
-use super::engine::{self, Act, Hold, SharedEngine};
-use super::host;
-use super::stream::{self, SharedStream};
-use crate::gate::{KidRefetch, RequestHead};
+use super::host::{self, ProxyHost};
+use super::vm::{SharedStream, SharedVm, Vm};
+use crate::engine::Engine;
+use crate::gate::RequestHead;
+use crate::lifecycle::{self, ResponseHead, Step, Stream};
+use crate::waiters::Waiter;
 
 pub struct HttpFilter {
     pub context_id: u32,
-    pub engine: SharedEngine,
+    pub vm: SharedVm,
     pub stream: SharedStream,
+}
+
+impl HttpFilter {
+    /// Runs one lifecycle callback with the VM state borrowed, then carries out its effects.
+    fn run(
+        &self,
+        callback: impl FnOnce(&mut Stream, &mut Engine, &mut ProxyHost) -> Step,
+    ) -> Action {
+        let (step, deferred) = {
+            let (Ok(mut vm), Ok(mut stream)) =
+                (self.vm.try_borrow_mut(), self.stream.try_borrow_mut())
+            else {
+                return refuse_now("filter state busy");
+            };
+            let Vm {
+                engine,
+                metrics,
+                waiters,
+                ..
+            } = &mut *vm;
+            let mut host = ProxyHost::new(metrics);
+            let step = callback(&mut stream, engine, &mut host);
+            if let Step::Hold {
+                issuer,
+                deadline_ms,
+            } = step
+            {
+                waiters.hold(Waiter {
+                    context_id: self.context_id,
+                    issuer,
+                    deadline_ms,
+                    request: Rc::clone(&self.stream),
+                });
+            }
+            (step, host.into_deferred())
+        };
+        deferred.carry_out();
+        match step {
+            Step::Continue => Action::Continue,
+            Step::Pause | Step::Hold { .. } => Action::Pause,
+        }
+    }
+}
+
+/// Answers with a 500 when the lifecycle cannot even be asked; the request stays stopped.
+fn refuse_now(detail: &str) -> Action {
+    if let Err(status) = host::send(&lifecycle::internal_error(detail)) {
+        log::error!("mcp-mesh-auth: could not answer locally: {status:?}");
+    }
+    Action::Pause
 }
 
 impl Context for HttpFilter {
     fn on_done(&mut self) -> bool {
-        if let Ok(mut engine) = self.engine.try_borrow_mut() {
-            engine.waiters.forget(self.context_id);
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            vm.waiters.forget(self.context_id);
         }
         true
     }
@@ -28,65 +82,42 @@ impl Context for HttpFilter {
 impl HttpContext for HttpFilter {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         let Some(now_ms) = host::now_ms() else {
-            return engine::carry_out(
-                Act::Respond(engine::internal_error("the host clock is unavailable")),
-                &self.stream,
-            );
+            return refuse_now("the host clock is unavailable");
         };
-        let head = match host::request_headers() {
-            Ok(headers) => request_head(headers),
-            Err(_) => {
-                return engine::carry_out(
-                    Act::Respond(engine::internal_error("could not read the request headers")),
-                    &self.stream,
-                )
-            }
+        let Ok(headers) = host::request_headers() else {
+            return refuse_now("could not read the request headers");
         };
-        let wait_ms = match self.engine.try_borrow() {
-            Ok(engine) => i64::try_from(engine.config.jwks_wait_ms).unwrap_or(i64::MAX),
-            Err(_) => 0,
-        };
-        let act = engine::decide(
-            &self.engine,
-            self.context_id,
-            (head, Rc::clone(&self.stream)),
-            now_ms,
-            KidRefetch::Allowed,
-            Hold::Until(now_ms.saturating_add(wait_ms)),
-        );
-        let action = engine::carry_out(act, &self.stream);
-        let inspect = self.stream.borrow().inspect.clone();
-        match inspect {
-            // A POST without a body is decided now: no body callback will come.
-            Some(inspect) if end_of_stream && action == Action::Continue => {
-                stream::decide_body(&self.engine, &self.stream, inspect, b"")
-            }
-            // Where the host lets body callbacks run behind stopped headers, the backend sees
-            // nothing of a request until its body is decided.
-            Some(_) if action == Action::Continue && self.hold_headers() => Action::Pause,
-            _ => action,
-        }
+        let head = request_head(headers);
+        self.run(|stream, engine, host| {
+            stream.on_request_headers(engine, host, head, end_of_stream, now_ms)
+        })
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        stream::on_request_body(&self.engine, &self.stream, body_size, end_of_stream)
+        self.run(|stream, engine, host| {
+            stream.on_request_body(engine, host, body_size, end_of_stream)
+        })
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        self.run(|stream, engine, host| stream.on_request_trailers(engine, host))
     }
 
     fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        stream::on_response_headers(&self.engine, &self.stream, end_of_stream)
+        let head = response_head();
+        self.run(|stream, engine, host| {
+            stream.on_response_headers(engine, host, &head, end_of_stream)
+        })
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        stream::on_response_body(&self.engine, &self.stream, body_size, end_of_stream)
+        self.run(|stream, engine, host| {
+            stream.on_response_body(engine, host, body_size, end_of_stream)
+        })
     }
-}
 
-impl HttpFilter {
-    fn hold_headers(&self) -> bool {
-        self.engine
-            .try_borrow()
-            .map(|e| e.config.headers_stop_iteration)
-            .unwrap_or(false)
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        self.run(|stream, engine, host| stream.on_response_trailers(engine, host))
     }
 }
 
@@ -102,9 +133,27 @@ fn request_head(headers: Vec<(String, String)>) -> RequestHead {
             "content-type" => head.call.content_type = Some(value),
             "mcp-method" => head.call.mcp_method = Some(value),
             "mcp-name" => head.call.mcp_name = Some(value),
+            "last-event-id" => head.last_event_id = true,
+            "mcp-session-id" => head.session_ids.push(value),
             _ => {}
         }
     }
     head.is_preflight = preflight_method && head.method == "OPTIONS";
     head
+}
+
+/// The response head; a value that cannot be read is empty (an unknown content type is cut as
+/// JSON, which fails closed when it is not).
+fn response_head() -> ResponseHead {
+    let header = |name: &str| {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+            .map(|value| String::from_utf8_lossy(&value).into_owned())
+            .unwrap_or_default()
+    };
+    ResponseHead {
+        status: header(":status"),
+        content_type: header("content-type"),
+    }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
-use super::engine::{Engine, Held};
 use super::host;
+use super::vm::{SharedStream, Vm};
 use crate::config::RemoteJwks;
 use crate::jwks::KeySet;
 use crate::key_store::{decode_shared, encode_shared};
@@ -29,44 +29,44 @@ fn shared_key(issuer: &str, remote: &RemoteJwks) -> String {
 }
 
 /// One timer step for every remote issuer; returns the held requests whose keys changed.
-pub fn maintain(engine: &mut Engine, now_ms: i64) -> Vec<Waiter<Held>> {
+pub fn maintain(vm: &mut Vm, now_ms: i64) -> Vec<Waiter<SharedStream>> {
     let mut released = Vec::new();
-    for index in 0..engine.keys.len() {
-        let Some(remote) = engine.keys.remote(index).cloned() else {
+    for index in 0..vm.engine.keys.len() {
+        let Some(remote) = vm.engine.keys.remote(index).cloned() else {
             continue;
         };
-        if !engine.keys.should_fetch(index, now_ms) {
+        if !vm.engine.keys.should_fetch(index, now_ms) {
             continue;
         }
-        let issuer = engine.keys.issuer(index).unwrap_or_default().to_owned();
+        let issuer = vm.engine.keys.issuer(index).unwrap_or_default().to_owned();
         let key = shared_key(&issuer, &remote);
-        if adopt_shared(engine, index, &key) {
-            released.extend(engine.waiters.release_issuer(index));
-            if !engine.keys.should_fetch(index, now_ms) {
+        if adopt_shared(vm, index, &key) {
+            released.extend(vm.waiters.release_issuer(index));
+            if !vm.engine.keys.should_fetch(index, now_ms) {
                 continue;
             }
         }
         if take_lease(&format!("{key}|lease"), now_ms, LEASE_MS) {
-            dispatch(engine, index, &issuer, &remote, now_ms);
+            dispatch(vm, index, &issuer, &remote, now_ms);
         }
     }
     released
 }
 
 /// Takes another VM's newer copy, if there is one.
-fn adopt_shared(engine: &mut Engine, index: usize, key: &str) -> bool {
+fn adopt_shared(vm: &mut Vm, index: usize, key: &str) -> bool {
     let Some((value, _)) = host::shared_data(key) else {
         return false;
     };
     let Some((fetched_at_ms, document)) = decode_shared(&value) else {
         return false;
     };
-    if !engine.keys.is_newer(index, fetched_at_ms) {
+    if !vm.engine.keys.is_newer(index, fetched_at_ms) {
         return false;
     }
     match KeySet::from_json(document) {
         Ok(set) => {
-            install(engine, index, Arc::new(set), fetched_at_ms);
+            install(vm, index, Arc::new(set), fetched_at_ms);
             true
         }
         Err(_) => false,
@@ -91,7 +91,7 @@ fn take_lease(key: &str, now_ms: i64, ttl_ms: i64) -> bool {
     host::set_shared_data(key, &(now_ms + ttl_ms).to_be_bytes(), cas).is_ok()
 }
 
-fn dispatch(engine: &mut Engine, index: usize, issuer: &str, remote: &RemoteJwks, now_ms: i64) {
+fn dispatch(vm: &mut Vm, index: usize, issuer: &str, remote: &RemoteJwks, now_ms: i64) {
     let headers = vec![
         (":method", "GET"),
         (":path", remote.path.as_str()),
@@ -102,37 +102,37 @@ fn dispatch(engine: &mut Engine, index: usize, issuer: &str, remote: &RemoteJwks
     let timeout = Duration::from_millis(u64::from(remote.timeout_ms));
     match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout) {
         Ok(token) => {
-            engine.fetches.insert(token, index);
-            engine.keys.fetch_started(index, now_ms);
+            vm.fetches.insert(token, index);
+            vm.engine.keys.fetch_started(index, now_ms);
         }
         Err(status) => {
             log::warn!(
                 "mcp-mesh-auth: cannot fetch the JWKS of {issuer} through cluster `{}`: {status:?} (is the cluster defined?)",
                 remote.cluster
             );
-            engine.metrics.jwks_fetched(false);
-            engine.keys.fetch_failed(index, now_ms);
+            vm.metrics.jwks_fetched(false);
+            vm.engine.keys.fetch_failed(index, now_ms);
         }
     }
 }
 
 /// A JWKS response arrived (or the call failed: no headers); returns the requests to release.
 pub fn on_response(
-    engine: &mut Engine,
+    vm: &mut Vm,
     token: u32,
     num_headers: usize,
     body_size: usize,
     now_ms: i64,
-) -> Vec<Waiter<Held>> {
-    let Some(index) = engine.fetches.remove(&token) else {
+) -> Vec<Waiter<SharedStream>> {
+    let Some(index) = vm.fetches.remove(&token) else {
         return Vec::new();
     };
-    engine.keys.fetch_finished(index);
-    let issuer = engine.keys.issuer(index).unwrap_or_default().to_owned();
+    vm.engine.keys.fetch_finished(index);
+    let issuer = vm.engine.keys.issuer(index).unwrap_or_default().to_owned();
     match read_key_set(num_headers, body_size) {
         Ok((set, document)) => {
             log::info!("mcp-mesh-auth: JWKS of {issuer}: {} usable keys", set.len());
-            if let Some(remote) = engine.keys.remote(index) {
+            if let Some(remote) = vm.engine.keys.remote(index) {
                 let key = shared_key(&issuer, remote);
                 if let Err(status) =
                     host::set_shared_data(&key, &encode_shared(now_ms, &document), None)
@@ -142,26 +142,26 @@ pub fn on_response(
                     );
                 }
             }
-            engine.metrics.jwks_fetched(true);
-            install(engine, index, Arc::new(set), now_ms);
+            vm.metrics.jwks_fetched(true);
+            install(vm, index, Arc::new(set), now_ms);
         }
         Err(reason) => {
             log::warn!("mcp-mesh-auth: JWKS fetch for {issuer} failed: {reason}; keeping the last good keys");
-            engine.metrics.jwks_fetched(false);
-            engine.keys.fetch_failed(index, now_ms);
+            vm.metrics.jwks_fetched(false);
+            vm.engine.keys.fetch_failed(index, now_ms);
         }
     }
-    engine.waiters.release_issuer(index)
+    vm.waiters.release_issuer(index)
 }
 
-fn install(engine: &mut Engine, index: usize, set: Arc<KeySet>, fetched_at_ms: i64) {
-    let issuer = engine.keys.issuer(index).unwrap_or_default().to_owned();
-    engine.cache.retain_keys(&issuer, |kid| {
+fn install(vm: &mut Vm, index: usize, set: Arc<KeySet>, fetched_at_ms: i64) {
+    let issuer = vm.engine.keys.issuer(index).unwrap_or_default().to_owned();
+    vm.engine.cache.retain_keys(&issuer, |kid| {
         set.keys()
             .iter()
             .any(|k| k.kid.as_deref().unwrap_or("") == kid)
     });
-    engine.keys.keys_arrived(index, set, fetched_at_ms);
+    vm.engine.keys.keys_arrived(index, set, fetched_at_ms);
 }
 
 fn read_key_set(num_headers: usize, body_size: usize) -> Result<(KeySet, Vec<u8>), String> {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
+use crate::lifecycle::Observation;
 use crate::rejection::Rejection;
 
 pub struct Metrics {
@@ -51,25 +52,19 @@ impl Metrics {
         }
     }
 
-    pub fn allowed(&self) {
-        bump(self.allowed);
-    }
-
-    pub fn rejected(&self, rejection: &Rejection) {
-        bump(self.rejected.get(rejection.reason()).copied());
-    }
-
-    pub fn authorized(&self, allowed: bool) {
-        bump(if allowed {
-            self.authz_allowed
-        } else {
-            self.authz_denied
-        });
-    }
-
-    pub fn filtered(&self, removed: usize) {
-        if let (Some(id), Ok(removed)) = (self.filtered_items, i64::try_from(removed)) {
-            let _ = hostcalls::increment_metric(id, removed);
+    pub fn observe(&self, observation: Observation<'_>) {
+        match observation {
+            Observation::Allowed => bump(self.allowed),
+            Observation::Rejected(rejection) => {
+                bump(self.rejected.get(rejection.reason()).copied())
+            }
+            Observation::Authorized(true) => bump(self.authz_allowed),
+            Observation::Authorized(false) => bump(self.authz_denied),
+            Observation::Filtered(removed) => {
+                if let (Some(id), Ok(removed)) = (self.filtered_items, i64::try_from(removed)) {
+                    let _ = hostcalls::increment_metric(id, removed);
+                }
+            }
         }
     }
 

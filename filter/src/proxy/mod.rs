@@ -3,13 +3,12 @@
 //! Host calls go through `hostcalls` with their `Result`s handled, never through the SDK's
 //! convenience methods, which panic on unexpected input (non-UTF-8 header values among it).
 
-mod engine;
 mod host;
 mod http;
 mod jwks_fetch;
 mod metrics;
 mod root;
-mod stream;
+mod vm;
 
 use proxy_wasm::types::LogLevel;
 

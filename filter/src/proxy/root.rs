@@ -8,50 +8,52 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::engine::{self, Engine, Held, Hold, SharedEngine};
-use super::host;
+use super::host::{self, ProxyHost};
 use super::http::HttpFilter;
 use super::jwks_fetch;
+use super::metrics::Metrics;
+use super::vm::{SharedStream, SharedVm, Vm};
 use crate::config::FilterConfig;
-use crate::gate::KidRefetch;
-use crate::waiters::Waiter;
+use crate::engine::Engine;
+use crate::lifecycle::{Hold, Step};
+use crate::waiters::{Waiter, Waiters};
 
 /// Fine enough that a cold start waits little for its first keys, cheap when nothing is due.
 const TICK: Duration = Duration::from_millis(200);
 
 pub struct Root {
     context_id: u32,
-    engine: Option<SharedEngine>,
+    vm: Option<SharedVm>,
 }
 
 impl Root {
     pub fn new(context_id: u32) -> Self {
         Self {
             context_id,
-            engine: None,
+            vm: None,
         }
     }
 
     fn tick(&self) {
-        let (Some(engine), Some(now_ms)) = (&self.engine, host::now_ms()) else {
+        let (Some(vm), Some(now_ms)) = (&self.vm, host::now_ms()) else {
             return;
         };
-        let (released, expired) = match engine.try_borrow_mut() {
+        let (released, expired) = match vm.try_borrow_mut() {
             Ok(mut state) => (
                 jwks_fetch::maintain(&mut state, now_ms),
                 state.waiters.release_expired(now_ms),
             ),
             Err(_) => return,
         };
-        release(engine, released, now_ms, Hold::Until);
-        release(engine, expired, now_ms, |_| Hold::No);
+        release(vm, released, now_ms, Hold::Until);
+        release(vm, expired, now_ms, |_| Hold::No);
     }
 }
 
 /// Re-decides held requests, each in its own stream's context.
 fn release(
-    engine: &SharedEngine,
-    waiters: Vec<Waiter<Held>>,
+    vm: &SharedVm,
+    waiters: Vec<Waiter<SharedStream>>,
     now_ms: i64,
     hold: impl Fn(i64) -> Hold,
 ) {
@@ -59,16 +61,35 @@ fn release(
         if hostcalls::set_effective_context(waiter.context_id).is_err() {
             continue; // the stream is gone
         }
-        let stream = Rc::clone(&waiter.request.1);
-        let act = engine::decide(
-            engine,
-            waiter.context_id,
-            waiter.request,
-            now_ms,
-            KidRefetch::AlreadyTried,
-            hold(waiter.deadline_ms),
-        );
-        engine::carry_out_resumed(engine, act, &stream);
+        let deferred = {
+            let (Ok(mut state), Ok(mut stream)) =
+                (vm.try_borrow_mut(), waiter.request.try_borrow_mut())
+            else {
+                continue;
+            };
+            let Vm {
+                engine,
+                metrics,
+                waiters,
+                ..
+            } = &mut *state;
+            let mut host = ProxyHost::new(metrics);
+            let step = stream.on_keys(engine, &mut host, now_ms, hold(waiter.deadline_ms));
+            if let Step::Hold {
+                issuer,
+                deadline_ms,
+            } = step
+            {
+                waiters.hold(Waiter {
+                    context_id: waiter.context_id,
+                    issuer,
+                    deadline_ms,
+                    request: Rc::clone(&waiter.request),
+                });
+            }
+            host.into_deferred()
+        };
+        deferred.carry_out();
     }
 }
 
@@ -80,16 +101,16 @@ impl Context for Root {
         body_size: usize,
         _: usize,
     ) {
-        let (Some(engine), Some(now_ms)) = (&self.engine, host::now_ms()) else {
+        let (Some(vm), Some(now_ms)) = (&self.vm, host::now_ms()) else {
             return;
         };
-        let released = match engine.try_borrow_mut() {
+        let released = match vm.try_borrow_mut() {
             Ok(mut state) => {
                 jwks_fetch::on_response(&mut state, token, num_headers, body_size, now_ms)
             }
             Err(_) => return,
         };
-        release(engine, released, now_ms, Hold::Until);
+        release(vm, released, now_ms, Hold::Until);
     }
 }
 
@@ -110,7 +131,12 @@ impl RootContext for Root {
                     config.issuers.len(),
                     self.context_id
                 );
-                self.engine = Some(Rc::new(RefCell::new(Engine::new(config))));
+                self.vm = Some(Rc::new(RefCell::new(Vm {
+                    engine: Engine::new(config),
+                    waiters: Waiters::default(),
+                    metrics: Metrics::define(),
+                    fetches: Default::default(),
+                })));
                 // The first tick fetches the keys; fetching here would also fetch from VMs that
                 // Envoy only configures to validate the configuration.
                 host::tick_every(TICK);
@@ -128,10 +154,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let engine = self.engine.as_ref()?;
+        let vm = self.vm.as_ref()?;
         Some(Box::new(HttpFilter {
             context_id,
-            engine: Rc::clone(engine),
+            vm: Rc::clone(vm),
             stream: Default::default(),
         }))
     }

@@ -1,0 +1,40 @@
+//! What the lifecycle needs of the proxy: reading and replacing buffers and headers, answering
+//! locally, resuming a held request, counting. Envoy's proxy-wasm host in production, a
+//! recording fake in the tests.
+
+use crate::rejection::Rejection;
+use crate::response::LocalResponse;
+
+/// A host call that failed; `0` says which, for the 500 the request then gets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the proxy refused to {0}")]
+pub struct HostError(pub &'static str);
+
+/// Something worth counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation<'a> {
+    /// A request authenticated.
+    Allowed,
+    /// A request refused for its token.
+    Rejected(&'a Rejection),
+    /// A Cedar decision on one call.
+    Authorized(bool),
+    /// Items cut out of one list answer.
+    Filtered(usize),
+}
+
+pub trait Host {
+    /// The request body buffered so far, at most `max` bytes.
+    fn request_body(&mut self, max: usize) -> Result<Vec<u8>, HostError>;
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
+    /// Lets a request stopped in an earlier callback move on.
+    fn resume_request(&mut self) -> Result<(), HostError>;
+    /// The response body buffered so far (the current chunk when earlier ones went on).
+    fn response_body(&mut self, max: usize) -> Result<Vec<u8>, HostError>;
+    /// Replaces the first `size` bytes of the buffered response body with `body`.
+    fn replace_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
+    /// Answers the stream locally.
+    fn send(&mut self, response: &LocalResponse) -> Result<(), HostError>;
+    fn observe(&mut self, observation: Observation<'_>);
+}

@@ -1,0 +1,473 @@
+//! The journey of one request through the filter, as a state machine.
+//!
+//! The proxy adapter hands every callback of a stream to a [`Stream`] (request headers, each
+//! request body chunk, request trailers, the release of a request held for keys, response
+//! headers, each response body chunk, response trailers) and carries out what it answers. Every
+//! side effect goes through [`Host`], so the same machine runs under the fake host of the tests
+//! and under Envoy.
+//!
+//! Nothing moves unless the machine decided so: a request that is not on a public path is
+//! authenticated; an authenticated `POST` is held until its whole body (whether it ends with a
+//! last body chunk, an empty chunk or trailers) has been decided; a request that should carry no
+//! body is refused when one shows up; a held or answered request keeps everything back.
+
+mod answer;
+mod host;
+mod route;
+#[cfg(test)]
+mod tests;
+
+use std::rc::Rc;
+
+use crate::call_gate::{self, CallHeaders, CallVerdict};
+use crate::engine::Engine;
+use crate::gate::{self, Forward, KidRefetch, RequestHead, Verdict};
+use crate::jsonrpc::INVALID_REQUEST;
+use crate::rejection::Rejection;
+use crate::response::{self, LocalResponse};
+use crate::verify::VerifiedToken;
+
+pub use answer::ResponseHead;
+pub use host::{Host, HostError, Observation};
+
+use answer::Answer;
+use route::Route;
+
+/// What a callback tells the host to do with what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Let it move on: the headers, or the body buffered so far with this chunk.
+    Continue,
+    /// Keep it here: headers stopped, body buffered.
+    Pause,
+    /// Keep it here and wait for the keys of issuer `issuer` (an index) until `deadline_ms`;
+    /// the adapter calls [`Stream::on_keys`] when they change or the deadline passes.
+    Hold { issuer: usize, deadline_ms: i64 },
+}
+
+/// Whether a request re-decided after a hold may be held again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    Until(i64),
+    /// Its wait is over: keys still missing is a refusal.
+    No,
+}
+
+/// Where the request of a stream stands.
+#[derive(Debug)]
+enum Request {
+    /// No headers yet.
+    New,
+    /// Waiting for its issuer's keys; nothing of it may pass.
+    Held(Box<RequestHead>),
+    /// Outside the protected space (or the metadata document): passes untouched.
+    Public,
+    /// An authenticated MCP `POST`: its body is decided once complete.
+    Mcp(CallHeaders),
+    /// Authenticated, and must carry no body (`GET`, `DELETE`, a CORS preflight, ...).
+    Bodiless,
+    /// Decided and let through.
+    Released,
+    /// Answered here; nothing more of it moves.
+    Answered,
+}
+
+/// Which callback is asking, for the decisions whose outcome depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    Headers,
+    Body,
+    /// The release of a held request, from the timer or a JWKS answer.
+    Resume,
+}
+
+/// One HTTP stream through the filter.
+#[derive(Debug)]
+pub struct Stream {
+    request: Request,
+    /// The request's end (last body chunk, or trailers) has reached the filter.
+    ended: bool,
+    /// Body bytes the host reported for the request so far.
+    body_bytes: usize,
+    identity: Option<Rc<VerifiedToken>>,
+    answer: Answer,
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Self {
+            request: Request::New,
+            ended: false,
+            body_bytes: 0,
+            identity: None,
+            answer: Answer::Pass,
+        }
+    }
+}
+
+impl Stream {
+    /// The request head arrived. `end_of_stream`: the request has no body.
+    pub fn on_request_headers(
+        &mut self,
+        engine: &mut Engine,
+        host: &mut dyn Host,
+        head: RequestHead,
+        end_of_stream: bool,
+        now_ms: i64,
+    ) -> Step {
+        if !matches!(self.request, Request::New) {
+            return self.answer(host, &internal_error("request headers arrived twice"));
+        }
+        self.ended = end_of_stream;
+        let wait_ms = i64::try_from(engine.config.jwks_wait_ms).unwrap_or(i64::MAX);
+        let hold = Hold::Until(now_ms.saturating_add(wait_ms));
+        self.decide_head(
+            engine,
+            host,
+            head,
+            now_ms,
+            KidRefetch::Allowed,
+            hold,
+            At::Headers,
+        )
+    }
+
+    /// A chunk of the request body; `body_size` is all the host has buffered so far.
+    pub fn on_request_body(
+        &mut self,
+        engine: &mut Engine,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Step {
+        self.body_bytes = body_size;
+        self.ended |= end_of_stream;
+        match &self.request {
+            Request::Public | Request::Released => Step::Continue,
+            Request::New | Request::Held(_) | Request::Answered => Step::Pause,
+            Request::Bodiless | Request::Mcp(_) => self.proceed(engine, host, At::Body),
+        }
+    }
+
+    /// The request's trailers: its end, whatever the last body chunk said.
+    pub fn on_request_trailers(&mut self, engine: &mut Engine, host: &mut dyn Host) -> Step {
+        self.ended = true;
+        match &self.request {
+            Request::Public | Request::Released => Step::Continue,
+            Request::New | Request::Held(_) | Request::Answered => Step::Pause,
+            Request::Bodiless | Request::Mcp(_) => self.proceed(engine, host, At::Body),
+        }
+    }
+
+    /// The keys of the issuer a held request waits for changed, or its deadline passed: decide
+    /// it again. The effects (resume, answer) are carried out here; a `Step::Hold` asks the
+    /// adapter to hold it again, anything else needs nothing more.
+    pub fn on_keys(
+        &mut self,
+        engine: &mut Engine,
+        host: &mut dyn Host,
+        now_ms: i64,
+        hold: Hold,
+    ) -> Step {
+        let head = match std::mem::replace(&mut self.request, Request::New) {
+            Request::Held(head) => *head,
+            other => {
+                self.request = other;
+                return Step::Pause;
+            }
+        };
+        let step = self.decide_head(
+            engine,
+            host,
+            head,
+            now_ms,
+            KidRefetch::AlreadyTried,
+            hold,
+            At::Resume,
+        );
+        if step == Step::Continue {
+            if let Err(err) = host.resume_request() {
+                log::warn!("mcp-mesh-auth: could not resume a held request: {err}");
+            }
+        }
+        step
+    }
+
+    /// The response head. Decides how its body is treated (passed, or cut to the caller).
+    pub fn on_response_headers(
+        &mut self,
+        engine: &mut Engine,
+        host: &mut dyn Host,
+        head: &ResponseHead,
+        end_of_stream: bool,
+    ) -> Step {
+        if matches!(self.request, Request::Answered) {
+            // Our own answer on its way out.
+            return Step::Continue;
+        }
+        answer::on_headers(self, engine, host, head, end_of_stream)
+    }
+
+    /// A chunk of the response body; `body_size` is all the host has buffered so far.
+    pub fn on_response_body(
+        &mut self,
+        engine: &mut Engine,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Step {
+        answer::on_body(self, engine, host, body_size, end_of_stream)
+    }
+
+    /// The response's trailers: its end.
+    pub fn on_response_trailers(&mut self, engine: &mut Engine, host: &mut dyn Host) -> Step {
+        answer::on_trailers(self, engine, host)
+    }
+
+    /// Whether the stream was answered here (nothing of it went or goes upstream any more).
+    pub fn is_answered(&self) -> bool {
+        matches!(self.request, Request::Answered)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_head(
+        &mut self,
+        engine: &mut Engine,
+        host: &mut dyn Host,
+        head: RequestHead,
+        now_ms: i64,
+        kid_refetch: KidRefetch,
+        hold: Hold,
+        at: At,
+    ) -> Step {
+        let verdict = gate::decide(
+            &engine.config,
+            &head,
+            &mut engine.keys,
+            &mut engine.cache,
+            now_ms,
+            kid_refetch,
+        );
+        let forward = match verdict {
+            Verdict::Forward(forward) => forward,
+            Verdict::Wait { issuer } => match hold {
+                Hold::Until(deadline_ms) => {
+                    self.request = Request::Held(Box::new(head));
+                    return Step::Hold {
+                        issuer,
+                        deadline_ms,
+                    };
+                }
+                Hold::No => {
+                    let issuer = engine.keys.issuer(issuer).unwrap_or_default().to_owned();
+                    let rejection = Rejection::KeysUnavailable(issuer);
+                    let response = response::refusal(&engine.config, &rejection);
+                    return self.reject(host, &head, &response, &rejection);
+                }
+            },
+            Verdict::Respond {
+                response,
+                rejection: Some(rejection),
+            } => return self.reject(host, &head, &response, &rejection),
+            Verdict::Respond {
+                response,
+                rejection: None,
+            } => return self.answer(host, &response),
+        };
+        if let Err(err) = rewrite_headers(host, &forward) {
+            return self.answer(host, &internal_error(&err.to_string()));
+        }
+        self.request = match forward.identity {
+            None if head.is_preflight => Request::Bodiless,
+            None => Request::Public,
+            Some(identity) => {
+                host.observe(Observation::Allowed);
+                let route = route::route(&engine.config, &head);
+                if let Err(refusal) = self.bind_session(host, &identity, &head) {
+                    return self.refuse(host, &head, &refusal);
+                }
+                self.identity = Some(identity);
+                match route {
+                    Route::Mcp => Request::Mcp(head.call),
+                    Route::Bodiless { stream } => {
+                        if stream {
+                            self.answer = Answer::EventStream;
+                        }
+                        Request::Bodiless
+                    }
+                    Route::Refuse(refusal) => return self.refuse(host, &head, &refusal),
+                }
+            }
+        };
+        self.proceed(engine, host, at)
+    }
+
+    /// Moves an authenticated request on as far as what has arrived of it allows.
+    fn proceed(&mut self, engine: &mut Engine, host: &mut dyn Host, at: At) -> Step {
+        let hold_headers = engine.config.headers_stop_iteration;
+        let call = match &self.request {
+            Request::Public | Request::Released => return Step::Continue,
+            Request::New | Request::Held(_) | Request::Answered => return Step::Pause,
+            Request::Bodiless if self.body_bytes > 0 => {
+                let refusal = response::jsonrpc_error(
+                    400,
+                    None,
+                    INVALID_REQUEST,
+                    "this request may not carry a body: only POST sends JSON-RPC messages",
+                );
+                return self.answer(host, &refusal);
+            }
+            Request::Bodiless if self.ended => {
+                self.request = Request::Released;
+                return Step::Continue;
+            }
+            Request::Bodiless => return headers_may_go(at, hold_headers),
+            Request::Mcp(call) => call.clone(),
+        };
+        let max = engine.config.max_body_bytes;
+        if self.body_bytes > max {
+            let message = format!("the request body is over the {max}-byte limit");
+            let refusal = response::jsonrpc_error(413, None, INVALID_REQUEST, &message);
+            return self.answer(host, &refusal);
+        }
+        if !self.ended {
+            return headers_may_go(at, hold_headers);
+        }
+        let body = if self.body_bytes == 0 && at != At::Body {
+            Vec::new()
+        } else {
+            match host.request_body(max.saturating_add(1)) {
+                Ok(body) => body,
+                Err(err) => return self.answer(host, &internal_error(&err.to_string())),
+            }
+        };
+        if body.len() > max {
+            let message = format!("the request body is over the {max}-byte limit");
+            let refusal = response::jsonrpc_error(413, None, INVALID_REQUEST, &message);
+            return self.answer(host, &refusal);
+        }
+        self.decide_call(engine, host, &call, &body)
+    }
+
+    /// Decides an MCP `POST` on its complete body.
+    fn decide_call(
+        &mut self,
+        engine: &mut Engine,
+        host: &mut dyn Host,
+        call: &CallHeaders,
+        body: &[u8],
+    ) -> Step {
+        let Some(identity) = self.identity.clone() else {
+            return self.answer(host, &internal_error("an MCP request lost its caller"));
+        };
+        let (verdict, audit) = call_gate::decide(
+            &engine.config,
+            engine.config.authorizer.as_deref(),
+            &engine.annotations,
+            &identity,
+            call,
+            body,
+        );
+        if let Some(audit) = audit {
+            host.observe(Observation::Authorized(audit.allowed));
+            log::info!("mcp-mesh-auth: audit {}", audit.to_json(&identity));
+        }
+        match verdict {
+            CallVerdict::Pass(list) => {
+                self.request = Request::Released;
+                if let Some(pending) = list {
+                    self.answer = Answer::List(pending);
+                }
+                Step::Continue
+            }
+            CallVerdict::Refuse(refusal) => self.answer(host, &refusal),
+        }
+    }
+
+    /// A request refused because of its token: counted and logged with the reason.
+    fn reject(
+        &mut self,
+        host: &mut dyn Host,
+        head: &RequestHead,
+        response: &LocalResponse,
+        rejection: &Rejection,
+    ) -> Step {
+        host.observe(Observation::Rejected(rejection));
+        log::info!(
+            "mcp-mesh-auth: rejected {} {}: status={} reason={} detail=\"{rejection}\"",
+            head.method,
+            head.path_only(),
+            response.status,
+            rejection.reason(),
+        );
+        self.answer(host, response)
+    }
+
+    /// A request refused for its shape (path, method, session): logged with the answer.
+    fn refuse(&mut self, host: &mut dyn Host, head: &RequestHead, refusal: &LocalResponse) -> Step {
+        log::info!(
+            "mcp-mesh-auth: refused {} {}: status={} {}",
+            head.method,
+            head.path_only(),
+            refusal.status,
+            refusal.body
+        );
+        self.answer(host, refusal)
+    }
+
+    /// Answers locally. The stream is marked answered first, so that whatever the host still
+    /// delivers of the request (the rest of a body refused on its first chunk, trailers) is
+    /// held back instead of handed to the next filter.
+    fn answer(&mut self, host: &mut dyn Host, response: &LocalResponse) -> Step {
+        self.request = Request::Answered;
+        self.answer = Answer::Pass;
+        if let Err(err) = host.send(response) {
+            log::error!("mcp-mesh-auth: could not answer locally: {err}");
+        }
+        Step::Pause
+    }
+
+    /// Session binding is checked in `route` once `binding` lands; see `Route`.
+    fn bind_session(
+        &mut self,
+        _host: &mut dyn Host,
+        _identity: &VerifiedToken,
+        _head: &RequestHead,
+    ) -> Result<(), LocalResponse> {
+        Ok(())
+    }
+}
+
+/// An authenticated request whose end has not arrived: in the headers callback, its headers may
+/// go ahead only where the host would not show the filter the body otherwise (Envoy without
+/// `allow_on_headers_stop_iteration`); body callbacks buffer.
+fn headers_may_go(at: At, hold_headers: bool) -> Step {
+    match at {
+        At::Headers | At::Resume if !hold_headers => Step::Continue,
+        _ => Step::Pause,
+    }
+}
+
+/// Removes the token and spoofable identity headers, then sets the verified ones. Any failure
+/// stops the request: forwarding with the token still attached is not an option.
+fn rewrite_headers(host: &mut dyn Host, forward: &Forward) -> Result<(), HostError> {
+    for name in &forward.remove {
+        host.set_request_header(name, None)?;
+    }
+    for (name, value) in &forward.set {
+        host.set_request_header(name, Some(value))?;
+    }
+    Ok(())
+}
+
+/// A 500 for a failure of the filter or its host, saying which.
+pub fn internal_error(detail: &str) -> LocalResponse {
+    LocalResponse {
+        status: 500,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "no-store".into()),
+        ],
+        body: serde_json::json!({"error": "server_error", "error_description": detail}).to_string(),
+    }
+}

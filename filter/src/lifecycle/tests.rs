@@ -1,0 +1,582 @@
+//! The lifecycle driven through a recording fake host in every callback order Envoy produces:
+//! HTTP/1.1 (body chunks, the last one ending the stream), HTTP/2 (an empty last chunk, or
+//! trailers), requests held for keys, in both `headers_stop_iteration` modes.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::FilterConfig;
+use crate::test_keys;
+
+const NOW_MS: i64 = 1_800_000_000_000;
+const NOW: i64 = NOW_MS / 1000;
+
+const POLICIES: &[&str] = &[
+    r#"permit(principal, action == Action::"call_tool", resource == Tool::"echo");"#,
+    r#"permit(principal, action == Action::"list_tools", resource);"#,
+];
+
+/// What the fake host was asked to do.
+#[derive(Default)]
+struct FakeHost {
+    request_body: Vec<u8>,
+    response_body: Vec<u8>,
+    request_headers: Vec<(String, Option<String>)>,
+    response_headers: Vec<(String, Option<String>)>,
+    sent: Vec<LocalResponse>,
+    resumed: usize,
+    observed: Vec<String>,
+}
+
+impl Host for FakeHost {
+    fn request_body(&mut self, max: usize) -> Result<Vec<u8>, HostError> {
+        Ok(self.request_body.iter().copied().take(max).collect())
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        self.request_headers
+            .push((name.to_owned(), value.map(str::to_owned)));
+        Ok(())
+    }
+    fn resume_request(&mut self) -> Result<(), HostError> {
+        self.resumed += 1;
+        Ok(())
+    }
+    fn response_body(&mut self, max: usize) -> Result<Vec<u8>, HostError> {
+        Ok(self.response_body.iter().copied().take(max).collect())
+    }
+    fn replace_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        let size = size.min(self.response_body.len());
+        self.response_body.splice(..size, body.iter().copied());
+        Ok(())
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        self.response_headers
+            .push((name.to_owned(), value.map(str::to_owned)));
+        Ok(())
+    }
+    fn send(&mut self, response: &LocalResponse) -> Result<(), HostError> {
+        self.sent.push(response.clone());
+        Ok(())
+    }
+    fn observe(&mut self, observation: Observation<'_>) {
+        self.observed.push(format!("{observation:?}"));
+    }
+}
+
+impl FakeHost {
+    fn status(&self) -> Option<u32> {
+        self.sent.last().map(|r| r.status)
+    }
+}
+
+/// The two ways Envoy can run the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `allow_on_headers_stop_iteration`: body callbacks run behind stopped headers.
+    HoldHeaders,
+    /// Without it: the headers must go on before the body can be seen.
+    Plain,
+}
+
+const MODES: [Mode; 2] = [Mode::HoldHeaders, Mode::Plain];
+
+fn engine(mode: Mode, extra: Value) -> Engine {
+    let mut raw = json!({
+        "resource": "https://mcp.example.com/mcp",
+        "public_paths": ["/oauth/"],
+        "identity_headers": {"x-mcp-subject": "sub"},
+        "issuers": [
+            {"issuer": "https://inline.example.com",
+             "jwks_inline": {"keys": [test_keys::rsa().public_jwk("r")]}},
+            {"issuer": "https://remote.example.com",
+             "jwks": {"cluster": "idp", "path": "/jwks"}},
+        ],
+        "cedar": {"policies": POLICIES},
+        "headers_stop_iteration": mode == Mode::HoldHeaders,
+    });
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        raw[key] = value.clone();
+    }
+    match FilterConfig::from_json(raw.to_string().as_bytes()) {
+        Ok(config) => Engine::new(config),
+        Err(err) => panic!("test configuration refused: {err}"),
+    }
+}
+
+fn token(iss: &str) -> String {
+    test_keys::rsa().sign(
+        &json!({"alg": "RS256", "kid": "r"}),
+        &json!({"iss": iss, "aud": "https://mcp.example.com/mcp", "sub": "alice",
+                "exp": NOW + 600}),
+    )
+}
+
+fn head(method: &str, path: &str, iss: &str) -> RequestHead {
+    RequestHead {
+        method: method.into(),
+        path: path.into(),
+        authorization: vec![format!("Bearer {}", token(iss))],
+        call: CallHeaders {
+            content_type: Some("application/json".into()),
+            ..CallHeaders::default()
+        },
+        ..RequestHead::default()
+    }
+}
+
+fn post() -> RequestHead {
+    head("POST", "/mcp", "https://inline.example.com")
+}
+
+fn call(tool: &str) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+           "params": {"name": tool, "arguments": {}}})
+    .to_string()
+    .into_bytes()
+}
+
+/// How the request body reaches the filter.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    /// HTTP/1.1 with Content-Length: the last chunk ends the stream.
+    LastChunk,
+    /// HTTP/2: DATA frames, then an empty DATA frame with END_STREAM.
+    EmptyLastChunk,
+    /// HTTP/2 with trailers: the body never says it ended.
+    Trailers,
+}
+
+const FRAMINGS: [Framing; 3] = [
+    Framing::LastChunk,
+    Framing::EmptyLastChunk,
+    Framing::Trailers,
+];
+
+/// Drives a POST through every request callback; returns the step of each.
+fn drive(
+    engine: &mut Engine,
+    host: &mut FakeHost,
+    stream: &mut Stream,
+    head: RequestHead,
+    body: &[u8],
+    framing: Framing,
+) -> Vec<Step> {
+    let mut steps = vec![stream.on_request_headers(engine, host, head, false, NOW_MS)];
+    let half = body.len() / 2;
+    host.request_body = body[..half].to_vec();
+    steps.push(stream.on_request_body(engine, host, half, false));
+    host.request_body = body.to_vec();
+    match framing {
+        Framing::LastChunk => steps.push(stream.on_request_body(engine, host, body.len(), true)),
+        Framing::EmptyLastChunk => {
+            steps.push(stream.on_request_body(engine, host, body.len(), false));
+            steps.push(stream.on_request_body(engine, host, body.len(), true));
+        }
+        Framing::Trailers => {
+            steps.push(stream.on_request_body(engine, host, body.len(), false));
+            steps.push(stream.on_request_trailers(engine, host));
+        }
+    }
+    steps
+}
+
+#[test]
+fn a_forbidden_call_is_refused_in_every_framing_and_mode() {
+    for mode in MODES {
+        for framing in FRAMINGS {
+            let (mut engine, mut host, mut stream) = (
+                engine(mode, json!({})),
+                FakeHost::default(),
+                Stream::default(),
+            );
+            let steps = drive(
+                &mut engine,
+                &mut host,
+                &mut stream,
+                post(),
+                &call("rm"),
+                framing,
+            );
+            assert_eq!(host.status(), Some(403), "{mode:?} {framing:?}");
+            // No body callback ever let the body go on.
+            assert!(
+                steps[1..].iter().all(|s| *s == Step::Pause),
+                "{mode:?} {framing:?}: {steps:?}"
+            );
+            assert_eq!(steps[0] == Step::Pause, mode == Mode::HoldHeaders);
+            assert!(stream.is_answered());
+        }
+    }
+}
+
+#[test]
+fn an_allowed_call_moves_on_only_at_its_end() {
+    for mode in MODES {
+        for framing in FRAMINGS {
+            let (mut engine, mut host, mut stream) = (
+                engine(mode, json!({})),
+                FakeHost::default(),
+                Stream::default(),
+            );
+            let steps = drive(
+                &mut engine,
+                &mut host,
+                &mut stream,
+                post(),
+                &call("echo"),
+                framing,
+            );
+            assert!(
+                host.sent.is_empty(),
+                "{mode:?} {framing:?}: {:?}",
+                host.sent
+            );
+            let (last, middle) = steps[1..].split_last().unwrap();
+            assert_eq!(*last, Step::Continue, "{mode:?} {framing:?}");
+            assert!(middle.iter().all(|s| *s == Step::Pause), "{steps:?}");
+            // The token is gone and the spoofable identity header replaced.
+            assert!(host
+                .request_headers
+                .contains(&("authorization".to_owned(), None)));
+            assert!(host
+                .request_headers
+                .contains(&("x-mcp-subject".to_owned(), Some("alice".to_owned()))));
+        }
+    }
+}
+
+#[test]
+fn a_post_without_a_body_is_decided_at_its_headers() {
+    for mode in MODES {
+        let (mut engine, mut host, mut stream) = (
+            engine(mode, json!({})),
+            FakeHost::default(),
+            Stream::default(),
+        );
+        let step = stream.on_request_headers(&mut engine, &mut host, post(), true, NOW_MS);
+        assert_eq!(step, Step::Pause);
+        assert_eq!(host.status(), Some(400), "an empty body is not JSON-RPC");
+    }
+}
+
+#[test]
+fn an_oversized_body_is_refused_on_the_chunk_that_crosses_the_limit() {
+    let mut engine = engine(Mode::Plain, json!({"max_body_bytes": 1024}));
+    let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+    stream.on_request_headers(&mut engine, &mut host, post(), false, NOW_MS);
+    assert_eq!(
+        stream.on_request_body(&mut engine, &mut host, 1025, false),
+        Step::Pause
+    );
+    assert_eq!(host.status(), Some(413));
+    // What the host still delivers is held back, trailers included.
+    assert_eq!(
+        stream.on_request_body(&mut engine, &mut host, 2000, true),
+        Step::Pause
+    );
+    assert_eq!(
+        stream.on_request_trailers(&mut engine, &mut host),
+        Step::Pause
+    );
+    assert_eq!(host.sent.len(), 1);
+}
+
+/// A token of an issuer whose keys are not loaded yet: the request waits for them.
+fn held(mode: Mode) -> (Engine, FakeHost, Stream, Step) {
+    let (mut engine, mut host, mut stream) = (
+        engine(mode, json!({})),
+        FakeHost::default(),
+        Stream::default(),
+    );
+    let mut head = head("POST", "/mcp", "https://remote.example.com");
+    head.authorization = vec![format!("Bearer {}", token("https://remote.example.com"))];
+    let step = stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+    (engine, host, stream, step)
+}
+
+#[test]
+fn a_held_request_moves_no_part_of_itself_not_even_with_trailers() {
+    for mode in MODES {
+        let (mut engine, mut host, mut stream, step) = held(mode);
+        assert!(matches!(step, Step::Hold { issuer: 1, .. }), "{step:?}");
+        host.request_body = call("rm");
+        let size = host.request_body.len();
+        assert_eq!(
+            stream.on_request_body(&mut engine, &mut host, size, false),
+            Step::Pause
+        );
+        assert_eq!(
+            stream.on_request_trailers(&mut engine, &mut host),
+            Step::Pause
+        );
+        assert!(host.sent.is_empty());
+        assert_eq!(host.resumed, 0);
+        // The wait ends without keys: 503, and still nothing went on.
+        let step = stream.on_keys(&mut engine, &mut host, NOW_MS + 5_000, Hold::No);
+        assert_eq!(step, Step::Pause);
+        assert_eq!(host.status(), Some(503), "{mode:?}");
+        assert_eq!(host.resumed, 0);
+    }
+}
+
+fn load_remote_keys(engine: &mut Engine) {
+    let jwks = json!({"keys": [test_keys::rsa().public_jwk("r")]}).to_string();
+    let set = crate::jwks::KeySet::from_json(jwks.as_bytes()).unwrap();
+    engine
+        .keys
+        .keys_arrived(1, std::sync::Arc::new(set), NOW_MS);
+}
+
+#[test]
+fn a_held_request_whose_body_arrived_is_decided_on_it_when_the_keys_come() {
+    for mode in MODES {
+        for (tool, status, resumed) in [("rm", Some(403), 0), ("echo", None, 1)] {
+            let (mut engine, mut host, mut stream, _) = held(mode);
+            host.request_body = call(tool);
+            let size = host.request_body.len();
+            stream.on_request_body(&mut engine, &mut host, size, false);
+            stream.on_request_trailers(&mut engine, &mut host);
+            load_remote_keys(&mut engine);
+            stream.on_keys(
+                &mut engine,
+                &mut host,
+                NOW_MS + 10,
+                Hold::Until(NOW_MS + 1_000),
+            );
+            assert_eq!(host.status(), status, "{mode:?} {tool}");
+            assert_eq!(host.resumed, resumed, "{mode:?} {tool}");
+        }
+    }
+}
+
+#[test]
+fn a_held_request_released_before_its_body_waits_for_the_body_decision() {
+    for mode in MODES {
+        let (mut engine, mut host, mut stream, _) = held(mode);
+        load_remote_keys(&mut engine);
+        stream.on_keys(
+            &mut engine,
+            &mut host,
+            NOW_MS + 10,
+            Hold::Until(NOW_MS + 1_000),
+        );
+        // Without held headers the host shows the body only once the headers went on.
+        assert_eq!(host.resumed, usize::from(mode == Mode::Plain), "{mode:?}");
+        host.request_body = call("rm");
+        let size = host.request_body.len();
+        assert_eq!(
+            stream.on_request_body(&mut engine, &mut host, size, true),
+            Step::Pause
+        );
+        assert_eq!(host.status(), Some(403));
+    }
+}
+
+#[test]
+fn a_post_to_another_path_is_refused_whatever_its_spelling() {
+    for path in ["/mcp/", "/MCP", "/other", "//mcp", "/mcp/x"] {
+        let (mut engine, mut host, mut stream) = (
+            engine(Mode::Plain, json!({})),
+            FakeHost::default(),
+            Stream::default(),
+        );
+        let head = head("POST", path, "https://inline.example.com");
+        stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+        assert_eq!(host.status(), Some(404), "{path}");
+        let body: Value = serde_json::from_str(&host.sent[0].body).unwrap();
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("extra_mcp_paths"));
+    }
+    // The query does not matter, and an operator may list another endpoint.
+    let mut engine = engine(Mode::Plain, json!({"extra_mcp_paths": ["/mcp/"]}));
+    for path in ["/mcp?x=1", "/mcp/"] {
+        let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+        let head = head("POST", path, "https://inline.example.com");
+        drive(
+            &mut engine,
+            &mut host,
+            &mut stream,
+            head,
+            &call("rm"),
+            Framing::Trailers,
+        );
+        assert_eq!(host.status(), Some(403), "{path} is decided like /mcp");
+    }
+}
+
+#[test]
+fn methods_mcp_does_not_use_are_refused() {
+    for method in ["PUT", "PATCH", "CONNECT", "post"] {
+        let (mut engine, mut host, mut stream) = (
+            engine(Mode::Plain, json!({})),
+            FakeHost::default(),
+            Stream::default(),
+        );
+        let head = head(method, "/mcp", "https://inline.example.com");
+        stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+        assert_eq!(host.status(), Some(405), "{method}");
+    }
+}
+
+#[test]
+fn a_bodiless_request_with_a_body_is_refused() {
+    for mode in MODES {
+        for method in ["GET", "DELETE"] {
+            let (mut engine, mut host, mut stream) = (
+                engine(mode, json!({})),
+                FakeHost::default(),
+                Stream::default(),
+            );
+            let head = head(method, "/mcp", "https://inline.example.com");
+            stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+            host.request_body = call("rm");
+            assert_eq!(
+                stream.on_request_body(&mut engine, &mut host, 10, true),
+                Step::Pause
+            );
+            assert_eq!(host.status(), Some(400), "{mode:?} {method}");
+        }
+        // Without a body it goes on.
+        let (mut engine, mut host, mut stream) = (
+            engine(mode, json!({})),
+            FakeHost::default(),
+            Stream::default(),
+        );
+        let head = head("GET", "/mcp", "https://inline.example.com");
+        let step = stream.on_request_headers(&mut engine, &mut host, head, true, NOW_MS);
+        assert_eq!(step, Step::Continue);
+    }
+}
+
+#[test]
+fn stream_resumption_is_refused() {
+    let (mut engine, mut host, mut stream) = (
+        engine(Mode::Plain, json!({})),
+        FakeHost::default(),
+        Stream::default(),
+    );
+    let mut head = head("GET", "/mcp", "https://inline.example.com");
+    head.last_event_id = true;
+    stream.on_request_headers(&mut engine, &mut host, head, true, NOW_MS);
+    assert_eq!(host.status(), Some(400));
+    assert!(host.sent[0].body.contains("Last-Event-ID"));
+}
+
+#[test]
+fn an_unauthenticated_request_is_refused_before_anything_moves() {
+    for mode in MODES {
+        let (mut engine, mut host, mut stream) = (
+            engine(mode, json!({})),
+            FakeHost::default(),
+            Stream::default(),
+        );
+        let mut head = post();
+        head.authorization.clear();
+        let step = stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+        assert_eq!((step, host.status()), (Step::Pause, Some(401)));
+        assert_eq!(
+            stream.on_request_trailers(&mut engine, &mut host),
+            Step::Pause
+        );
+    }
+}
+
+#[test]
+fn a_public_path_passes_untouched() {
+    let (mut engine, mut host, mut stream) = (
+        engine(Mode::HoldHeaders, json!({})),
+        FakeHost::default(),
+        Stream::default(),
+    );
+    let mut head = head("POST", "/oauth/token", "https://inline.example.com");
+    head.authorization.clear();
+    let step = stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+    assert_eq!(step, Step::Continue);
+    assert_eq!(
+        stream.on_request_body(&mut engine, &mut host, 10, false),
+        Step::Continue
+    );
+    assert_eq!(
+        stream.on_request_trailers(&mut engine, &mut host),
+        Step::Continue
+    );
+}
+
+fn tools_list_answer(id: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id,
+           "result": {"tools": [{"name": "echo"}, {"name": "rm"}]}})
+    .to_string()
+}
+
+/// A `tools/list` let through; returns the stream waiting for its answer.
+fn listed(mode: Mode) -> (Engine, FakeHost, Stream) {
+    let (mut engine, mut host, mut stream) = (
+        engine(mode, json!({})),
+        FakeHost::default(),
+        Stream::default(),
+    );
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).to_string();
+    drive(
+        &mut engine,
+        &mut host,
+        &mut stream,
+        post(),
+        body.as_bytes(),
+        Framing::LastChunk,
+    );
+    assert!(host.sent.is_empty());
+    (engine, host, stream)
+}
+
+fn json_head() -> ResponseHead {
+    ResponseHead {
+        status: "200".into(),
+        content_type: "application/json".into(),
+    }
+}
+
+#[test]
+fn a_json_list_answer_is_cut_whether_it_ends_with_a_chunk_or_trailers() {
+    for mode in MODES {
+        for trailers in [false, true] {
+            let (mut engine, mut host, mut stream) = listed(mode);
+            let step = stream.on_response_headers(&mut engine, &mut host, &json_head(), false);
+            assert_eq!(step == Step::Pause, mode == Mode::HoldHeaders);
+            host.response_body = tools_list_answer(json!(7)).into_bytes();
+            let size = host.response_body.len();
+            let step = stream.on_response_body(&mut engine, &mut host, size, !trailers);
+            if trailers {
+                assert_eq!(step, Step::Pause);
+                assert_eq!(
+                    stream.on_response_trailers(&mut engine, &mut host),
+                    Step::Continue
+                );
+            } else {
+                assert_eq!(step, Step::Continue);
+            }
+            let body = String::from_utf8(host.response_body.clone()).unwrap();
+            assert!(
+                body.contains("echo") && !body.contains("rm"),
+                "{mode:?}: {body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_list_answer_that_never_comes_fails_closed() {
+    for mode in MODES {
+        let (mut engine, mut host, mut stream) = listed(mode);
+        stream.on_response_headers(&mut engine, &mut host, &json_head(), false);
+        host.response_body = tools_list_answer(json!(8)).into_bytes();
+        let size = host.response_body.len();
+        stream.on_response_body(&mut engine, &mut host, size, true);
+        let body = String::from_utf8(host.response_body.clone()).unwrap();
+        match mode {
+            Mode::HoldHeaders => assert_eq!(host.status(), Some(500)),
+            Mode::Plain => assert!(body.contains("-32603") && !body.contains("rm"), "{body}"),
+        }
+    }
+}
