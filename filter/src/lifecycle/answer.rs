@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::{Host, Observation, Step, Stream};
+use super::{Host, Observation, Step, Stream, SESSION_HEADER};
+use crate::binding::Purpose;
 use crate::call_gate::PendingList;
 use crate::engine::Engine;
 use crate::jsonrpc::INTERNAL_ERROR;
@@ -18,6 +19,8 @@ pub struct ResponseHead {
     /// `:status`, as sent.
     pub status: String,
     pub content_type: String,
+    /// `Mcp-Session-Id`, when the server started a session.
+    pub session_id: Option<String>,
 }
 
 /// What is to become of the response.
@@ -42,6 +45,9 @@ pub(super) fn on_headers(
     head: &ResponseHead,
     end_of_stream: bool,
 ) -> Step {
+    if let Err(reason) = seal_session(stream, engine, host, head) {
+        return refuse_head(stream, host, &reason);
+    }
     let pending = match std::mem::replace(&mut stream.answer, Answer::Pass) {
         Answer::List(pending) => pending,
         other => {
@@ -75,6 +81,33 @@ pub(super) fn on_headers(
     } else {
         Step::Continue
     }
+}
+
+/// Replaces the session id the server started by one sealed to the caller, so that no other
+/// principal can use it (see `Stream::bind_session`).
+fn seal_session(
+    stream: &Stream,
+    engine: &Engine,
+    host: &mut dyn Host,
+    head: &ResponseHead,
+) -> Result<(), String> {
+    let (Some(id), Some(key), Some(identity)) = (
+        &head.session_id,
+        &engine.config.binding_key,
+        &stream.identity,
+    ) else {
+        return Ok(());
+    };
+    let subject = identity.subject.as_deref().unwrap_or_default();
+    let sealed = key.seal(Purpose::Session, id, &identity.issuer, subject);
+    host.set_response_header(SESSION_HEADER, Some(&sealed))
+        .map_err(|err| err.to_string())
+}
+
+/// A response head that cannot be made safe: answered with a 500 instead.
+fn refuse_head(stream: &mut Stream, host: &mut dyn Host, reason: &str) -> Step {
+    log::error!("mcp-mesh-auth: a response is withheld: {reason}");
+    stream.answer(host, &super::internal_error(reason))
 }
 
 pub(super) fn on_body(

@@ -19,6 +19,7 @@ mod tests;
 
 use std::rc::Rc;
 
+use crate::binding::Purpose;
 use crate::call_gate::{self, CallHeaders, CallVerdict};
 use crate::engine::Engine;
 use crate::gate::{self, Forward, KidRefetch, RequestHead, Verdict};
@@ -32,6 +33,11 @@ pub use host::{Host, HostError, Observation};
 
 use answer::Answer;
 use route::Route;
+
+/// The Streamable HTTP session header.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+/// The JSON-RPC error code of an unknown session (the transport's 404 carries it).
+const SESSION_NOT_FOUND: i64 = -32001;
 
 /// What a callback tells the host to do with what it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +289,7 @@ impl Stream {
             Some(identity) => {
                 host.observe(Observation::Allowed);
                 let route = route::route(&engine.config, &head);
-                if let Err(refusal) = self.bind_session(host, &identity, &head) {
+                if let Err(refusal) = self.bind_session(engine, host, &identity, &head) {
                     return self.refuse(host, &head, &refusal);
                 }
                 self.identity = Some(identity);
@@ -427,14 +433,43 @@ impl Stream {
         Step::Pause
     }
 
-    /// Session binding is checked in `route` once `binding` lands; see `Route`.
+    /// Opens the sealed `Mcp-Session-Id` a client presents and hands the server its own id.
+    /// A session sealed to another principal is "not found" (404), as the transport answers an
+    /// unknown session, so the client starts its own.
     fn bind_session(
         &mut self,
-        _host: &mut dyn Host,
-        _identity: &VerifiedToken,
-        _head: &RequestHead,
+        engine: &Engine,
+        host: &mut dyn Host,
+        identity: &VerifiedToken,
+        head: &RequestHead,
     ) -> Result<(), LocalResponse> {
-        Ok(())
+        let Some(key) = &engine.config.binding_key else {
+            return Ok(());
+        };
+        let sealed = match head.session_ids.as_slice() {
+            [] => return Ok(()),
+            [one] => one,
+            _ => {
+                let message = "send one Mcp-Session-Id header, not several";
+                return Err(response::jsonrpc_error(400, None, INVALID_REQUEST, message));
+            }
+        };
+        let subject = identity.subject.as_deref().unwrap_or_default();
+        match key.open(Purpose::Session, sealed, &identity.issuer, subject) {
+            Ok(id) => host
+                .set_request_header(SESSION_HEADER, Some(&id))
+                .map_err(|err| internal_error(&err.to_string())),
+            Err(err) => {
+                log::info!("mcp-mesh-auth: session refused: {err}");
+                let message = "session not found for this caller: initialize a new session";
+                Err(response::jsonrpc_error(
+                    404,
+                    None,
+                    SESSION_NOT_FOUND,
+                    message,
+                ))
+            }
+        }
     }
 }
 

@@ -104,9 +104,13 @@ fn engine(mode: Mode, extra: Value) -> Engine {
 }
 
 fn token(iss: &str) -> String {
+    token_for(iss, "alice")
+}
+
+fn token_for(iss: &str, sub: &str) -> String {
     test_keys::rsa().sign(
         &json!({"alg": "RS256", "kid": "r"}),
-        &json!({"iss": iss, "aud": "https://mcp.example.com/mcp", "sub": "alice",
+        &json!({"iss": iss, "aud": "https://mcp.example.com/mcp", "sub": sub,
                 "exp": NOW + 600}),
     )
 }
@@ -534,6 +538,7 @@ fn json_head() -> ResponseHead {
     ResponseHead {
         status: "200".into(),
         content_type: "application/json".into(),
+        session_id: None,
     }
 }
 
@@ -579,4 +584,85 @@ fn a_list_answer_that_never_comes_fails_closed() {
             Mode::Plain => assert!(body.contains("-32603") && !body.contains("rm"), "{body}"),
         }
     }
+}
+
+const BINDING_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// Alice initializes: the server's session id comes back sealed to her.
+fn alice_session(engine: &mut Engine) -> String {
+    let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}).to_string();
+    drive(
+        engine,
+        &mut host,
+        &mut stream,
+        post(),
+        body.as_bytes(),
+        Framing::LastChunk,
+    );
+    let head = ResponseHead {
+        session_id: Some("server-session-1".into()),
+        ..json_head()
+    };
+    assert_eq!(
+        stream.on_response_headers(engine, &mut host, &head, false),
+        Step::Continue
+    );
+    let (name, sealed) = host.response_headers.last().cloned().unwrap();
+    assert_eq!(name, SESSION_HEADER);
+    let sealed = sealed.unwrap();
+    assert_ne!(
+        sealed, "server-session-1",
+        "the client never sees the server's own id"
+    );
+    sealed
+}
+
+fn with_session(method: &str, sub: &str, session: &str) -> RequestHead {
+    let mut head = head(method, "/mcp", "https://inline.example.com");
+    head.authorization = vec![format!(
+        "Bearer {}",
+        token_for("https://inline.example.com", sub)
+    )];
+    head.session_ids = vec![session.to_owned()];
+    head
+}
+
+#[test]
+fn a_session_is_usable_by_its_principal_only() {
+    let mut engine = engine(Mode::HoldHeaders, json!({"binding_key": BINDING_KEY}));
+    let sealed = alice_session(&mut engine);
+    // Alice: the server gets its own id back.
+    let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+    let head = with_session("GET", "alice", &sealed);
+    assert_eq!(
+        stream.on_request_headers(&mut engine, &mut host, head, true, NOW_MS),
+        Step::Continue
+    );
+    assert!(host.request_headers.contains(&(
+        SESSION_HEADER.to_owned(),
+        Some("server-session-1".to_owned())
+    )));
+    // Bob, with Alice's session, for any method; and a forged or raw id.
+    for (method, sub, session) in [
+        ("POST", "bob", sealed.as_str()),
+        ("GET", "bob", sealed.as_str()),
+        ("DELETE", "bob", sealed.as_str()),
+        ("POST", "alice", "server-session-1"),
+    ] {
+        let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+        let head = with_session(method, sub, session);
+        stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+        assert_eq!(host.status(), Some(404), "{method} {sub} {session}");
+        assert!(!host
+            .request_headers
+            .iter()
+            .any(|(name, _)| name == SESSION_HEADER));
+    }
+    // Two session headers are one too many.
+    let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+    let mut head = with_session("GET", "alice", &sealed);
+    head.session_ids.push(sealed.clone());
+    stream.on_request_headers(&mut engine, &mut host, head, true, NOW_MS);
+    assert_eq!(host.status(), Some(400));
 }

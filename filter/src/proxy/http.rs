@@ -155,5 +155,6 @@ fn response_head() -> ResponseHead {
     ResponseHead {
         status: header(":status"),
         content_type: header("content-type"),
+        session_id: Some(header(lifecycle::SESSION_HEADER)).filter(|id| !id.is_empty()),
     }
 }

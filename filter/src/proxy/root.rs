@@ -13,6 +13,10 @@ use super::http::HttpFilter;
 use super::jwks_fetch;
 use super::metrics::Metrics;
 use super::vm::{SharedStream, SharedVm, Vm};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use crate::binding::BindingKey;
 use crate::config::FilterConfig;
 use crate::engine::Engine;
 use crate::lifecycle::{Hold, Step};
@@ -93,6 +97,35 @@ fn release(
     }
 }
 
+/// Where the workers of one Envoy keep the binding key they share when none is configured.
+const BINDING_KEY_SHARED: &str = "mcp-mesh-auth|binding-key";
+
+/// A binding key shared by this Envoy's workers: the one another worker made, or a new random
+/// one. Sessions and tasks then hold on this proxy only (a restart or another replica does not
+/// know them: clients start a new session); `binding_key` in the configuration makes them hold
+/// everywhere. `None` (no randomness, no shared data) leaves ids unsealed, and is logged.
+fn per_proxy_binding_key() -> Option<BindingKey> {
+    let read = || {
+        host::shared_data(BINDING_KEY_SHARED)
+            .and_then(|(value, _)| String::from_utf8(value).ok())
+            .and_then(|text| BindingKey::from_base64(&text).ok())
+    };
+    if let Some(key) = read() {
+        return Some(key);
+    }
+    let mut secret = [0u8; 32];
+    if let Err(err) = getrandom::getrandom(&mut secret) {
+        log::error!("mcp-mesh-auth: no randomness for a binding key ({err}); set `binding_key`");
+        return None;
+    }
+    let text = STANDARD.encode(secret);
+    if let Err(status) = host::set_shared_data(BINDING_KEY_SHARED, text.as_bytes(), None) {
+        log::warn!("mcp-mesh-auth: could not share the binding key between workers: {status:?}");
+    }
+    // Another worker may have written first: theirs is the one every worker reads.
+    read().or_else(|| BindingKey::from_base64(&text).ok())
+}
+
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
@@ -124,7 +157,10 @@ impl RootContext for Root {
             }
         };
         match FilterConfig::from_json(&bytes) {
-            Ok(config) => {
+            Ok(mut config) => {
+                if config.binding_key.is_none() {
+                    config.binding_key = per_proxy_binding_key();
+                }
                 log::info!(
                     "mcp-mesh-auth: configured for {} with {} trusted issuer(s) (root context {})",
                     config.resource,
