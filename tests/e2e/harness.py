@@ -181,8 +181,15 @@ class Envoy:
         plugin["authorization_servers"] = [self.origin]
         plugin["issuers"][0]["issuer"] = self.issuer
         plugin["issuers"][0]["jwks"].update({"path": "/jwks", "authority": f"localhost:{jwks_port}", **(jwks or {})})
+        if probe_port:
+            # The probe server is a second MCP endpoint behind the same filter.
+            plugin["extra_mcp_paths"] = ["/probe/mcp", "/broken/mcp"]
         plugin.update(filter_config or {})
         self.plugin_config = plugin
+        for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+            if route["match"].get("path") == "/mcp":
+                # The backend route matches the MCP endpoint exactly, wherever it is configured.
+                route["match"]["path"] = plugin.get("mcp_path", "/mcp")
         wasm["configuration"]["value"] = json.dumps(plugin)
         clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
         _endpoint(clusters["authserver"])["port_value"] = jwks_port
