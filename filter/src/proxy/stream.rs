@@ -193,7 +193,7 @@ pub fn on_response_body(
     let answer = match &stream.borrow().list {
         Some(list) if list.format != Format::Done && list.format != Format::Unknown => Answer {
             format: list.format,
-            request_id: list.pending.request_id.clone(),
+            request_id: list.pending.request_id.to_value(),
             feature: list.pending.feature,
             identity: Rc::clone(&list.identity),
         },
