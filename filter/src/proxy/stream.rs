@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::engine::{self, SharedEngine};
 use crate::call_gate::{self, CallHeaders, CallVerdict, PendingList};
-use crate::jsonrpc::{INTERNAL_ERROR, INVALID_REQUEST};
+use crate::jsonrpc::{RequestId, INTERNAL_ERROR, INVALID_REQUEST};
 use crate::list_decisions;
 use crate::list_filter::{self, FilterError, Filtered, SseOutcome};
 use crate::operation::Feature;
@@ -193,7 +193,7 @@ pub fn on_response_body(
     let answer = match &stream.borrow().list {
         Some(list) if list.format != Format::Done && list.format != Format::Unknown => Answer {
             format: list.format,
-            request_id: list.pending.request_id.to_value(),
+            request_id: list.pending.request_id.clone(),
             feature: list.pending.feature,
             identity: Rc::clone(&list.identity),
         },
@@ -212,7 +212,7 @@ pub fn on_response_body(
 /// The list answer a stream is waiting for.
 struct Answer {
     format: Format,
-    request_id: Value,
+    request_id: RequestId,
     feature: Feature,
     identity: Rc<VerifiedToken>,
 }
@@ -253,13 +253,13 @@ fn filter_answer(
         });
     };
     if let Ok(engine) = engine.try_borrow() {
-        engine.metrics.filtered(filtered.removed);
+        engine.metrics.filtered(filtered.count.removed);
     }
     log::info!(
         "mcp-mesh-auth: audit {}",
         serde_json::json!({"subject": answer.identity.subject,
                            "method": format!("{}/list", answer.feature.list_key()),
-                           "listed": filtered.kept, "removed": filtered.removed})
+                           "listed": filtered.count.kept, "removed": filtered.count.removed})
     );
     if let Some(body) = &filtered.body {
         hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, body)
@@ -294,7 +294,9 @@ fn filter(
                 SseOutcome::Done(filtered) => Ok(Some(filtered)),
             }
         }
-        _ => list_filter::filter_json(body, &answer.request_id, answer.feature, &mut keep),
+        _ => {
+            list_filter::filter_json(body, &answer.request_id, answer.feature, &mut keep).map(Some)
+        }
     }
 }
 
@@ -317,7 +319,8 @@ fn fail(
     log::error!("mcp-mesh-auth: a list answer could not be filtered and is withheld: {reason}");
     stream.borrow_mut().list = None;
     let message = "the list answer could not be checked against the authorization policy";
-    let error = response::jsonrpc_error(500, Some(&answer.request_id), INTERNAL_ERROR, message);
+    let id = answer.request_id.to_value();
+    let error = response::jsonrpc_error(500, Some(&id), INTERNAL_ERROR, message);
     if hold {
         return engine::answer(stream, &error);
     }
