@@ -633,6 +633,50 @@ resource
         assert!(!allowed(&authz, &who, &tool("get_pods")));
     }
 
+    /// `arguments` parsed from text, so that `0.0` stays the float it was written as.
+    fn arguments(text: &str) -> Map<String, Value> {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn an_integral_number_is_a_long_however_it_is_spelled() {
+        let authz = authorizer(
+            &[
+                "permit(principal, action, resource);",
+                "forbid(principal, action, resource) when { context has arg_replicas && context.arg_replicas == 0 };",
+                "forbid(principal, action, resource) when { context has arg_size && context.arg_size > 99 };",
+            ],
+            None,
+        );
+        let who = user("u", &[]);
+        let decide = |args: &str| {
+            let args = arguments(args);
+            let call = Target {
+                feature: Feature::Tool,
+                name: "scale",
+                arguments: Some(&args),
+                annotations: None,
+            };
+            allowed(&authz, &who, &call)
+        };
+        for zero in ["0", "-0", "0.0", "-0.0", "0e0", "0.0E+5", "0e-3"] {
+            assert!(
+                !decide(&format!(r#"{{"replicas": {zero}}}"#)),
+                "replicas {zero} slips past the forbid"
+            );
+        }
+        for size in ["100", "1.0e2", "1e2", "100.000", "9.2e18"] {
+            assert!(!decide(&format!(r#"{{"size": {size}}}"#)), "size {size}");
+        }
+        for fine in [
+            r#"{"replicas": 1}"#,
+            r#"{"replicas": 0.5}"#,
+            r#"{"size": 99}"#,
+        ] {
+            assert!(decide(fine), "{fine}");
+        }
+    }
+
     #[test]
     fn annotation_conditions_use_what_the_server_declared() {
         let authz = authorizer(

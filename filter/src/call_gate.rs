@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::annotations::ToolAnnotations;
 use crate::authz::{Authorizer, Target};
 use crate::config::FilterConfig;
-use crate::jsonrpc::{self, Message, HEADER_MISMATCH, INVALID_PARAMS};
+use crate::jsonrpc::{self, Message, RequestId, HEADER_MISMATCH, INVALID_PARAMS};
 use crate::mcp_headers;
 use crate::operation::{self, Feature, Operation};
 use crate::rejection::Rejection;
@@ -25,7 +25,7 @@ pub struct CallHeaders {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingList {
     pub feature: Feature,
-    pub request_id: Value,
+    pub request_id: RequestId,
 }
 
 #[derive(Debug)]
@@ -198,8 +198,9 @@ pub fn decide(
     }
 }
 
-fn refuse(status: u32, id: Option<&Value>, code: i64, message: &str) -> CallVerdict {
-    CallVerdict::Refuse(response::jsonrpc_error(status, id, code, message))
+fn refuse(status: u32, id: Option<&RequestId>, code: i64, message: &str) -> CallVerdict {
+    let id = id.map(RequestId::to_value);
+    CallVerdict::Refuse(response::jsonrpc_error(status, id.as_ref(), code, message))
 }
 
 /// A step-up answer when the token lacks a scope `tool_scopes` requires for this tool.
@@ -385,7 +386,7 @@ mod tests {
             pending,
             PendingList {
                 feature: Feature::Resource,
-                request_id: json!("l1")
+                request_id: RequestId::Str("l1".into())
             }
         );
     }

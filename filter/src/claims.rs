@@ -23,13 +23,7 @@ fn convert(value: &Value, depth: usize) -> Option<RestrictedExpression> {
         Value::Null => None,
         Value::Bool(flag) => Some(RestrictedExpression::new_bool(*flag)),
         Value::String(text) => Some(RestrictedExpression::new_string(text.clone())),
-        Value::Number(number) => match number.as_i64() {
-            Some(long) => Some(RestrictedExpression::new_long(long)),
-            None => number
-                .as_f64()
-                .filter(|f| f.is_finite() && f.abs() < MAX_DECIMAL)
-                .map(|f| RestrictedExpression::new_decimal(format!("{f:.4}"))),
-        },
+        Value::Number(number) => number_to_cedar(number),
         Value::Array(items) => Some(RestrictedExpression::new_set(
             items.iter().filter_map(|item| convert(item, depth + 1)),
         )),
@@ -40,6 +34,27 @@ fn convert(value: &Value, depth: usize) -> Option<RestrictedExpression> {
         )
         .ok(),
     }
+}
+
+/// An integral number is a `Long` however it is spelled (`0`, `-0`, `0.0`, `0e0`, `1.0e2`): a
+/// policy `context.arg_replicas == 0` compares a `decimal` 0.0 as unequal to the `Long` 0, so a
+/// client could slip past a forbid by re-spelling the number. Fractions become a `decimal` (four
+/// fractional digits); integers beyond `i64`, and fractions beyond `decimal`, have no Cedar form.
+///
+/// serde_json is built without `arbitrary_precision`, so a number that is not a plain integer
+/// arrives as the nearest double: integral spellings beyond 2^53 (`9007199254740993.0`) are read
+/// as that double's integer, as JavaScript and Python servers read them too.
+fn number_to_cedar(number: &serde_json::Number) -> Option<RestrictedExpression> {
+    if let Some(long) = number.as_i64() {
+        return Some(RestrictedExpression::new_long(long));
+    }
+    let float = number.as_f64().filter(|f| f.is_finite())?;
+    // -2^63 and 2^63 are exact doubles; `as` is exact for integral doubles in between.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if float.fract() == 0.0 && (-LIMIT..LIMIT).contains(&float) {
+        return Some(RestrictedExpression::new_long(float as i64));
+    }
+    (float.abs() < MAX_DECIMAL).then(|| RestrictedExpression::new_decimal(format!("{float:.4}")))
 }
 
 /// Every claim as `claim_<name>`, and the multi-valued ones also as a Set `claimset_<name>`

@@ -1,7 +1,12 @@
 //! Reading one JSON-RPC message from an MCP POST body, and writing JSON-RPC error answers.
 
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+use crate::quote::quote;
 use crate::unique_json;
 
 /// JSON-RPC "Parse error".
@@ -15,12 +20,73 @@ pub const INTERNAL_ERROR: i64 = -32603;
 /// MCP 2026-07-28 `HeaderMismatch`: `Mcp-Method` / `Mcp-Name` disagree with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 
+/// The largest integer an IEEE double holds exactly, 2^53 − 1: beyond it a JavaScript client (or
+/// any parser that reads numbers as doubles) would match an answer to a different id.
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// A request id in its one canonical form.
+///
+/// JSON spells the same id many ways (`7`, `7.0`, `7e0`, `-0`): a filter that compares spellings
+/// misses an answer the client will accept, and one that reads `7.0` as 7 disagrees with a client
+/// that reads it as a float. So a request may only use a string or a safe integer, and answers
+/// are matched by value (`RequestId::matches`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RequestId {
+    Int(i64),
+    Str(String),
+}
+
+impl RequestId {
+    /// The id of a request as a client sent it; `None` for anything but a string or an integer
+    /// (no fraction, no exponent) within ±`MAX_SAFE_INTEGER`.
+    pub fn from_request(id: &Value) -> Option<Self> {
+        match id {
+            Value::String(text) => Some(Self::Str(text.clone())),
+            Value::Number(number) => number
+                .as_i64()
+                .filter(|int| int.abs() <= MAX_SAFE_INTEGER)
+                .map(Self::Int),
+            _ => None,
+        }
+    }
+
+    /// Whether the id of an answer (as the server wrote it) names this request. Numbers compare
+    /// by value, so a server that writes `7` back as `7.0` or `7e0` still answers request 7; a
+    /// string never matches a number (`"7"` is not 7).
+    pub fn matches(&self, id: &Value) -> bool {
+        match (self, id) {
+            (Self::Str(expected), Value::String(got)) => expected == got,
+            // Exact: a safe integer is a double without rounding.
+            (Self::Int(expected), Value::Number(got)) => match got.as_i64() {
+                Some(got) => got == *expected,
+                None => got.as_f64() == Some(*expected as f64),
+            },
+            _ => false,
+        }
+    }
+
+    /// The id as JSON, for answers that carry it back.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Int(int) => Value::from(*int),
+            Self::Str(text) => Value::String(text.clone()),
+        }
+    }
+}
+
+/// The id as it appears in JSON: `7` or `"7"`.
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_value())
+    }
+}
+
 /// One JSON-RPC message a client sent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// A request (with `id`) or a notification (without).
     Call {
-        id: Option<Value>,
+        id: Option<RequestId>,
         method: String,
         params: Map<String, Value>,
     },
@@ -39,13 +105,18 @@ pub enum RpcError {
     Batch,
     #[error("not a JSON-RPC message: {0}")]
     Invalid(String),
+    #[error(
+        "`id` {0} is not allowed: a request id must be a string or an integer from \
+         -9007199254740991 to 9007199254740991, written without fraction or exponent"
+    )]
+    BadId(String),
 }
 
 impl RpcError {
     pub fn code(&self) -> i64 {
         match self {
             Self::NotJson(_) | Self::Parse(_) => PARSE_ERROR,
-            Self::Batch | Self::Invalid(_) => INVALID_REQUEST,
+            Self::Batch | Self::Invalid(_) | Self::BadId(_) => INVALID_REQUEST,
         }
     }
 }
@@ -86,14 +157,12 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Message, RpcErro
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(RpcError::Invalid("`jsonrpc` must be \"2.0\"".to_owned()));
     }
-    let id = object.get("id").cloned();
-    if let Some(id) = &id {
-        if !matches!(id, Value::String(_) | Value::Number(_)) {
-            return Err(RpcError::Invalid(
-                "`id` must be a string or a number".to_owned(),
-            ));
+    let id = match object.get("id") {
+        None => None,
+        Some(id) => {
+            Some(RequestId::from_request(id).ok_or_else(|| RpcError::BadId(id_as_sent(body, id)))?)
         }
-    }
+    };
     match object.get("method") {
         Some(Value::String(method)) => {
             let params = match object.get("params") {
@@ -112,6 +181,20 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Message, RpcErro
             Ok(Message::Reply)
         }
         None => Err(RpcError::Invalid("no `method`".to_owned())),
+    }
+}
+
+/// The `id` of `body` quoted as the client wrote it (`1e0`, not the `1.0` it parses to), so that
+/// the error shows what to fix.
+fn id_as_sent(body: &[u8], parsed: &Value) -> String {
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: &'a RawValue,
+    }
+    match serde_json::from_slice::<IdOnly<'_>>(body) {
+        Ok(only) => quote(only.id.get()),
+        Err(_) => quote(&parsed.to_string()),
     }
 }
 
@@ -142,7 +225,7 @@ mod tests {
         };
         assert_eq!(
             (id, method.as_str(), params["name"].as_str()),
-            (Some(json!(7)), "tools/call", Some("x"))
+            (Some(RequestId::Int(7)), "tools/call", Some("x"))
         );
     }
 
@@ -213,6 +296,73 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.code(), INVALID_REQUEST);
         assert!(err.to_string().contains("`name` appears twice"), "{err}");
+    }
+
+    #[test]
+    fn string_and_safe_integer_ids_are_accepted() {
+        for (id, expected) in [
+            ("7", RequestId::Int(7)),
+            ("0", RequestId::Int(0)),
+            ("-12", RequestId::Int(-12)),
+            ("9007199254740991", RequestId::Int(MAX_SAFE_INTEGER)),
+            ("-9007199254740991", RequestId::Int(-MAX_SAFE_INTEGER)),
+            (r#""7""#, RequestId::Str("7".into())),
+            (r#""""#, RequestId::Str(String::new())),
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            let Ok(Message::Call { id: Some(got), .. }) = parse(JSON, body.as_bytes()) else {
+                panic!("{id} refused")
+            };
+            assert_eq!(got, expected, "{id}");
+        }
+    }
+
+    #[test]
+    fn other_ids_are_invalid_requests_that_quote_the_id() {
+        for id in [
+            "7.0",
+            "1e0",
+            "-0.0",
+            "-0",
+            "true",
+            "null",
+            "[1]",
+            r#"{"a":1}"#,
+            "9007199254740992",
+            "-9007199254740992",
+            "18446744073709551616",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+            let err = parse(JSON, body.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), INVALID_REQUEST, "{id}");
+            let message = err.to_string();
+            assert!(message.contains(&quote(id)), "{id}: {message}");
+            assert!(message.contains("a string or an integer"), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_answer_matches_its_request_by_value_not_spelling() {
+        let seven = RequestId::Int(7);
+        for spelling in ["7", "7.0", "7e0", "0.7e1", "700e-2"] {
+            let id: Value = serde_json::from_str(spelling).unwrap();
+            assert!(seven.matches(&id), "{spelling}");
+        }
+        for other in [r#""7""#, "7.5", "8", "null", "[7]"] {
+            let id: Value = serde_json::from_str(other).unwrap();
+            assert!(!seven.matches(&id), "{other}");
+        }
+        assert!(RequestId::Int(0).matches(&json!(-0.0)));
+        let text = RequestId::Str("7".into());
+        assert!(text.matches(&json!("7")) && !text.matches(&json!(7)));
+        assert!(RequestId::Int(MAX_SAFE_INTEGER).matches(&json!(9_007_199_254_740_991.0)));
+    }
+
+    #[test]
+    fn ids_display_and_travel_as_json() {
+        assert_eq!(RequestId::Int(7).to_string(), "7");
+        assert_eq!(RequestId::Str("a\"b".into()).to_string(), r#""a\"b""#);
+        assert_eq!(RequestId::Int(-3).to_value(), json!(-3));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod list_decisions;
 pub mod list_filter;
 pub mod mcp_headers;
 pub mod operation;
+pub mod quote;
 pub mod rejection;
 pub mod response;
 pub mod sse;

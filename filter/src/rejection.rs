@@ -1,6 +1,7 @@
 //! Why a request was not let through, in the words the client, the log and the counters use.
 
 use crate::algorithm::AlgorithmError;
+use crate::verify::UnsupportedHeader;
 
 /// A reason to refuse a request at the authentication step.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +18,8 @@ pub enum Rejection {
     Malformed(String),
     #[error("{0}")]
     AlgorithmRefused(AlgorithmError),
+    #[error("{0}")]
+    UnsupportedHeader(UnsupportedHeader),
     #[error("token type `{0}` is not accepted (expected no `typ`, `JWT` or `at+jwt`)")]
     TypeNotAccepted(String),
     #[error("issuer `{0}` is not trusted")]
@@ -50,6 +53,7 @@ impl Rejection {
             Self::BadAuthorizationHeader => "bad_authorization_header",
             Self::Malformed(_) => "malformed",
             Self::AlgorithmRefused(_) => "algorithm_refused",
+            Self::UnsupportedHeader(_) => "unsupported_header",
             Self::TypeNotAccepted(_) => "bad_type",
             Self::UntrustedIssuer(_) => "untrusted_issuer",
             Self::UnknownKey(_) => "unknown_key",
@@ -65,12 +69,13 @@ impl Rejection {
     }
 
     /// Every reason, so that a counter can be defined for each up front.
-    pub const ALL_REASONS: [&'static str; 16] = [
+    pub const ALL_REASONS: [&'static str; 17] = [
         "missing_token",
         "token_in_query",
         "bad_authorization_header",
         "malformed",
         "algorithm_refused",
+        "unsupported_header",
         "bad_type",
         "untrusted_issuer",
         "unknown_key",
@@ -103,6 +108,7 @@ mod tests {
             Rejection::BadAuthorizationHeader,
             Rejection::Malformed(String::new()),
             Rejection::AlgorithmRefused(AlgorithmError::Refused("none".into())),
+            Rejection::UnsupportedHeader(UnsupportedHeader::MalformedCrit(String::new())),
             Rejection::TypeNotAccepted(String::new()),
             Rejection::UntrustedIssuer(String::new()),
             Rejection::UnknownKey(None),

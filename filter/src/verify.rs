@@ -11,7 +11,9 @@ use serde_json::{Map, Value};
 use crate::algorithm::JwsAlgorithm;
 use crate::es384::Es384;
 use crate::jwks::{KeySet, PublicKey};
+use crate::quote::quote;
 use crate::rejection::Rejection;
+use crate::unique_json;
 
 /// The parts of the configuration that decide whether a token is acceptable.
 #[derive(Debug, Clone)]
@@ -19,6 +21,27 @@ pub struct TokenPolicy {
     pub audiences: Vec<String>,
     pub clock_skew_seconds: i64,
     pub max_token_bytes: usize,
+}
+
+/// A protected header that asks for processing this filter does not do.
+///
+/// RFC 7515 §4.1.11: a recipient that does not understand every extension a token lists in
+/// `crit` must reject the token; this filter implements none, so any `crit` is refused. RFC 7797
+/// `b64: false` (an unencoded payload) changes what the signature covers, and is refused with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsupportedHeader {
+    #[error(
+        "the token's header marks {0} critical (`crit`), and this resource server implements no \
+         JWS extension: the issuer must not add `crit` to access tokens"
+    )]
+    Critical(String),
+    #[error("the token's `crit` header is {0}: RFC 7515 requires a non-empty array of names")]
+    MalformedCrit(String),
+    #[error(
+        "the token's `b64` header is {0}: only base64url-encoded payloads (no `b64`, or `true`) \
+         are accepted"
+    )]
+    UnencodedPayload(String),
 }
 
 /// What the filter knows of an issuer's keys when a token names it.
@@ -82,6 +105,7 @@ pub fn verify<'k>(
         .map_err(|err| Rejection::Malformed(format!("not a compact JWS: {err}")))?;
     let alg = JwsAlgorithm::parse(untrusted.algorithm()).map_err(Rejection::AlgorithmRefused)?;
     check_type(untrusted.header().token_type.as_deref())?;
+    check_extensions(token)?;
 
     let unverified = untrusted
         .deserialize_claims_unchecked::<Map<String, Value>>()
@@ -142,6 +166,35 @@ fn check_type(typ: Option<&str>) -> Result<(), Rejection> {
             Ok(())
         }
         Some(other) => Err(Rejection::TypeNotAccepted(other.to_owned())),
+    }
+}
+
+/// Refuses a header with `crit` or a non-default `b64` (see `UnsupportedHeader`). `jwt-compact`
+/// drops header members it does not know, so the header is read here a second time; repeated
+/// members are refused too, as everywhere else untrusted JSON is read.
+fn check_extensions(token: &str) -> Result<(), Rejection> {
+    use base64::Engine;
+    let encoded = token.split('.').next().unwrap_or_default();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|err| Rejection::Malformed(format!("header is not base64url: {err}")))?;
+    let header = unique_json::from_slice(&header)
+        .map_err(|err| Rejection::Malformed(format!("header: {err}")))?;
+    let refuse = |reason: UnsupportedHeader| Err(Rejection::UnsupportedHeader(reason));
+    match header.get("crit") {
+        None => {}
+        Some(Value::Array(names)) if !names.is_empty() && names.iter().all(Value::is_string) => {
+            return refuse(UnsupportedHeader::Critical(quote(
+                &Value::Array(names.clone()).to_string(),
+            )));
+        }
+        Some(other) => return refuse(UnsupportedHeader::MalformedCrit(quote(&other.to_string()))),
+    }
+    match header.get("b64") {
+        None | Some(Value::Bool(true)) => Ok(()),
+        Some(other) => refuse(UnsupportedHeader::UnencodedPayload(quote(
+            &other.to_string(),
+        ))),
     }
 }
 
@@ -539,6 +592,88 @@ mod tests {
             check(&token, &set).unwrap().scopes(),
             ["openid", "mcp:tools"]
         );
+    }
+
+    #[test]
+    fn a_critical_extension_is_refused_even_when_signed() {
+        let rsa = test_keys::rsa();
+        let set = key_set(&[(&rsa, "r")]);
+        for crit in [json!(["exp"]), json!(["b64"]), json!(["x-custom", "b64"])] {
+            let header = json!({"alg": "RS256", "kid": "r", "crit": crit, "exp": 1, "x-custom": 1, "b64": true});
+            let err = check(&rsa.sign(&header, &claims()), &set).unwrap_err();
+            let Rejection::UnsupportedHeader(UnsupportedHeader::Critical(names)) = &err else {
+                panic!("{crit}: {err:?}")
+            };
+            assert_eq!(names, &quote(&crit.to_string()));
+            assert_eq!(err.reason(), "unsupported_header");
+            assert!(err.to_string().contains("must not add `crit`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_crit_is_refused() {
+        let rsa = test_keys::rsa();
+        let set = key_set(&[(&rsa, "r")]);
+        for crit in [
+            json!([]),
+            json!("b64"),
+            json!([1]),
+            json!(null),
+            json!({"b64": true}),
+        ] {
+            let header = json!({"alg": "RS256", "kid": "r", "crit": crit});
+            assert!(
+                matches!(
+                    check(&rsa.sign(&header, &claims()), &set),
+                    Err(Rejection::UnsupportedHeader(
+                        UnsupportedHeader::MalformedCrit(_)
+                    ))
+                ),
+                "{crit}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_base64url_payloads_are_accepted() {
+        let rsa = test_keys::rsa();
+        let set = key_set(&[(&rsa, "r")]);
+        let token = rsa.sign(&json!({"alg": "RS256", "kid": "r", "b64": true}), &claims());
+        assert!(check(&token, &set).is_ok(), "b64: true is the default");
+        for b64 in [json!(false), json!("false"), json!(0)] {
+            let token = rsa.sign(&json!({"alg": "RS256", "kid": "r", "b64": b64}), &claims());
+            assert!(
+                matches!(
+                    check(&token, &set),
+                    Err(Rejection::UnsupportedHeader(
+                        UnsupportedHeader::UnencodedPayload(_)
+                    ))
+                ),
+                "{b64}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_member_given_twice_is_malformed() {
+        let rsa = test_keys::rsa();
+        let set = key_set(&[(&rsa, "r")]);
+        let token = rsa.sign(&json!({"alg": "RS256", "kid": "r"}), &claims());
+        let (_, rest) = token.split_once('.').unwrap();
+        let twice = format!(
+            "{}.{rest}",
+            base64_raw(r#"{"alg":"RS256","kid":"r","crit":["x"],"crit":[]}"#)
+        );
+        let err = check(&twice, &set).unwrap_err();
+        assert!(
+            matches!(&err, Rejection::Malformed(m) if m.contains("appears twice")),
+            "{err:?}"
+        );
+    }
+
+    fn base64_raw(text: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
     }
 
     fn base64_url(value: &Value) -> String {
