@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::authz::{Authorizer, CedarConfigError, CedarSettings};
+use crate::binding::{BindingKey, BindingKeyError};
 use crate::jwks::{JwksError, KeySet};
 use crate::tool_scopes::ToolScopes;
 use crate::verify::TokenPolicy;
@@ -56,6 +57,8 @@ pub enum ConfigError {
     Cedar(#[from] CedarConfigError),
     #[error("`identity_headers` key `{0}` is not a usable header name (lowercase token, not a pseudo, hop-by-hop or authorization header)")]
     BadHeaderName(String),
+    #[error("{0}")]
+    BindingKey(#[from] BindingKeyError),
 }
 
 #[derive(Deserialize)]
@@ -89,6 +92,7 @@ struct RawConfig {
     tool_scopes: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     headers_stop_iteration: bool,
+    binding_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +167,8 @@ pub struct FilterConfig {
     /// Envoy's `allow_on_headers_stop_iteration` is set: response headers of a list answer may
     /// wait for its body, so an answer that cannot be filtered becomes a 500.
     pub headers_stop_iteration: bool,
+    /// Seals server-issued ids (tasks, sessions) to their caller; `None` when not configured.
+    pub binding_key: Option<BindingKey>,
 }
 
 impl FilterConfig {
@@ -297,6 +303,11 @@ impl FilterConfig {
             max_response_bytes,
             tool_scopes: ToolScopes::new(raw.tool_scopes),
             headers_stop_iteration: raw.headers_stop_iteration,
+            binding_key: raw
+                .binding_key
+                .as_deref()
+                .map(BindingKey::from_base64)
+                .transpose()?,
         })
     }
 }
@@ -602,6 +613,17 @@ mod tests {
         raw["cedar"] = json!({"policies": ["permit(principal, action, resource);"]});
         assert!(parse(&raw).unwrap().authorizer.is_some());
         assert!(parse(&base()).unwrap().authorizer.is_none());
+    }
+
+    #[test]
+    fn a_binding_key_must_be_long_enough() {
+        assert!(parse(&base()).unwrap().binding_key.is_none());
+        let mut raw = base();
+        raw["binding_key"] = json!("c2hvcnQ=");
+        let err = parse(&raw).unwrap_err();
+        assert!(err.to_string().contains("decodes to 5 bytes"), "{err}");
+        raw["binding_key"] = json!("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+        assert!(parse(&raw).unwrap().binding_key.is_some());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod algorithm;
 pub mod annotations;
 pub mod authz;
+pub mod binding;
 pub mod call_gate;
 pub mod claims;
 pub mod config;
