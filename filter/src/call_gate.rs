@@ -774,6 +774,89 @@ mod tests {
     }
 
     #[test]
+    fn a_task_is_used_only_by_its_creator() {
+        let f = fixture(&[ALL]);
+        let alice = identity(&["mcp-developers"], "");
+        let mut bob = identity(&["mcp-developers"], "");
+        bob.claims.insert("sub".into(), json!("bob"));
+        let mut augmented = call("slow");
+        augmented["params"]["task"] = json!({"ttl": 60000});
+        let forward = passed(run(&f, &alice, &json_headers(), augmented).0);
+        assert_eq!(
+            forward.answer.unwrap().work,
+            AnswerWork::SealTasks { asked: None },
+            "the CreateTaskResult is sealed on its way back"
+        );
+        let key = f.config.binding_key.as_ref().unwrap();
+        let sealed = key.seal(crate::binding::Purpose::Task, "t-1", "i", "alice");
+        let get = request("tasks/get", json!({"taskId": sealed}));
+        let forward = passed(run(&f, &alice, &json_headers(), get.clone()).0);
+        let sent: Value = serde_json::from_slice(&forward.body.unwrap()).unwrap();
+        assert_eq!(
+            sent["params"]["taskId"], "t-1",
+            "the server sees its own id"
+        );
+        assert_eq!(
+            forward.answer.unwrap().work,
+            AnswerWork::SealTasks {
+                asked: Some("t-1".into())
+            }
+        );
+        let (status, body) = refused(run(&f, &bob, &json_headers(), get).0);
+        assert_eq!(
+            (status, body["error"]["code"].as_i64()),
+            (403, Some(-32602))
+        );
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only its creator can use it"));
+        let raw = request("tasks/result", json!({"taskId": "t-1"}));
+        assert_eq!(refused(run(&f, &alice, &json_headers(), raw).0).0, 400);
+        let list = request("tasks/list", json!({}));
+        assert_eq!(
+            passed(run(&f, &bob, &json_headers(), list).0)
+                .answer
+                .unwrap()
+                .work,
+            AnswerWork::OwnTasks
+        );
+    }
+
+    #[test]
+    fn without_a_binding_key_tasks_are_refused_with_what_to_set() {
+        let raw = json!({
+            "resource": "https://mcp.example.com/mcp",
+            "issuers": [{"issuer": "https://mcp.example.com", "jwks": {"cluster": "a", "path": "/jwks"}}],
+            "cedar": {"policies": [ALL]},
+        });
+        let config = FilterConfig::from_json(raw.to_string().as_bytes()).unwrap();
+        let dev = identity(&["mcp-developers"], "");
+        let mut augmented = call("slow");
+        augmented["params"]["task"] = json!({});
+        for body in [
+            request("tasks/get", json!({"taskId": "t"})),
+            request("tasks/list", json!({})),
+            augmented,
+        ] {
+            let (verdict, _) = decide(
+                &config,
+                config.authorizer.as_deref(),
+                &ToolAnnotations::default(),
+                &dev,
+                &json_headers(),
+                body.to_string().as_bytes(),
+            );
+            let (status, reply) = refused(verdict);
+            assert_eq!(status, 403);
+            assert!(reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("set `binding_key`"));
+        }
+    }
+
+    #[test]
     fn a_batch_and_bad_json_are_400() {
         let f = fixture(&[DEVS]);
         let batch = json!([call("echo")]);

@@ -258,4 +258,54 @@ mod tests {
         );
         assert!(memo.len() <= 3);
     }
+
+    #[test]
+    fn resource_templates_are_entities_policies_can_name() {
+        let authz = authz(&[
+            r#"permit(principal, action == Action::"read_resource", resource is ResourceTemplate) when { resource.uriTemplate like "file:///pub/*" };"#,
+        ]);
+        let (mut memo, mut annotations) = (ListMemo::new(100), ToolAnnotations::default());
+        let items = [
+            json!({"uriTemplate": "file:///pub/{name}"}),
+            json!({"uriTemplate": "file:///private/{name}"}),
+            json!({"name": "no template"}),
+        ];
+        let user = who(&[], 1);
+        assert_eq!(
+            keep_listed(
+                &authz,
+                &mut memo,
+                &mut annotations,
+                &user,
+                Kind::ResourceTemplate,
+                &items
+            ),
+            [true, false, false]
+        );
+    }
+
+    #[test]
+    fn listed_resources_are_decided_on_their_canonical_uri() {
+        let authz = authz(&[
+            "permit(principal, action, resource);",
+            r#"forbid(principal, action, resource == Resource::"test://x");"#,
+        ]);
+        let (mut memo, mut annotations) = (ListMemo::new(100), ToolAnnotations::default());
+        let items = [
+            json!({"uri": "TEST://x"}),
+            json!({"uri": "test://y"}),
+            json!({"uri": "file:///bad%zz"}),
+        ];
+        assert_eq!(
+            keep_listed(
+                &authz,
+                &mut memo,
+                &mut annotations,
+                &who(&[], 1),
+                Kind::Item(Feature::Resource),
+                &items
+            ),
+            [false, true, false]
+        );
+    }
 }

@@ -146,3 +146,147 @@ pub fn keep_own_tasks(
     });
     before - tasks.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> BindingKey {
+        BindingKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap()
+    }
+
+    const ALICE: Owner<'static> = Owner {
+        issuer: "https://as",
+        subject: "alice",
+    };
+    const BOB: Owner<'static> = Owner {
+        issuer: "https://as",
+        subject: "bob",
+    };
+
+    fn sealed(id: &str, owner: Owner<'_>) -> String {
+        key().seal(Purpose::Task, id, owner.issuer, owner.subject)
+    }
+
+    #[test]
+    fn a_created_task_reaches_the_client_sealed_and_opens_only_for_its_creator() {
+        let mut answer = json!({"jsonrpc": "2.0", "id": 1,
+            "result": {"task": {"taskId": "t-1", "status": "working"}}});
+        assert_eq!(
+            seal_answer(&key(), ALICE, &mut answer, &json!(1), None),
+            Ok(true)
+        );
+        let id = answer["result"]["task"]["taskId"].as_str().unwrap();
+        assert_ne!(id, "t-1");
+        assert_eq!(open_id(&key(), ALICE, id), Ok("t-1".into()));
+        assert!(matches!(
+            open_id(&key(), BOB, id),
+            Err(BindingError::Foreign(_))
+        ));
+    }
+
+    #[test]
+    fn task_get_and_result_answers_are_sealed_when_they_name_the_task_asked() {
+        let mut get = json!({"id": 2, "result": {"taskId": "t-1", "status": "completed"}});
+        assert_eq!(
+            seal_answer(&key(), ALICE, &mut get, &json!(2), Some("t-1")),
+            Ok(true)
+        );
+        assert_eq!(get["result"]["taskId"], sealed("t-1", ALICE));
+        let mut result = json!({"id": 3, "result": {"content": [],
+            "_meta": {RELATED_TASK: {"taskId": "t-1"}}}});
+        assert_eq!(
+            seal_answer(&key(), ALICE, &mut result, &json!(3), Some("t-1")),
+            Ok(true)
+        );
+        assert_eq!(
+            result["result"]["_meta"][RELATED_TASK]["taskId"],
+            sealed("t-1", ALICE)
+        );
+    }
+
+    #[test]
+    fn an_answer_about_another_task_is_withheld_not_sealed() {
+        let mut get = json!({"id": 2, "result": {"taskId": "t-9"}});
+        assert_eq!(
+            seal_answer(&key(), ALICE, &mut get, &json!(2), Some("t-1")),
+            Err(TaskAnswerError::OtherTask {
+                found: "t-9".into(),
+                asked: "t-1".into()
+            })
+        );
+        let mut odd = json!({"id": 2, "result": {"taskId": 5}});
+        assert!(seal_answer(&key(), ALICE, &mut odd, &json!(2), None).is_err());
+    }
+
+    #[test]
+    fn other_messages_and_errors_are_left_alone() {
+        let untouched = [
+            json!({"id": 9, "result": {"taskId": "t"}}),
+            json!({"id": 1, "error": {"code": -32602, "message": "no such task"}}),
+            json!({"method": "notifications/tasks/status", "params": {"taskId": "t"}}),
+        ];
+        for message in untouched {
+            let mut copy = message.clone();
+            assert_eq!(
+                seal_answer(&key(), ALICE, &mut copy, &json!(1), None),
+                Ok(false)
+            );
+            assert_eq!(copy, message);
+        }
+    }
+
+    #[test]
+    fn a_task_list_shows_only_the_callers_own_tasks() {
+        let mut list = json!({"id": 4, "result": {"tasks": [
+            {"taskId": sealed("a", ALICE)},
+            {"taskId": sealed("b", BOB)},
+            {"taskId": "raw-server-id"},
+            {"status": "working"},
+        ], "nextCursor": "c"}});
+        assert_eq!(keep_own_tasks(&key(), ALICE, &mut list, &json!(4)), 3);
+        assert_eq!(
+            list["result"]["tasks"],
+            json!([{"taskId": sealed("a", ALICE)}])
+        );
+        assert_eq!(list["result"]["nextCursor"], "c");
+    }
+
+    #[test]
+    fn the_forwarded_request_carries_the_servers_id() {
+        let params = json!({"taskId": "b1.x.y", "_meta": {"k": 1}});
+        let body = forward_request(
+            Some(&json!(5)),
+            "tasks/get",
+            params.as_object().unwrap(),
+            "t-1",
+        );
+        let sent: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            sent,
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tasks/get",
+                   "params": {"taskId": "t-1", "_meta": {"k": 1}}})
+        );
+    }
+
+    #[test]
+    fn the_owner_is_the_principal_cedar_names() {
+        let token = |claims: Value| VerifiedToken {
+            issuer: "https://as".into(),
+            subject: None,
+            expires_at: 0,
+            key_id: String::new(),
+            digest: [0; 32],
+            claims: claims.as_object().cloned().unwrap(),
+        };
+        let machine = token(json!({"client_id": "svc"}));
+        assert_eq!(
+            Owner::of(&machine),
+            Some(Owner {
+                issuer: "https://as",
+                subject: "svc"
+            })
+        );
+        assert_eq!(Owner::of(&token(json!({"aud": "x"}))), None);
+    }
+}
