@@ -177,9 +177,6 @@ const ALWAYS_ALLOWED: [&str; 4] = [
     "logging/setLevel",
 ];
 
-/// `_meta` key under which a `tasks/result` answer names its task.
-pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
-
 /// The decision for `method` by the MCP method table, then by the `methods` configuration.
 pub fn classify<'a>(
     method: &str,

@@ -15,8 +15,10 @@ use serde_json::{json, Map, Value};
 
 use crate::authz::PRINCIPAL_CLAIMS;
 use crate::binding::{BindingError, BindingKey, Purpose};
-use crate::operation::RELATED_TASK;
 use crate::verify::VerifiedToken;
+
+/// `_meta` key under which a `tasks/result` answer names its task.
+pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
 
 /// Whose tasks: the token's issuer and principal (as Cedar names it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
