@@ -12,10 +12,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::claims;
-use crate::operation::Feature;
+use crate::operation::{Feature, Kind};
 use crate::verify::VerifiedToken;
 
 const DEFAULT_GROUP_ENTITY_TYPE: &str = "THVGroup";
+/// The claims that name the principal, first present wins (a machine token has no `sub`).
+pub const PRINCIPAL_CLAIMS: [&str; 4] = ["sub", "client_id", "cid", "azp"];
 /// Tool annotations a policy may read; only booleans, only as the server declared them.
 pub const ANNOTATION_HINTS: [&str; 4] = [
     "readOnlyHint",
@@ -98,7 +100,7 @@ pub struct Caller {
 
 /// One item to decide on: a use (with arguments and known annotations) or a listed item.
 pub struct Target<'a> {
-    pub feature: Feature,
+    pub kind: Kind,
     pub name: &'a str,
     pub arguments: Option<&'a Map<String, Value>>,
     pub annotations: Option<&'a Map<String, Value>>,
@@ -172,7 +174,7 @@ impl Authorizer {
 
     /// The principal `Client::"<sub>"`, its claims and its groups.
     pub fn caller(&self, token: &VerifiedToken) -> Result<Caller, AuthzError> {
-        let id = ["sub", "client_id", "cid", "azp"]
+        let id = PRINCIPAL_CLAIMS
             .iter()
             .find_map(|claim| token.claims.get(*claim).and_then(Value::as_str))
             .ok_or(AuthzError::NoPrincipal)?;
@@ -248,8 +250,8 @@ impl Authorizer {
     }
 
     fn resource(&self, target: &Target<'_>) -> Result<(EntityUid, Entity), String> {
-        let feature = target.feature;
-        let uid = entity_uid(feature.entity_type(), target.name)
+        let kind = target.kind;
+        let uid = entity_uid(kind.entity_type(), target.name)
             .ok_or_else(|| format!("`{}` cannot be an entity id", target.name))?;
         let mut attributes: HashMap<String, RestrictedExpression> = HashMap::new();
         attributes.insert(
@@ -258,15 +260,16 @@ impl Authorizer {
         );
         attributes.insert(
             "operation".into(),
-            RestrictedExpression::new_string(feature.operation().into()),
+            RestrictedExpression::new_string(kind.operation().into()),
         );
         attributes.insert(
             "feature".into(),
-            RestrictedExpression::new_string(feature.name().into()),
+            RestrictedExpression::new_string(kind.name().into()),
         );
-        if feature == Feature::Resource {
+        // What the item is named by, under the name MCP gives it (`uri`, `uriTemplate`).
+        if kind != Kind::Item(Feature::Tool) && kind != Kind::Item(Feature::Prompt) {
             attributes.insert(
-                "uri".into(),
+                kind.id_key().into(),
                 RestrictedExpression::new_string(target.name.to_owned()),
             );
         }
@@ -292,7 +295,7 @@ impl Authorizer {
         entities: &Entities,
         shared_context: Option<&Context>,
     ) -> Decision {
-        let Some(action) = entity_uid("Action", target.feature.action()) else {
+        let Some(action) = entity_uid("Action", target.kind.action()) else {
             return Decision::denied("bad action".into());
         };
         let context = match shared_context {
@@ -442,7 +445,7 @@ resource
 
     fn tool(name: &str) -> Target<'_> {
         Target {
-            feature: Feature::Tool,
+            kind: Kind::Item(Feature::Tool),
             name,
             arguments: None,
             annotations: None,
@@ -465,7 +468,7 @@ resource
             &tool("get_pods")
         ));
         let prompt = Target {
-            feature: Feature::Prompt,
+            kind: Kind::Item(Feature::Prompt),
             name: "summarise",
             arguments: None,
             annotations: None,
@@ -501,7 +504,7 @@ resource
             &tool("anything")
         ));
         let prompt = Target {
-            feature: Feature::Prompt,
+            kind: Kind::Item(Feature::Prompt),
             name: "p",
             arguments: None,
             annotations: None,
@@ -582,7 +585,7 @@ resource
             &tool("delete_namespace")
         ));
         let read = Target {
-            feature: Feature::Resource,
+            kind: Kind::Item(Feature::Resource),
             name: "file:///etc/passwd",
             arguments: None,
             annotations: None,
@@ -623,7 +626,7 @@ resource
         let dev = json!({"namespace": "dev"}).as_object().cloned().unwrap();
         let prod = json!({"namespace": "prod"}).as_object().cloned().unwrap();
         let call = |args| Target {
-            feature: Feature::Tool,
+            kind: Kind::Item(Feature::Tool),
             name: "get_pods",
             arguments: Some(args),
             annotations: None,
@@ -652,7 +655,7 @@ resource
         let decide = |args: &str| {
             let args = arguments(args);
             let call = Target {
-                feature: Feature::Tool,
+                kind: Feature::Tool.into(),
                 name: "scale",
                 arguments: Some(&args),
                 annotations: None,
@@ -689,7 +692,7 @@ resource
         let read_only = json!({"readOnlyHint": true}).as_object().cloned().unwrap();
         let writes = json!({"readOnlyHint": false}).as_object().cloned().unwrap();
         let with = |annotations| Target {
-            feature: Feature::Tool,
+            kind: Kind::Item(Feature::Tool),
             name: "t",
             arguments: None,
             annotations: Some(annotations),

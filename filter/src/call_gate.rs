@@ -1,17 +1,30 @@
-//! The decision on one buffered MCP POST: parse, check the routing headers, map the method,
-//! check per-tool scopes, ask Cedar. Pure, like `gate`; the adapter carries the verdict out.
+//! The decision on one buffered MCP POST: parse, check the routing headers, look the method up
+//! in the method table, check per-tool scopes, ask Cedar, open bound task ids. Pure, like `gate`;
+//! the adapter carries the verdict out, and does to the answer what `Forward::answer` says.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::annotations::ToolAnnotations;
-use crate::authz::{Authorizer, Target};
+use crate::authz::{Authorizer, Decision, Target};
+use crate::binding::BindingError;
 use crate::config::FilterConfig;
 use crate::jsonrpc::{self, Message, RequestId, HEADER_MISMATCH, INVALID_PARAMS};
 use crate::mcp_headers;
-use crate::operation::{self, Feature, Operation};
+use crate::operation::{self, Feature, Kind, Operation, Use};
 use crate::rejection::Rejection;
 use crate::response::{self, LocalResponse};
+use crate::tasks::{self, Owner};
 use crate::verify::VerifiedToken;
+
+/// JSON-RPC "Method not found".
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// HTTP status of a method the filter does not know. Not 403: nothing was decided about the
+/// caller. Not 404: a 2025-11-25 client takes a 404 to a request with a session as "session
+/// gone" and starts over. 400 with a JSON-RPC body is what 2026-07-28 clients recognise as a
+/// modern server refusing a request (as for a header mismatch or an unsupported version).
+pub const UNKNOWN_METHOD_STATUS: u32 = 400;
+/// JSON-RPC code of a use Cedar denied (ToolHive's).
+const DENIED: i64 = 403;
 
 /// The request headers the body decision needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,16 +34,35 @@ pub struct CallHeaders {
     pub mcp_name: Option<String>,
 }
 
-/// A list request let through: its answer is to be filtered.
+/// What the adapter does to a request let through, and to its answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Forward {
+    /// Forward this body instead of the client's (a task method, its task id opened).
+    pub body: Option<Vec<u8>>,
+    /// The answer needs work before the client may see it.
+    pub answer: Option<PendingAnswer>,
+}
+
+/// An answer to watch for: the message with `request_id`, in JSON or in an SSE event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PendingList {
-    pub feature: Feature,
-    pub request_id: RequestId,
+pub struct PendingAnswer {
+    pub request_id: Value,
+    pub work: AnswerWork,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerWork {
+    /// Cut the list to what the caller may use (`list_filter` with `list_decisions::keep_listed`).
+    Cut(Kind),
+    /// Seal the task ids with `tasks::seal_answer(key, owner, message, request_id, asked)`.
+    SealTasks { asked: Option<String> },
+    /// Keep only the caller's tasks with `tasks::keep_own_tasks`.
+    OwnTasks,
 }
 
 #[derive(Debug)]
 pub enum CallVerdict {
-    Pass(Option<PendingList>),
+    Pass(Forward),
     Refuse(LocalResponse),
 }
 
@@ -72,6 +104,8 @@ impl Audit {
     }
 }
 
+/// The verdict on one MCP POST. Without an authorizer (no `cedar` section) the filter decides no
+/// method: `tool_scopes` still apply and task ids are still bound when `binding_key` is set.
 pub fn decide(
     config: &FilterConfig,
     authz: Option<&Authorizer>,
@@ -85,8 +119,10 @@ pub fn decide(
         Err(err) => return (refuse(400, None, err.code(), &err.to_string()), None),
     };
     let Message::Call { id, method, params } = message else {
-        return (CallVerdict::Pass(None), None);
+        return pass(Forward::default());
     };
+    // The id as the answer and the refusals carry it (a canonical string or safe integer).
+    let id = id.as_ref().map(RequestId::to_value);
     if let Err(mismatch) = mcp_headers::check(
         headers.mcp_method.as_deref(),
         headers.mcp_name.as_deref(),
@@ -98,109 +134,232 @@ pub fn decide(
             None,
         );
     }
-    let operation = operation::classify(&method, &params);
-    let Some(authz) = authz else {
-        // Without Cedar the filter authenticates, and applies `tool_scopes`, only.
-        return match operation {
-            Operation::Use {
-                feature: Feature::Tool,
-                target,
-                ..
-            } => match missing_tool_scopes(config, identity, target) {
-                Some(refusal) => (CallVerdict::Refuse(refusal), None),
-                None => (CallVerdict::Pass(None), None),
-            },
-            _ => (CallVerdict::Pass(None), None),
-        };
+    let call = Call {
+        config,
+        authz,
+        identity,
+        id: id.as_ref(),
+        method: &method,
+        params: &params,
     };
-    match operation {
-        Operation::AlwaysAllowed => (CallVerdict::Pass(None), None),
-        Operation::List(feature) => (
-            CallVerdict::Pass(id.map(|request_id| PendingList {
-                feature,
-                request_id,
-            })),
-            None,
-        ),
-        Operation::MissingTarget(feature) => {
-            let message = format!("{method} needs `params.{}`", feature.id_key());
-            (refuse(400, id.as_ref(), INVALID_PARAMS, &message), None)
-        }
+    match operation::classify(&method, &params, &config.methods) {
+        Operation::AlwaysAllowed => pass(Forward::default()),
+        Operation::List(kind) => pass(Forward {
+            body: None,
+            answer: call.pending(authz.is_some(), AnswerWork::Cut(kind)),
+        }),
+        Operation::Invalid(message) => (refuse(400, id.as_ref(), INVALID_PARAMS, &message), None),
+        Operation::Unknown if authz.is_none() => pass(Forward::default()),
         Operation::Unknown => {
-            let audit = Audit {
-                method: method.clone(),
-                target: String::new(),
-                allowed: false,
-                policies: vec![],
-                reason: "method not allowed (default deny)".into(),
-            };
+            let message = format!(
+                "method `{method}` is not known to mcp-mesh-auth; list it under `methods` in the filter configuration to allow or authorise it"
+            );
+            let audit = call.audit(String::new(), false, vec![], "method unknown to the filter");
             (
                 refuse(
-                    403,
+                    UNKNOWN_METHOD_STATUS,
                     id.as_ref(),
-                    403,
-                    "method denied by authorization policy",
+                    METHOD_NOT_FOUND,
+                    &message,
                 ),
                 Some(audit),
             )
         }
-        Operation::Use {
-            feature,
-            target,
-            arguments,
-        } => {
-            if feature == Feature::Tool {
-                if let Some(refusal) = missing_tool_scopes(config, identity, target) {
-                    let audit = Audit {
-                        method,
-                        target: target.to_owned(),
-                        allowed: false,
-                        policies: vec![],
-                        reason: "insufficient_scope".into(),
-                    };
-                    return (CallVerdict::Refuse(refusal), Some(audit));
-                }
-            }
-            let known = if feature == Feature::Tool {
-                annotations.get(target)
-            } else {
-                None
-            };
-            let decision = authz.caller(identity).map(|caller| {
-                authz.decide(
-                    &caller,
-                    &Target {
-                        feature,
-                        name: target,
-                        arguments,
-                        annotations: known,
-                    },
-                )
-            });
-            let (allowed, policies, reason) = match decision {
-                Ok(d) => (d.allowed, d.policies, d.errors.join("; ")),
-                Err(err) => (false, vec![], err.to_string()),
-            };
-            let audit = Audit {
-                method,
-                target: target.to_owned(),
-                allowed,
-                policies,
-                reason,
-            };
-            if allowed {
-                (CallVerdict::Pass(None), Some(audit))
-            } else {
-                let message = format!("{} denied by authorization policy", feature.operation());
-                (refuse(403, id.as_ref(), 403, &message), Some(audit))
-            }
-        }
+        Operation::Authorize(uses) => call.authorize(annotations, &uses),
+        Operation::Task(sealed) => call.task(sealed),
+        Operation::TaskList => match (&config.binding_key, authz) {
+            (Some(_), _) => pass(Forward {
+                body: None,
+                answer: call.pending(true, AnswerWork::OwnTasks),
+            }),
+            (None, None) => pass(Forward::default()),
+            (None, Some(_)) => (call.no_binding_key(), None),
+        },
     }
 }
 
-fn refuse(status: u32, id: Option<&RequestId>, code: i64, message: &str) -> CallVerdict {
-    let id = id.map(RequestId::to_value);
-    CallVerdict::Refuse(response::jsonrpc_error(status, id.as_ref(), code, message))
+/// One request being decided.
+struct Call<'a> {
+    config: &'a FilterConfig,
+    authz: Option<&'a Authorizer>,
+    identity: &'a VerifiedToken,
+    id: Option<&'a Value>,
+    method: &'a str,
+    params: &'a Map<String, Value>,
+}
+
+impl Call<'_> {
+    /// Answer work for a request (a notification has no answer).
+    fn pending(&self, needed: bool, work: AnswerWork) -> Option<PendingAnswer> {
+        self.id.filter(|_| needed).map(|request_id| PendingAnswer {
+            request_id: request_id.clone(),
+            work,
+        })
+    }
+
+    fn audit(&self, target: String, allowed: bool, policies: Vec<String>, reason: &str) -> Audit {
+        Audit {
+            method: self.method.to_owned(),
+            target,
+            allowed,
+            policies,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Tool scopes first (a step-up names the scope to ask for), then Cedar: every use must be
+    /// permitted. A task-augmented request's answer has its task id sealed.
+    fn authorize(
+        &self,
+        annotations: &ToolAnnotations,
+        uses: &[Use<'_>],
+    ) -> (CallVerdict, Option<Audit>) {
+        let targets = || {
+            uses.iter()
+                .map(|u| u.target.as_ref())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for tool in uses.iter().filter(|u| u.kind == Kind::Item(Feature::Tool)) {
+            if let Some(refusal) = missing_tool_scopes(self.config, self.identity, &tool.target) {
+                let audit =
+                    self.audit(tool.target.to_string(), false, vec![], "insufficient_scope");
+                return (CallVerdict::Refuse(refusal), Some(audit));
+            }
+        }
+        let task_augmented = self.params.get("task").is_some_and(Value::is_object);
+        if task_augmented && self.config.binding_key.is_none() && self.authz.is_some() {
+            return (self.no_binding_key(), None);
+        }
+        let forward = Forward {
+            body: None,
+            answer: self.pending(
+                task_augmented && self.config.binding_key.is_some(),
+                AnswerWork::SealTasks { asked: None },
+            ),
+        };
+        let Some(authz) = self.authz else {
+            return pass(forward);
+        };
+        let caller = match authz.caller(self.identity) {
+            Ok(caller) => caller,
+            Err(err) => {
+                let message = match uses.first() {
+                    Some(first) => format!(
+                        "{} denied by authorization policy: {err}",
+                        first.kind.operation()
+                    ),
+                    None => err.to_string(),
+                };
+                let audit = self.audit(targets(), false, vec![], &err.to_string());
+                return (refuse(403, self.id, DENIED, &message), Some(audit));
+            }
+        };
+        let items: Vec<Target<'_>> = uses
+            .iter()
+            .map(|u| Target {
+                kind: u.kind,
+                name: &u.target,
+                arguments: u.arguments,
+                // Hints as the server declared them in its list, never as the request claims.
+                annotations: annotations
+                    .get(&u.target)
+                    .filter(|_| u.kind == Kind::Item(Feature::Tool)),
+            })
+            .collect();
+        let decisions = authz.decide_all(&caller, &items);
+        let policies: Vec<String> = decisions.iter().flat_map(|d| d.policies.clone()).collect();
+        let reason: Vec<String> = decisions.iter().flat_map(|d| d.errors.clone()).collect();
+        let denied = uses.iter().zip(&decisions).find(|(_, d)| !d.allowed);
+        let audit = self.audit(targets(), denied.is_none(), policies, &reason.join("; "));
+        match denied {
+            None => (CallVerdict::Pass(forward), Some(audit)),
+            Some((denied, decision)) => {
+                let message = denial(denied, decision);
+                (refuse(403, self.id, DENIED, &message), Some(audit))
+            }
+        }
+    }
+
+    /// A task method: the presented id must open for the caller; the server gets its own id.
+    fn task(&self, sealed: &str) -> (CallVerdict, Option<Audit>) {
+        let Some(key) = &self.config.binding_key else {
+            return match self.authz {
+                None => pass(Forward::default()),
+                Some(_) => (self.no_binding_key(), None),
+            };
+        };
+        let opened = Owner::of(self.identity)
+            .ok_or_else(|| BindingError::Foreign(sealed.to_owned()))
+            .and_then(|owner| tasks::open_id(key, owner, sealed));
+        match opened {
+            Ok(server_id) => {
+                let forward = Forward {
+                    body: Some(tasks::forward_request(
+                        self.id,
+                        self.method,
+                        self.params,
+                        &server_id,
+                    )),
+                    answer: self.pending(
+                        true,
+                        AnswerWork::SealTasks {
+                            asked: Some(server_id),
+                        },
+                    ),
+                };
+                let audit = self.audit(sealed.to_owned(), true, vec![], "the caller's own task");
+                (CallVerdict::Pass(forward), Some(audit))
+            }
+            Err(err) => {
+                let status = match err {
+                    BindingError::Malformed(_) => 400,
+                    BindingError::Foreign(_) => 403,
+                };
+                let audit = self.audit(sealed.to_owned(), false, vec![], &err.to_string());
+                (
+                    refuse(status, self.id, INVALID_PARAMS, &err.to_string()),
+                    Some(audit),
+                )
+            }
+        }
+    }
+
+    /// Tasks cannot be bound to their creator without a key: refused rather than left open.
+    fn no_binding_key(&self) -> CallVerdict {
+        let message = format!(
+            "{} uses tasks, which mcp-mesh-auth binds to their creator: set `binding_key` (32+ random bytes, base64) in the filter configuration",
+            self.method
+        );
+        refuse(403, self.id, DENIED, &message)
+    }
+}
+
+fn pass(forward: Forward) -> (CallVerdict, Option<Audit>) {
+    (CallVerdict::Pass(forward), None)
+}
+
+/// Why Cedar said no, in words the caller can act on; which policy stays in the log.
+fn denial(denied: &Use<'_>, decision: &Decision) -> String {
+    let kind = denied.kind;
+    let what = format!(
+        "`{}` on `{}::{:?}`",
+        kind.action(),
+        kind.entity_type(),
+        denied.target.as_ref()
+    );
+    let why = if !decision.errors.is_empty() {
+        format!("a policy failed to evaluate for {what}, which denies (details in the filter log)")
+    } else if !decision.policies.is_empty() {
+        format!("a policy forbids {what}")
+    } else {
+        format!("no policy permits {what} (default deny)")
+    };
+    format!("{} denied by authorization policy: {why}", kind.operation())
+}
+
+fn refuse(status: u32, id: Option<&Value>, code: i64, message: &str) -> CallVerdict {
+    CallVerdict::Refuse(response::jsonrpc_error(status, id, code, message))
 }
 
 /// A step-up answer when the token lacks a scope `tool_scopes` requires for this tool.
@@ -236,6 +395,8 @@ mod tests {
         annotations: ToolAnnotations,
     }
 
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
     fn fixture(policies: &[&str]) -> Fixture {
         let raw = json!({
             "resource": "https://mcp.example.com/mcp",
@@ -243,6 +404,9 @@ mod tests {
             "required_scopes": ["mcp:tools"],
             "tool_scopes": {"delete_*": ["mcp:admin"]},
             "cedar": {"policies": policies},
+            "binding_key": KEY,
+            "methods": {"x/allowed": "allow",
+                        "x/run": {"authorize": {"action": "call_tool", "target": "params.tool"}}},
         });
         Fixture {
             config: FilterConfig::from_json(raw.to_string().as_bytes()).unwrap(),
@@ -279,10 +443,9 @@ mod tests {
         headers: &CallHeaders,
         body: Value,
     ) -> (CallVerdict, Option<Audit>) {
-        let authz = f.config.authorizer.as_deref();
         decide(
             &f.config,
-            authz,
+            f.config.authorizer.as_deref(),
             &f.annotations,
             who,
             headers,
@@ -300,6 +463,19 @@ mod tests {
         }
     }
 
+    fn passed(verdict: CallVerdict) -> Forward {
+        match verdict {
+            CallVerdict::Pass(forward) => forward,
+            CallVerdict::Refuse(response) => panic!("refused: {}", response.body),
+        }
+    }
+
+    fn request(method: &str, params: Value) -> Value {
+        json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params})
+    }
+
+    const ALL: &str = r#"permit(principal in THVGroup::"mcp-developers", action, resource);"#;
+
     const DEVS: &str = r#"permit(principal in THVGroup::"mcp-developers", action, resource);
                           forbid(principal in THVGroup::"mcp-developers", action == Action::"call_tool", resource == Tool::"get-env");"#;
 
@@ -316,7 +492,7 @@ mod tests {
             &json_headers(),
             call("echo"),
         );
-        assert!(matches!(verdict, CallVerdict::Pass(None)));
+        assert_eq!(passed(verdict), Forward::default());
         let audit = audit.unwrap();
         assert!(audit.allowed);
         let line: Value = serde_json::from_str(&audit.to_json(&identity(&[], ""))).unwrap();
@@ -344,7 +520,8 @@ mod tests {
         assert_eq!(status, 403);
         assert_eq!(
             body,
-            json!({"jsonrpc": "2.0", "id": 11, "error": {"code": 403, "message": "call denied by authorization policy"}})
+            json!({"jsonrpc": "2.0", "id": 11, "error": {"code": 403, "message":
+                "call denied by authorization policy: a policy forbids `call_tool` on `Tool::\"get-env\"`"}})
         );
         assert_eq!(
             audit.unwrap().policies,
@@ -365,13 +542,13 @@ mod tests {
             json!({"jsonrpc": "2.0", "id": 2, "method": "prompts/get", "params": {"name": "p"}});
         assert_eq!(
             refused(run(&f, &nobody, &json_headers(), prompt).0).1["error"]["message"],
-            "get denied by authorization policy"
+            "get denied by authorization policy: no policy permits `get_prompt` on `Prompt::\"p\"` (default deny)"
         );
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}});
-        assert!(matches!(
-            run(&f, &nobody, &json_headers(), init).0,
-            CallVerdict::Pass(None)
-        ));
+        assert_eq!(
+            passed(run(&f, &nobody, &json_headers(), init).0),
+            Forward::default()
+        );
     }
 
     #[test]
@@ -379,24 +556,306 @@ mod tests {
         let f = fixture(&[DEVS]);
         let list = json!({"jsonrpc": "2.0", "id": "l1", "method": "resources/list"});
         let (verdict, _) = run(&f, &identity(&[], ""), &json_headers(), list);
-        let CallVerdict::Pass(Some(pending)) = verdict else {
-            panic!()
-        };
         assert_eq!(
-            pending,
-            PendingList {
-                feature: Feature::Resource,
-                request_id: RequestId::Str("l1".into())
-            }
+            passed(verdict).answer,
+            Some(PendingAnswer {
+                request_id: json!("l1"),
+                work: AnswerWork::Cut(Kind::Item(Feature::Resource)),
+            })
         );
     }
 
     #[test]
-    fn unknown_methods_are_denied_by_default() {
+    fn resource_templates_are_listed_and_cut_like_the_other_lists() {
+        let f = fixture(&[ALL]);
+        let list = request("resources/templates/list", json!({}));
+        let (verdict, audit) = run(
+            &f,
+            &identity(&["mcp-developers"], ""),
+            &json_headers(),
+            list,
+        );
+        assert_eq!(
+            passed(verdict).answer.unwrap().work,
+            AnswerWork::Cut(Kind::ResourceTemplate)
+        );
+        assert!(audit.is_none());
+    }
+
+    #[test]
+    fn unknown_methods_are_refused_as_unknown_not_as_denied() {
         let f = fixture(&["permit(principal, action, resource);"]);
-        let odd = json!({"jsonrpc": "2.0", "id": 3, "method": "resources/templates/list"});
-        let (status, body) = refused(run(&f, &identity(&[], ""), &json_headers(), odd).0);
-        assert_eq!((status, body["error"]["code"].as_i64()), (403, Some(403)));
+        for method in ["sampling/createMessage", "roots/list", "x/y"] {
+            let (verdict, audit) = run(
+                &f,
+                &identity(&[], ""),
+                &json_headers(),
+                request(method, json!({})),
+            );
+            let (status, body) = refused(verdict);
+            assert_eq!(
+                (status, body["error"]["code"].as_i64()),
+                (400, Some(-32601))
+            );
+            let message = body["error"]["message"].as_str().unwrap();
+            assert_eq!(
+                message,
+                format!("method `{method}` is not known to mcp-mesh-auth; list it under `methods` in the filter configuration to allow or authorise it")
+            );
+            assert_eq!(audit.unwrap().reason, "method unknown to the filter");
+        }
+    }
+
+    #[test]
+    fn the_standard_methods_of_both_revisions_pass_a_permit_all_policy() {
+        let f = fixture(&[ALL]);
+        let dev = identity(&["mcp-developers"], "mcp:tools");
+        let task = f.config.binding_key.as_ref().unwrap().seal(
+            crate::binding::Purpose::Task,
+            "t1",
+            "i",
+            "alice",
+        );
+        for (method, params) in [
+            ("initialize", json!({})),
+            ("ping", json!({})),
+            ("server/discover", json!({})),
+            ("logging/setLevel", json!({"level": "info"})),
+            ("tools/list", json!({})),
+            ("prompts/list", json!({})),
+            ("resources/list", json!({})),
+            ("resources/templates/list", json!({})),
+            ("tools/call", json!({"name": "echo"})),
+            ("prompts/get", json!({"name": "p"})),
+            ("resources/read", json!({"uri": "file:///a"})),
+            ("resources/subscribe", json!({"uri": "file:///a"})),
+            ("resources/unsubscribe", json!({"uri": "file:///a"})),
+            (
+                "completion/complete",
+                json!({"ref": {"type": "ref/prompt", "name": "p"}}),
+            ),
+            (
+                "subscriptions/listen",
+                json!({"notifications": {"resourceSubscriptions": ["file:///a"]}}),
+            ),
+            ("tasks/get", json!({"taskId": task})),
+            ("tasks/result", json!({"taskId": task})),
+            ("tasks/cancel", json!({"taskId": task})),
+            ("tasks/list", json!({})),
+            ("notifications/initialized", json!({})),
+            ("notifications/tasks/status", json!({"taskId": "x"})),
+        ] {
+            let (verdict, _) = run(&f, &dev, &json_headers(), request(method, params));
+            assert!(
+                matches!(verdict, CallVerdict::Pass(_)),
+                "{method}: {verdict:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn configured_methods_are_allowed_or_put_to_cedar() {
+        let f = fixture(&[DEVS]);
+        let dev = identity(&["mcp-developers"], "mcp:tools");
+        assert!(matches!(
+            run(
+                &f,
+                &identity(&[], ""),
+                &json_headers(),
+                request("x/allowed", json!({}))
+            )
+            .0,
+            CallVerdict::Pass(_)
+        ));
+        assert!(matches!(
+            run(
+                &f,
+                &dev,
+                &json_headers(),
+                request("x/run", json!({"tool": "echo"}))
+            )
+            .0,
+            CallVerdict::Pass(_)
+        ));
+        let (status, body) = refused(
+            run(
+                &f,
+                &dev,
+                &json_headers(),
+                request("x/run", json!({"tool": "get-env"})),
+            )
+            .0,
+        );
+        assert_eq!(status, 403);
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a policy forbids `call_tool` on `Tool::\"get-env\"`"));
+    }
+
+    #[test]
+    fn a_completion_on_a_forbidden_prompt_is_denied() {
+        let f = fixture(&[
+            ALL,
+            r#"forbid(principal, action == Action::"get_prompt", resource == Prompt::"secret");"#,
+        ]);
+        let dev = identity(&["mcp-developers"], "");
+        let complete = |name: &str| {
+            request(
+                "completion/complete",
+                json!({"ref": {"type": "ref/prompt", "name": name}, "argument": {"name": "a", "value": "x"}}),
+            )
+        };
+        let (status, body) = refused(run(&f, &dev, &json_headers(), complete("secret")).0);
+        assert_eq!(status, 403);
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`get_prompt` on `Prompt::\"secret\"`"));
+        assert!(matches!(
+            run(&f, &dev, &json_headers(), complete("open")).0,
+            CallVerdict::Pass(_)
+        ));
+    }
+
+    #[test]
+    fn a_forbidden_resource_is_not_readable_under_another_spelling() {
+        let f = fixture(&[
+            ALL,
+            r#"forbid(principal, action == Action::"read_resource", resource == Resource::"test://x");"#,
+        ]);
+        let dev = identity(&["mcp-developers"], "");
+        for spelling in ["test://x", "TEST://x", "test://%78", "tEsT://X"] {
+            let read = request("resources/read", json!({"uri": spelling}));
+            let (status, _) = refused(run(&f, &dev, &json_headers(), read).0);
+            assert_eq!(status, 403, "{spelling}");
+        }
+        let listen = request(
+            "subscriptions/listen",
+            json!({"notifications": {"resourceSubscriptions": ["file:///ok", "TEST://x"]}}),
+        );
+        assert_eq!(refused(run(&f, &dev, &json_headers(), listen).0).0, 403);
+        let complete = request(
+            "completion/complete",
+            json!({"ref": {"type": "ref/resource", "uri": "TEST://x"}}),
+        );
+        assert_eq!(refused(run(&f, &dev, &json_headers(), complete).0).0, 403);
+    }
+
+    #[test]
+    fn tool_scopes_apply_without_cedar_and_everything_else_passes() {
+        let raw = json!({
+            "resource": "https://mcp.example.com/mcp",
+            "issuers": [{"issuer": "https://mcp.example.com", "jwks": {"cluster": "a", "path": "/jwks"}}],
+            "tool_scopes": {"delete_*": ["mcp:admin"]},
+        });
+        let config = FilterConfig::from_json(raw.to_string().as_bytes()).unwrap();
+        let who = identity(&[], "mcp:tools");
+        let decide_body = |body: Value| {
+            decide(
+                &config,
+                None,
+                &ToolAnnotations::default(),
+                &who,
+                &json_headers(),
+                body.to_string().as_bytes(),
+            )
+            .0
+        };
+        let CallVerdict::Refuse(step_up) = decide_body(call("delete_ns")) else {
+            panic!("a missing tool scope is a step-up even without cedar")
+        };
+        assert_eq!(step_up.status, 403);
+        for body in [
+            call("echo"),
+            request("tools/list", json!({})),
+            request("x/unknown", json!({})),
+        ] {
+            assert_eq!(passed(decide_body(body)), Forward::default());
+        }
+    }
+
+    #[test]
+    fn a_task_is_used_only_by_its_creator() {
+        let f = fixture(&[ALL]);
+        let alice = identity(&["mcp-developers"], "");
+        let mut bob = identity(&["mcp-developers"], "");
+        bob.claims.insert("sub".into(), json!("bob"));
+        let mut augmented = call("slow");
+        augmented["params"]["task"] = json!({"ttl": 60000});
+        let forward = passed(run(&f, &alice, &json_headers(), augmented).0);
+        assert_eq!(
+            forward.answer.unwrap().work,
+            AnswerWork::SealTasks { asked: None },
+            "the CreateTaskResult is sealed on its way back"
+        );
+        let key = f.config.binding_key.as_ref().unwrap();
+        let sealed = key.seal(crate::binding::Purpose::Task, "t-1", "i", "alice");
+        let get = request("tasks/get", json!({"taskId": sealed}));
+        let forward = passed(run(&f, &alice, &json_headers(), get.clone()).0);
+        let sent: Value = serde_json::from_slice(&forward.body.unwrap()).unwrap();
+        assert_eq!(
+            sent["params"]["taskId"], "t-1",
+            "the server sees its own id"
+        );
+        assert_eq!(
+            forward.answer.unwrap().work,
+            AnswerWork::SealTasks {
+                asked: Some("t-1".into())
+            }
+        );
+        let (status, body) = refused(run(&f, &bob, &json_headers(), get).0);
+        assert_eq!(
+            (status, body["error"]["code"].as_i64()),
+            (403, Some(-32602))
+        );
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only its creator can use it"));
+        let raw = request("tasks/result", json!({"taskId": "t-1"}));
+        assert_eq!(refused(run(&f, &alice, &json_headers(), raw).0).0, 400);
+        let list = request("tasks/list", json!({}));
+        assert_eq!(
+            passed(run(&f, &bob, &json_headers(), list).0)
+                .answer
+                .unwrap()
+                .work,
+            AnswerWork::OwnTasks
+        );
+    }
+
+    #[test]
+    fn without_a_binding_key_tasks_are_refused_with_what_to_set() {
+        let raw = json!({
+            "resource": "https://mcp.example.com/mcp",
+            "issuers": [{"issuer": "https://mcp.example.com", "jwks": {"cluster": "a", "path": "/jwks"}}],
+            "cedar": {"policies": [ALL]},
+        });
+        let config = FilterConfig::from_json(raw.to_string().as_bytes()).unwrap();
+        let dev = identity(&["mcp-developers"], "");
+        let mut augmented = call("slow");
+        augmented["params"]["task"] = json!({});
+        for body in [
+            request("tasks/get", json!({"taskId": "t"})),
+            request("tasks/list", json!({})),
+            augmented,
+        ] {
+            let (verdict, _) = decide(
+                &config,
+                config.authorizer.as_deref(),
+                &ToolAnnotations::default(),
+                &dev,
+                &json_headers(),
+                body.to_string().as_bytes(),
+            );
+            let (status, reply) = refused(verdict);
+            assert_eq!(status, 403);
+            assert!(reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("set `binding_key`"));
+        }
     }
 
     #[test]
@@ -408,10 +867,9 @@ mod tests {
             (status, body["error"]["code"].as_i64()),
             (400, Some(-32600))
         );
-        let authz = f.config.authorizer.as_deref();
         let (verdict, _) = decide(
             &f.config,
-            authz,
+            f.config.authorizer.as_deref(),
             &f.annotations,
             &identity(&[], ""),
             &json_headers(),
@@ -486,7 +944,7 @@ mod tests {
             &json_headers(),
             call("delete_namespace"),
         );
-        assert!(matches!(verdict, CallVerdict::Pass(None)));
+        assert_eq!(passed(verdict), Forward::default());
     }
 
     #[test]
@@ -507,7 +965,7 @@ mod tests {
         ]);
         assert!(matches!(
             run(&f, &who, &json_headers(), call("ls")).0,
-            CallVerdict::Pass(None)
+            CallVerdict::Pass(_)
         ));
         assert_eq!(refused(run(&f, &who, &json_headers(), forged).0).0, 403);
     }
@@ -516,9 +974,9 @@ mod tests {
     fn client_replies_pass() {
         let f = fixture(&[DEVS]);
         let reply = json!({"jsonrpc": "2.0", "id": "server-1", "result": {}});
-        assert!(matches!(
-            run(&f, &identity(&[], ""), &json_headers(), reply).0,
-            CallVerdict::Pass(None)
-        ));
+        assert_eq!(
+            passed(run(&f, &identity(&[], ""), &json_headers(), reply).0),
+            Forward::default()
+        );
     }
 }

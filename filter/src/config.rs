@@ -13,6 +13,7 @@ use url::Url;
 use crate::authz::{Authorizer, CedarConfigError, CedarSettings};
 use crate::binding::{BindingKey, BindingKeyError};
 use crate::jwks::{JwksError, KeySet};
+use crate::operation::{ExtraMethods, MethodConfigError};
 use crate::tool_scopes::ToolScopes;
 use crate::verify::TokenPolicy;
 
@@ -59,6 +60,8 @@ pub enum ConfigError {
     BadHeaderName(String),
     #[error("{0}")]
     BindingKey(#[from] BindingKeyError),
+    #[error("{0}")]
+    Methods(#[from] MethodConfigError),
 }
 
 #[derive(Deserialize)]
@@ -95,6 +98,8 @@ struct RawConfig {
     #[serde(default)]
     headers_stop_iteration: bool,
     binding_key: Option<String>,
+    #[serde(default)]
+    methods: BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +178,8 @@ pub struct FilterConfig {
     pub headers_stop_iteration: bool,
     /// Seals server-issued ids (tasks, sessions) to their caller; `None` when not configured.
     pub binding_key: Option<BindingKey>,
+    /// Methods beyond MCP's own that the operator allows or has authorised (`methods`).
+    pub methods: ExtraMethods,
 }
 
 impl FilterConfig {
@@ -316,6 +323,7 @@ impl FilterConfig {
                 .as_deref()
                 .map(BindingKey::from_base64)
                 .transpose()?,
+            methods: ExtraMethods::from_config(raw.methods)?,
         })
     }
 }
@@ -632,6 +640,19 @@ mod tests {
         assert!(err.to_string().contains("decodes to 5 bytes"), "{err}");
         raw["binding_key"] = json!("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
         assert!(parse(&raw).unwrap().binding_key.is_some());
+    }
+
+    #[test]
+    fn a_bad_methods_entry_refuses_the_configuration() {
+        let mut raw = base();
+        raw["methods"] = json!({"x/y": "yes"});
+        let err = parse(&raw).unwrap_err();
+        assert!(
+            err.to_string().starts_with("`methods.\"x/y\"` = `\"yes\"`"),
+            "{err}"
+        );
+        raw["methods"] = json!({"x/y": "allow"});
+        assert!(parse(&raw).is_ok());
     }
 
     #[test]

@@ -25,9 +25,11 @@ pub mod quote;
 pub mod rejection;
 pub mod response;
 pub mod sse;
+pub mod tasks;
 pub mod token_cache;
 pub mod tool_scopes;
 pub mod unique_json;
+pub mod uri;
 pub mod verify;
 pub mod waiters;
 

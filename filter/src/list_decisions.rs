@@ -11,13 +11,14 @@ use serde_json::{Map, Value};
 
 use crate::annotations::ToolAnnotations;
 use crate::authz::{Authorizer, Target, ANNOTATION_HINTS};
-use crate::operation::Feature;
+use crate::operation::{Feature, Kind};
+use crate::uri;
 use crate::verify::VerifiedToken;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     token: [u8; 32],
-    feature: Feature,
+    kind: Kind,
     item: String,
     hints: u8,
 }
@@ -52,44 +53,57 @@ impl ListMemo {
 }
 
 /// One flag per item of a list answer: may `identity` use it. Tool hints are learned on the way.
+/// A listed resource is decided on its canonical URI, as a read of it would be, so that a
+/// policy on `test://x` also hides `TEST://x`; a URI with no canonical form is not shown.
 pub fn keep_listed(
     authz: &Authorizer,
     memo: &mut ListMemo,
     annotations: &mut ToolAnnotations,
     identity: &VerifiedToken,
-    feature: Feature,
+    kind: Kind,
     items: &[Value],
 ) -> Vec<bool> {
-    if feature == Feature::Tool {
+    if kind == Kind::Item(Feature::Tool) {
         annotations.learn(items);
     }
-    let declared = |item| declared_hints(feature, item);
-    let keys: Vec<Key> = items
+    let declared = |item| declared_hints(kind, item);
+    let keys: Vec<Option<Key>> = items
         .iter()
-        .map(|item| Key {
-            token: identity.digest,
-            feature,
-            item: item
-                .get(feature.id_key())
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            hints: hint_bits(declared(item)),
+        .map(|item| {
+            let id = item.get(kind.id_key()).and_then(Value::as_str)?;
+            let id = if kind == Kind::Item(Feature::Resource) {
+                uri::canonical(id).ok()?
+            } else {
+                id.to_owned()
+            };
+            Some(Key {
+                token: identity.digest,
+                kind,
+                item: id,
+                hints: hint_bits(declared(item)),
+            })
         })
         .collect();
     let mut flags: Vec<Option<bool>> = keys
         .iter()
-        .map(|key| memo.decisions.get(key).copied())
+        .map(|key| match key {
+            Some(key) => memo.decisions.get(key).copied(),
+            None => Some(false),
+        })
         .collect();
-    let unknown: Vec<usize> = (0..items.len()).filter(|&i| flags[i].is_none()).collect();
+    let unknown: Vec<(usize, &Key)> = keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, key)| key.as_ref().filter(|_| flags[i].is_none()).map(|k| (i, k)))
+        .collect();
     if !unknown.is_empty() {
         let decided: Vec<bool> = match authz.caller(identity) {
             Ok(caller) => {
                 let targets: Vec<Target<'_>> = unknown
                     .iter()
-                    .map(|&i| Target {
-                        feature,
-                        name: &keys[i].item,
+                    .map(|&(i, key)| Target {
+                        kind,
+                        name: &key.item,
                         arguments: None,
                         annotations: declared(&items[i]),
                     })
@@ -102,9 +116,9 @@ pub fn keep_listed(
             }
             Err(_) => vec![false; unknown.len()],
         };
-        for (&i, allowed) in unknown.iter().zip(decided) {
+        for (&(i, key), allowed) in unknown.iter().zip(decided) {
             flags[i] = Some(allowed);
-            memo.remember(keys[i].clone(), allowed);
+            memo.remember(key.clone(), allowed);
         }
     }
     flags
@@ -113,11 +127,11 @@ pub fn keep_listed(
         .collect()
 }
 
-/// The annotations a tool entry of a list declares (prompts and resources have none that count).
-fn declared_hints(feature: Feature, item: &Value) -> Option<&Map<String, Value>> {
+/// The annotations a tool entry of a list declares (other items have none that count).
+fn declared_hints(kind: Kind, item: &Value) -> Option<&Map<String, Value>> {
     item.get("annotations")
         .and_then(Value::as_object)
-        .filter(|_| feature == Feature::Tool)
+        .filter(|_| kind == Kind::Item(Feature::Tool))
 }
 
 /// Two bits per hint: absent, true or false.
@@ -173,7 +187,14 @@ mod tests {
         let (mut memo, mut annotations) = (ListMemo::new(100), ToolAnnotations::default());
         let items = [json!({"name": "ls"}), json!({"name": "rm"})];
         let mut list = |user: &VerifiedToken, memo: &mut ListMemo| {
-            keep_listed(&authz, memo, &mut annotations, user, Feature::Tool, &items)
+            keep_listed(
+                &authz,
+                memo,
+                &mut annotations,
+                user,
+                Kind::Item(Feature::Tool),
+                &items,
+            )
         };
         let dev = who(&["dev"], 1);
         assert_eq!(list(&dev, &mut memo), [true, false]);
@@ -199,7 +220,7 @@ mod tests {
                 &mut memo,
                 &mut annotations,
                 &user,
-                Feature::Tool,
+                Kind::Item(Feature::Tool),
                 &read_only
             ),
             [true]
@@ -210,7 +231,7 @@ mod tests {
                 &mut memo,
                 &mut annotations,
                 &user,
-                Feature::Tool,
+                Kind::Item(Feature::Tool),
                 &writes
             ),
             [false]
@@ -232,9 +253,59 @@ mod tests {
             &mut memo,
             &mut annotations,
             &who(&[], 1),
-            Feature::Tool,
+            Kind::Item(Feature::Tool),
             &items,
         );
         assert!(memo.len() <= 3);
+    }
+
+    #[test]
+    fn resource_templates_are_entities_policies_can_name() {
+        let authz = authz(&[
+            r#"permit(principal, action == Action::"read_resource", resource is ResourceTemplate) when { resource.uriTemplate like "file:///pub/*" };"#,
+        ]);
+        let (mut memo, mut annotations) = (ListMemo::new(100), ToolAnnotations::default());
+        let items = [
+            json!({"uriTemplate": "file:///pub/{name}"}),
+            json!({"uriTemplate": "file:///private/{name}"}),
+            json!({"name": "no template"}),
+        ];
+        let user = who(&[], 1);
+        assert_eq!(
+            keep_listed(
+                &authz,
+                &mut memo,
+                &mut annotations,
+                &user,
+                Kind::ResourceTemplate,
+                &items
+            ),
+            [true, false, false]
+        );
+    }
+
+    #[test]
+    fn listed_resources_are_decided_on_their_canonical_uri() {
+        let authz = authz(&[
+            "permit(principal, action, resource);",
+            r#"forbid(principal, action, resource == Resource::"test://x");"#,
+        ]);
+        let (mut memo, mut annotations) = (ListMemo::new(100), ToolAnnotations::default());
+        let items = [
+            json!({"uri": "TEST://x"}),
+            json!({"uri": "test://y"}),
+            json!({"uri": "file:///bad%zz"}),
+        ];
+        assert_eq!(
+            keep_listed(
+                &authz,
+                &mut memo,
+                &mut annotations,
+                &who(&[], 1),
+                Kind::Item(Feature::Resource),
+                &items
+            ),
+            [false, true, false]
+        );
     }
 }

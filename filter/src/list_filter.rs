@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::jsonrpc::RequestId;
-use crate::operation::Feature;
+use crate::operation::{Feature, Kind};
 use crate::quote::quote;
 use crate::sse::{self, EventTooLarge};
 
@@ -53,7 +53,7 @@ pub enum FilterError {
 
 /// Decides, for the items of one list, which to keep (one flag per item, in order). Each item is
 /// given as its head: an object with only its name (or uri) and its annotations.
-pub type Keep<'a> = dyn FnMut(Feature, &[Value]) -> Vec<bool> + 'a;
+pub type Keep<'a> = dyn FnMut(Kind, &[Value]) -> Vec<bool> + 'a;
 
 /// How many items of a list answer were shown to the caller, and how many cut.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub struct Filtered {
 pub fn filter_json(
     body: &[u8],
     request_id: &RequestId,
-    feature: Feature,
+    kind: Kind,
     keep: &mut Keep<'_>,
 ) -> Result<Filtered, FilterError> {
     let text = std::str::from_utf8(body).map_err(|_| FilterError::NotUtf8)?;
@@ -87,7 +87,7 @@ pub fn filter_json(
     };
     match read_message(text)? {
         Message::Response(envelope) if answers(&envelope, request_id) => {
-            let cut = cut_answer(text, &envelope, request_id, feature, keep)?;
+            let cut = cut_answer(text, &envelope, request_id, kind, keep)?;
             Ok(Filtered {
                 body: cut.text.map(String::into_bytes),
                 count: cut.count,
@@ -124,8 +124,8 @@ pub struct SseFilter {
 impl SseFilter {
     /// A filter for the stream answering a POST: the response to `request_id` is the list answer
     /// to cut. Events (and incomplete events held back) over `max_event_bytes` are an error.
-    pub fn for_answer(request_id: RequestId, feature: Feature, max_event_bytes: usize) -> Self {
-        Self::new(Some((request_id, feature)), max_event_bytes)
+    pub fn for_answer(request_id: RequestId, kind: Kind, max_event_bytes: usize) -> Self {
+        Self::new(Some((request_id, kind)), max_event_bytes)
     }
 
     /// A filter for a stream that answers no request (a GET stream): requests and notifications
@@ -134,7 +134,7 @@ impl SseFilter {
         Self::new(None, max_event_bytes)
     }
 
-    fn new(awaited: Option<(RequestId, Feature)>, max_event_bytes: usize) -> Self {
+    fn new(awaited: Option<(RequestId, Kind)>, max_event_bytes: usize) -> Self {
         Self {
             events: sse::Splitter::new(max_event_bytes),
             decide: Decide {
@@ -205,7 +205,7 @@ impl SseFilter {
 struct Decide {
     /// The answer still to come, and the list it carries; `None` once it passed, or on a stream
     /// that answers nothing.
-    awaited: Option<(RequestId, Feature)>,
+    awaited: Option<(RequestId, Kind)>,
     answer: Option<ListCount>,
     dropped: usize,
 }
@@ -235,11 +235,11 @@ impl Decide {
             Message::Response(envelope) => envelope,
         };
         let awaited = self.awaited.as_ref();
-        let Some((request_id, feature)) = awaited.filter(|(id, _)| answers(&envelope, id)) else {
+        let Some((request_id, kind)) = awaited.filter(|(id, _)| answers(&envelope, id)) else {
             self.dropped += 1;
             return Ok(());
         };
-        let cut = cut_answer(data, &envelope, request_id, *feature, keep)?;
+        let cut = cut_answer(data, &envelope, request_id, *kind, keep)?;
         match cut.text {
             Some(text) => out.extend_from_slice(&sse::replace_data(event.raw, &text)),
             None => out.extend_from_slice(event.raw),
@@ -265,10 +265,10 @@ pub enum SseOutcome {
 pub fn filter_sse(
     buffer: &[u8],
     request_id: &RequestId,
-    feature: Feature,
+    kind: Kind,
     keep: &mut Keep<'_>,
 ) -> Result<SseOutcome, FilterError> {
-    let mut filter = SseFilter::for_answer(request_id.clone(), feature, usize::MAX);
+    let mut filter = SseFilter::for_answer(request_id.clone(), kind, usize::MAX);
     let mut body = filter.feed(buffer, keep)?;
     let Some(count) = filter.answer() else {
         return Ok(SseOutcome::Pending);
@@ -311,6 +311,8 @@ struct ListResult<'a> {
     prompts: Member<'a>,
     #[serde(borrow)]
     resources: Member<'a>,
+    #[serde(borrow, rename = "resourceTemplates")]
+    resource_templates: Member<'a>,
     #[serde(borrow, rename = "cacheScope")]
     cache_scope: Member<'a>,
 }
@@ -331,6 +333,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Member<'a> {
 struct ItemHead {
     name: Option<Value>,
     uri: Option<Value>,
+    #[serde(rename = "uriTemplate")]
+    uri_template: Option<Value>,
     annotations: Option<Value>,
 }
 
@@ -414,7 +418,7 @@ fn cut_answer(
     text: &str,
     envelope: &Envelope<'_>,
     request_id: &RequestId,
-    feature: Feature,
+    kind: Kind,
     keep: &mut Keep<'_>,
 ) -> Result<Cut, FilterError> {
     let result = match (envelope.result.0, envelope.error.0) {
@@ -434,15 +438,16 @@ fn cut_answer(
     }
     let members: ListResult<'_> = serde_json::from_str(result.get())
         .or_else(|err| ambiguous_or(err, |err| Err(FilterError::NotJson(err.to_string()))))?;
-    let list = match feature {
-        Feature::Tool => members.tools,
-        Feature::Prompt => members.prompts,
-        Feature::Resource => members.resources,
+    let list = match kind {
+        Kind::Item(Feature::Tool) => members.tools,
+        Kind::Item(Feature::Prompt) => members.prompts,
+        Kind::Item(Feature::Resource) => members.resources,
+        Kind::ResourceTemplate => members.resource_templates,
     };
     let mut edits = Vec::new();
     let mut count = ListCount::default();
     if let Some(list) = list.0 {
-        let (kept, removed) = cut_list(list, feature, keep)?;
+        let (kept, removed) = cut_list(list, kind, keep)?;
         count = ListCount {
             removed,
             kept: kept.len(),
@@ -471,12 +476,12 @@ fn cut_answer(
 /// The items of `list` that `keep` allows, and how many it refused.
 fn cut_list<'a>(
     list: &'a RawValue,
-    feature: Feature,
+    kind: Kind,
     keep: &mut Keep<'_>,
 ) -> Result<(Vec<&'a RawValue>, usize), FilterError> {
     if !list.get().starts_with('[') {
         return Err(FilterError::NotAList {
-            list: feature.list_key(),
+            list: kind.list_key(),
             got: quote(list.get()),
         });
     }
@@ -484,9 +489,9 @@ fn cut_list<'a>(
         serde_json::from_str(list.get()).map_err(|err| FilterError::NotJson(err.to_string()))?;
     let heads = items
         .iter()
-        .map(|item| head(item, feature))
+        .map(|item| head(item, kind))
         .collect::<Result<Vec<Value>, FilterError>>()?;
-    let flags = keep(feature, &heads);
+    let flags = keep(kind, &heads);
     let kept: Vec<&RawValue> = items
         .iter()
         .zip(flags.iter().copied().chain(std::iter::repeat(false)))
@@ -498,19 +503,20 @@ fn cut_list<'a>(
 
 /// An item's name (or uri) and annotations; `null` for an item that is not an object (no
 /// policy can allow it).
-fn head(item: &RawValue, feature: Feature) -> Result<Value, FilterError> {
+fn head(item: &RawValue, kind: Kind) -> Result<Value, FilterError> {
     if !is_object(item.get()) {
         return Ok(Value::Null);
     }
     let head: ItemHead = serde_json::from_str(item.get())
         .or_else(|err| ambiguous_or(err, |err| Err(FilterError::NotJson(err.to_string()))))?;
     let mut object = Map::new();
-    let id = match feature {
-        Feature::Resource => head.uri,
-        Feature::Tool | Feature::Prompt => head.name,
+    let id = match kind {
+        Kind::Item(Feature::Resource) => head.uri,
+        Kind::Item(Feature::Tool | Feature::Prompt) => head.name,
+        Kind::ResourceTemplate => head.uri_template,
     };
     if let Some(id) = id {
-        object.insert(feature.id_key().to_owned(), id);
+        object.insert(kind.id_key().to_owned(), id);
     }
     if let Some(annotations) = head.annotations {
         object.insert("annotations".to_owned(), annotations);
@@ -562,7 +568,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn only_named(allowed: &'static [&'static str]) -> impl FnMut(Feature, &[Value]) -> Vec<bool> {
+    fn only_named(allowed: &'static [&'static str]) -> impl FnMut(Kind, &[Value]) -> Vec<bool> {
         move |feature, items| {
             items
                 .iter()
@@ -588,7 +594,7 @@ mod tests {
         filter_json(
             body.as_bytes(),
             &id,
-            Feature::Tool,
+            Kind::Item(Feature::Tool),
             &mut only_named(allowed),
         )
     }
@@ -630,7 +636,7 @@ mod tests {
         let filtered = filter_json(
             body.to_string().as_bytes(),
             &RequestId::Str("r".into()),
-            Feature::Resource,
+            Kind::Item(Feature::Resource),
             &mut only_named(&["a://2"]),
         );
         assert_eq!(
@@ -679,7 +685,12 @@ mod tests {
             Err(FilterError::NotJson(_))
         ));
         assert_eq!(
-            filter_json(b"\xff", &int(5), Feature::Tool, &mut only_named(&[])),
+            filter_json(
+                b"\xff",
+                &int(5),
+                Kind::Item(Feature::Tool),
+                &mut only_named(&[])
+            ),
             Err(FilterError::NotUtf8)
         );
     }
@@ -845,7 +856,7 @@ mod tests {
     }
 
     fn answering(id: i64) -> SseFilter {
-        SseFilter::for_answer(int(id), Feature::Tool, 1 << 20)
+        SseFilter::for_answer(int(id), Kind::Item(Feature::Tool), 1 << 20)
     }
 
     fn event(data: &Value) -> String {
@@ -978,7 +989,7 @@ mod tests {
 
     #[test]
     fn a_held_back_event_over_the_limit_fails() {
-        let mut filter = SseFilter::for_answer(int(3), Feature::Tool, 64);
+        let mut filter = SseFilter::for_answer(int(3), Kind::Item(Feature::Tool), 64);
         let err = filter_stream(&mut filter, &[&[b'x'; 65][..]], &[]).unwrap_err();
         assert!(matches!(err, FilterError::EventTooLarge(_)), "{err:?}");
     }
@@ -1003,12 +1014,20 @@ mod tests {
     fn the_buffer_at_once_form_waits_for_the_answer_and_keeps_the_tail() {
         let mut keep = only_named(&["echo"]);
         let partial = format!("{}data: {}", event(&progress()), tools_answer(json!(1)));
-        let outcome = filter_sse(partial.as_bytes(), &int(1), Feature::Tool, &mut keep);
+        let outcome = filter_sse(
+            partial.as_bytes(),
+            &int(1),
+            Kind::Item(Feature::Tool),
+            &mut keep,
+        );
         assert_eq!(outcome, Ok(SseOutcome::Pending));
         let buffer = format!("{partial}\n\nid: 4\ndata: {{\"jsonrpc\"");
-        let Ok(SseOutcome::Done(filtered)) =
-            filter_sse(buffer.as_bytes(), &int(1), Feature::Tool, &mut keep)
-        else {
+        let Ok(SseOutcome::Done(filtered)) = filter_sse(
+            buffer.as_bytes(),
+            &int(1),
+            Kind::Item(Feature::Tool),
+            &mut keep,
+        ) else {
             panic!()
         };
         let body = String::from_utf8(filtered.body.unwrap()).unwrap();

@@ -1,17 +1,24 @@
-//! The response side of a stream: list answers cut to what the caller may use, everything else
-//! passed as it comes.
+//! The response side of a stream: list answers cut to what the caller may use, task ids sealed
+//! to their creator, answers on `GET` streams dropped, everything else passed as it comes.
+//!
+//! An event stream is cut event by event as it arrives ([`SseFilter`]); only an incomplete last
+//! event is held back. A JSON answer, and an event stream whose answer needs task work, are
+//! worked on whole at their end, whether that end is the last body chunk or the trailers.
 
 use serde_json::Value;
 
 use super::{Host, Observation, Step, Stream, SESSION_HEADER};
 use crate::binding::Purpose;
-use crate::call_gate::PendingList;
+use crate::call_gate::{AnswerWork, PendingAnswer};
 use crate::engine::Engine;
-use crate::jsonrpc::INTERNAL_ERROR;
+use crate::jsonrpc::{RequestId, INTERNAL_ERROR};
 use crate::list_decisions;
-use crate::list_filter::{self, FilterError, Filtered, SseOutcome};
-use crate::operation::Feature;
+use crate::list_filter::{self, FilterError, Keep, SseFilter};
+use crate::operation::Kind;
 use crate::response;
+use crate::sse;
+use crate::tasks::{self, Owner};
+use crate::unique_json;
 
 /// The parts of a response head the lifecycle needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,15 +35,33 @@ pub struct ResponseHead {
 pub(super) enum Answer {
     /// Passes as it comes.
     Pass,
-    /// The answer to a `GET`.
+    /// The request went upstream; its answer needs work.
+    Awaited(PendingAnswer),
+    /// The answer to a `GET`: an event stream on it may carry no responses.
     EventStream,
-    /// A list request went upstream; its answer is awaited.
-    List(PendingList),
-    /// A list answer is arriving and will be cut.
-    Cutting { pending: PendingList, sse: bool },
-    /// Cutting failed after the head went on: the rest of the body is withheld.
+    /// Buffered whole, worked on at its end (`sse`: an event stream).
+    Whole { pending: PendingAnswer, sse: bool },
+    /// An event stream cut as it arrives.
+    Cutting(Box<Cutting>),
+    /// Working on the answer failed after its head went on: the rest of the body is withheld.
     Withheld,
 }
+
+#[derive(Debug)]
+pub(super) struct Cutting {
+    /// `None` on a `GET` stream.
+    pending: Option<PendingAnswer>,
+    filter: SseFilter,
+    /// Bytes of the host's buffer already fed to the filter (the buffer grows while paused).
+    consumed: usize,
+    /// Filtered bytes not yet handed to the host.
+    out: Vec<u8>,
+    /// The response head waits here until the answer has passed.
+    head_held: bool,
+}
+
+/// What went wrong with an answer, for the log; the client gets a generic error.
+type Failure = String;
 
 pub(super) fn on_headers(
     stream: &mut Stream,
@@ -46,40 +71,55 @@ pub(super) fn on_headers(
     end_of_stream: bool,
 ) -> Step {
     if let Err(reason) = seal_session(stream, engine, host, head) {
-        return refuse_head(stream, host, &reason);
-    }
-    let pending = match std::mem::replace(&mut stream.answer, Answer::Pass) {
-        Answer::List(pending) => pending,
-        other => {
-            stream.answer = other;
-            return Step::Continue;
-        }
-    };
-    // An error status or an empty answer carries no list.
-    if !head.status.starts_with('2') || end_of_stream {
-        return Step::Continue;
+        log::error!("mcp-mesh-auth: a response is withheld: {reason}");
+        return stream.answer(host, &super::internal_error(&reason));
     }
     let sse = head
         .content_type
         .to_ascii_lowercase()
         .starts_with("text/event-stream");
+    let carries_body = head.status.starts_with('2') && !end_of_stream;
+    let max = engine.config.max_response_bytes;
+    let hold = engine.config.headers_stop_iteration;
+    stream.answer = match std::mem::replace(&mut stream.answer, Answer::Pass) {
+        Answer::EventStream if carries_body && sse => Answer::Cutting(Box::new(Cutting {
+            pending: None,
+            filter: SseFilter::without_answer(max),
+            consumed: 0,
+            out: Vec::new(),
+            head_held: false,
+        })),
+        // An error status, or an empty answer, carries nothing to work on.
+        Answer::Awaited(pending) if carries_body => match (&pending.work, sse) {
+            (AnswerWork::Cut(kind), true) => {
+                let filter = match RequestId::from_request(&pending.request_id) {
+                    Some(id) => SseFilter::for_answer(id, *kind, max),
+                    None => return fail(stream, engine, host, &pending, sse, 0, "bad id".into()),
+                };
+                Answer::Cutting(Box::new(Cutting {
+                    pending: Some(pending),
+                    filter,
+                    consumed: 0,
+                    out: Vec::new(),
+                    head_held: hold,
+                }))
+            }
+            _ => Answer::Whole { pending, sse },
+        },
+        _ => return Step::Continue,
+    };
     // The body will change length.
     if host.set_response_header("content-length", None).is_err() {
-        return fail(
-            stream,
-            engine,
+        log::error!("mcp-mesh-auth: could not clear content-length of an answer to work on");
+        return stream.answer(
             host,
-            &pending,
-            sse,
-            0,
-            "could not clear content-length",
+            &super::internal_error("could not clear content-length"),
         );
     }
-    stream.answer = Answer::Cutting { pending, sse };
-    if engine.config.headers_stop_iteration {
-        Step::Pause
-    } else {
-        Step::Continue
+    match &stream.answer {
+        Answer::Cutting(cutting) if !cutting.head_held => Step::Continue,
+        _ if hold => Step::Pause,
+        _ => Step::Continue,
     }
 }
 
@@ -90,7 +130,7 @@ fn seal_session(
     engine: &Engine,
     host: &mut dyn Host,
     head: &ResponseHead,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let (Some(id), Some(key), Some(identity)) = (
         &head.session_id,
         &engine.config.binding_key,
@@ -104,12 +144,6 @@ fn seal_session(
         .map_err(|err| err.to_string())
 }
 
-/// A response head that cannot be made safe: answered with a 500 instead.
-fn refuse_head(stream: &mut Stream, host: &mut dyn Host, reason: &str) -> Step {
-    log::error!("mcp-mesh-auth: a response is withheld: {reason}");
-    stream.answer(host, &super::internal_error(reason))
-}
-
 pub(super) fn on_body(
     stream: &mut Stream,
     engine: &mut Engine,
@@ -118,15 +152,26 @@ pub(super) fn on_body(
     end_of_stream: bool,
 ) -> Step {
     match &stream.answer {
-        Answer::Cutting { .. } => cut(stream, engine, host, body_size, end_of_stream),
+        Answer::Whole { .. } if !end_of_stream => {
+            let max = engine.config.max_response_bytes;
+            if body_size <= max {
+                return Step::Pause;
+            }
+            let reason = format!("the answer is over max_response_bytes ({max})");
+            fail_answer(stream, engine, host, body_size, reason)
+        }
+        Answer::Whole { .. } => whole(stream, engine, host),
+        Answer::Cutting(_) => cut(stream, engine, host, body_size, end_of_stream),
         Answer::Withheld => withhold(host, body_size),
-        _ => Step::Continue,
+        Answer::Pass | Answer::Awaited(_) | Answer::EventStream => Step::Continue,
     }
 }
 
+/// The response's trailers: the end of its body.
 pub(super) fn on_trailers(stream: &mut Stream, engine: &mut Engine, host: &mut dyn Host) -> Step {
     match &stream.answer {
-        Answer::Cutting { .. } => cut(stream, engine, host, usize::MAX, true),
+        Answer::Whole { .. } => whole(stream, engine, host),
+        Answer::Cutting(_) => cut(stream, engine, host, 0, true),
         _ => Step::Continue,
     }
 }
@@ -139,6 +184,27 @@ fn withhold(host: &mut dyn Host, body_size: usize) -> Step {
     Step::Continue
 }
 
+/// Decides a list's items for the caller; without Cedar (no list is then cut) every item passes.
+fn keeper<'e>(
+    engine: &'e mut Engine,
+    identity: &'e crate::verify::VerifiedToken,
+) -> impl FnMut(Kind, &[Value]) -> Vec<bool> + 'e {
+    let Engine {
+        config,
+        annotations,
+        list_memo,
+        ..
+    } = engine;
+    let authz = config.authorizer.as_deref();
+    move |kind: Kind, items: &[Value]| match authz {
+        Some(authz) => {
+            list_decisions::keep_listed(authz, list_memo, annotations, identity, kind, items)
+        }
+        None => vec![true; items.len()],
+    }
+}
+
+/// An event stream, one chunk further.
 fn cut(
     stream: &mut Stream,
     engine: &mut Engine,
@@ -146,109 +212,259 @@ fn cut(
     body_size: usize,
     end_of_stream: bool,
 ) -> Step {
-    let Answer::Cutting { pending, sse } = std::mem::replace(&mut stream.answer, Answer::Pass)
-    else {
+    let Answer::Cutting(mut cutting) = std::mem::replace(&mut stream.answer, Answer::Pass) else {
+        return Step::Continue;
+    };
+    let Some(identity) = stream.identity.clone() else {
         return Step::Continue;
     };
     let max = engine.config.max_response_bytes;
-    if body_size > max && body_size != usize::MAX {
-        let reason = format!("the list answer is over max_response_bytes ({max})");
-        return fail(stream, engine, host, &pending, sse, body_size, &reason);
-    }
-    if !sse && !end_of_stream {
-        stream.answer = Answer::Cutting { pending, sse };
-        return Step::Pause;
-    }
-    let body = match host.response_body(max.saturating_add(1)) {
-        Ok(body) if body.len() > max => {
-            let reason = format!("the list answer is over max_response_bytes ({max})");
-            return fail(stream, engine, host, &pending, sse, body.len(), &reason);
+    let outcome = (|| -> Result<Option<usize>, Failure> {
+        // The trailers callback has no size: what is buffered is all there is.
+        let buffer = host
+            .response_body(if body_size == 0 { max } else { body_size })
+            .map_err(|err| err.to_string())?;
+        let fresh = buffer.get(cutting.consumed..).unwrap_or_default();
+        let mut keep = keeper(engine, &identity);
+        let keep: &mut Keep<'_> = &mut keep;
+        let out = cutting
+            .filter
+            .feed(fresh, keep)
+            .map_err(|e| e.to_string())?;
+        cutting.out.extend_from_slice(&out);
+        if end_of_stream {
+            let last = cutting.filter.finish(keep).map_err(|e| e.to_string())?;
+            cutting.out.extend_from_slice(&last);
         }
-        Ok(body) => body,
-        Err(err) => {
-            return fail(
-                stream,
-                engine,
-                host,
-                &pending,
-                sse,
-                body_size,
-                &err.to_string(),
-            )
+        let answered = cutting.filter.answer().is_some();
+        if cutting.head_held && !answered && !end_of_stream {
+            if buffer.len() > max {
+                return Err(format!("the answer is over max_response_bytes ({max})"));
+            }
+            cutting.consumed = buffer.len();
+            return Ok(None);
         }
-    };
-    let size = body.len();
-    let outcome = match stream.identity.clone() {
-        Some(identity) => filter(engine, &identity, &pending, sse, &body),
-        None => Err(FilterError::NotJson("no caller".into())),
-    };
-    let filtered = match outcome {
-        Ok(Some(filtered)) => filtered,
-        Ok(None) if !end_of_stream => {
-            stream.answer = Answer::Cutting { pending, sse };
-            return Step::Pause;
-        }
+        Ok(Some(buffer.len()))
+    })();
+    match outcome {
         Ok(None) => {
-            let reason = "the answer ended without the list it was to carry";
-            return fail(stream, engine, host, &pending, sse, size, reason);
+            stream.answer = Answer::Cutting(cutting);
+            Step::Pause
         }
-        Err(err) => return fail(stream, engine, host, &pending, sse, size, &err.to_string()),
+        Ok(Some(size)) => {
+            if let (Some(count), Some(_)) = (cutting.filter.answer(), &cutting.pending) {
+                if cutting.head_held || end_of_stream || !cutting.out.is_empty() {
+                    audit_list(stream, host, &cutting, count.kept, count.removed);
+                }
+            }
+            if cutting.filter.dropped() > 0 {
+                log::info!(
+                    "mcp-mesh-auth: {} response(s) that answer no request of this stream withheld",
+                    cutting.filter.dropped()
+                );
+            }
+            if host.replace_response_body(size, &cutting.out).is_err() {
+                let reason = "could not rewrite the event stream".to_owned();
+                return fail_cutting(stream, engine, host, &cutting, size, reason);
+            }
+            cutting.out.clear();
+            cutting.consumed = 0;
+            cutting.head_held = false;
+            stream.answer = Answer::Cutting(cutting);
+            Step::Continue
+        }
+        Err(reason) => {
+            let size = host
+                .response_body(max)
+                .map(|b| b.len())
+                .unwrap_or(body_size);
+            fail_cutting(stream, engine, host, &cutting, size, reason)
+        }
+    }
+}
+
+/// Logs the cut of one list, once: the answer has passed.
+fn audit_list(
+    stream: &Stream,
+    host: &mut dyn Host,
+    cutting: &Cutting,
+    kept: usize,
+    removed: usize,
+) {
+    let Some(PendingAnswer {
+        work: AnswerWork::Cut(kind),
+        ..
+    }) = &cutting.pending
+    else {
+        return;
     };
-    host.observe(Observation::Filtered(filtered.removed));
+    host.observe(Observation::Filtered(removed));
     log::info!(
         "mcp-mesh-auth: audit {}",
         serde_json::json!({
             "subject": stream.identity.as_ref().and_then(|i| i.subject.as_deref()),
-            "method": format!("{}/list", pending.feature.list_key()),
-            "listed": filtered.kept, "removed": filtered.removed})
+            "method": format!("{}/list", kind.list_key()),
+            "listed": kept, "removed": removed})
     );
-    if let Some(new_body) = &filtered.body {
-        if host.replace_response_body(size, new_body).is_err() {
-            return fail(
-                stream,
-                engine,
-                host,
-                &pending,
-                sse,
-                size,
-                "could not rewrite the list",
-            );
-        }
-    }
-    Step::Continue
 }
 
-/// Cuts what has arrived; `Ok(None)` when the answer is not (completely) there yet.
-fn filter(
+fn fail_cutting(
+    stream: &mut Stream,
+    engine: &Engine,
+    host: &mut dyn Host,
+    cutting: &Cutting,
+    size: usize,
+    reason: Failure,
+) -> Step {
+    match &cutting.pending {
+        Some(pending) if cutting.head_held => {
+            fail(stream, engine, host, pending, true, size, reason)
+        }
+        Some(pending) => {
+            let pending = pending.clone();
+            fail_after_head(stream, host, Some(&pending), true, size, reason)
+        }
+        None => fail_after_head(stream, host, None, true, size, reason),
+    }
+}
+
+/// A buffered answer, complete: worked on and handed back.
+fn whole(stream: &mut Stream, engine: &mut Engine, host: &mut dyn Host) -> Step {
+    let Answer::Whole { pending, sse } = std::mem::replace(&mut stream.answer, Answer::Pass) else {
+        return Step::Continue;
+    };
+    let max = engine.config.max_response_bytes;
+    let body = match host.response_body(max.saturating_add(1)) {
+        Ok(body) if body.len() > max => {
+            let reason = format!("the answer is over max_response_bytes ({max})");
+            return fail(stream, engine, host, &pending, sse, body.len(), reason);
+        }
+        Ok(body) => body,
+        Err(err) => return fail(stream, engine, host, &pending, sse, 0, err.to_string()),
+    };
+    let Some(identity) = stream.identity.clone() else {
+        return Step::Continue;
+    };
+    let worked = if sse {
+        work_events(engine, &identity, &pending, &body)
+    } else {
+        work_message(engine, &identity, &pending, &body)
+    };
+    match worked {
+        Ok(None) => Step::Continue,
+        Ok(Some(new_body)) => {
+            if host.replace_response_body(body.len(), &new_body).is_err() {
+                let reason = "could not rewrite the answer".to_owned();
+                return fail(stream, engine, host, &pending, sse, body.len(), reason);
+            }
+            Step::Continue
+        }
+        Err(reason) => fail(stream, engine, host, &pending, sse, body.len(), reason),
+    }
+}
+
+/// The work on one JSON answer; `Ok(None)`: it passes as it came.
+fn work_message(
     engine: &mut Engine,
     identity: &crate::verify::VerifiedToken,
-    pending: &PendingList,
-    sse: bool,
+    pending: &PendingAnswer,
     body: &[u8],
-) -> Result<Option<Filtered>, FilterError> {
-    let Engine {
-        config,
-        annotations,
-        list_memo,
-        ..
-    } = engine;
-    let Some(authz) = config.authorizer.as_deref() else {
-        return Ok(Some(Filtered {
-            body: None,
-            removed: 0,
-            kept: 0,
-        }));
-    };
-    let mut keep = |feature: Feature, items: &[Value]| {
-        list_decisions::keep_listed(authz, list_memo, annotations, identity, feature, items)
-    };
-    if sse {
-        match list_filter::filter_sse(body, &pending.request_id, pending.feature, &mut keep)? {
-            SseOutcome::Pending => Ok(None),
-            SseOutcome::Done(filtered) => Ok(Some(filtered)),
-        }
+) -> Result<Option<Vec<u8>>, Failure> {
+    if let AnswerWork::Cut(kind) = pending.work {
+        let id = RequestId::from_request(&pending.request_id)
+            .ok_or_else(|| "the request id is not canonical".to_owned())?;
+        let mut keep = keeper(engine, identity);
+        let filtered = list_filter::filter_json(body, &id, kind, &mut keep)
+            .map_err(|err: FilterError| err.to_string())?;
+        return Ok(filtered.body);
+    }
+    let mut message = unique_json::from_slice(body).map_err(|err| err.to_string())?;
+    if work_tasks(engine, identity, pending, &mut message)? {
+        Ok(Some(message.to_string().into_bytes()))
     } else {
-        list_filter::filter_json(body, &pending.request_id, pending.feature, &mut keep)
+        Ok(None)
+    }
+}
+
+/// Task work on the answer message: ids sealed to the caller, `tasks/list` cut to theirs.
+fn work_tasks(
+    engine: &Engine,
+    identity: &crate::verify::VerifiedToken,
+    pending: &PendingAnswer,
+    message: &mut Value,
+) -> Result<bool, Failure> {
+    let key = engine
+        .config
+        .binding_key
+        .as_ref()
+        .ok_or_else(|| "no binding key to seal task ids with".to_owned())?;
+    let owner = Owner::of(identity).ok_or_else(|| "the caller names no principal".to_owned())?;
+    match &pending.work {
+        AnswerWork::SealTasks { asked } => {
+            tasks::seal_answer(key, owner, message, &pending.request_id, asked.as_deref())
+                .map_err(|err| err.to_string())
+        }
+        AnswerWork::OwnTasks => {
+            Ok(tasks::keep_own_tasks(key, owner, message, &pending.request_id) > 0)
+        }
+        AnswerWork::Cut(_) => Ok(false),
+    }
+}
+
+/// Task work on a whole event stream: each complete event whose data is a message is worked on
+/// like a JSON answer; an incomplete last event is dropped, as the client drops it.
+fn work_events(
+    engine: &mut Engine,
+    identity: &crate::verify::VerifiedToken,
+    pending: &PendingAnswer,
+    body: &[u8],
+) -> Result<Option<Vec<u8>>, Failure> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut changed = false;
+    let mut splitter = sse::Splitter::new(engine.config.max_response_bytes);
+    let mut on_event = |event: sse::Event<'_>| -> Result<(), Failure> {
+        let message = event
+            .data
+            .as_deref()
+            .and_then(|data| unique_json::from_slice(data.as_bytes()).ok());
+        let worked = match message {
+            Some(mut message) => work_tasks(engine, identity, pending, &mut message)?
+                .then(|| sse::replace_data(event.raw, &message.to_string())),
+            None => None,
+        };
+        match worked {
+            Some(new_event) => {
+                changed = true;
+                out.extend_from_slice(&new_event);
+            }
+            None => out.extend_from_slice(event.raw),
+        }
+        Ok(())
+    };
+    splitter.feed(body, &mut on_event)?;
+    let left = splitter.finish(&mut on_event)?;
+    Ok((changed || left > 0).then_some(out))
+}
+
+impl From<sse::EventTooLarge> for Failure {
+    fn from(err: sse::EventTooLarge) -> Self {
+        err.to_string()
+    }
+}
+
+/// Fails closed on an answer whose head may still be held here.
+fn fail_answer(
+    stream: &mut Stream,
+    engine: &Engine,
+    host: &mut dyn Host,
+    body_size: usize,
+    reason: Failure,
+) -> Step {
+    match std::mem::replace(&mut stream.answer, Answer::Pass) {
+        Answer::Whole { pending, sse } => {
+            fail(stream, engine, host, &pending, sse, body_size, reason)
+        }
+        _ => Step::Continue,
     }
 }
 
@@ -258,28 +474,46 @@ fn fail(
     stream: &mut Stream,
     engine: &Engine,
     host: &mut dyn Host,
-    pending: &PendingList,
+    pending: &PendingAnswer,
     sse: bool,
     body_size: usize,
-    reason: &str,
+    reason: Failure,
 ) -> Step {
-    log::error!("mcp-mesh-auth: a list answer could not be checked and is withheld: {reason}");
-    let message = "the list answer could not be checked against the authorization policy";
-    let error = response::jsonrpc_error(500, Some(&pending.request_id), INTERNAL_ERROR, message);
     if engine.config.headers_stop_iteration {
+        log::error!("mcp-mesh-auth: an answer could not be checked and is withheld: {reason}");
+        let error = error_answer(Some(pending));
         return stream.answer(host, &error);
     }
+    fail_after_head(stream, host, Some(pending), sse, body_size, reason)
+}
+
+fn fail_after_head(
+    stream: &mut Stream,
+    host: &mut dyn Host,
+    pending: Option<&PendingAnswer>,
+    sse: bool,
+    body_size: usize,
+    reason: Failure,
+) -> Step {
+    log::error!("mcp-mesh-auth: an answer could not be checked and is withheld: {reason}");
     stream.answer = Answer::Withheld;
+    let error = error_answer(pending).body;
     let body = if sse {
-        format!("event: message\ndata: {}\n\n", error.body)
+        format!("event: message\ndata: {error}\n\n")
     } else {
-        error.body
+        error
     };
     if host
         .replace_response_body(body_size, body.as_bytes())
         .is_err()
     {
-        log::error!("mcp-mesh-auth: could not replace a refused list answer");
+        log::error!("mcp-mesh-auth: could not replace a refused answer");
     }
     Step::Continue
+}
+
+fn error_answer(pending: Option<&PendingAnswer>) -> response::LocalResponse {
+    let message = "the answer could not be checked against the authorization policy";
+    let id = pending.map(|p| &p.request_id);
+    response::jsonrpc_error(500, id, INTERNAL_ERROR, message)
 }

@@ -26,6 +26,8 @@ pub enum Observation<'a> {
 pub trait Host {
     /// The request body buffered so far, at most `max` bytes.
     fn request_body(&mut self, max: usize) -> Result<Vec<u8>, HostError>;
+    /// Replaces the first `size` bytes of the buffered request body with `body`.
+    fn replace_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
     /// Lets a request stopped in an earlier callback move on.
     fn resume_request(&mut self) -> Result<(), HostError>;

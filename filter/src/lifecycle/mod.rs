@@ -378,16 +378,20 @@ impl Stream {
             host.observe(Observation::Authorized(audit.allowed));
             log::info!("mcp-mesh-auth: audit {}", audit.to_json(&identity));
         }
-        match verdict {
-            CallVerdict::Pass(list) => {
-                self.request = Request::Released;
-                if let Some(pending) = list {
-                    self.answer = Answer::List(pending);
-                }
-                Step::Continue
+        let forward = match verdict {
+            CallVerdict::Pass(forward) => forward,
+            CallVerdict::Refuse(refusal) => return self.answer(host, &refusal),
+        };
+        if let Some(new_body) = &forward.body {
+            if let Err(refusal) = replace_body(engine, host, body.len(), new_body) {
+                return self.answer(host, &refusal);
             }
-            CallVerdict::Refuse(refusal) => self.answer(host, &refusal),
         }
+        self.request = Request::Released;
+        if let Some(pending) = forward.answer {
+            self.answer = Answer::Awaited(pending);
+        }
+        Step::Continue
     }
 
     /// A request refused because of its token: counted and logged with the reason.
@@ -471,6 +475,25 @@ impl Stream {
             }
         }
     }
+}
+
+/// Forwards `new_body` instead of the client's (a task id opened for the server). Only possible
+/// while the request head is still held here, since its `Content-Length` changes.
+fn replace_body(
+    engine: &Engine,
+    host: &mut dyn Host,
+    size: usize,
+    new_body: &[u8],
+) -> Result<(), LocalResponse> {
+    if !engine.config.headers_stop_iteration {
+        let message = "task methods need the request head held until the body is decided: \
+                       set Envoy's allow_on_headers_stop_iteration and `headers_stop_iteration`";
+        return Err(response::jsonrpc_error(501, None, INVALID_REQUEST, message));
+    }
+    let length = new_body.len().to_string();
+    host.replace_request_body(size, new_body)
+        .and_then(|()| host.set_request_header("content-length", Some(&length)))
+        .map_err(|err| internal_error(&err.to_string()))
 }
 
 /// An authenticated request whose end has not arrived: in the headers callback, its headers may

@@ -32,6 +32,11 @@ impl Host for FakeHost {
     fn request_body(&mut self, max: usize) -> Result<Vec<u8>, HostError> {
         Ok(self.request_body.iter().copied().take(max).collect())
     }
+    fn replace_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        let size = size.min(self.request_body.len());
+        self.request_body.splice(..size, body.iter().copied());
+        Ok(())
+    }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         self.request_headers
             .push((name.to_owned(), value.map(str::to_owned)));

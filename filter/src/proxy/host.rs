@@ -116,6 +116,11 @@ impl Host for ProxyHost<'_> {
         body(BufferType::HttpRequestBody, max, "read the request body")
     }
 
+    fn replace_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body)
+            .map_err(|_| HostError("rewrite the request body"))
+    }
+
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         set_request_header(name, value).map_err(|_| HostError("change a request header"))
     }
