@@ -671,3 +671,168 @@ fn a_session_is_usable_by_its_principal_only() {
     stream.on_request_headers(&mut engine, &mut host, head, true, NOW_MS);
     assert_eq!(host.status(), Some(400));
 }
+
+fn sse_head() -> ResponseHead {
+    ResponseHead {
+        content_type: "text/event-stream".into(),
+        ..json_head()
+    }
+}
+
+/// Feeds `body` to the response side in chunks of `chunk` bytes the way Envoy does: while the
+/// filter pauses, the host's buffer grows; once it continues, the buffer holds the next chunk
+/// only. Returns what reached the client.
+fn stream_answer(
+    engine: &mut Engine,
+    host: &mut FakeHost,
+    stream: &mut Stream,
+    body: &[u8],
+    chunk: usize,
+    trailers: bool,
+) -> Vec<u8> {
+    let mut delivered = Vec::new();
+    host.response_body.clear();
+    let chunks: Vec<&[u8]> = body.chunks(chunk.max(1)).collect();
+    for (index, piece) in chunks.iter().enumerate() {
+        host.response_body.extend_from_slice(piece);
+        let last = index + 1 == chunks.len() && !trailers;
+        let size = host.response_body.len();
+        if stream.on_response_body(engine, host, size, last) == Step::Continue {
+            delivered.append(&mut host.response_body);
+        }
+    }
+    if trailers && stream.on_response_trailers(engine, host) == Step::Continue {
+        delivered.append(&mut host.response_body);
+    }
+    delivered
+}
+
+#[test]
+fn an_event_stream_list_answer_is_cut_at_any_chunk_size_in_both_modes() {
+    let body = format!(
+        "event: message\r\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}}\r\n\r\n\
+         data: {}\r\n\r\n",
+        tools_list_answer(json!(7))
+    );
+    for mode in MODES {
+        for chunk in [1, 2, 3, 7, 64, body.len()] {
+            for trailers in [false, true] {
+                let (mut engine, mut host, mut stream) = listed(mode);
+                stream.on_response_headers(&mut engine, &mut host, &sse_head(), false);
+                let seen = stream_answer(
+                    &mut engine,
+                    &mut host,
+                    &mut stream,
+                    body.as_bytes(),
+                    chunk,
+                    trailers,
+                );
+                let seen = String::from_utf8(seen).unwrap();
+                assert!(host.sent.is_empty(), "{mode:?} {chunk}: {:?}", host.sent);
+                assert!(
+                    seen.contains("\"echo\"") && !seen.contains("\"rm\""),
+                    "{seen}"
+                );
+                assert!(seen.contains("notifications/progress"), "{seen}");
+                assert!(seen.contains("\"cacheScope\":\"private\""), "{seen}");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_event_stream_that_ends_without_the_answer_fails_closed() {
+    let body = format!("data: {}\n\n", tools_list_answer(json!(8)));
+    for mode in MODES {
+        let (mut engine, mut host, mut stream) = listed(mode);
+        stream.on_response_headers(&mut engine, &mut host, &sse_head(), false);
+        let seen = stream_answer(
+            &mut engine,
+            &mut host,
+            &mut stream,
+            body.as_bytes(),
+            5,
+            false,
+        );
+        let seen = String::from_utf8(seen).unwrap();
+        assert!(!seen.contains("\"rm\""), "{seen}");
+        match mode {
+            Mode::HoldHeaders => assert_eq!(host.status(), Some(500)),
+            Mode::Plain => assert!(seen.contains("-32603"), "{seen}"),
+        }
+    }
+}
+
+#[test]
+fn a_get_stream_carries_requests_and_notifications_but_no_answers() {
+    for mode in MODES {
+        let (mut engine, mut host, mut stream) = (
+            engine(mode, json!({})),
+            FakeHost::default(),
+            Stream::default(),
+        );
+        let head = head("GET", "/mcp", "https://inline.example.com");
+        stream.on_request_headers(&mut engine, &mut host, head, true, NOW_MS);
+        assert_eq!(
+            stream.on_response_headers(&mut engine, &mut host, &sse_head(), false),
+            Step::Continue
+        );
+        let body = format!(
+            "data: {{\"jsonrpc\":\"2.0\",\"id\":\"s1\",\"method\":\"sampling/createMessage\"}}\n\n\
+             data: {}\n\n",
+            tools_list_answer(json!(7))
+        );
+        let seen = stream_answer(
+            &mut engine,
+            &mut host,
+            &mut stream,
+            body.as_bytes(),
+            9,
+            false,
+        );
+        let seen = String::from_utf8(seen).unwrap();
+        assert!(seen.contains("sampling/createMessage"), "{seen}");
+        assert!(
+            !seen.contains("tools"),
+            "a replayed list must not pass: {seen}"
+        );
+    }
+}
+
+#[test]
+fn a_task_method_without_a_held_head_is_refused_not_forwarded_with_a_foreign_body() {
+    let mut engine = engine(Mode::Plain, json!({"binding_key": BINDING_KEY}));
+    let key = engine.config.binding_key.clone().unwrap();
+    let sealed = key.seal(Purpose::Task, "t-1", "https://inline.example.com", "alice");
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/get",
+                      "params": {"taskId": sealed}})
+    .to_string();
+    let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+    drive(
+        &mut engine,
+        &mut host,
+        &mut stream,
+        post(),
+        body.as_bytes(),
+        Framing::LastChunk,
+    );
+    assert_eq!(host.status(), Some(501));
+    // With the head held, the server gets its own id and a matching Content-Length.
+    let mut engine = self::engine(Mode::HoldHeaders, json!({"binding_key": BINDING_KEY}));
+    let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+    let steps = drive(
+        &mut engine,
+        &mut host,
+        &mut stream,
+        post(),
+        body.as_bytes(),
+        Framing::Trailers,
+    );
+    assert_eq!(steps.last(), Some(&Step::Continue), "{:?}", host.sent);
+    let forwarded: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(forwarded["params"]["taskId"], "t-1");
+    let length = host.request_body.len().to_string();
+    assert!(host
+        .request_headers
+        .contains(&("content-length".to_owned(), Some(length))));
+}
