@@ -119,6 +119,7 @@ class Ctx:
     recording: hostile.RecordingProxy
     crafted: hostile.HostileUpstream
     signing_key: SigningKey
+    jwks: hostile.SlowJwks
     tokens: dict = field(default_factory=dict)
     sessions: dict = field(default_factory=dict)
 
@@ -142,12 +143,13 @@ def ctx(request, log_dir, recording, crafted, slow_jwks, signing_key):
     mode = request.param
     hold = MODES[mode]
     proxy = Envoy(log_dir, backend_port=recording.port, jwks_port=slow_jwks.port, name=f"envoy-hostile-{mode}",
-                  jwks={"unknown_kid_cooldown_seconds": 1},
+                  jwks={"unknown_kid_cooldown_seconds": 0},  # every unknown kid is held for a refetch
                   filter_config={"cedar": {"policies": POLICIES}, "server_name": "everything",
                                  "headers_stop_iteration": hold},
                   edit=envoy_edit(hold, crafted.port))
     proxy.wait_ready()
-    context = Ctx(mode=mode, hold=hold, envoy=proxy, recording=recording, crafted=crafted, signing_key=signing_key)
+    context = Ctx(mode=mode, hold=hold, envoy=proxy, recording=recording, crafted=crafted, signing_key=signing_key,
+                  jwks=slow_jwks)
     for who in USERS:
         context.tokens[who] = context.token(who)
         context.sessions[who] = McpSession(proxy.url("/mcp"), context.tokens[who]).open().session_id
@@ -441,12 +443,23 @@ def allowed_elsewhere(ctx, case, response: Response, n):
         jsonrpc_4xx(ctx, case, response, n)
 
 
+def envoy_redirect_or(check) -> Callable:
+    """`%2F` in a path: the connection manager (`path_with_escaped_slashes_action:
+    UNESCAPE_AND_REDIRECT`) redirects before any filter runs; nothing is forwarded."""
+    def outcome(ctx, case, response: Response, n):
+        if response.status in (301, 302, 307, 308) and not ctx.records(n):
+            return
+        check(ctx, case, response, n)
+    return outcome
+
+
 def path_cases() -> list:
     cases = []
     for path in ODD_PATHS:
-        cases.append(Case(id=f"h1-cl:path:{path}:get-env", path=path, body=GET_ENV, expect=jsonrpc_4xx,
+        wrap = envoy_redirect_or if "%2F" in path else (lambda check: check)
+        cases.append(Case(id=f"h1-cl:path:{path}:get-env", path=path, body=GET_ENV, expect=wrap(jsonrpc_4xx),
                           forwarded=False))
-        cases.append(Case(id=f"h1-cl:path:{path}:echo", path=path, body=ECHO, expect=allowed_elsewhere))
+        cases.append(Case(id=f"h1-cl:path:{path}:echo", path=path, body=ECHO, expect=wrap(allowed_elsewhere)))
     for path in ("/MCP", "/mcp/", "/%6dcp"):
         cases.append(Case(id=f"h2-frames:path:{path}:get-env", framing="h2-frames", path=path, body=GET_ENV,
                           expect=jsonrpc_4xx, forwarded=False))
@@ -530,9 +543,12 @@ def header_cases() -> list:
              forwarded=False),
         Case(id="h1-cl:headers:mcp-method-without-name", body=GET_ENV,
              headers=with_headers(("mcp-method", "tools/call")), expect=mismatch, forwarded=False),
-        Case(id="h1-cl:headers:two-mcp-name", body=GET_ENV,
+        Case(id="h1-cl:headers:two-mcp-name:echo", body=ECHO,
              headers=with_headers(("mcp-method", "tools/call"), ("mcp-name", "echo"), ("mcp-name", "get-env")),
-             expect=refused(400), forwarded=False),
+             expect=refused(400, -32020), forwarded=False),
+        Case(id="h1-cl:headers:two-mcp-name:get-env", body=GET_ENV,
+             headers=with_headers(("mcp-method", "tools/call"), ("mcp-name", "echo"), ("mcp-name", "get-env")),
+             expect=refused({400, 403}), forwarded=False),
         Case(id="h2-trailers:headers:mcp-name-echo-body-get-env", framing="h2-trailers", trailers=[("x-checksum", "1")],
              body=GET_ENV, headers=with_headers(("mcp-method", "tools/call"), ("mcp-name", "echo")), expect=mismatch,
              forwarded=False),
@@ -580,6 +596,14 @@ def header_cases() -> list:
     return cases
 
 
+def held_then_unauthorized(ctx, case, response: Response, n):
+    unauthorized(ctx, case, response, n)
+    assert ctx.jwks.requests > case_jwks_before.get(n, 0), "the request was not held for a JWKS refetch"
+
+
+case_jwks_before: dict = {}
+
+
 def token_cases() -> list:
     def token_header(make):
         return lambda ctx, case, n, base: [(k, v) for k, v in base if k != "authorization"] + (
@@ -609,8 +633,10 @@ def token_cases() -> list:
     }
     cases = []
     for name, make in makers.items():
+        # An empty `Bearer ` is a malformed request (RFC 6750 3.1: 400 invalid_request) or a missing token (401).
+        outcome = refused({400, 401}) if name == "empty-bearer" else unauthorized
         cases.append(Case(id=f"h1-cl:token:{name}:echo", body=ECHO, headers=token_header(make), stage="headers",
-                          expect=unauthorized, forwarded=False))
+                          expect=outcome, forwarded=False))
     for name in ("expired", "alg-none", "unknown-kid"):
         cases.append(Case(id=f"h2-trailers:token:{name}:get-env", framing="h2-trailers", trailers=[("x-checksum", "1")],
                           body=GET_ENV, headers=token_header(makers[name]), stage="headers", expect=unauthorized,
@@ -627,7 +653,7 @@ def token_cases() -> list:
     for framing in ("h2-trailers", "h1-chunked-trailers"):
         for payload, body in (("echo", ECHO), ("get-env", GET_ENV)):
             cases.append(Case(id=f"{framing}:held-for-keys:{payload}", framing=framing, body=body, headers=held,
-                              trailers=trailers, stage="headers", expect=unauthorized, forwarded=False))
+                              trailers=trailers, stage="headers", expect=held_then_unauthorized, forwarded=False))
     return cases
 
 
@@ -763,15 +789,20 @@ def send(ctx: Ctx, framing: str, method: str, path: str, headers: list, body: by
 IDENTITY = ("x-mcp-subject", "x-mcp-client-id", "authorization")
 
 
+def describe(record) -> str:
+    identity = {name: [value[:24] + ("..." if len(value) > 24 else "") for value in record.header_values(name)]
+                for name in IDENTITY if record.header_values(name)}
+    return (f"{record.method} {record.path} complete={record.complete} identity={identity} "
+            f"trailers={record.trailers} body={bytes(record.received()[:70])!r}")
+
+
 def check_backend(ctx: Ctx, case: Case, n: str, body: bytes | None, response: Response):
     records = ctx.records(n)
     where = f"[{ctx.mode}] {case.id}"
     if case.forwarded is False:
-        FORBIDDEN_NONCES.append((ctx.mode, n, case.id))
         if ctx.hold or case.stage == "headers":
             assert not records, (f"{where}: the backend saw {len(records)} request(s) "
-                                 f"({[(r.method, r.path, r.complete, bytes(r.received()[:80])) for r in records]}); "
-                                 f"caller got {response.summary()}")
+                                 f"({[describe(r) for r in records]}); caller got {response.summary()}")
         else:
             # Mode `sent`: the headers of a call decided on its body go ahead; nothing else may.
             for record in records:
@@ -779,6 +810,7 @@ def check_backend(ctx: Ctx, case: Case, n: str, body: bytes | None, response: Re
                     f"{where}: the backend got the body of a refused request "
                     f"({record.method} {record.path} complete={record.complete}: {bytes(record.received()[:120])!r}); "
                     f"caller got {response.summary()}")
+        FORBIDDEN_NONCES.append((ctx.mode, n, case.id))  # nothing yet: look again at the end
     elif case.forwarded is True:
         complete = [r for r in records if r.complete]
         assert len(complete) == 1, (f"{where}: expected the backend to get the request once, got {len(complete)}; "
@@ -798,6 +830,7 @@ def check_backend(ctx: Ctx, case: Case, n: str, body: bytes | None, response: Re
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_hostile(ctx, case):
     n = nonce()
+    case_jwks_before[n] = ctx.jwks.requests
     body = case.body(n) if case.body else None
     headers = base_headers(ctx, case, n)
     if case.headers:
@@ -823,28 +856,37 @@ def echo_as(ctx: Ctx, who: str, session_of: str, framing="h1-cl"):
 
 
 def test_a_session_is_bound_to_its_principal(ctx):
-    """mallory (same group, another `sub`) must not use or end alice2's session."""
+    """mallory (same group, another `sub`) must not use or end alice2's session: each attempt is
+    refused 404 (the spec's "session not found") and never forwarded; alice2 keeps working."""
     owner = "alice2"
+    problems = []
     for framing in ("h1-cl", "h2-frames"):
         n, body, stolen = echo_as(ctx, "mallory", owner, framing)
-        assert stolen.status == 404, f"[{ctx.mode}] {framing}: another principal used the session: {stolen.summary()}"
-        assert not [r for r in ctx.records(n) if r.complete], "the stolen session's call reached the backend"
+        forwarded = [r for r in ctx.records(n) if r.complete]
+        if stolen.status != 404 or forwarded:
+            problems.append(f"{framing} POST with another principal's session: {stolen.summary()}, "
+                            f"forwarded={bool(forwarded)}")
+
+    def mallory_headers(n, accept):
+        return [("authorization", f"Bearer {ctx.tokens['mallory']}"), ("mcp-session-id", ctx.sessions[owner]),
+                ("mcp-protocol-version", "2025-11-25"), ("accept", accept), ("x-hostile-case", n)]
 
     n = nonce()
-    headers = [("authorization", f"Bearer {ctx.tokens['mallory']}"), ("mcp-session-id", ctx.sessions[owner]),
-               ("mcp-protocol-version", "2025-11-25"), ("accept", "text/event-stream"), ("x-hostile-case", n)]
-    stream = http1(ctx.port, "GET", "/mcp", headers, framing="h1-cl", stream_for=1.5,
-                   stop=lambda raw: b"\r\n\r\n" in raw)
-    assert stream.status == 404, f"[{ctx.mode}] GET of another principal's session: {stream.summary()}"
+    stream = http1(ctx.port, "GET", "/mcp", mallory_headers(n, "text/event-stream"), framing="h1-cl")
+    forwarded = [r for r in ctx.records(n) if r.complete]
+    if stream.status != 404 or forwarded:
+        problems.append(f"GET stream of another principal's session: {stream.summary()}, forwarded={bool(forwarded)}")
 
     n = nonce()
-    headers[-1] = ("x-hostile-case", n)
-    deleted = http1(ctx.port, "DELETE", "/mcp", headers, framing="h1-cl")
-    assert deleted.status == 404, f"[{ctx.mode}] DELETE of another principal's session: {deleted.summary()}"
-    assert not [r for r in ctx.records(n) if r.complete], "the DELETE of another principal's session was forwarded"
+    deleted = http1(ctx.port, "DELETE", "/mcp", mallory_headers(n, McpSession.ACCEPT), framing="h1-cl")
+    forwarded = [r for r in ctx.records(n) if r.complete]
+    if deleted.status != 404 or forwarded:
+        problems.append(f"DELETE of another principal's session: {deleted.summary()}, forwarded={bool(forwarded)}")
 
     n, body, mine = echo_as(ctx, "alice2", owner)
-    assert mine.status == 200 and f"hi-{n}" in mine.text, f"[{ctx.mode}] the owner lost the session: {mine.summary()}"
+    if mine.status != 200 or f"hi-{n}" not in mine.text:
+        problems.append(f"the owner lost the session: {mine.summary()}")
+    assert not problems, f"[{ctx.mode}] " + "; ".join(problems)
 
 
 def sse_event_ids(text: str) -> list:
@@ -852,8 +894,9 @@ def sse_event_ids(text: str) -> list:
 
 
 def test_a_resumed_get_stream_never_replays_a_forbidden_item(ctx):
-    """`GET /mcp` with `Last-Event-ID`: refused (400, resumption is not supported), or the replay
-    must not carry what the list answers cut (the server's event store holds them unfiltered)."""
+    """`GET /mcp` with `Last-Event-ID`: refused (400 with a JSON-RPC error: resumption is not
+    supported), or the replay must not carry what the list answers cut (server-everything's event
+    store keeps every answer as the server sent it, unfiltered)."""
     who = "alice3"
     case = Case(id="replay", who=who)
     n = nonce()
@@ -861,24 +904,29 @@ def test_a_resumed_get_stream_never_replays_a_forbidden_item(ctx):
                    rpc("tools/list", '{"_meta":{"hostile":"%N"}}')(n))
     assert listing.status == 200 and "get-env" not in tool_names(listing), listing.summary()
     ids = sse_event_ids(listing.text)
+    assert ids, f"expected SSE event ids (the server's priming event): {listing.summary()}"
+    problems = []
     for framing in ("h1-cl", "h2-frames"):
-        for last_event_id in ids[:1] or ["0"]:
-            n = nonce()
-            headers = [("authorization", f"Bearer {ctx.tokens[who]}"), ("mcp-session-id", ctx.sessions[who]),
-                       ("mcp-protocol-version", "2025-11-25"), ("accept", "text/event-stream"),
-                       ("last-event-id", last_event_id), ("x-hostile-case", n)]
-            replay = send(ctx, framing, "GET", "/mcp", headers, None, stream_for=2.0,
-                          stop=lambda raw: b"get-env" in raw or b'"tools"' in raw)
-            seen = leaks(replay, LIST_MARKERS)
-            assert not seen, f"[{ctx.mode}] {framing}: the replay carried {seen}: {replay.summary()}"
-            if replay.status == 400:
-                assert replay.error_code() is not None, f"expected a JSON-RPC error: {replay.summary()}"
-            else:
-                assert replay.status == 200, replay.summary()
+        n = nonce()
+        headers = [("authorization", f"Bearer {ctx.tokens[who]}"), ("mcp-session-id", ctx.sessions[who]),
+                   ("mcp-protocol-version", "2025-11-25"), ("accept", "text/event-stream"),
+                   ("last-event-id", ids[0]), ("x-hostile-case", n)]
+        replay = send(ctx, framing, "GET", "/mcp", headers, None, stream_for=2.0,
+                      stop=lambda raw: b"get-env" in raw or b'"tools"' in raw)
+        seen = leaks(replay, LIST_MARKERS)
+        if seen:
+            problems.append(f"{framing}: the replay carried {seen}: {replay.summary()}")
+        elif replay.status == 400:
+            if replay.error_code() is None:
+                problems.append(f"{framing}: 400 without a JSON-RPC error: {replay.summary()}")
+        elif replay.status != 200:
+            problems.append(f"{framing}: {replay.summary()}")
+    assert not problems, f"[{ctx.mode}] " + "; ".join(problems)
 
 
 def test_zz_summary(request):
-    """Late arrivals: no refused request reached the real server after its answer was checked."""
+    """Late arrivals: no refused request reached the backend after its case was checked (those
+    that had already arrived failed their own case)."""
     late = []
     for recorder in ALL_RECORDERS:
         with recorder.lock:
