@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -837,6 +838,8 @@ def test_hostile(ctx, case):
         headers = case.headers(ctx, case, n, headers)
     path = case.path.replace("%TOKEN", ctx.tokens["alice"])
     response = send(ctx, case.framing, case.method, path, headers, body, case.trailers)
+    if os.environ.get("HOSTILE_VERBOSE"):
+        print(f"\n[{ctx.mode}] {case.id}: {response.summary()}")
     seen = leaks(response, case.markers)
     assert not seen, f"[{ctx.mode}] {case.id}: the caller saw {seen}: {response.summary()}"
     check_backend(ctx, case, n, body, response)
