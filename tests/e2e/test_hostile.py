@@ -15,6 +15,9 @@ deliberately misbehaving upstream (routed by the `x-hostile-shape` request heade
 Every case is a row of a table: framing x payload x expected outcome. Each expected outcome comes
 with an allowed control in the same framing, so a case can fail both ways. The expectations are
 the product's intended behaviour; some fail against a filter that does not implement it yet.
+
+Run: `make e2e-test`, or alone: `cd tests/e2e && ../../.venv/bin/pytest -q -s test_hostile.py`
+(`-s` shows the closing "hostile suite: N requests, M framings"; HOSTILE_VERBOSE=1 prints every answer).
 """
 
 from __future__ import annotations
