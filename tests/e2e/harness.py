@@ -163,7 +163,7 @@ class Envoy:
 
     def __init__(self, log_dir: Path, backend_port: int, jwks_port: int, filter_config: dict | None = None,
                  probe_port: int | None = None, name: str = "envoy", jwks: dict | None = None,
-                 mcp_router: dict[str, int] | None = None):
+                 mcp_router: dict[str, int] | None = None, edit=None):
         self.port = free_port()
         self.admin_port = free_port()
         self.origin = f"http://localhost:{self.port}"
@@ -217,6 +217,8 @@ class Envoy:
                 cluster["name"] = cluster["load_assignment"]["cluster_name"] = server
                 _endpoint(cluster)["port_value"] = port
                 config["static_resources"]["clusters"].append(cluster)
+        if edit:
+            edit(config)  # last word on the whole Envoy configuration (the hostile suite uses it)
         self.config_path = log_dir / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.process = Process(name, [str(ENVOY_BIN), "-c", str(self.config_path), "--disable-hot-restart",
