@@ -27,6 +27,9 @@ pub struct RequestHead {
     pub is_preflight: bool,
     /// What the body decision needs of the headers (`Content-Type`, `Mcp-Method`, `Mcp-Name`).
     pub call: CallHeaders,
+    /// Whether the request names another method in a header (`X-HTTP-Method-Override` and
+    /// kin), which some frameworks obey.
+    pub method_override: bool,
     /// Whether the request asks to resume a stream (`Last-Event-ID`).
     pub last_event_id: bool,
     /// Every `Mcp-Session-Id` header value, in order.

@@ -39,8 +39,13 @@ pub(super) enum Answer {
     Awaited(PendingAnswer),
     /// The answer to a `GET`: an event stream on it may carry no responses.
     EventStream,
-    /// Buffered whole, worked on at its end (`sse`: an event stream).
-    Whole { pending: PendingAnswer, sse: bool },
+    /// Buffered whole, worked on at its end (`sse`: an event stream; `error_status`: a non-2xx
+    /// answer, worked on only if it carries a `result` after all).
+    Whole {
+        pending: PendingAnswer,
+        sse: bool,
+        error_status: bool,
+    },
     /// An event stream cut as it arrives.
     Cutting(Box<Cutting>),
     /// Working on the answer failed after its head went on: the rest of the body is withheld.
@@ -78,19 +83,22 @@ pub(super) fn on_headers(
         .content_type
         .to_ascii_lowercase()
         .starts_with("text/event-stream");
-    let carries_body = head.status.starts_with('2') && !end_of_stream;
+    let success = head.status.starts_with('2');
     let max = engine.config.max_response_bytes;
     let hold = engine.config.headers_stop_iteration;
     stream.answer = match std::mem::replace(&mut stream.answer, Answer::Pass) {
-        Answer::EventStream if carries_body && sse => Answer::Cutting(Box::new(Cutting {
-            pending: None,
-            filter: SseFilter::without_answer(max),
-            consumed: 0,
-            out: Vec::new(),
-            head_held: false,
-        })),
-        // An error status, or an empty answer, carries nothing to work on.
-        Answer::Awaited(pending) if carries_body => match (&pending.work, sse) {
+        Answer::EventStream if success && !end_of_stream && sse => {
+            Answer::Cutting(Box::new(Cutting {
+                pending: None,
+                filter: SseFilter::without_answer(max),
+                consumed: 0,
+                out: Vec::new(),
+                head_held: false,
+            }))
+        }
+        // An empty answer carries nothing to work on; an error status may still carry a
+        // `result` a client would read, so it is looked at too.
+        Answer::Awaited(pending) if !end_of_stream => match (&pending.work, sse) {
             (AnswerWork::Cut(kind), true) => {
                 let filter = match RequestId::from_request(&pending.request_id) {
                     Some(id) => SseFilter::for_answer(id, *kind, max),
@@ -104,7 +112,11 @@ pub(super) fn on_headers(
                     head_held: hold,
                 }))
             }
-            _ => Answer::Whole { pending, sse },
+            _ => Answer::Whole {
+                pending,
+                sse,
+                error_status: !success,
+            },
         },
         _ => return Step::Continue,
     };
@@ -330,7 +342,12 @@ fn fail_cutting(
 
 /// A buffered answer, complete: worked on and handed back.
 fn whole(stream: &mut Stream, engine: &mut Engine, host: &mut dyn Host) -> Step {
-    let Answer::Whole { pending, sse } = std::mem::replace(&mut stream.answer, Answer::Pass) else {
+    let Answer::Whole {
+        pending,
+        sse,
+        error_status,
+    } = std::mem::replace(&mut stream.answer, Answer::Pass)
+    else {
         return Step::Continue;
     };
     let max = engine.config.max_response_bytes;
@@ -345,6 +362,9 @@ fn whole(stream: &mut Stream, engine: &mut Engine, host: &mut dyn Host) -> Step 
     let Some(identity) = stream.identity.clone() else {
         return Step::Continue;
     };
+    if error_status && !sse && !carries_result(&body) {
+        return Step::Continue;
+    }
     let worked = if sse {
         work_events(engine, &identity, &pending, &body)
     } else {
@@ -360,6 +380,17 @@ fn whole(stream: &mut Stream, engine: &mut Engine, host: &mut dyn Host) -> Step 
             Step::Continue
         }
         Err(reason) => fail(stream, engine, host, &pending, sse, body.len(), reason),
+    }
+}
+
+/// Whether an error answer carries a `result` after all (then it is worked on like any answer);
+/// a body that is not JSON (an HTML error page) is no list a client would read, while an
+/// ambiguous one (a member named twice) is worked on, and fails closed.
+fn carries_result(body: &[u8]) -> bool {
+    match unique_json::from_slice(body) {
+        Ok(Value::Object(object)) => object.contains_key("result"),
+        Ok(_) => false,
+        Err(err) => err.is_data(),
     }
 }
 
@@ -461,7 +492,7 @@ fn fail_answer(
     reason: Failure,
 ) -> Step {
     match std::mem::replace(&mut stream.answer, Answer::Pass) {
-        Answer::Whole { pending, sse } => {
+        Answer::Whole { pending, sse, .. } => {
             fail(stream, engine, host, &pending, sse, body_size, reason)
         }
         _ => Step::Continue,

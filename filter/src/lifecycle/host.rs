@@ -29,6 +29,9 @@ pub trait Host {
     /// Replaces the first `size` bytes of the buffered request body with `body`.
     fn replace_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
+    /// Removes every request trailer: MCP defines none, and a trailer would carry identity or
+    /// routing headers past the checks made on the head.
+    fn remove_request_trailers(&mut self) -> Result<(), HostError>;
     /// Lets a request stopped in an earlier callback move on.
     fn resume_request(&mut self) -> Result<(), HostError>;
     /// The response body buffered so far (the current chunk when earlier ones went on).

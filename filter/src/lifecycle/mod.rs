@@ -159,9 +159,17 @@ impl Stream {
     pub fn on_request_trailers(&mut self, engine: &mut Engine, host: &mut dyn Host) -> Step {
         self.ended = true;
         match &self.request {
-            Request::Public | Request::Released => Step::Continue,
-            Request::New | Request::Held(_) | Request::Answered => Step::Pause,
+            Request::Public => return Step::Continue,
+            Request::New | Request::Answered => return Step::Pause,
+            Request::Held(_) | Request::Released | Request::Bodiless | Request::Mcp(_) => {}
+        }
+        if let Err(err) = host.remove_request_trailers() {
+            return self.answer(host, &internal_error(&err.to_string()));
+        }
+        match &self.request {
+            Request::Released => Step::Continue,
             Request::Bodiless | Request::Mcp(_) => self.proceed(engine, host, At::Body),
+            _ => Step::Pause,
         }
     }
 

@@ -35,6 +35,14 @@ pub fn route(config: &FilterConfig, head: &RequestHead) -> Route {
             None,
         );
     }
+    if head.method_override {
+        return refuse(
+            405,
+            "method override headers (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override) \
+             are not accepted: send the method itself",
+            Some(("allow", "POST, GET, DELETE")),
+        );
+    }
     match head.method.as_str() {
         "POST" if is_mcp_path(config, path) => Route::Mcp,
         "POST" => refuse(

@@ -25,6 +25,7 @@ struct FakeHost {
     response_headers: Vec<(String, Option<String>)>,
     sent: Vec<LocalResponse>,
     resumed: usize,
+    trailers_removed: usize,
     observed: Vec<String>,
 }
 
@@ -40,6 +41,10 @@ impl Host for FakeHost {
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         self.request_headers
             .push((name.to_owned(), value.map(str::to_owned)));
+        Ok(())
+    }
+    fn remove_request_trailers(&mut self) -> Result<(), HostError> {
+        self.trailers_removed += 1;
         Ok(())
     }
     fn resume_request(&mut self) -> Result<(), HostError> {
@@ -243,6 +248,9 @@ fn an_allowed_call_moves_on_only_at_its_end() {
             let (last, middle) = steps[1..].split_last().unwrap();
             assert_eq!(*last, Step::Continue, "{mode:?} {framing:?}");
             assert!(middle.iter().all(|s| *s == Step::Pause), "{steps:?}");
+            // Trailers never reach the server: they would dodge the checks made on the head.
+            let trailers = usize::from(matches!(framing, Framing::Trailers));
+            assert_eq!(host.trailers_removed, trailers);
             // The token is gone and the spoofable identity header replaced.
             assert!(host
                 .request_headers
@@ -413,6 +421,19 @@ fn a_post_to_another_path_is_refused_whatever_its_spelling() {
         );
         assert_eq!(host.status(), Some(403), "{path} is decided like /mcp");
     }
+}
+
+#[test]
+fn a_method_override_header_is_refused() {
+    let (mut engine, mut host, mut stream) = (
+        engine(Mode::Plain, json!({})),
+        FakeHost::default(),
+        Stream::default(),
+    );
+    let mut head = post();
+    head.method_override = true;
+    stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+    assert_eq!(host.status(), Some(405));
 }
 
 #[test]
@@ -835,4 +856,36 @@ fn a_task_method_without_a_held_head_is_refused_not_forwarded_with_a_foreign_bod
     assert!(host
         .request_headers
         .contains(&("content-length".to_owned(), Some(length))));
+}
+
+#[test]
+fn an_error_status_that_carries_a_list_is_cut_and_a_plain_error_passes() {
+    for mode in MODES {
+        for (body, cut) in [
+            (tools_list_answer(json!(7)), true),
+            ("<html>bad gateway</html>".to_owned(), false),
+        ] {
+            let (mut engine, mut host, mut stream) = listed(mode);
+            let head = ResponseHead {
+                status: "500".into(),
+                ..json_head()
+            };
+            stream.on_response_headers(&mut engine, &mut host, &head, false);
+            let seen = stream_answer(
+                &mut engine,
+                &mut host,
+                &mut stream,
+                body.as_bytes(),
+                8,
+                false,
+            );
+            let seen = String::from_utf8(seen).unwrap();
+            assert!(host.sent.is_empty());
+            if cut {
+                assert!(seen.contains("echo") && !seen.contains("rm"), "{seen}");
+            } else {
+                assert_eq!(seen, body);
+            }
+        }
+    }
 }

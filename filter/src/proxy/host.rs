@@ -125,6 +125,16 @@ impl Host for ProxyHost<'_> {
         set_request_header(name, value).map_err(|_| HostError("change a request header"))
     }
 
+    fn remove_request_trailers(&mut self) -> Result<(), HostError> {
+        let failed = || HostError("remove the request trailers");
+        let names = hostcalls::get_map_bytes(MapType::HttpRequestTrailers).map_err(|_| failed())?;
+        for (name, _) in names {
+            hostcalls::set_map_value(MapType::HttpRequestTrailers, &name, None)
+                .map_err(|_| failed())?;
+        }
+        Ok(())
+    }
+
     fn resume_request(&mut self) -> Result<(), HostError> {
         self.resume = true;
         Ok(())

@@ -134,6 +134,9 @@ fn request_head(headers: Vec<(String, String)>) -> RequestHead {
             "mcp-method" => head.call.mcp_method = Some(value),
             "mcp-name" => head.call.mcp_name = Some(value),
             "last-event-id" => head.last_event_id = true,
+            "x-http-method-override" | "x-http-method" | "x-method-override" => {
+                head.method_override = true
+            }
             "mcp-session-id" => head.session_ids.push(value),
             _ => {}
         }
