@@ -152,6 +152,7 @@ fn authenticate(
     let now = now_ms.div_euclid(1000);
     let identity = match cache.get(token, now) {
         Some(identity) => identity,
+        None if cache.signature_failed(token, now) => return Err(Rejection::BadSignature.into()),
         None => {
             let verified = verify::verify(token, &config.token_policy, now, |iss| {
                 keys.issuer_keys(iss)
@@ -163,7 +164,10 @@ fn authenticate(
                     verified
                 }
                 Err(rejection) => {
-                    return Err(on_verify_error(rejection, token, keys, now_ms, kid_refetch))
+                    if rejection == Rejection::BadSignature {
+                        cache.remember_failed_signature(token, now);
+                    }
+                    return Err(on_verify_error(rejection, token, keys, now_ms, kid_refetch));
                 }
             }
         }

@@ -1,16 +1,24 @@
-//! Verified tokens, remembered until they expire.
+//! Verified tokens, remembered until they expire, and tokens whose signature failed, remembered
+//! for a while.
 //!
 //! RSA verification costs over a millisecond under V8, and an MCP session sends the same token
 //! on every request, so each VM keeps what it verified, keyed by a SHA-256 of the token (the
-//! token itself is never kept as a key).
+//! token itself is never kept as a key). A forged token replayed in a loop would cost that
+//! millisecond every time: its failed signature is remembered too, so the replay costs a hash.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::verify::{digest, VerifiedToken};
 
+/// How long a failed signature is remembered: a key rotation that could make it valid (a new key
+/// under the same `kid`) also clears the memory (`retain_keys`).
+const REFUSED_SECONDS: i64 = 300;
+
 pub struct TokenCache {
     entries: HashMap<[u8; 32], Rc<VerifiedToken>>,
+    /// Digests of tokens whose signature failed, with when to forget them.
+    refused: HashMap<[u8; 32], i64>,
     capacity: usize,
     clock_skew_seconds: i64,
 }
@@ -19,6 +27,7 @@ impl TokenCache {
     pub fn new(capacity: usize, clock_skew_seconds: i64) -> Self {
         Self {
             entries: HashMap::new(),
+            refused: HashMap::new(),
             capacity,
             clock_skew_seconds,
         }
@@ -50,10 +59,37 @@ impl TokenCache {
         self.entries.insert(verified.digest, verified);
     }
 
-    /// Forgets the tokens of `issuer` whose key is no longer in its key set.
+    /// Whether `token`'s signature failed within the last few minutes.
+    pub fn signature_failed(&mut self, token: &str, now: i64) -> bool {
+        let key = digest(token);
+        match self.refused.get(&key) {
+            Some(until) if now <= *until => true,
+            Some(_) => {
+                self.refused.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers that `token`'s signature failed.
+    pub fn remember_failed_signature(&mut self, token: &str, now: i64) {
+        if self.refused.len() >= self.capacity {
+            self.refused.retain(|_, until| now <= *until);
+            if self.refused.len() >= self.capacity {
+                self.refused.clear();
+            }
+        }
+        self.refused
+            .insert(digest(token), now.saturating_add(REFUSED_SECONDS));
+    }
+
+    /// Forgets the tokens of `issuer` whose key is no longer in its key set, and every failed
+    /// signature (a new key may make one good).
     pub fn retain_keys(&mut self, issuer: &str, still_present: impl Fn(&str) -> bool) {
         self.entries
             .retain(|_, entry| entry.issuer != issuer || still_present(&entry.key_id));
+        self.refused.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -72,6 +108,19 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_signature_is_remembered_until_it_ages_or_keys_change() {
+        let mut cache = TokenCache::new(10, 60);
+        assert!(!cache.signature_failed("forged", 100));
+        cache.remember_failed_signature("forged", 100);
+        assert!(cache.signature_failed("forged", 100 + REFUSED_SECONDS));
+        assert!(!cache.signature_failed("other", 100));
+        assert!(!cache.signature_failed("forged", 101 + REFUSED_SECONDS));
+        cache.remember_failed_signature("forged", 100);
+        cache.retain_keys("https://issuer", |_| true);
+        assert!(!cache.signature_failed("forged", 100));
+    }
     use serde_json::Map;
 
     fn verified(token: &str, issuer: &str, kid: &str, exp: i64) -> Rc<VerifiedToken> {
