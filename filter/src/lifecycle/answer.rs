@@ -39,11 +39,10 @@ pub(super) enum Answer {
     Awaited(PendingAnswer),
     /// The answer to a `GET`: an event stream on it may carry no responses.
     EventStream,
-    /// Buffered whole, worked on at its end (`sse`: an event stream; `error_status`: a non-2xx
-    /// answer, worked on only if it carries a `result` after all).
+    /// A JSON answer, buffered whole and worked on at its end (`error_status`: a non-2xx answer,
+    /// worked on only if it carries a `result` after all).
     Whole {
         pending: PendingAnswer,
-        sse: bool,
         error_status: bool,
     },
     /// An event stream cut as it arrives.
@@ -56,13 +55,25 @@ pub(super) enum Answer {
 pub(super) struct Cutting {
     /// `None` on a `GET` stream.
     pending: Option<PendingAnswer>,
-    filter: SseFilter,
+    events: Events,
+    /// Whether the cut list was logged (once, when its answer has passed).
+    audited: bool,
     /// Bytes of the host's buffer already fed to the filter (the buffer grows while paused).
     consumed: usize,
     /// Filtered bytes not yet handed to the host.
     out: Vec<u8>,
     /// The response head waits here until the answer has passed.
     head_held: bool,
+}
+
+/// What is done to the events of a stream.
+#[derive(Debug)]
+enum Events {
+    /// A list answer cut (or, on a `GET` stream, responses dropped).
+    Cut(SseFilter),
+    /// Task ids sealed in the answer; every other event (a server request the task waits on
+    /// among them) passes as it completes.
+    Tasks(sse::Splitter),
 }
 
 /// What went wrong with an answer, for the log; the client gets a generic error.
@@ -90,7 +101,8 @@ pub(super) fn on_headers(
         Answer::EventStream if success && !end_of_stream && sse => {
             Answer::Cutting(Box::new(Cutting {
                 pending: None,
-                filter: SseFilter::without_answer(max),
+                events: Events::Cut(SseFilter::without_answer(max)),
+                audited: false,
                 consumed: 0,
                 out: Vec::new(),
                 head_held: false,
@@ -106,15 +118,24 @@ pub(super) fn on_headers(
                 };
                 Answer::Cutting(Box::new(Cutting {
                     pending: Some(pending),
-                    filter,
+                    events: Events::Cut(filter),
+                    audited: false,
                     consumed: 0,
                     out: Vec::new(),
                     head_held: hold,
                 }))
             }
-            _ => Answer::Whole {
+            // Task answers stream: a task waiting for input asks its question on this stream.
+            (_, true) => Answer::Cutting(Box::new(Cutting {
+                pending: Some(pending),
+                events: Events::Tasks(sse::Splitter::new(max)),
+                audited: false,
+                consumed: 0,
+                out: Vec::new(),
+                head_held: false,
+            })),
+            (_, false) => Answer::Whole {
                 pending,
-                sse,
                 error_status: !success,
             },
         },
@@ -232,23 +253,20 @@ fn cut(
     };
     let max = engine.config.max_response_bytes;
     let outcome = (|| -> Result<Option<usize>, Failure> {
-        // The trailers callback has no size: what is buffered is all there is.
-        let buffer = host
-            .response_body(if body_size == 0 { max } else { body_size })
-            .map_err(|err| err.to_string())?;
+        // The trailers callback has no size: what is buffered is all there is (nothing, when
+        // the last chunk went on).
+        let buffer = match host.response_body(if body_size == 0 { max } else { body_size }) {
+            Ok(buffer) => buffer,
+            Err(_) if body_size == 0 => Vec::new(),
+            Err(err) => return Err(err.to_string()),
+        };
         let fresh = buffer.get(cutting.consumed..).unwrap_or_default();
-        let mut keep = keeper(engine, &identity);
-        let keep: &mut Keep<'_> = &mut keep;
-        let out = cutting
-            .filter
-            .feed(fresh, keep)
-            .map_err(|e| e.to_string())?;
+        let out = feed(&mut cutting, engine, &identity, fresh, end_of_stream)?;
         cutting.out.extend_from_slice(&out);
-        if end_of_stream {
-            let last = cutting.filter.finish(keep).map_err(|e| e.to_string())?;
-            cutting.out.extend_from_slice(&last);
-        }
-        let answered = cutting.filter.answer().is_some();
+        let answered = match &cutting.events {
+            Events::Cut(filter) => filter.answer().is_some(),
+            Events::Tasks(_) => true,
+        };
         if cutting.head_held && !answered && !end_of_stream {
             if buffer.len() > max {
                 return Err(format!("the answer is over max_response_bytes ({max})"));
@@ -264,18 +282,14 @@ fn cut(
             Step::Pause
         }
         Ok(Some(size)) => {
-            if let (Some(count), Some(_)) = (cutting.filter.answer(), &cutting.pending) {
-                if cutting.head_held || end_of_stream || !cutting.out.is_empty() {
+            if let Events::Cut(filter) = &cutting.events {
+                if let (Some(count), false) = (filter.answer(), cutting.audited) {
+                    cutting.audited = true;
                     audit_list(stream, host, &cutting, count.kept, count.removed);
                 }
             }
-            if cutting.filter.dropped() > 0 {
-                log::info!(
-                    "mcp-mesh-auth: {} response(s) that answer no request of this stream withheld",
-                    cutting.filter.dropped()
-                );
-            }
-            if host.replace_response_body(size, &cutting.out).is_err() {
+            let nothing_to_write = size == 0 && cutting.out.is_empty();
+            if !nothing_to_write && host.replace_response_body(size, &cutting.out).is_err() {
                 let reason = "could not rewrite the event stream".to_owned();
                 return fail_cutting(stream, engine, host, &cutting, size, reason);
             }
@@ -293,6 +307,69 @@ fn cut(
             fail_cutting(stream, engine, host, &cutting, size, reason)
         }
     }
+}
+
+/// Feeds fresh bytes of an event stream to its worker; returns what may go downstream now.
+fn feed(
+    cutting: &mut Cutting,
+    engine: &mut Engine,
+    identity: &crate::verify::VerifiedToken,
+    fresh: &[u8],
+    end_of_stream: bool,
+) -> Result<Vec<u8>, Failure> {
+    match &mut cutting.events {
+        Events::Cut(filter) => {
+            let dropped = filter.dropped();
+            let mut keep = keeper(engine, identity);
+            let keep: &mut Keep<'_> = &mut keep;
+            let mut out = filter.feed(fresh, keep).map_err(|e| e.to_string())?;
+            if end_of_stream {
+                out.extend(filter.finish(keep).map_err(|e| e.to_string())?);
+            }
+            if filter.dropped() > dropped {
+                log::info!(
+                    "mcp-mesh-auth: {} response(s) that answer no request of this stream withheld",
+                    filter.dropped() - dropped
+                );
+            }
+            Ok(out)
+        }
+        Events::Tasks(splitter) => {
+            let Some(pending) = &cutting.pending else {
+                return Ok(fresh.to_vec());
+            };
+            let mut out = Vec::with_capacity(fresh.len());
+            let mut on_event = |event: sse::Event<'_>| -> Result<(), Failure> {
+                out.extend(work_event(engine, identity, pending, &event)?);
+                Ok(())
+            };
+            splitter.feed(fresh, &mut on_event)?;
+            if end_of_stream {
+                splitter.finish(&mut on_event)?;
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// One complete event of a task answer: the answer with its task ids sealed, anything else as
+/// it came.
+fn work_event(
+    engine: &Engine,
+    identity: &crate::verify::VerifiedToken,
+    pending: &PendingAnswer,
+    event: &sse::Event<'_>,
+) -> Result<Vec<u8>, Failure> {
+    let message = event
+        .data
+        .as_deref()
+        .and_then(|data| unique_json::from_slice(data.as_bytes()).ok());
+    if let Some(mut message) = message {
+        if work_tasks(engine, identity, pending, &mut message)? {
+            return Ok(sse::replace_data(event.raw, &message.to_string()));
+        }
+    }
+    Ok(event.raw.to_vec())
 }
 
 /// Logs the cut of one list, once: the answer has passed.
@@ -344,7 +421,6 @@ fn fail_cutting(
 fn whole(stream: &mut Stream, engine: &mut Engine, host: &mut dyn Host) -> Step {
     let Answer::Whole {
         pending,
-        sse,
         error_status,
     } = std::mem::replace(&mut stream.answer, Answer::Pass)
     else {
@@ -354,32 +430,28 @@ fn whole(stream: &mut Stream, engine: &mut Engine, host: &mut dyn Host) -> Step 
     let body = match host.response_body(max.saturating_add(1)) {
         Ok(body) if body.len() > max => {
             let reason = format!("the answer is over max_response_bytes ({max})");
-            return fail(stream, engine, host, &pending, sse, body.len(), reason);
+            return fail(stream, engine, host, &pending, false, body.len(), reason);
         }
         Ok(body) => body,
-        Err(err) => return fail(stream, engine, host, &pending, sse, 0, err.to_string()),
+        Err(err) => return fail(stream, engine, host, &pending, false, 0, err.to_string()),
     };
     let Some(identity) = stream.identity.clone() else {
         return Step::Continue;
     };
-    if error_status && !sse && !carries_result(&body) {
+    if error_status && !carries_result(&body) {
         return Step::Continue;
     }
-    let worked = if sse {
-        work_events(engine, &identity, &pending, &body)
-    } else {
-        work_message(engine, &identity, &pending, &body)
-    };
+    let worked = work_message(engine, &identity, &pending, &body);
     match worked {
         Ok(None) => Step::Continue,
         Ok(Some(new_body)) => {
             if host.replace_response_body(body.len(), &new_body).is_err() {
                 let reason = "could not rewrite the answer".to_owned();
-                return fail(stream, engine, host, &pending, sse, body.len(), reason);
+                return fail(stream, engine, host, &pending, false, body.len(), reason);
             }
             Step::Continue
         }
-        Err(reason) => fail(stream, engine, host, &pending, sse, body.len(), reason),
+        Err(reason) => fail(stream, engine, host, &pending, false, body.len(), reason),
     }
 }
 
@@ -442,41 +514,6 @@ fn work_tasks(
     }
 }
 
-/// Task work on a whole event stream: each complete event whose data is a message is worked on
-/// like a JSON answer; an incomplete last event is dropped, as the client drops it.
-fn work_events(
-    engine: &mut Engine,
-    identity: &crate::verify::VerifiedToken,
-    pending: &PendingAnswer,
-    body: &[u8],
-) -> Result<Option<Vec<u8>>, Failure> {
-    let mut out = Vec::with_capacity(body.len());
-    let mut changed = false;
-    let mut splitter = sse::Splitter::new(engine.config.max_response_bytes);
-    let mut on_event = |event: sse::Event<'_>| -> Result<(), Failure> {
-        let message = event
-            .data
-            .as_deref()
-            .and_then(|data| unique_json::from_slice(data.as_bytes()).ok());
-        let worked = match message {
-            Some(mut message) => work_tasks(engine, identity, pending, &mut message)?
-                .then(|| sse::replace_data(event.raw, &message.to_string())),
-            None => None,
-        };
-        match worked {
-            Some(new_event) => {
-                changed = true;
-                out.extend_from_slice(&new_event);
-            }
-            None => out.extend_from_slice(event.raw),
-        }
-        Ok(())
-    };
-    splitter.feed(body, &mut on_event)?;
-    let left = splitter.finish(&mut on_event)?;
-    Ok((changed || left > 0).then_some(out))
-}
-
 impl From<sse::EventTooLarge> for Failure {
     fn from(err: sse::EventTooLarge) -> Self {
         err.to_string()
@@ -492,8 +529,8 @@ fn fail_answer(
     reason: Failure,
 ) -> Step {
     match std::mem::replace(&mut stream.answer, Answer::Pass) {
-        Answer::Whole { pending, sse, .. } => {
-            fail(stream, engine, host, &pending, sse, body_size, reason)
+        Answer::Whole { pending, .. } => {
+            fail(stream, engine, host, &pending, false, body_size, reason)
         }
         _ => Step::Continue,
     }

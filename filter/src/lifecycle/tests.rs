@@ -889,3 +889,48 @@ fn an_error_status_that_carries_a_list_is_cut_and_a_plain_error_passes() {
         }
     }
 }
+
+#[test]
+fn a_task_answer_stream_passes_the_question_the_task_waits_on_at_once() {
+    // Task methods need the held head (see `a_task_method_without_a_held_head_…`).
+    {
+        let mode = Mode::HoldHeaders;
+        let mut engine = engine(mode, json!({"binding_key": BINDING_KEY}));
+        let key = engine.config.binding_key.clone().unwrap();
+        let sealed = key.seal(Purpose::Task, "t-1", "https://inline.example.com", "alice");
+        let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/result",
+                          "params": {"taskId": sealed}})
+        .to_string();
+        let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+        drive(
+            &mut engine,
+            &mut host,
+            &mut stream,
+            post(),
+            body.as_bytes(),
+            Framing::LastChunk,
+        );
+        assert!(host.sent.is_empty(), "{mode:?}: {:?}", host.sent);
+        assert_eq!(
+            stream.on_response_headers(&mut engine, &mut host, &sse_head(), false),
+            Step::Continue,
+            "the head of a task stream is not held: the task may wait on the client"
+        );
+        let question =
+            "data: {\"jsonrpc\":\"2.0\",\"id\":\"q\",\"method\":\"elicitation/create\"}\n\n";
+        host.response_body = question.as_bytes().to_vec();
+        let step = stream.on_response_body(&mut engine, &mut host, question.len(), false);
+        assert_eq!(
+            (step, host.response_body.as_slice()),
+            (Step::Continue, question.as_bytes())
+        );
+        let answer = "data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"taskId\":\"t-1\"}}\n\n";
+        host.response_body = answer.as_bytes().to_vec();
+        stream.on_response_body(&mut engine, &mut host, answer.len(), true);
+        let seen = String::from_utf8(host.response_body.clone()).unwrap();
+        assert!(
+            seen.contains(&sealed) && !seen.contains("\"t-1\""),
+            "{seen}"
+        );
+    }
+}
