@@ -44,6 +44,8 @@ pub enum ConfigError {
     NoIssuer,
     #[error("issuer `{0}` needs exactly one of `jwks` (fetched from a cluster) or `jwks_inline`")]
     KeySource(String),
+    #[error("issuer `{0}`: with `jwt_authn`, Envoy verifies the signatures; remove its `jwks`/`jwks_inline` (give them to the jwt_authn provider)")]
+    KeysWithJwtAuthn(String),
     #[error("`jwks_inline` of issuer `{issuer}` is unusable: {source}")]
     InlineJwks { issuer: String, source: JwksError },
     #[error("`{field}` = `{value}` must be a path starting with `/`")]
@@ -98,6 +100,7 @@ struct RawConfig {
     #[serde(default)]
     headers_stop_iteration: bool,
     binding_key: Option<String>,
+    jwt_authn: Option<JwtAuthnSettings>,
     #[serde(default)]
     methods: BTreeMap<String, Value>,
 }
@@ -126,6 +129,18 @@ struct RawRemoteJwks {
 pub enum KeySource {
     Inline(Arc<KeySet>),
     Remote(RemoteJwks),
+    /// Envoy's `jwt_authn` verifies this issuer's signatures (`jwt_authn` mode).
+    Envoy,
+}
+
+/// Where Envoy's `jwt_authn` leaves the payload it verified (`payload_in_metadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuthnSettings {
+    /// The dynamic metadata namespace, `envoy.filters.http.jwt_authn` unless changed.
+    pub metadata_namespace: String,
+    /// The provider's `payload_in_metadata` key.
+    pub payload_in_metadata: String,
 }
 
 /// A JWKS fetched through an Envoy cluster.
@@ -178,6 +193,8 @@ pub struct FilterConfig {
     pub headers_stop_iteration: bool,
     /// Seals server-issued ids (tasks, sessions) to their caller; `None` when not configured.
     pub binding_key: Option<BindingKey>,
+    /// Trust the claims Envoy's `jwt_authn` verified instead of verifying tokens here.
+    pub jwt_authn: Option<JwtAuthnSettings>,
     /// Methods beyond MCP's own that the operator allows or has authorised (`methods`).
     pub methods: ExtraMethods,
 }
@@ -197,10 +214,27 @@ impl FilterConfig {
         if raw.issuers.is_empty() {
             return Err(ConfigError::NoIssuer);
         }
+        if let Some(settings) = &raw.jwt_authn {
+            for (field, value) in [
+                ("jwt_authn.metadata_namespace", &settings.metadata_namespace),
+                (
+                    "jwt_authn.payload_in_metadata",
+                    &settings.payload_in_metadata,
+                ),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(out_of_range(
+                        field,
+                        "name where jwt_authn puts the verified payload (its `payload_in_metadata`)",
+                    ));
+                }
+            }
+        }
+        let envoy_verifies = raw.jwt_authn.is_some();
         let issuers = raw
             .issuers
             .into_iter()
-            .map(issuer)
+            .map(|raw| issuer(raw, envoy_verifies))
             .collect::<Result<Vec<_>, _>>()?;
 
         let mcp_path = raw.mcp_path.unwrap_or_else(|| DEFAULT_MCP_PATH.to_owned());
@@ -324,13 +358,16 @@ impl FilterConfig {
                 .map(BindingKey::from_base64)
                 .transpose()?,
             methods: ExtraMethods::from_config(raw.methods)?,
+            jwt_authn: raw.jwt_authn,
         })
     }
 }
 
-fn issuer(raw: RawIssuer) -> Result<IssuerConfig, ConfigError> {
+fn issuer(raw: RawIssuer, envoy_verifies: bool) -> Result<IssuerConfig, ConfigError> {
     let url = http_url("issuers[].issuer", &raw.issuer)?;
     let keys = match (raw.jwks, raw.jwks_inline) {
+        (None, None) if envoy_verifies => KeySource::Envoy,
+        _ if envoy_verifies => return Err(ConfigError::KeysWithJwtAuthn(raw.issuer)),
         (Some(remote), None) => KeySource::Remote(remote_jwks(remote, &url)?),
         (None, Some(inline)) => {
             KeySource::Inline(Arc::new(KeySet::from_value(&inline).map_err(|source| {
@@ -629,6 +666,34 @@ mod tests {
         raw["cedar"] = json!({"policies": ["permit(principal, action, resource);"]});
         assert!(parse(&raw).unwrap().authorizer.is_some());
         assert!(parse(&base()).unwrap().authorizer.is_none());
+    }
+
+    #[test]
+    fn the_jwt_authn_mode_names_its_metadata_and_leaves_keys_to_envoy() {
+        let mut raw = base();
+        raw["issuers"] = json!([{"issuer": "https://mcp.example.com"}]);
+        assert!(
+            matches!(parse(&raw), Err(ConfigError::KeySource(_))),
+            "keys are needed without jwt_authn"
+        );
+        raw["jwt_authn"] = json!({"metadata_namespace": "envoy.filters.http.jwt_authn",
+                                  "payload_in_metadata": "jwt_payload"});
+        let config = parse(&raw).unwrap();
+        assert!(matches!(config.issuers[0].keys, KeySource::Envoy));
+        raw["jwt_authn"]["metadata_namespace"] = json!(" ");
+        let err = parse(&raw).unwrap_err().to_string();
+        assert!(err.contains("jwt_authn.metadata_namespace"), "{err}");
+        raw["jwt_authn"] = json!({"payload_in_metadata": "jwt_payload"});
+        assert!(parse(&raw)
+            .unwrap_err()
+            .to_string()
+            .contains("metadata_namespace"));
+        let mut keyed = base();
+        keyed["jwt_authn"] = json!({"metadata_namespace": "ns", "payload_in_metadata": "k"});
+        assert!(matches!(
+            parse(&keyed),
+            Err(ConfigError::KeysWithJwtAuthn(_))
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::call_gate::CallHeaders;
 use crate::config::FilterConfig;
@@ -34,6 +34,21 @@ pub struct RequestHead {
     pub last_event_id: bool,
     /// Every `Mcp-Session-Id` header value, in order.
     pub session_ids: Vec<String>,
+    /// What Envoy's `jwt_authn` verified, in the mode that trusts it (`jwt_authn` configured).
+    pub envoy_verified: EnvoyVerified,
+}
+
+/// The outcome of Envoy's `jwt_authn` for a request, as its dynamic metadata tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EnvoyVerified {
+    /// Not read (the filter verifies tokens itself).
+    #[default]
+    NotRead,
+    /// `jwt_authn` stored no payload: it verified no token.
+    Nothing,
+    Claims(Map<String, Value>),
+    /// The metadata could not be read: the request is refused.
+    Unreadable(String),
 }
 
 impl RequestHead {
@@ -148,8 +163,11 @@ fn authenticate(
     {
         return Err(Rejection::TokenInQuery.into());
     }
-    let token = bearer_token(&head.authorization)?;
     let now = now_ms.div_euclid(1000);
+    if config.jwt_authn.is_some() {
+        return verified_by_envoy(config, head, now).map_err(Outcome::Refuse);
+    }
+    let token = bearer_token(&head.authorization)?;
     let identity = match cache.get(token, now) {
         Some(identity) => identity,
         None if cache.signature_failed(token, now) => return Err(Rejection::BadSignature.into()),
@@ -172,17 +190,48 @@ fn authenticate(
             }
         }
     };
+    with_required_scopes(config, identity).map_err(Outcome::Refuse)
+}
+
+/// The caller Envoy's `jwt_authn` verified. Without a payload, a token that was presented is
+/// one `jwt_authn` refused (it is configured to let such requests on, so that the answer is this
+/// filter's MCP-shaped `401`).
+fn verified_by_envoy(
+    config: &FilterConfig,
+    head: &RequestHead,
+    now: i64,
+) -> Result<Rc<VerifiedToken>, Rejection> {
+    let claims = match &head.envoy_verified {
+        EnvoyVerified::Claims(claims) => claims.clone(),
+        EnvoyVerified::Unreadable(reason) => {
+            return Err(Rejection::Malformed(format!(
+                "jwt_authn metadata: {reason}"
+            )))
+        }
+        EnvoyVerified::NotRead | EnvoyVerified::Nothing => {
+            bearer_token(&head.authorization)?;
+            return Err(Rejection::BadSignature);
+        }
+    };
+    let trusted = |iss: &str| config.issuers.iter().any(|issuer| issuer.issuer == iss);
+    let identity = verify::from_verified_claims(claims, &config.token_policy, now, trusted)?;
+    with_required_scopes(config, Rc::new(identity))
+}
+
+/// The caller, if its token grants every `required_scopes` scope.
+fn with_required_scopes(
+    config: &FilterConfig,
+    identity: Rc<VerifiedToken>,
+) -> Result<Rc<VerifiedToken>, Rejection> {
     let granted = identity.scopes();
-    let missing: Vec<String> = config
+    if config
         .required_scopes
         .iter()
-        .filter(|scope| !granted.contains(&scope.as_str()))
-        .cloned()
-        .collect();
-    if missing.is_empty() {
+        .all(|scope| granted.contains(&scope.as_str()))
+    {
         Ok(identity)
     } else {
-        Err(Rejection::InsufficientScope(config.required_scopes.clone()).into())
+        Err(Rejection::InsufficientScope(config.required_scopes.clone()))
     }
 }
 

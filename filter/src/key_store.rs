@@ -52,6 +52,7 @@ impl KeyStore {
                 let (remote, keys) = match &config.keys {
                     KeySource::Inline(keys) => (None, Some(Arc::clone(keys))),
                     KeySource::Remote(remote) => (Some(remote.clone()), None),
+                    KeySource::Envoy => (None, None),
                 };
                 IssuerState {
                     issuer: config.issuer.clone(),

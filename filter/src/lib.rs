@@ -11,6 +11,7 @@ pub mod call_gate;
 pub mod claims;
 pub mod config;
 pub mod engine;
+pub mod envoy_claims;
 pub mod es384;
 pub mod gate;
 pub mod jsonrpc;

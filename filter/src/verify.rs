@@ -154,6 +154,51 @@ pub fn verify<'k>(
     })
 }
 
+/// The claims of a token Envoy's `jwt_authn` verified (see `envoy_claims`): the signature is
+/// Envoy's business, everything else is checked here as for a token the filter verified itself,
+/// so both modes accept exactly the same tokens. `trusted` says whether an issuer is configured.
+pub fn from_verified_claims(
+    claims: Map<String, Value>,
+    policy: &TokenPolicy,
+    now: i64,
+    trusted: impl FnOnce(&str) -> bool,
+) -> Result<VerifiedToken, Rejection> {
+    let issuer = match claims.get("iss") {
+        Some(Value::String(iss)) => iss.clone(),
+        _ => {
+            return Err(Rejection::Malformed(
+                "the token has no `iss` claim".to_owned(),
+            ))
+        }
+    };
+    if !trusted(&issuer) {
+        return Err(Rejection::UntrustedIssuer(issuer));
+    }
+    let skew = policy.clock_skew_seconds;
+    let time = |name: &str| claims.get(name).and_then(Value::as_i64);
+    let expires_at = time("exp").ok_or(Rejection::MissingExpiry)?;
+    if now > expires_at.saturating_add(skew) {
+        return Err(Rejection::Expired);
+    }
+    let in_future = |name: &str| time(name).is_some_and(|t| t > now.saturating_add(skew));
+    if in_future("nbf") || in_future("iat") {
+        return Err(Rejection::NotYetValid);
+    }
+    check_audience(&claims, &policy.audiences)?;
+    let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+    // The token itself may be gone (jwt_authn drops it unless `forward` is set): per-token caches
+    // key on the verified claims instead, which identify it as well.
+    let digest = digest(&Value::Object(claims.clone()).to_string());
+    Ok(VerifiedToken {
+        issuer,
+        subject,
+        expires_at,
+        key_id: String::new(),
+        claims,
+        digest,
+    })
+}
+
 /// RFC 9068 access tokens say `at+jwt`; many IdPs (Okta among them) send `JWT` or nothing.
 fn check_type(typ: Option<&str>) -> Result<(), Rejection> {
     match typ {
@@ -299,6 +344,53 @@ mod tests {
     use super::*;
     use crate::test_keys::{self, TestKey};
     use serde_json::json;
+
+    #[test]
+    fn claims_envoy_verified_are_checked_like_the_filters_own() {
+        let policy = TokenPolicy {
+            audiences: vec!["https://mcp.example.com/mcp".into()],
+            clock_skew_seconds: 60,
+            max_token_bytes: 16384,
+        };
+        let good = json!({"iss": "https://auth.example.com", "aud": "https://mcp.example.com/mcp",
+                          "sub": "alice", "exp": 1_800_000_600_i64});
+        let check = |claims: Value| {
+            let Value::Object(claims) = claims else {
+                panic!()
+            };
+            from_verified_claims(claims, &policy, 1_800_000_000, |iss| {
+                iss == "https://auth.example.com"
+            })
+        };
+        let verified = check(good.clone()).unwrap();
+        assert_eq!(verified.subject.as_deref(), Some("alice"));
+        assert_eq!(verified.expires_at, 1_800_000_600);
+        let with = |name: &str, value: Value| {
+            let mut claims = good.clone();
+            claims[name] = value;
+            check(claims)
+        };
+        assert_eq!(
+            with("iss", json!("https://evil")).unwrap_err(),
+            Rejection::UntrustedIssuer("https://evil".into())
+        );
+        assert_eq!(
+            with("aud", json!("https://other")).unwrap_err(),
+            Rejection::WrongAudience
+        );
+        assert_eq!(
+            with("exp", json!(1_799_999_000_i64)).unwrap_err(),
+            Rejection::Expired
+        );
+        assert_eq!(
+            with("nbf", json!(1_800_001_000_i64)).unwrap_err(),
+            Rejection::NotYetValid
+        );
+        assert_eq!(
+            with("exp", json!("soon")).unwrap_err(),
+            Rejection::MissingExpiry
+        );
+    }
 
     const ISS: &str = "https://auth.example.com";
     const AUD: &str = "https://mcp.example.com/mcp";

@@ -10,7 +10,8 @@ use proxy_wasm::types::{Action, MapType};
 use super::host::{self, ProxyHost};
 use super::vm::{SharedStream, SharedVm, Vm};
 use crate::engine::Engine;
-use crate::gate::RequestHead;
+use crate::envoy_claims;
+use crate::gate::{EnvoyVerified, RequestHead};
 use crate::lifecycle::{self, ResponseHead, Step, Stream};
 use crate::waiters::Waiter;
 
@@ -62,6 +63,32 @@ impl HttpFilter {
     }
 }
 
+impl HttpFilter {
+    /// In `jwt_authn` mode, what Envoy's `jwt_authn` verified for this request.
+    fn envoy_verified(&self) -> EnvoyVerified {
+        let settings = match self.vm.try_borrow() {
+            Ok(vm) => vm.engine.config.jwt_authn.clone(),
+            Err(_) => return EnvoyVerified::Unreadable("filter state busy".into()),
+        };
+        let Some(settings) = settings else {
+            return EnvoyVerified::NotRead;
+        };
+        let metadata = match hostcalls::get_property(vec!["metadata"]) {
+            Ok(metadata) => metadata.unwrap_or_default(),
+            Err(status) => return EnvoyVerified::Unreadable(format!("{status:?}")),
+        };
+        match envoy_claims::claims(
+            &metadata,
+            &settings.metadata_namespace,
+            &settings.payload_in_metadata,
+        ) {
+            Ok(Some(claims)) => EnvoyVerified::Claims(claims),
+            Ok(None) => EnvoyVerified::Nothing,
+            Err(err) => EnvoyVerified::Unreadable(err.to_string()),
+        }
+    }
+}
+
 /// Answers with a 500 when the lifecycle cannot even be asked; the request stays stopped.
 fn refuse_now(detail: &str) -> Action {
     if let Err(status) = host::send(&lifecycle::internal_error(detail)) {
@@ -87,7 +114,8 @@ impl HttpContext for HttpFilter {
         let Ok(headers) = host::request_headers() else {
             return refuse_now("could not read the request headers");
         };
-        let head = request_head(headers);
+        let mut head = request_head(headers);
+        head.envoy_verified = self.envoy_verified();
         self.run(|stream, engine, host| {
             stream.on_request_headers(engine, host, head, end_of_stream, now_ms)
         })
