@@ -58,6 +58,9 @@ pub enum AnswerWork {
     SealTasks { asked: Option<String> },
     /// Keep only the caller's tasks with `tasks::keep_own_tasks`.
     OwnTasks,
+    /// Nothing to change, but the answer may carry no list (`tools`, `prompts`, `resources`,
+    /// `resourceTemplates`, `tasks`): one that does was meant for another request.
+    Guard,
 }
 
 #[derive(Debug)]
@@ -142,7 +145,9 @@ pub fn decide(
         method: &method,
         params: &params,
     };
-    match operation::classify(&method, &params, &config.methods) {
+    let operation = operation::classify(&method, &params, &config.methods);
+    let listing = matches!(operation, Operation::List(_));
+    let (mut verdict, audit) = match operation {
         Operation::AlwaysAllowed => pass(Forward::default()),
         Operation::List(kind) => pass(Forward {
             body: None,
@@ -175,7 +180,15 @@ pub fn decide(
             (None, None) => pass(Forward::default()),
             (None, Some(_)) => (call.no_binding_key(), None),
         },
+    };
+    // Any other answer must carry no list: a server that writes a list answer to the stream of
+    // another request with the same id (clients may reuse ids) must not get it past uncut.
+    if let (CallVerdict::Pass(forward), false, Some(_)) = (&mut verdict, listing, authz) {
+        if forward.answer.is_none() {
+            forward.answer = call.pending(true, AnswerWork::Guard);
+        }
     }
+    (verdict, audit)
 }
 
 /// One request being decided.
@@ -463,6 +476,17 @@ mod tests {
         }
     }
 
+    /// What passes for a request that is not a list: its answer may carry none.
+    fn guarded(id: i64) -> Forward {
+        Forward {
+            body: None,
+            answer: Some(PendingAnswer {
+                request_id: json!(id),
+                work: AnswerWork::Guard,
+            }),
+        }
+    }
+
     fn passed(verdict: CallVerdict) -> Forward {
         match verdict {
             CallVerdict::Pass(forward) => forward,
@@ -492,7 +516,7 @@ mod tests {
             &json_headers(),
             call("echo"),
         );
-        assert_eq!(passed(verdict), Forward::default());
+        assert_eq!(passed(verdict), guarded(11));
         let audit = audit.unwrap();
         assert!(audit.allowed);
         let line: Value = serde_json::from_str(&audit.to_json(&identity(&[], ""))).unwrap();
@@ -547,7 +571,7 @@ mod tests {
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}});
         assert_eq!(
             passed(run(&f, &nobody, &json_headers(), init).0),
-            Forward::default()
+            guarded(1)
         );
     }
 
@@ -944,7 +968,7 @@ mod tests {
             &json_headers(),
             call("delete_namespace"),
         );
-        assert_eq!(passed(verdict), Forward::default());
+        assert_eq!(passed(verdict), guarded(11));
     }
 
     #[test]

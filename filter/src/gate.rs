@@ -30,6 +30,9 @@ pub struct RequestHead {
     /// Whether the request names another method in a header (`X-HTTP-Method-Override` and
     /// kin), which some frameworks obey.
     pub method_override: bool,
+    /// A header the decision reads that came more than once (`Content-Type`, `Mcp-Method`,
+    /// `Mcp-Name`): which copy the server believes is not ours to guess.
+    pub repeated: Option<String>,
     /// Whether the request asks to resume a stream (`Last-Event-ID`).
     pub last_event_id: bool,
     /// Every `Mcp-Session-Id` header value, in order.

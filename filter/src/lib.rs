@@ -33,6 +33,7 @@ pub mod unique_json;
 pub mod uri;
 pub mod verify;
 pub mod waiters;
+pub mod wire;
 
 #[cfg(test)]
 mod test_keys;

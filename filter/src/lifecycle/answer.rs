@@ -71,9 +71,10 @@ pub(super) struct Cutting {
 enum Events {
     /// A list answer cut (or, on a `GET` stream, responses dropped).
     Cut(SseFilter),
-    /// Task ids sealed in the answer; every other event (a server request the task waits on
-    /// among them) passes as it completes.
-    Tasks(sse::Splitter),
+    /// Each event worked on as it completes (see `work_event`): task ids sealed in the answer,
+    /// lists and other requests' answers dropped; a server request the call waits on (a task's
+    /// question among them) passes at once.
+    Worked(sse::Splitter),
 }
 
 /// What went wrong with an answer, for the log; the client gets a generic error.
@@ -125,10 +126,10 @@ pub(super) fn on_headers(
                     head_held: hold,
                 }))
             }
-            // Task answers stream: a task waiting for input asks its question on this stream.
+            // Other answers stream: a call waiting for input asks its question on this stream.
             (_, true) => Answer::Cutting(Box::new(Cutting {
                 pending: Some(pending),
-                events: Events::Tasks(sse::Splitter::new(max)),
+                events: Events::Worked(sse::Splitter::new(max)),
                 audited: false,
                 consumed: 0,
                 out: Vec::new(),
@@ -171,8 +172,10 @@ fn seal_session(
     ) else {
         return Ok(());
     };
-    let subject = identity.subject.as_deref().unwrap_or_default();
-    let sealed = key.seal(Purpose::Session, id, &identity.issuer, subject);
+    // The same principal as Cedar and task ids use; without one no session can be bound.
+    let owner = Owner::of(identity)
+        .ok_or_else(|| "a session for a token without `sub` or `client_id`".to_owned())?;
+    let sealed = key.seal(Purpose::Session, id, owner.issuer, owner.subject);
     host.set_response_header(SESSION_HEADER, Some(&sealed))
         .map_err(|err| err.to_string())
 }
@@ -249,7 +252,8 @@ fn cut(
         return Step::Continue;
     };
     let Some(identity) = stream.identity.clone() else {
-        return Step::Continue;
+        let reason = "an answer to work on has no caller".to_owned();
+        return fail_cutting(stream, engine, host, &cutting, body_size, reason);
     };
     let max = engine.config.max_response_bytes;
     let outcome = (|| -> Result<Option<usize>, Failure> {
@@ -265,7 +269,7 @@ fn cut(
         cutting.out.extend_from_slice(&out);
         let answered = match &cutting.events {
             Events::Cut(filter) => filter.answer().is_some(),
-            Events::Tasks(_) => true,
+            Events::Worked(_) => true,
         };
         if cutting.head_held && !answered && !end_of_stream {
             if buffer.len() > max {
@@ -334,7 +338,7 @@ fn feed(
             }
             Ok(out)
         }
-        Events::Tasks(splitter) => {
+        Events::Worked(splitter) => {
             let Some(pending) = &cutting.pending else {
                 return Ok(fresh.to_vec());
             };
@@ -352,24 +356,51 @@ fn feed(
     }
 }
 
-/// One complete event of a task answer: the answer with its task ids sealed, anything else as
-/// it came.
+/// One complete event of a stream answering a request that is not a list: a message that is
+/// not JSON (or names a member twice) is dropped, as is a response to another request or one that
+/// carries a list; the answer gets its task work; requests and notifications pass as they came.
 fn work_event(
     engine: &Engine,
     identity: &crate::verify::VerifiedToken,
     pending: &PendingAnswer,
     event: &sse::Event<'_>,
 ) -> Result<Vec<u8>, Failure> {
-    let message = event
-        .data
-        .as_deref()
-        .and_then(|data| unique_json::from_slice(data.as_bytes()).ok());
-    if let Some(mut message) = message {
+    let Some(data) = event.data.as_deref() else {
+        return Ok(event.raw.to_vec());
+    };
+    let Ok(mut message) = unique_json::from_slice(data.as_bytes()) else {
+        log::info!("mcp-mesh-auth: an event that is not one JSON-RPC message is withheld");
+        return Ok(Vec::new());
+    };
+    if message.get("method").is_some() {
+        return Ok(event.raw.to_vec());
+    }
+    let answers = RequestId::from_request(&pending.request_id)
+        .is_some_and(|id| message.get("id").is_some_and(|got| id.matches(got)));
+    if let (true, None) = (answers, foreign_list(&message, &pending.work)) {
         if work_tasks(engine, identity, pending, &mut message)? {
             return Ok(sse::replace_data(event.raw, &message.to_string()));
         }
+        return Ok(event.raw.to_vec());
     }
-    Ok(event.raw.to_vec())
+    log::info!("mcp-mesh-auth: a response that is not this request's answer is withheld");
+    Ok(Vec::new())
+}
+
+/// The list member an answer carries that its request did not ask for (a list answer written to
+/// another request's stream), if any.
+fn foreign_list(message: &Value, work: &AnswerWork) -> Option<&'static str> {
+    let result = message.get("result")?.as_object()?;
+    [
+        "tools",
+        "prompts",
+        "resources",
+        "resourceTemplates",
+        "tasks",
+    ]
+    .into_iter()
+    .filter(|key| !(*key == "tasks" && *work == AnswerWork::OwnTasks))
+    .find(|key| result.get(*key).is_some_and(Value::is_array))
 }
 
 /// Logs the cut of one list, once: the answer has passed.
@@ -436,7 +467,8 @@ fn whole(stream: &mut Stream, engine: &mut Engine, host: &mut dyn Host) -> Step 
         Err(err) => return fail(stream, engine, host, &pending, false, 0, err.to_string()),
     };
     let Some(identity) = stream.identity.clone() else {
-        return Step::Continue;
+        let reason = "an answer to work on has no caller".to_owned();
+        return fail(stream, engine, host, &pending, false, body.len(), reason);
     };
     if error_status && !carries_result(&body) {
         return Step::Continue;
@@ -482,6 +514,11 @@ fn work_message(
         return Ok(filtered.body);
     }
     let mut message = unique_json::from_slice(body).map_err(|err| err.to_string())?;
+    if let Some(list) = foreign_list(&message, &pending.work) {
+        return Err(format!(
+            "the answer carries a `{list}` list its request did not ask for"
+        ));
+    }
     if work_tasks(engine, identity, pending, &mut message)? {
         Ok(Some(message.to_string().into_bytes()))
     } else {
@@ -496,6 +533,9 @@ fn work_tasks(
     pending: &PendingAnswer,
     message: &mut Value,
 ) -> Result<bool, Failure> {
+    if matches!(pending.work, AnswerWork::Cut(_) | AnswerWork::Guard) {
+        return Ok(false);
+    }
     let key = engine
         .config
         .binding_key
@@ -510,7 +550,7 @@ fn work_tasks(
         AnswerWork::OwnTasks => {
             Ok(tasks::keep_own_tasks(key, owner, message, &pending.request_id) > 0)
         }
-        AnswerWork::Cut(_) => Ok(false),
+        AnswerWork::Cut(_) | AnswerWork::Guard => Ok(false),
     }
 }
 
@@ -571,8 +611,13 @@ fn fail_after_head(
     } else {
         error
     };
+    // Everything buffered goes, not only what was read: a tail left behind would follow the
+    // error to the client uncut.
+    let buffered = host
+        .response_body(usize::MAX)
+        .map_or(body_size, |all| all.len().max(body_size));
     if host
-        .replace_response_body(body_size, body.as_bytes())
+        .replace_response_body(buffered, body.as_bytes())
         .is_err()
     {
         log::error!("mcp-mesh-auth: could not replace a refused answer");

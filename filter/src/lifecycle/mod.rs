@@ -26,6 +26,7 @@ use crate::gate::{self, Forward, KidRefetch, RequestHead, Verdict};
 use crate::jsonrpc::INVALID_REQUEST;
 use crate::rejection::Rejection;
 use crate::response::{self, LocalResponse};
+use crate::tasks::Owner;
 use crate::verify::VerifiedToken;
 
 pub use answer::ResponseHead;
@@ -466,8 +467,16 @@ impl Stream {
                 return Err(response::jsonrpc_error(400, None, INVALID_REQUEST, message));
             }
         };
-        let subject = identity.subject.as_deref().unwrap_or_default();
-        match key.open(Purpose::Session, sealed, &identity.issuer, subject) {
+        let Some(owner) = Owner::of(identity) else {
+            let message = "session not found: a token without `sub` or `client_id` holds none";
+            return Err(response::jsonrpc_error(
+                404,
+                None,
+                SESSION_NOT_FOUND,
+                message,
+            ));
+        };
+        match key.open(Purpose::Session, sealed, owner.issuer, owner.subject) {
             Ok(id) => host
                 .set_request_header(SESSION_HEADER, Some(&id))
                 .map_err(|err| internal_error(&err.to_string())),

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::config::FilterConfig;
 use crate::gate::RequestHead;
-use crate::jsonrpc::INVALID_REQUEST;
+use crate::jsonrpc::{HEADER_MISMATCH, INVALID_REQUEST};
 use crate::response::{self, LocalResponse};
 
 #[derive(Debug)]
@@ -35,6 +35,19 @@ pub fn route(config: &FilterConfig, head: &RequestHead) -> Route {
             None,
         );
     }
+    if let Some(name) = &head.repeated {
+        // A routing header given twice disagrees with itself: MCP's HeaderMismatch.
+        let code = if name.starts_with("mcp-") {
+            HEADER_MISMATCH
+        } else {
+            INVALID_REQUEST
+        };
+        let message = format!(
+            "the {} header came more than once: send it once",
+            quote(name)
+        );
+        return Route::Refuse(response::jsonrpc_error(400, None, code, &message));
+    }
     if head.method_override {
         return refuse(
             405,
@@ -50,6 +63,17 @@ pub fn route(config: &FilterConfig, head: &RequestHead) -> Route {
             &format!(
                 "POST {} is not an MCP endpoint here: JSON-RPC messages go to {}; \
                  list other endpoints under `extra_mcp_paths` in the filter configuration",
+                quote(path),
+                config.mcp_path
+            ),
+            None,
+        ),
+        "GET" | "HEAD" | "DELETE" if !is_mcp_path(config, path) => refuse(
+            404,
+            &format!(
+                "{} {} is not an MCP endpoint here: the MCP endpoint is {}; list other endpoints \
+                 under `extra_mcp_paths` in the filter configuration",
+                head.method,
                 quote(path),
                 config.mcp_path
             ),

@@ -54,6 +54,7 @@ impl Host for FakeHost {
     fn response_body(&mut self, max: usize) -> Result<Vec<u8>, HostError> {
         Ok(self.response_body.iter().copied().take(max).collect())
     }
+    /// As Envoy does it: drain `size` bytes, then prepend `body`.
     fn replace_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
         let size = size.min(self.response_body.len());
         self.response_body.splice(..size, body.iter().copied());
@@ -630,13 +631,17 @@ fn alice_session(engine: &mut Engine) -> String {
         session_id: Some("server-session-1".into()),
         ..json_head()
     };
+    // Held: even the answer to `initialize` is checked for lists before it goes.
     assert_eq!(
         stream.on_response_headers(engine, &mut host, &head, false),
-        Step::Continue
+        Step::Pause
     );
-    let (name, sealed) = host.response_headers.last().cloned().unwrap();
-    assert_eq!(name, SESSION_HEADER);
-    let sealed = sealed.unwrap();
+    let sealed = host
+        .response_headers
+        .iter()
+        .find(|(name, _)| name == SESSION_HEADER)
+        .and_then(|(_, value)| value.clone())
+        .unwrap();
     assert_ne!(
         sealed, "server-session-1",
         "the client never sees the server's own id"
@@ -933,4 +938,156 @@ fn a_task_answer_stream_passes_the_question_the_task_waits_on_at_once() {
             "{seen}"
         );
     }
+}
+
+/// A `tools/call` let through; returns the stream waiting for its answer.
+fn called(mode: Mode) -> (Engine, FakeHost, Stream) {
+    let (mut engine, mut host, mut stream) = (
+        engine(mode, json!({})),
+        FakeHost::default(),
+        Stream::default(),
+    );
+    drive(
+        &mut engine,
+        &mut host,
+        &mut stream,
+        post(),
+        &call("echo"),
+        Framing::LastChunk,
+    );
+    assert!(host.sent.is_empty());
+    (engine, host, stream)
+}
+
+#[test]
+fn a_list_written_to_another_requests_stream_never_reaches_the_caller() {
+    // A server that routes answers by id sends a `tools/list` answer (same id as the call) to
+    // the call's stream: it is withheld, in JSON and in event streams.
+    for mode in MODES {
+        let (mut engine, mut host, mut stream) = called(mode);
+        stream.on_response_headers(&mut engine, &mut host, &json_head(), false);
+        let list = tools_list_answer(json!(1));
+        let seen = stream_answer(
+            &mut engine,
+            &mut host,
+            &mut stream,
+            list.as_bytes(),
+            16,
+            false,
+        );
+        let seen = String::from_utf8(seen).unwrap();
+        assert!(!seen.contains("\"rm\""), "{mode:?}: {seen}");
+        let (mut engine, mut host, mut stream) = called(mode);
+        stream.on_response_headers(&mut engine, &mut host, &sse_head(), false);
+        let events = format!(
+            "data: {list}\n\ndata: {{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{\"content\":[]}}}}\n\n"
+        );
+        let seen = stream_answer(
+            &mut engine,
+            &mut host,
+            &mut stream,
+            events.as_bytes(),
+            7,
+            false,
+        );
+        let seen = String::from_utf8(seen).unwrap();
+        assert!(
+            !seen.contains("\"rm\"") && seen.contains("content"),
+            "{mode:?}: {seen}"
+        );
+    }
+}
+
+#[test]
+fn an_event_that_is_not_one_message_is_dropped_from_a_call_stream() {
+    let (mut engine, mut host, mut stream) = called(Mode::Plain);
+    stream.on_response_headers(&mut engine, &mut host, &sse_head(), false);
+    let events = "data: {\"id\":1,\"id\":2,\"result\":{}}\n\ndata: not json\n\n\
+                  data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
+    let seen = stream_answer(
+        &mut engine,
+        &mut host,
+        &mut stream,
+        events.as_bytes(),
+        5,
+        false,
+    );
+    assert_eq!(
+        String::from_utf8(seen).unwrap(),
+        "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n"
+    );
+}
+
+#[test]
+fn a_refused_answer_is_replaced_whole_not_only_the_part_that_was_read() {
+    let mut engine = engine(Mode::Plain, json!({"max_response_bytes": 4096}));
+    let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).to_string();
+    drive(
+        &mut engine,
+        &mut host,
+        &mut stream,
+        post(),
+        body.as_bytes(),
+        Framing::LastChunk,
+    );
+    stream.on_response_headers(&mut engine, &mut host, &json_head(), false);
+    let filler: Vec<Value> = (0..400).map(|i| json!({"name": format!("t{i}")})).collect();
+    let mut tools = filler;
+    tools.push(json!({"name": "rm", "description": "SECRET-TOOL"}));
+    let answer = json!({"jsonrpc": "2.0", "id": 7, "result": {"tools": tools}}).to_string();
+    assert!(answer.len() > 4096);
+    // Every chunk before the last stays under the limit; the last one crosses it.
+    let seen = stream_answer(
+        &mut engine,
+        &mut host,
+        &mut stream,
+        answer.as_bytes(),
+        4000,
+        false,
+    );
+    let seen = String::from_utf8(seen).unwrap();
+    assert!(
+        seen.contains("-32603") && !seen.contains("SECRET-TOOL"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn a_caller_without_a_principal_holds_no_session() {
+    let mut engine = engine(Mode::HoldHeaders, json!({"binding_key": BINDING_KEY}));
+    let token = test_keys::rsa().sign(
+        &json!({"alg": "RS256", "kid": "r"}),
+        &json!({"iss": "https://inline.example.com", "aud": "https://mcp.example.com/mcp",
+                "exp": NOW + 600}),
+    );
+    let mut head = post();
+    head.authorization = vec![format!("Bearer {token}")];
+    head.session_ids = vec!["b1.x.y".into()];
+    let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+    stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+    assert_eq!(host.status(), Some(404));
+}
+
+#[test]
+fn a_repeated_header_the_decision_reads_is_refused_and_other_paths_get_nothing() {
+    let (mut engine, mut host, mut stream) = (
+        engine(Mode::Plain, json!({})),
+        FakeHost::default(),
+        Stream::default(),
+    );
+    let mut head = post();
+    head.repeated = Some("content-type".into());
+    stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+    assert_eq!(host.status(), Some(400));
+    for method in ["GET", "DELETE", "HEAD"] {
+        let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+        let head = head_of(method, "/admin");
+        stream.on_request_headers(&mut engine, &mut host, head, true, NOW_MS);
+        assert_eq!(host.status(), Some(404), "{method}");
+    }
+}
+
+fn head_of(method: &str, path: &str) -> RequestHead {
+    head(method, path, "https://inline.example.com")
 }

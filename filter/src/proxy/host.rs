@@ -1,10 +1,13 @@
-//! Small, failure-aware wrappers over the host calls the adapter uses.
+//! Small, failure-aware wrappers over the host calls the adapter uses. Per-request calls go
+//! through `abi` (never the SDK's panicking wrappers); the root's timer, clock, shared data and
+//! JWKS fetches use the SDK where its wrappers return every failure.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
 
+use super::abi::{self, Failed};
 use super::metrics::Metrics;
 use crate::lifecycle::{Host, HostError, Observation};
 use crate::response::LocalResponse;
@@ -19,25 +22,29 @@ pub fn now_ms() -> Option<i64> {
 
 /// The request headers of the current stream, values decoded lossily (a header that is not
 /// UTF-8 cannot be a valid bearer token anyway, and must not crash the VM).
-pub fn request_headers() -> Result<Vec<(String, String)>, Status> {
-    Ok(hostcalls::get_map_bytes(MapType::HttpRequestHeaders)?
+pub fn request_headers() -> Result<Vec<(String, String)>, Failed> {
+    Ok(abi::get_map(MapType::HttpRequestHeaders)?
         .into_iter()
         .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
         .collect())
 }
 
-fn set_request_header(name: &str, value: Option<&str>) -> Result<(), Status> {
-    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
+/// One response header, decoded lossily; empty when absent or unreadable.
+pub fn response_header(name: &str) -> String {
+    abi::get_map_value(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+        .map(|value| String::from_utf8_lossy(&value).into_owned())
+        .unwrap_or_default()
 }
 
-pub fn send(response: &LocalResponse) -> Result<(), Status> {
+pub fn send(response: &LocalResponse) -> Result<(), Failed> {
     let headers: Vec<(&str, &str)> = response
         .headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let body = (!response.body.is_empty()).then_some(response.body.as_bytes());
-    hostcalls::send_http_response(response.status, headers, body)
+    abi::send_response(response.status, &headers, response.body.as_bytes())
 }
 
 pub fn shared_data(key: &str) -> Option<(Bytes, Option<u32>)> {
@@ -98,7 +105,7 @@ impl Deferred {
                 log::error!("mcp-mesh-auth: could not answer locally: {status:?}");
             }
         } else if self.resume {
-            if let Err(status) = hostcalls::resume_http_request() {
+            if let Err(status) = abi::resume_request() {
                 log::warn!("mcp-mesh-auth: could not resume a held request: {status:?}");
             }
         }
@@ -106,9 +113,7 @@ impl Deferred {
 }
 
 fn body(kind: BufferType, max: usize, what: &'static str) -> Result<Vec<u8>, HostError> {
-    hostcalls::get_buffer(kind, 0, max)
-        .map(Option::unwrap_or_default)
-        .map_err(|_| HostError(what))
+    abi::get_buffer(kind, max).map_err(|_| HostError(what))
 }
 
 impl Host for ProxyHost<'_> {
@@ -117,20 +122,20 @@ impl Host for ProxyHost<'_> {
     }
 
     fn replace_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
-        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body)
+        abi::set_buffer(BufferType::HttpRequestBody, size, body)
             .map_err(|_| HostError("rewrite the request body"))
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
-        set_request_header(name, value).map_err(|_| HostError("change a request header"))
+        abi::set_map_value(MapType::HttpRequestHeaders, name, value)
+            .map_err(|_| HostError("change a request header"))
     }
 
     fn remove_request_trailers(&mut self) -> Result<(), HostError> {
         let failed = || HostError("remove the request trailers");
-        let names = hostcalls::get_map_bytes(MapType::HttpRequestTrailers).map_err(|_| failed())?;
+        let names = abi::get_map(MapType::HttpRequestTrailers).map_err(|_| failed())?;
         for (name, _) in names {
-            hostcalls::set_map_value(MapType::HttpRequestTrailers, &name, None)
-                .map_err(|_| failed())?;
+            abi::set_map_value(MapType::HttpRequestTrailers, &name, None).map_err(|_| failed())?;
         }
         Ok(())
     }
@@ -145,12 +150,12 @@ impl Host for ProxyHost<'_> {
     }
 
     fn replace_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
-        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, body)
+        abi::set_buffer(BufferType::HttpResponseBody, size, body)
             .map_err(|_| HostError("rewrite the response body"))
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
-        hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value)
+        abi::set_map_value(MapType::HttpResponseHeaders, name, value)
             .map_err(|_| HostError("change a response header"))
     }
 

@@ -3,10 +3,10 @@
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::Action;
 
+use super::abi;
 use super::host::{self, ProxyHost};
 use super::vm::{SharedStream, SharedVm, Vm};
 use crate::engine::Engine;
@@ -73,7 +73,7 @@ impl HttpFilter {
         let Some(settings) = settings else {
             return EnvoyVerified::NotRead;
         };
-        let metadata = match hostcalls::get_property(vec!["metadata"]) {
+        let metadata = match abi::get_property(&["metadata"]) {
             Ok(metadata) => metadata.unwrap_or_default(),
             Err(status) => return EnvoyVerified::Unreadable(format!("{status:?}")),
         };
@@ -158,9 +158,17 @@ fn request_head(headers: Vec<(String, String)>) -> RequestHead {
             ":path" => head.path = value,
             "authorization" => head.authorization.push(value),
             "access-control-request-method" => preflight_method = true,
-            "content-type" => head.call.content_type = Some(value),
-            "mcp-method" => head.call.mcp_method = Some(value),
-            "mcp-name" => head.call.mcp_name = Some(value),
+            "content-type" | "mcp-method" | "mcp-name" => {
+                let slot = match name.as_str() {
+                    "content-type" => &mut head.call.content_type,
+                    "mcp-method" => &mut head.call.mcp_method,
+                    _ => &mut head.call.mcp_name,
+                };
+                // Proxies and servers disagree on which copy wins: two copies are refused.
+                if slot.replace(value).is_some() {
+                    head.repeated = Some(name);
+                }
+            }
             "last-event-id" => head.last_event_id = true,
             "x-http-method-override" | "x-http-method" | "x-method-override" => {
                 head.method_override = true
@@ -176,16 +184,10 @@ fn request_head(headers: Vec<(String, String)>) -> RequestHead {
 /// The response head; a value that cannot be read is empty (an unknown content type is cut as
 /// JSON, which fails closed when it is not).
 fn response_head() -> ResponseHead {
-    let header = |name: &str| {
-        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
-            .map(|value| String::from_utf8_lossy(&value).into_owned())
-            .unwrap_or_default()
-    };
     ResponseHead {
-        status: header(":status"),
-        content_type: header("content-type"),
-        session_id: Some(header(lifecycle::SESSION_HEADER)).filter(|id| !id.is_empty()),
+        status: host::response_header(":status"),
+        content_type: host::response_header("content-type"),
+        session_id: Some(host::response_header(lifecycle::SESSION_HEADER))
+            .filter(|id| !id.is_empty()),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
+use super::abi;
 use super::host;
 use super::vm::{SharedStream, Vm};
 use crate::config::RemoteJwks;
@@ -168,7 +169,7 @@ fn read_key_set(num_headers: usize, body_size: usize) -> Result<(KeySet, Vec<u8>
     if num_headers == 0 {
         return Err("no response (timeout, reset or unreachable cluster)".to_owned());
     }
-    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+    let status = abi::get_map_value(MapType::HttpCallResponseHeaders, ":status")
         .ok()
         .flatten()
         .map(|value| String::from_utf8_lossy(&value).into_owned())
@@ -181,9 +182,8 @@ fn read_key_set(num_headers: usize, body_size: usize) -> Result<(KeySet, Vec<u8>
             "{body_size} bytes is over the {MAX_JWKS_BYTES}-byte limit"
         ));
     }
-    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-        .map_err(|status| format!("could not read the body: {status:?}"))?
-        .unwrap_or_default();
+    let body = abi::get_buffer(BufferType::HttpCallResponseBody, body_size)
+        .map_err(|status| format!("could not read the body: {status:?}"))?;
     let set = KeySet::from_json(&body).map_err(|err| err.to_string())?;
     Ok((set, body))
 }

@@ -1,8 +1,9 @@
 //! The proxy-wasm adapter: reads what the host offers, hands it to the core, carries out verdicts.
 //!
-//! Host calls go through `hostcalls` with their `Result`s handled, never through the SDK's
-//! convenience methods, which panic on unexpected input (non-UTF-8 header values among it).
+//! Per-request host calls go through `abi`, whose every status is an error to handle: the SDK's
+//! wrappers (and its convenience methods) panic on statuses and input they did not expect.
 
+mod abi;
 mod host;
 mod http;
 mod jwks_fetch;
