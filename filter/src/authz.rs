@@ -115,7 +115,14 @@ pub struct Authorizer {
     multi_valued: Vec<String>,
     server: Option<EntityUid>,
     cedar: CedarAuthorizer,
+    /// Whether a policy may read a claim that changes with every token (see `PER_TOKEN_CLAIMS`).
+    reads_per_token_claims: bool,
 }
+
+/// Claims every new token of the same principal changes. A decision that reads none of them is
+/// the same for the principal's next token: list decisions are then remembered per principal and
+/// claims, so a refreshed token does not pay the Cedar evaluations again.
+pub const PER_TOKEN_CLAIMS: [&str; 5] = ["exp", "iat", "nbf", "jti", "auth_time"];
 
 impl std::fmt::Debug for Authorizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,7 +176,29 @@ impl Authorizer {
                 .unwrap_or_else(|| vec!["scp".into(), "scope".into()]),
             server,
             cedar: CedarAuthorizer::new(),
+            // Conservative: any mention (`claim_exp`, `claimset_jti`, a string) counts.
+            reads_per_token_claims: settings.policies.iter().any(|policy| {
+                PER_TOKEN_CLAIMS
+                    .iter()
+                    .any(|claim| policy.contains(&format!("_{claim}")))
+            }),
         })
+    }
+
+    /// The key decisions about `token`'s caller are remembered under: the token itself when a
+    /// policy may read a per-token claim, else its claims without those (one key per principal
+    /// and claim set, whatever the token).
+    pub fn decision_key(&self, token: &VerifiedToken) -> [u8; 32] {
+        if self.reads_per_token_claims {
+            return token.digest;
+        }
+        let lasting: serde_json::Map<String, Value> = token
+            .claims
+            .iter()
+            .filter(|(name, _)| !PER_TOKEN_CLAIMS.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        crate::verify::digest(&Value::Object(lasting).to_string())
     }
 
     /// The principal `Client::"<sub>"`, its claims and its groups.

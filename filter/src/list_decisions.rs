@@ -1,9 +1,11 @@
-//! Which listed items a caller may use, asking Cedar once per token and item.
+//! Which listed items a caller may use, asking Cedar once per caller and item.
 //!
-//! A list decision depends only on the token (principal, groups, claims) and the item (its id and
-//! the hints its server declared); policies and static entities are fixed for the VM's life. So
-//! the answer is remembered per token: clients list on every connect and on every change
-//! notification, and 50 Cedar evaluations per list are not worth repeating.
+//! A list decision depends only on the caller (principal, groups, claims) and the item (its id
+//! and the hints its server declared); policies and static entities are fixed for the VM's life.
+//! So the answer is remembered per caller (`Authorizer::decision_key`: the claims without the
+//! per-token ones, unless a policy reads those): clients list on every connect and on every
+//! change notification, a refreshed token is the same caller, and 50 Cedar evaluations per list
+//! are not worth repeating.
 
 use std::collections::HashMap;
 
@@ -67,6 +69,7 @@ pub fn keep_listed(
         annotations.learn(items);
     }
     let declared = |item| declared_hints(kind, item);
+    let caller = authz.decision_key(identity);
     let keys: Vec<Option<Key>> = items
         .iter()
         .map(|item| {
@@ -77,7 +80,7 @@ pub fn keep_listed(
                 id.to_owned()
             };
             Some(Key {
-                token: identity.digest,
+                token: caller,
                 kind,
                 item: id,
                 hints: hint_bits(declared(item)),
@@ -203,6 +206,43 @@ mod tests {
         assert_eq!(memo.len(), 2, "answered from memory");
         assert_eq!(list(&who(&[], 2), &mut memo), [false, false]);
         assert_eq!(memo.len(), 4, "another token is decided afresh");
+    }
+
+    fn token(groups: &[&str], jti: &str) -> VerifiedToken {
+        let mut token = who(groups, 0);
+        token.claims.insert("jti".into(), json!(jti));
+        token.claims.insert("exp".into(), json!(jti.len()));
+        token.digest = crate::verify::digest(jti);
+        token
+    }
+
+    #[test]
+    fn a_new_token_of_a_known_caller_reuses_its_decisions_unless_a_policy_reads_it() {
+        let items = [json!({"name": "ls"}), json!({"name": "rm"})];
+        for (policies, shared) in [
+            (
+                vec![r#"permit(principal in THVGroup::"dev", action, resource);"#],
+                true,
+            ),
+            (
+                vec![r#"permit(principal, action, resource) when { context.claim_exp > 0 };"#],
+                false,
+            ),
+        ] {
+            let authz = authz(&policies);
+            let (mut memo, mut annotations) = (ListMemo::new(100), ToolAnnotations::default());
+            let mut list = |user: &VerifiedToken| {
+                let kind = Kind::Item(Feature::Tool);
+                keep_listed(&authz, &mut memo, &mut annotations, user, kind, &items)
+            };
+            let first = list(&token(&["dev"], "a"));
+            let second = list(&token(&["dev"], "bb"));
+            assert_eq!(first, second);
+            let third = list(&token(&["ops"], "ccc"));
+            assert_eq!(third, [!shared, !shared], "{policies:?}");
+            let expected = if shared { 4 } else { 6 };
+            assert_eq!(memo.len(), expected, "{policies:?}");
+        }
     }
 
     #[test]
