@@ -1,7 +1,8 @@
 //! `jsonrpc::parse` on arbitrary bodies: never panics; a call's id is a string or a safe
 //! integer; whatever it accepts, a plain JSON parser reads the same way. An accepted call is
 //! then classified (`operation::classify`): a resource it names is in canonical spelling, which
-//! canonicalising again leaves as it is (`uri::canonical` is idempotent).
+//! canonicalising again leaves as it is (`uri::canonical` is idempotent, and neither adds nor
+//! removes an authority).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,11 +11,30 @@ use mcp_mesh_auth_filter::operation::{self, ExtraMethods, Feature, Kind, Operati
 use mcp_mesh_auth_filter::uri;
 use serde_json::Value;
 
-fuzz_target!(|data: &[u8]| {
-    // Canonicalisation is idempotent on any text.
-    if let Ok(once) = uri::canonical(&String::from_utf8_lossy(data)) {
-        assert_eq!(uri::canonical(&once).as_ref(), Ok(&once), "canonical twice differs");
+/// Set FUZZ_IGNORE_KNOWN to fuzz past the known finding: a URI without authority whose path
+/// starts with `//` once dot-segments are removed (`t:/.//x`) canonicalises to one that has an
+/// authority (`t://x`), which canonicalises again differently (`t://X` to `t://x`).
+fn ignore_known() -> bool {
+    std::env::var_os("FUZZ_IGNORE_KNOWN").is_some()
+}
+
+/// `canonical` invents no authority, and is idempotent.
+fn check_canonical(text: &str) {
+    let Ok(once) = uri::canonical(text) else {
+        return;
+    };
+    let has_authority = |uri: &str| uri.split_once(':').is_some_and(|(_, rest)| rest.starts_with("//"));
+    if has_authority(&once) != has_authority(text) {
+        if ignore_known() {
+            return;
+        }
+        panic!("canonical({text:?}) = {once:?}: the authority changed");
     }
+    assert_eq!(uri::canonical(&once).as_ref(), Ok(&once), "canonical twice differs");
+}
+
+fuzz_target!(|data: &[u8]| {
+    check_canonical(&String::from_utf8_lossy(data));
     let parsed = jsonrpc::parse(Some("application/json"), data);
     match &parsed {
         Ok(Message::Call { id, method, params }) => {
@@ -54,7 +74,13 @@ fuzz_target!(|data: &[u8]| {
             {
                 for used in uses {
                     if used.kind == Kind::Item(Feature::Resource) {
+                        if let Some(Value::String(sent)) = params.get("uri") {
+                            check_canonical(sent);
+                        }
                         let again = uri::canonical(&used.target);
+                        if again.as_deref() != Ok(&*used.target) && ignore_known() {
+                            continue;
+                        }
                         assert_eq!(
                             again.as_deref(),
                             Ok(&*used.target),

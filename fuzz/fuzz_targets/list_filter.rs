@@ -25,6 +25,7 @@ const KINDS: [Kind; 4] = [
     Kind::Item(Feature::Resource),
     Kind::ResourceTemplate,
 ];
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 const INITIALS: [char; 8] = ['a', 'e', 'g', 'p', 's', 'f', 'h', 'r'];
 
 struct Setup {
@@ -197,6 +198,11 @@ fn events(bytes: &[u8]) -> (Vec<(Vec<u8>, Option<String>)>, Vec<(Vec<u8>, Option
     (fed, finished)
 }
 
+/// The non-empty lines of an event, without their ends.
+fn lines(raw: &[u8]) -> Vec<&[u8]> {
+    raw.split(|b| *b == b'\n' || *b == b'\r').filter(|line| !line.is_empty()).collect()
+}
+
 fn is_blank(data: &str) -> bool {
     data.trim_matches([' ', '\t', '\n', '\r']).is_empty()
 }
@@ -272,6 +278,19 @@ fn check_sse(setup: &Setup, lengths: &[u8], body: &[u8]) {
     if let Some(Ok(last)) = &whole.finish {
         passed.extend_from_slice(last);
     }
+    // The client skips a byte-order mark at the start of the stream it gets: one the filter read
+    // inside the stream (a line of its own) must not become that start, or the line after it is
+    // read by the client but was never read by the filter. Set FUZZ_IGNORE_KNOWN to go on
+    // fuzzing past this known finding.
+    if passed.starts_with(BOM) && !body.starts_with(BOM) {
+        if std::env::var_os("FUZZ_IGNORE_KNOWN").is_some() {
+            return;
+        }
+        panic!(
+            "a byte-order mark inside the stream starts the filtered stream: {:?}",
+            String::from_utf8_lossy(&passed)
+        );
+    }
     let (input_fed, input_finished) = events(body);
     let mut awaited = setup.answers;
     let mut dropped = 0;
@@ -294,8 +313,12 @@ fn check_sse(setup: &Setup, lengths: &[u8], body: &[u8]) {
         assert!(!awaited, "the stream ended without the answer, and finish said nothing");
     }
     let (out_fed, out_finished) = events(&passed);
-    // Output is complete events only: nothing is left over for `finish`.
-    let out_events: Vec<_> = out_fed.into_iter().chain(out_finished).collect();
+    // Output is complete events only: nothing is left over for `finish`. Events compare by their
+    // lines: an event that ends with `\r` and an empty event (`\n`) that follows it once the
+    // events between were dropped read as one `\r\n`, which the client sees the same way.
+    let out_events: Vec<_> =
+        out_fed.into_iter().chain(out_finished).filter(|(raw, _)| !lines(raw).is_empty()).collect();
+    expected.retain(|(raw, _)| !lines(raw).is_empty());
     assert_eq!(
         out_events.len(),
         expected.len(),
@@ -304,7 +327,7 @@ fn check_sse(setup: &Setup, lengths: &[u8], body: &[u8]) {
     );
     for ((raw, data), (expected_raw, expected_answer)) in out_events.iter().zip(&expected) {
         match expected_answer {
-            None => assert_eq!(raw, expected_raw, "an event did not pass as it came"),
+            None => assert_eq!(lines(raw), lines(expected_raw), "an event did not pass as it came"),
             Some(cut) => {
                 let data = data.as_deref().expect("the answer has data");
                 let got = plain(data.as_bytes())
