@@ -141,6 +141,7 @@ impl SseFilter {
                 awaited,
                 answer: None,
                 dropped: 0,
+                output: sse::Output::default(),
             },
             failed: None,
         }
@@ -208,6 +209,7 @@ struct Decide {
     awaited: Option<(RequestId, Kind)>,
     answer: Option<ListCount>,
     dropped: usize,
+    output: sse::Output,
 }
 
 impl Decide {
@@ -219,12 +221,12 @@ impl Decide {
     ) -> Result<(), FilterError> {
         let Some(data) = event.data.as_deref().filter(|data| !is_blank(data)) else {
             // Nothing the client would read as a message.
-            out.extend_from_slice(event.raw);
+            self.output.push(out, event.raw);
             return Ok(());
         };
         let envelope = match read_message(data)? {
             Message::Call => {
-                out.extend_from_slice(event.raw);
+                self.output.push(out, event.raw);
                 return Ok(());
             }
             Message::Batch => return Err(FilterError::Batch(quote(data))),
@@ -241,43 +243,13 @@ impl Decide {
         };
         let cut = cut_answer(data, &envelope, request_id, *kind, keep)?;
         match cut.text {
-            Some(text) => out.extend_from_slice(&sse::replace_data(event.raw, &text)),
-            None => out.extend_from_slice(event.raw),
+            Some(text) => self.output.push(out, &sse::replace_data(event.raw, &text)),
+            None => self.output.push(out, event.raw),
         }
         self.answer = Some(cut.count);
         self.awaited = None;
         Ok(())
     }
-}
-
-/// What became of an event-stream buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SseOutcome {
-    /// The answer to this request is not complete in the buffer yet.
-    Pending,
-    /// The answer was found: the buffer filtered up to it and the rest as it was.
-    Done(Filtered),
-}
-
-/// The buffer-at-once form of `SseFilter`, for an adapter that hands over its whole buffer on
-/// every chunk (each call re-reads it all; `SseFilter` does not). Once the answer is found the
-/// caller lets the rest pass unread, so responses after it are not dropped: prefer `SseFilter`.
-pub fn filter_sse(
-    buffer: &[u8],
-    request_id: &RequestId,
-    kind: Kind,
-    keep: &mut Keep<'_>,
-) -> Result<SseOutcome, FilterError> {
-    let mut filter = SseFilter::for_answer(request_id.clone(), kind, usize::MAX);
-    let mut body = filter.feed(buffer, keep)?;
-    let Some(count) = filter.answer() else {
-        return Ok(SseOutcome::Pending);
-    };
-    body.extend_from_slice(filter.held());
-    Ok(SseOutcome::Done(Filtered {
-        body: Some(body),
-        count,
-    }))
 }
 
 /// JSON's whitespace (not Unicode's: a no-break space is not JSON whitespace).
@@ -1008,41 +980,6 @@ mod tests {
         let answer: Value = serde_json::from_str(events[0].1.as_deref().unwrap()).unwrap();
         assert_eq!(answer["result"]["tools"], json!([{"name": "add"}]));
         assert_eq!(answer["result"]["cacheScope"], "private");
-    }
-
-    #[test]
-    fn the_buffer_at_once_form_waits_for_the_answer_and_keeps_the_tail() {
-        let mut keep = only_named(&["echo"]);
-        let partial = format!("{}data: {}", event(&progress()), tools_answer(json!(1)));
-        let outcome = filter_sse(
-            partial.as_bytes(),
-            &int(1),
-            Kind::Item(Feature::Tool),
-            &mut keep,
-        );
-        assert_eq!(outcome, Ok(SseOutcome::Pending));
-        let buffer = format!("{partial}\n\nid: 4\ndata: {{\"jsonrpc\"");
-        let Ok(SseOutcome::Done(filtered)) = filter_sse(
-            buffer.as_bytes(),
-            &int(1),
-            Kind::Item(Feature::Tool),
-            &mut keep,
-        ) else {
-            panic!()
-        };
-        let body = String::from_utf8(filtered.body.unwrap()).unwrap();
-        assert!(body.starts_with(&event(&progress())), "{body}");
-        assert!(
-            body.ends_with("\n\nid: 4\ndata: {\"jsonrpc\""),
-            "held tail kept: {body}"
-        );
-        assert_eq!(
-            filtered.count,
-            ListCount {
-                removed: 2,
-                kept: 1
-            }
-        );
     }
 
     // ---- the differential property: any split, same output; output = input minus refusals ----

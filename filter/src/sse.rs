@@ -13,6 +13,30 @@ use std::borrow::Cow;
 /// The byte-order mark a client skips at the start of a stream.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// The start of a stream a filter writes. A client skips a byte-order mark only at the very start
+/// of a stream: an event the filter read mid-stream (`\u{FEFF}data: …`, an unknown field that
+/// dispatches nothing) would, once the events before it were dropped, begin the output, lose its
+/// mark and be read as `data: …`, unfiltered. An empty line first keeps the mark mid-stream.
+#[derive(Debug, Default)]
+pub struct Output {
+    started: bool,
+}
+
+impl Output {
+    /// Appends an event's bytes to `out`.
+    pub fn push(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        // The stream's own leading mark is an event of its own (`Event::raw` is the mark alone).
+        if !self.started && bytes.starts_with(BOM) && bytes.len() > BOM.len() {
+            out.push(b'\n');
+        }
+        self.started = true;
+        out.extend_from_slice(bytes);
+    }
+}
+
 /// One complete event: its bytes as they came, and its data as the client will dispatch it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event<'a> {
@@ -242,6 +266,22 @@ pub fn replace_data(event: &[u8], data: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mark_read_mid_stream_never_starts_the_output() {
+        let mut out = Vec::new();
+        let mut output = Output::default();
+        output.push(&mut out, b"\xEF\xBB\xBFdata: x\n\n");
+        output.push(&mut out, b"\xEF\xBB\xBFdata: y\n\n");
+        assert_eq!(out, b"\n\xEF\xBB\xBFdata: x\n\n\xEF\xBB\xBFdata: y\n\n");
+        let (mut out, mut output) = (Vec::new(), Output::default());
+        output.push(&mut out, BOM);
+        output.push(&mut out, b"data: z\n\n");
+        assert_eq!(
+            out, b"\xEF\xBB\xBFdata: z\n\n",
+            "the stream's own mark stays first"
+        );
+    }
 
     /// Events as (raw, data) pairs.
     type Seen = Vec<(Vec<u8>, Option<String>)>;

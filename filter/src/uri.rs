@@ -40,9 +40,13 @@ pub fn canonical(uri: &str) -> Result<String, UriError> {
         }
         None => hier,
     };
-    out.push_str(&remove_dot_segments(
-        &normalize_escapes(path).map_err(bad_escape)?,
-    ));
+    let path = remove_dot_segments(&normalize_escapes(path).map_err(bad_escape)?);
+    if !hier.starts_with("//") && path.starts_with("//") {
+        // Without an authority, a path starting `//` would read back as one (`file:/.//etc/x`
+        // is not `file://etc/x`): keep it a path the way the URL standard does, with `/.`.
+        out.push_str("/.");
+    }
+    out.push_str(&path);
     if let Some(query) = query {
         out.push('?');
         out.push_str(&normalize_escapes(query).map_err(bad_escape)?);
@@ -173,6 +177,22 @@ fn remove_dot_segments(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_that_starts_with_two_slashes_stays_a_path() {
+        for uri in ["file:/.//etc/passwd", "file:/a/..//etc/passwd", "t:/.//X"] {
+            let once = canonical(uri).unwrap();
+            assert!(
+                once.starts_with(&format!("{}:/./", uri.split(':').next().unwrap())),
+                "{once}"
+            );
+            assert_eq!(canonical(&once).unwrap(), once, "idempotent: {uri}");
+        }
+        assert_ne!(
+            canonical("file:/.//etc/passwd").unwrap(),
+            canonical("file://etc/passwd").unwrap()
+        );
+    }
 
     fn canon(uri: &str) -> String {
         canonical(uri).unwrap()

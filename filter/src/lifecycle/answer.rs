@@ -58,6 +58,8 @@ pub(super) struct Cutting {
     events: Events,
     /// Whether the cut list was logged (once, when its answer has passed).
     audited: bool,
+    /// The start of what `Events::Worked` writes (see `sse::Output`).
+    output: sse::Output,
     /// Bytes of the host's buffer already fed to the filter (the buffer grows while paused).
     consumed: usize,
     /// Filtered bytes not yet handed to the host.
@@ -104,6 +106,7 @@ pub(super) fn on_headers(
                 pending: None,
                 events: Events::Cut(SseFilter::without_answer(max)),
                 audited: false,
+                output: sse::Output::default(),
                 consumed: 0,
                 out: Vec::new(),
                 head_held: false,
@@ -121,6 +124,7 @@ pub(super) fn on_headers(
                     pending: Some(pending),
                     events: Events::Cut(filter),
                     audited: false,
+                    output: sse::Output::default(),
                     consumed: 0,
                     out: Vec::new(),
                     head_held: hold,
@@ -131,6 +135,7 @@ pub(super) fn on_headers(
                 pending: Some(pending),
                 events: Events::Worked(sse::Splitter::new(max)),
                 audited: false,
+                output: sse::Output::default(),
                 consumed: 0,
                 out: Vec::new(),
                 head_held: false,
@@ -342,9 +347,10 @@ fn feed(
             let Some(pending) = &cutting.pending else {
                 return Ok(fresh.to_vec());
             };
+            let output = &mut cutting.output;
             let mut out = Vec::with_capacity(fresh.len());
             let mut on_event = |event: sse::Event<'_>| -> Result<(), Failure> {
-                out.extend(work_event(engine, identity, pending, &event)?);
+                output.push(&mut out, &work_event(engine, identity, pending, &event)?);
                 Ok(())
             };
             splitter.feed(fresh, &mut on_event)?;
