@@ -1,61 +1,169 @@
 """`make bench`: the filter against plain Envoy and Envoy's native jwt_authn + mcp + rbac.
 
-Every variant runs in the same Envoy build, on one pinned CPU (`--concurrency 1`), in front of a
-`direct_response` upstream so the backend is never the bottleneck; wrk runs pinned on the other
-CPU. Tokens are warm (the same token on every request), as in a real MCP session.
+Every variant runs in the same Envoy build in front of a `direct_response` upstream (the backend is
+never the bottleneck), and every variant reads the whole request before it answers: Envoy's
+`buffer` filter sits right before the router in each of them. Without it a `direct_response` that
+answers before the body arrived makes Envoy close the connection after every request, and the
+figures time TCP set-up instead of the filters. So that churn cannot hide, every run reports
+connections per request and Envoy's `downstream_rq_response_before_rq_complete` counter, read from
+the admin stats before and after it.
+
+Variants: (plain) Envoy alone; (native) jwt_authn with its JWT cache on, as an operator would run
+it, + mcp + rbac with the same group policy; (wasm) this filter with a production-like
+configuration (Cedar policies, `headers_stop_iteration` with Envoy's
+`allow_on_headers_stop_iteration`). BENCH_MODULES puts several modules side by side (the
+`[profile.release]` comparison, bench/profiles.sh).
+
+Scenarios (BENCH_SCENARIOS): call (warm token, tools/call), list (warm token, tools/list answered
+with 50 tools), new_token (a new valid token on every request, fed by a wrk Lua script from a
+pre-signed pool), forged_new (a new forged token on every request: a valid structure and a real
+signature, of another payload), forged_same (one forged token repeated).
+
+Each Envoy level (BENCH_CONCURRENCY, `--concurrency 1` then 2) also measures start to admin
+`/ready` (and to the first answered request) and the resident memory after start and after load.
+Envoy runs on CPU 0 (CPUs 0-1 with two workers), wrk on CPU 1.
 
 A shared 2-core VM drifts by tens of percent from minute to minute, so the variants run
-interleaved, round after round (a, b, c, a, b, c, …), and each figure is the median of its rounds:
-a slow minute then hits every variant alike instead of one.
+interleaved, round after round (a, b, c, a, b, c, …), and each figure is the median of its rounds,
+printed with the rounds' range: a slow minute then hits every variant alike instead of one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from harness import ENVOY_BIN, WASM, Process, SigningKey, free_port, wait_until  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from harness import ENVOY_BIN, WASM, Process, free_port, wait_until  # noqa: E402
 
+import jwt  # noqa: E402
 import requests  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
-DURATION = os.environ.get("BENCH_DURATION", "3s")
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+DURATION = os.environ.get("BENCH_DURATION", "5s")
+WARMUP = os.environ.get("BENCH_WARMUP", "2s")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+STARTS = int(os.environ.get("BENCH_STARTS", "5"))
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "8")
+LEVELS = [int(level) for level in os.environ.get("BENCH_CONCURRENCY", "1,2").split(",")]
+SCENARIOS = os.environ.get("BENCH_SCENARIOS", "call,list,new_token,forged_new,forged_same").split(",")
+VARIANTS = os.environ.get("BENCH_VARIANTS", "plain,native,wasm").split(",")
+POOL = int(os.environ.get("BENCH_TOKENS", "30000"))
+LATENCY = os.environ.get("BENCH_LATENCY", "1") == "1"  # one-connection runs of call and list at level 1
+OUTPUT = Path(os.environ.get("BENCH_JSON", ROOT / "bench" / "results.json"))
+ENVOY_CPUS = {1: "0", 2: "0-1"}
+WRK_CPUS = os.environ.get("BENCH_WRK_CPUS", "1")
+
 ISSUER = "https://auth.bench.local"
 RESOURCE = "http://localhost/mcp"
+KID = "bench"
+# The policies of envoy/filter-example.yaml (the ToolHive + Okta guide's).
 POLICIES = [
     'permit(principal in THVGroup::"mcp-developers", action, resource);',
     'forbid(principal in THVGroup::"mcp-developers", action == Action::"call_tool", resource == Tool::"delete_namespace");',
     'permit(principal in THVGroup::"mcp-platform", action, resource);',
+    'permit(principal in THVGroup::"mcp-admin", action, resource);',
 ]
 TOOLS = [{"name": f"tool_{i:02d}", "description": f"Tool number {i}", "inputSchema": {"type": "object"},
           "annotations": {"readOnlyHint": i % 2 == 0}} for i in range(49)] + [{"name": "delete_namespace", "inputSchema": {"type": "object"}}]
 LIST_ANSWER = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": TOOLS}})
 CALL_ANSWER = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}]}})
-BODIES = {
-    "tools/call": json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "tool_01", "arguments": {"x": 1}}}),
-    "tools/list": json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+CALL = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "tool_01", "arguments": {"x": 1}}})
+LIST = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+# scenario: (body, route, token source, expected status class from an authenticating variant).
+# Forged tokens come on body-less POSTs: a 401 sent before a body was read makes Envoy close the
+# connection (HTTP/1.1), so with a body every forged request would pay a TCP set-up and the run
+# would time that; an attacker who wants to burn the verifier's CPU keeps the connection.
+SCENARIO_SPECS = {
+    "call": (CALL, "call", "warm", "2xx"),
+    "list": (LIST, "list", "warm", "2xx"),
+    "new_token": (CALL, "call", "valid", "2xx"),
+    "forged_new": (None, "call", "forged", "4xx"),
+    "forged_same": (None, "call", "forged_same", "4xx"),
 }
+STATS = ("downstream_cx_total", "downstream_rq_total", "downstream_rq_response_before_rq_complete",
+         "downstream_rq_2xx", "downstream_rq_4xx", "downstream_rq_5xx",
+         "jwt_authn.jwt_cache_hit", "jwt_authn.jwt_cache_miss")
 
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+def _sign_many(args: tuple[bytes, int, int, int]) -> list[str]:
+    pem, start, count, now = args
+    key = serialization.load_pem_private_key(pem, password=None)
+    return [jwt.encode(claims(now, f"valid-{i}"), key, algorithm="RS256", headers={"kid": KID, "typ": "at+jwt"})
+            for i in range(start, start + count)]
+
+
+def claims(now: int, jti: str) -> dict:
+    return {"iss": ISSUER, "aud": RESOURCE, "sub": "alice", "client_id": "bench", "groups": ["mcp-developers"],
+            "jti": jti, "iat": now, "exp": now + 3 * 86400}
+
+
+def tokens(count: int) -> dict:
+    """A signing key and `count` distinct valid tokens, kept in target/bench/ while they are valid
+    for another day: signing 30000 RSA tokens takes most of a minute."""
+    cache = ROOT / "target" / "bench" / "tokens.json"
+    if cache.exists():
+        kept = json.loads(cache.read_text())
+        if kept["exp"] > time.time() + 86400 and len(kept["valid"]) >= count:
+            return kept
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    now = int(time.time())
+    chunk = 1000
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        valid = [t for part in pool.map(_sign_many, [(pem, s, min(chunk, count - s), now)
+                                                     for s in range(0, count, chunk)]) for t in part]
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    jwk.update(kid=KID, use="sig", alg="RS256")
+    kept = {"jwks": {"keys": [jwk]}, "exp": now + 3 * 86400, "valid": valid}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(kept))
+    return kept
+
+
+def forge(valid: list[str], count: int) -> list[str]:
+    """Tokens of a valid structure whose signature is real but belongs to another payload: the
+    verifier does the whole RSA operation before it finds the mismatch."""
+    header, _, signature = valid[0].split(".")
+    out = []
+    for i in range(count):
+        payload = jwt.utils.base64url_encode(json.dumps(claims(int(time.time()), f"forged-{i}")).encode()).decode()
+        out.append(f"{header}.{payload}.{signature}")
+    return out
+
+
+# --- Envoy configurations -------------------------------------------------------------------------
 
 def hcm(filters: list[dict]) -> dict:
+    json_header = [{"header": {"key": "content-type", "value": "application/json"}}]
     routes = [
-        {"match": {"prefix": "/", "headers": [{"name": "x-bench", "string_match": {"exact": "list"}}]},
-         "direct_response": {"status": 200, "body": {"inline_string": LIST_ANSWER}},
-         "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]},
-        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": CALL_ANSWER}},
-         "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]},
+        {"match": {"path": "/mcp", "headers": [{"name": "x-bench", "string_match": {"exact": "list"}}]},
+         "direct_response": {"status": 200, "body": {"inline_string": LIST_ANSWER}}, "response_headers_to_add": json_header},
+        {"match": {"path": "/mcp"}, "direct_response": {"status": 200, "body": {"inline_string": CALL_ANSWER}},
+         "response_headers_to_add": json_header},
     ]
+    # Every variant reads the whole request before the router answers (see the module docstring).
+    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 1048576}}
+    router = {"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -63,14 +171,14 @@ def hcm(filters: list[dict]) -> dict:
             "stat_prefix": "bench",
             "route_config": {"max_direct_response_body_size_bytes": 65536,
                              "virtual_hosts": [{"name": "b", "domains": ["*"], "routes": routes}]},
-            "http_filters": filters + [{"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            "http_filters": filters + [buffer, router],
         },
     }
 
 
 def native_filters(jwks: dict) -> list[dict]:
-    """jwt_authn + mcp + rbac expressing the same policy as POLICIES (what RBAC can express)."""
+    """jwt_authn (JWT cache on, as large as the filter's token cache) + mcp + rbac expressing the
+    same policy as POLICIES (what RBAC can express: it cannot filter a list)."""
     def groups(group):
         return {"sourced_metadata": {"metadata_matcher": {
             "filter": "envoy.filters.http.jwt_authn", "path": [{"key": "jwt_payload"}, {"key": "groups"}],
@@ -83,6 +191,7 @@ def native_filters(jwks: dict) -> list[dict]:
             "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
             "providers": {"bench": {"issuer": ISSUER, "audiences": [RESOURCE], "forward": False,
                                     "payload_in_metadata": "jwt_payload",
+                                    "jwt_cache_config": {"jwt_cache_size": 10000},
                                     "local_jwks": {"inline_string": json.dumps(jwks)}}},
             "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]}},
         {"name": "envoy.filters.http.mcp", "typed_config": {
@@ -92,60 +201,140 @@ def native_filters(jwks: dict) -> list[dict]:
             "rules": {"action": "ALLOW", "policies": {
                 "developers": {"permissions": [{"not_rule": forbidden_tool}], "principals": [groups("mcp-developers")]},
                 "platform": {"permissions": [{"any": True}], "principals": [groups("mcp-platform")]},
+                "admin": {"permissions": [{"any": True}], "principals": [groups("mcp-admin")]},
             }}}},
     ]
 
 
-def wasm_filters(jwks: dict) -> list[dict]:
-    plugin = {"resource": RESOURCE, "authorization_servers": [ISSUER],
-              "issuers": [{"issuer": ISSUER, "jwks_inline": jwks}],
-              "cedar": {"policies": POLICIES}, "headers_stop_iteration": True}
+def wasm_filters(jwks: dict, module: Path) -> list[dict]:
+    """The filter configured as envoy/filter-example.yaml, with the keys inline."""
+    plugin = {"resource": RESOURCE, "headers_stop_iteration": True, "authorization_servers": [ISSUER],
+              "scopes_supported": ["mcp:tools"], "issuers": [{"issuer": ISSUER, "jwks_inline": jwks}],
+              "public_paths": ["/oauth/", "/.well-known/oauth-authorization-server",
+                               "/.well-known/openid-configuration", "/.well-known/jwks.json"],
+              "identity_headers": {"x-mcp-subject": "sub", "x-mcp-client-id": "client_id"},
+              "server_name": "bench", "cedar": {"group_claim": "groups", "policies": POLICIES}}
     return [{"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {"name": "mcp_mesh_auth", "root_id": "mcp_mesh_auth", "fail_open": False,
                    "allow_on_headers_stop_iteration": True,
                    "vm_config": {"vm_id": "mcp_mesh_auth", "runtime": "envoy.wasm.runtime.v8",
-                                 "code": {"local": {"filename": str(WASM)}}},
+                                 "code": {"local": {"filename": str(module)}}},
                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                      "value": json.dumps(plugin)}}}}]
 
 
-def start_envoy(name: str, filters: list[dict], workdir: Path) -> tuple[Process, int]:
-    port, admin = free_port(), free_port()
-    config = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-              "static_resources": {"listeners": [{"name": "bench", "address": {"socket_address": {
-                  "address": "127.0.0.1", "port_value": port}}, "filter_chains": [{"filters": [hcm(filters)]}]}]}}
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    proc = Process(name, ["taskset", "-c", "0", str(ENVOY_BIN), "-c", str(path), "--disable-hot-restart",
-                          "--concurrency", "1", "-l", "warning"], workdir)
+def modules() -> dict[str, Path]:
+    """BENCH_MODULES="label=path,…" (several modules side by side) or BENCH_WASM (one)."""
+    spec = os.environ.get("BENCH_MODULES")
+    if not spec:
+        return {"wasm": Path(os.environ.get("BENCH_WASM", WASM)).resolve()}
+    return {label: Path(path).resolve() for label, _, path in (item.partition("=") for item in spec.split(","))}
 
-    def ready():
-        if not proc.alive():
-            raise RuntimeError(f"{name} exited:\n{proc.log()[-3000:]}")
+
+# --- Envoy and wrk --------------------------------------------------------------------------------
+
+class Bench:
+    """One running Envoy of one variant."""
+
+    def __init__(self, name: str, filters: list[dict], workdir: Path, level: int, token: str):
+        self.name = name
+        self.port, self.admin = free_port(), free_port()
+        config = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin}}},
+                  "static_resources": {"listeners": [{"name": "bench", "address": {"socket_address": {
+                      "address": "127.0.0.1", "port_value": self.port}}, "filter_chains": [{"filters": [hcm(filters)]}]}]}}
+        path = workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        started = time.monotonic()
+        self.proc = Process(f"{name}-{level}", ["taskset", "-c", ENVOY_CPUS[level], str(ENVOY_BIN), "-c", str(path),
+                                                "--disable-hot-restart", "--concurrency", str(level), "-l", "warning"], workdir)
+        wait_until(self._ready, 120, f"{name} ready", interval=0.01)
+        self.ready_s = time.monotonic() - started
+        self.rss_ready = self.rss()
+        wait_until(lambda: self._answers(token), 60, f"{name} answering", interval=0.01)
+        self.first_ok_s = time.monotonic() - started
+        self.cursor = 0  # the next token of the pool this Envoy has not seen
+
+    def _ready(self) -> bool:
+        if not self.proc.alive():
+            raise RuntimeError(f"{self.name} exited:\n{self.proc.log()[-3000:]}")
         try:
-            return requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).status_code == 200
+            return requests.get(f"http://127.0.0.1:{self.admin}/ready", timeout=1).status_code == 200
         except requests.RequestException:
             return False
-    wait_until(ready, 120, f"{name} ready", interval=0.2)
-    return proc, port
+
+    def _answers(self, token: str) -> bool:
+        try:
+            return requests.post(f"http://127.0.0.1:{self.port}/mcp", data=CALL, timeout=5, headers={
+                "content-type": "application/json", "accept": "application/json, text/event-stream",
+                "authorization": f"Bearer {token}", "x-bench": "call"}).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def rss(self) -> dict:
+        """Resident and peak resident memory of Envoy (MiB), from /proc/<pid>/status."""
+        status = Path(f"/proc/{self.proc.proc.pid}/status").read_text()
+        fields = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.M))
+        return {"rss_mib": int(fields["VmRSS"]) / 1024, "hwm_mib": int(fields["VmHWM"]) / 1024}
+
+    def stats(self) -> dict[str, int]:
+        body = requests.get(f"http://127.0.0.1:{self.admin}/stats?format=json&filter=^http\\.bench\\.", timeout=5).json()
+        values = {item["name"].removeprefix("http.bench."): item.get("value", 0) for item in body["stats"] if "value" in item}
+        return {name: int(values.get(name, 0)) for name in STATS}
+
+    def stop(self):
+        self.proc.stop()
 
 
-def wrk(port: int, method: str, token: str, connections: str, workdir: Path) -> dict:
-    script = workdir / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f'wrk.body = {json.dumps(BODIES[method])}\n'
-        'wrk.headers["content-type"] = "application/json"\n'
-        'wrk.headers["accept"] = "application/json, text/event-stream"\n'
-        f'wrk.headers["authorization"] = "Bearer {token}"\n'
-        f'wrk.headers["x-bench"] = "{"list" if method == "tools/list" else "call"}"\n')
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{DURATION}", "--latency",
-                          "-s", str(script), f"http://127.0.0.1:{port}/mcp"], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50": _latency(out, "50%"), "p99": _latency(out, "99%"),
-            "mean": _mean(out), "errors": int(non2xx.group(1)) if non2xx else 0}
+def wrk(bench: Bench, scenario: str, material: dict, workdir: Path, duration: str, connections: str) -> dict:
+    body, route, source, _ = SCENARIO_SPECS[scenario]
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream", "x-bench": route}
+    lua = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    lua += 'wrk.method = "POST"\n' + (f"wrk.body = {json.dumps(body)}\n" if body is not None else "")
+    args: list[str] = []
+    if source in ("warm", "forged_same"):
+        token = material["valid"][0] if source == "warm" else material["forged"][0]
+        lua += f'wrk.headers["authorization"] = "Bearer {token}"\n'
+    else:
+        # One token after another from a pool file, starting where this Envoy's last run stopped.
+        lua += ('local tokens, i = {}, 0\n'
+                'function init(args)\n'
+                '  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end\n'
+                '  i = tonumber(args[2])\n'
+                'end\n'
+                'function request()\n'
+                '  i = i + 1\n'
+                '  if i > #tokens then i = 1 end\n'
+                '  wrk.headers["authorization"] = "Bearer " .. tokens[i]\n'
+                '  return wrk.format()\n'
+                'end\n')
+        args = ["--", str(material["files"][source]), str(bench.cursor)]
+    script = workdir / f"{scenario}.lua"
+    script.write_text(lua)
+    before = bench.stats()
+    out = subprocess.run(["taskset", "-c", WRK_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{duration}", "--latency",
+                          "-s", str(script), f"http://127.0.0.1:{bench.port}/mcp", *args],
+                         capture_output=True, text=True, check=True).stdout
+    after = bench.stats()
+    delta = {name: after[name] - before[name] for name in STATS}
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    if source in ("valid", "forged"):
+        pool = len(material["valid"]) if source == "valid" else len(material["forged"])
+        bench.cursor = (bench.cursor + done) % pool
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    requests_seen = max(delta["downstream_rq_total"], 1)
+    expected = "2xx" if bench.name == "plain" else SCENARIO_SPECS[scenario][3]
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_us": _latency(out, "50%"), "p99_us": _latency(out, "99%"), "mean_us": _mean(out),
+        "requests": done,
+        "cx_per_rq": delta["downstream_cx_total"] / requests_seen,
+        "early_answers": delta["downstream_rq_response_before_rq_complete"],
+        "unexpected_status": requests_seen - delta[f"downstream_rq_{expected}"],
+        "socket_errors": sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
+        "jwt_cache_hit_ratio": (delta["jwt_authn.jwt_cache_hit"] /
+                                max(delta["jwt_authn.jwt_cache_hit"] + delta["jwt_authn.jwt_cache_miss"], 1)),
+    }
 
 
 def _latency(out: str, pct: str) -> float:
@@ -158,55 +347,134 @@ def _mean(out: str) -> float:
     return float(value) * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
 
 
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+def variants(jwks: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for variant in VARIANTS:
+        if variant == "plain":
+            out["plain"] = []
+        elif variant == "native":
+            out["native"] = native_filters(jwks)
+        elif variant == "wasm":
+            out.update({label: wasm_filters(jwks, path) for label, path in modules().items()})
+        else:
+            raise SystemExit(f"unknown variant {variant!r} (plain, native, wasm)")
+    return out
+
+
+def run_level(level: int, configs: dict, material: dict, workdir: Path) -> dict:
+    token = material["valid"][0]
+    startup: dict[str, list[dict]] = {name: [] for name in configs}
+    for _ in range(STARTS):  # interleaved starts, nothing else of ours running
+        for name, filters in configs.items():
+            bench = Bench(name, filters, workdir, level, token)
+            startup[name].append({"ready_s": bench.ready_s, "first_ok_s": bench.first_ok_s, **bench.rss_ready})
+            bench.stop()
+    runs: dict[tuple[str, str], list[dict]] = {}
+    benches: dict[str, Bench] = {}
+    try:
+        for name, filters in configs.items():
+            benches[name] = Bench(name, filters, workdir, level, token)
+        for bench in benches.values():  # warm-up: token caches, V8 tiers
+            for scenario in SCENARIOS:
+                wrk(bench, scenario, material, workdir, WARMUP, CONNECTIONS)
+        for round_ in range(ROUNDS):
+            print(f"  concurrency {level}: round {round_ + 1}/{ROUNDS}", file=sys.stderr, flush=True)
+            for name, bench in benches.items():
+                for scenario in SCENARIOS:
+                    runs.setdefault((name, scenario), []).append(wrk(bench, scenario, material, workdir, DURATION, CONNECTIONS))
+                    if LATENCY and level == 1 and scenario in ("call", "list"):
+                        runs.setdefault((name, f"{scenario}@c1"), []).append(wrk(bench, scenario, material, workdir, DURATION, "1"))
+        after_load = {name: bench.rss() for name, bench in benches.items()}
+    finally:
+        for bench in benches.values():
+            bench.stop()
+    result: dict = {"variants": {}}
+    for name in configs:
+        entry = {"start": {field: summary([s[field] for s in startup[name]]) for field in startup[name][0]},
+                 "after_load": after_load[name], "scenarios": {}}
+        for (variant, scenario), rounds in runs.items():
+            if variant == name:
+                entry["scenarios"][scenario] = {field: summary([r[field] for r in rounds]) for field in rounds[0]}
+        result["variants"][name] = entry
+    return result
+
+
+def print_level(level: int, result: dict, module_sizes: dict) -> None:
+    print(f"\n== Envoy --concurrency {level} (Envoy on CPU {ENVOY_CPUS[level]}, wrk on CPU {WRK_CPUS}): "
+          f"median of {ROUNDS} interleaved rounds of {DURATION}, wrk -c{CONNECTIONS}, [min-max] of the rounds")
+    print(f"{'variant':12} {'scenario':12} {'req/s':>7} {'[min-max]':>13} {'p50 µs':>7} {'p99 µs':>7} "
+          f"{'cx/rq':>7} {'early':>6} {'bad':>5} {'jwt cache hits':>14}")
+    variants_ = result["variants"]
+    for name, entry in variants_.items():
+        for scenario, s in entry["scenarios"].items():
+            rps = s["rps"]
+            spread = f"[{rps['min']:.0f}-{rps['max']:.0f}]"
+            bad = s["unexpected_status"]["median"] + s["socket_errors"]["median"]
+            hits = f"{s['jwt_cache_hit_ratio']['median']:14.2f}" if name == "native" else f"{'':14}"
+            print(f"{name:12} {scenario:12} {rps['median']:7.0f} {spread:>13} {s['p50_us']['median']:7.0f} "
+                  f"{s['p99_us']['median']:7.0f} {s['cx_per_rq']['median']:7.4f} {s['early_answers']['median']:6.0f} "
+                  f"{bad:5.0f} {hits}")
+    if "native" in variants_:
+        native = variants_["native"]["scenarios"]
+        for name in (n for n in variants_ if n not in ("plain", "native")):
+            ratios = [f"{scenario} {s['rps']['median'] / native[scenario]['rps']['median']:.2f}"
+                      for scenario, s in variants_[name]["scenarios"].items() if scenario in native]
+            print(f"{name}/native throughput: " + ", ".join(ratios))
+    print(f"\n{'variant':12} {'module MB':>9} {'start to /ready s':>22} {'to 1st 200 s':>12} "
+          f"{'RSS ready MiB':>13} {'RSS after load':>14} {'peak':>6}")
+    for name, entry in variants_.items():
+        start = entry["start"]
+        size = f"{module_sizes[name] / 1e6:9.2f}" if name in module_sizes else f"{'-':>9}"
+        ready = f"{start['ready_s']['median']:.3f} [{start['ready_s']['min']:.2f}-{start['ready_s']['max']:.2f}]"
+        print(f"{name:12} {size} {ready:>22} {start['first_ok_s']['median']:12.3f} "
+              f"{start['rss_mib']['median']:13.1f} {entry['after_load']['rss_mib']:14.1f} {entry['after_load']['hwm_mib']:6.1f}")
+
+
 def main() -> int:
-    key = SigningKey("bench")
-    jwks = {"keys": [key.jwk()]}
-    now = int(time.time())
-    token = key.sign({"iss": ISSUER, "aud": RESOURCE, "sub": "alice", "groups": ["mcp-developers"],
-                      "iat": now, "exp": now + 3600})
-    variants = {"a: plain Envoy": [], "b: native jwt_authn+mcp+rbac": native_filters(jwks), "c: mcp-mesh-auth": wasm_filters(jwks)}
-    runs: dict[tuple, list[dict]] = {}
+    material = tokens(POOL)
+    material["forged"] = forge(material["valid"], POOL)
+    configs = variants(material["jwks"])
+    module_sizes = {label: path.stat().st_size for label, path in modules().items() if label in configs}
+    machine = _machine()
+    results = {"meta": {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine,
+        "envoy": subprocess.run([str(ENVOY_BIN), "--version"], capture_output=True, text=True).stdout.strip().split()[-1],
+        "modules": {label: {"path": str(path), "bytes": path.stat().st_size,
+                            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+                    for label, path in modules().items() if label in configs},
+        "settings": {"duration": DURATION, "warmup": WARMUP, "rounds": ROUNDS, "starts": STARTS,
+                     "connections": CONNECTIONS, "token_pool": POOL, "scenarios": SCENARIOS,
+                     "envoy_cpus": ENVOY_CPUS, "wrk_cpus": WRK_CPUS},
+    }, "levels": {}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        envoys = {}
-        try:
-            for name, filters in variants.items():
-                envoys[name] = start_envoy(name.split(":")[0], filters, workdir)
-                for method in BODIES:
-                    wrk(envoys[name][1], method, token, CONNECTIONS, workdir)  # warm-up (token cache, V8 tiers)
-            for _ in range(ROUNDS):
-                for name, (_, port) in envoys.items():
-                    for method in BODIES:
-                        runs.setdefault((name, method), []).append(wrk(port, method, token, CONNECTIONS, workdir))
-                        runs.setdefault((name, method, "c1"), []).append(wrk(port, method, token, "1", workdir))
-        finally:
-            for proc, _ in envoys.values():
-                proc.stop()
-    results = {key: {field: statistics.median(run[field] for run in rounds) for field in rounds[0]}
-               for key, rounds in runs.items()}
-    print(f"\nmcp-mesh-auth benchmark: median of {ROUNDS} interleaved rounds of {DURATION}, wrk -c{CONNECTIONS}, "
-          "Envoy and wrk each pinned to one CPU")
-    print(f"{'variant':32} {'method':11} {'req/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'mean µs @c1':>12} {'non-2xx':>8}")
-    for name in variants:
-        for method in BODIES:
-            r, one = results[(name, method)], results[(name, method, "c1")]
-            print(f"{name:32} {method:11} {r['rps']:9.0f} {r['p50']:8.0f} {r['p99']:8.0f} {one['mean']:12.0f} {r['errors']:8.0f}")
-    a, b, c = (list(variants)[i] for i in range(3))
-    for method in BODIES:
-        print(f"{method}: c/a throughput {results[(c, method)]['rps'] / results[(a, method)]['rps']:.2f}, "
-              f"c/b throughput {results[(c, method)]['rps'] / results[(b, method)]['rps']:.2f}")
-    added = results[(c, "tools/list", "c1")]["mean"] - results[(a, "tools/list", "c1")]["mean"]
-    call_added = results[(c, "tools/call", "c1")]["mean"] - results[(a, "tools/call", "c1")]["mean"]
-    print(f"latency the filter adds at one connection: tools/call {call_added:.0f} µs, "
-          f"tools/list with 50 tools filtered {added:.0f} µs")
-
-    def core_us(name, method):
-        """Microseconds of Envoy's one saturated core per request."""
-        return 1e6 / results[(name, method)]["rps"]
-    filtering = (core_us(c, "tools/list") - core_us(c, "tools/call")) - (core_us(a, "tools/list") - core_us(a, "tools/call"))
-    print(f"filtering a 50-tool list costs the filter's core ≈ {filtering:.0f} µs per request "
-          f"(its list-over-call time beyond plain Envoy's, at saturation; more stable than the latency at c1)")
+        material["files"] = {}
+        for source in ("valid", "forged"):
+            material["files"][source] = workdir / f"{source}.tokens"
+            material["files"][source].write_text("\n".join(material[source]) + "\n")
+        for level in LEVELS:
+            print(f"concurrency {level}: {STARTS} interleaved starts of {', '.join(configs)}", file=sys.stderr, flush=True)
+            results["levels"][str(level)] = run_level(level, configs, material, workdir)
+    results["meta"]["load_average_after"] = os.getloadavg()
+    OUTPUT.write_text(json.dumps(results, indent=1) + "\n")
+    for level, result in results["levels"].items():
+        print_level(int(level), result, module_sizes)
+    print(f"\nJSON: {OUTPUT}")
     return 0
+
+
+def _machine() -> dict:
+    cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    return {"cpu": cpu.group(1) if cpu else platform.processor(), "cpus": os.cpu_count(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "kernel": platform.release(), "load_average_before": os.getloadavg()}
 
 
 if __name__ == "__main__":
