@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The `[profile.release]` comparison behind the README's "Lean module" table: the filter built at
 # opt-level 3, "s" and "z" (lto, one codegen unit, panic=abort, strip as in Cargo.toml; only the
-# opt-level is overridden), each also through binaryen's wasm-opt (tests/package.json pins it),
+# opt-level is overridden), each also through binaryen's wasm-opt (pinned below),
 # then bench/run.py with all of them side by side against native jwt_authn (warm tools/call,
 # and a new token per request, start to /ready, RSS, module size; one Envoy worker by default).
 #   bash bench/profiles.sh
@@ -13,7 +13,13 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=${PROFILES_SRC:-$root}
 out=${PROFILES_OUT:-$root/target/profiles}
-wasm_opt=${WASM_OPT:-$root/tests/node_modules/.bin/wasm-opt}
+# binaryen from npm (PyPI has none), pinned here and installed under $out: the project does not
+# ship wasm-opt's output (README, "A lean module"), so it is no dependency of the project.
+BINARYEN_VERSION=132.0.0
+wasm_opt=${WASM_OPT:-$out/binaryen/node_modules/.bin/wasm-opt}
+if [ ! -x "$wasm_opt" ]; then
+  npm install --prefix "$out/binaryen" --no-audit --no-fund --no-save "binaryen@$BINARYEN_VERSION"
+fi
 release=wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
 mkdir -p "$out/modules"
 modules=()

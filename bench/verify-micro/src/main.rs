@@ -14,23 +14,39 @@ const FIXTURES: &str = include_str!("../fixtures.json");
 
 fn main() {
     let fixtures: Value = serde_json::from_str(FIXTURES).unwrap();
-    let millis = std::env::var("BENCH_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let millis = std::env::var("BENCH_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let budget = Duration::from_millis(millis);
     let only = std::env::args().nth(1);
     let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
-    let engine = if cfg!(target_arch = "wasm32") { "wasm" } else { "host" };
+    let engine = if cfg!(target_arch = "wasm32") {
+        "wasm"
+    } else {
+        "host"
+    };
 
     let token = fixtures["rs256"].as_str().unwrap();
     let rsa_jwk = &fixtures["jwks"]["keys"][0];
-    let n = BigUint::from_bytes_be(&URL_SAFE_NO_PAD.decode(rsa_jwk["n"].as_str().unwrap()).unwrap());
-    let e = BigUint::from_bytes_be(&URL_SAFE_NO_PAD.decode(rsa_jwk["e"].as_str().unwrap()).unwrap());
+    let n = BigUint::from_bytes_be(
+        &URL_SAFE_NO_PAD
+            .decode(rsa_jwk["n"].as_str().unwrap())
+            .unwrap(),
+    );
+    let e = BigUint::from_bytes_be(
+        &URL_SAFE_NO_PAD
+            .decode(rsa_jwk["e"].as_str().unwrap())
+            .unwrap(),
+    );
     let key = RsaPublicKey::new(n, e).unwrap();
     let (input, signature) = token.rsplit_once('.').unwrap();
     let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
     if wanted("rsa_pkcs1v15_verify") {
         report(engine, "rsa_pkcs1v15_verify", budget, || {
             let hashed = Sha256::digest(input.as_bytes());
-            key.verify(Pkcs1v15Sign::new::<Sha256>(), &hashed, &signature).unwrap();
+            key.verify(Pkcs1v15Sign::new::<Sha256>(), &hashed, &signature)
+                .unwrap();
         });
     }
     if wanted("sha256_token") {
