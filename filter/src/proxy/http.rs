@@ -1,19 +1,16 @@
 //! The per-request context: reads what the host offers, hands every callback to the stream's
 //! lifecycle, and carries out what it decided.
 
-use std::rc::Rc;
-
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::abi;
 use super::host::{self, ProxyHost};
-use super::vm::{SharedStream, SharedVm, Vm};
+use super::vm::{self, SharedStream, SharedVm};
 use crate::engine::Engine;
 use crate::envoy_claims;
 use crate::gate::{EnvoyVerified, RequestHead};
 use crate::lifecycle::{self, ResponseHead, Step, Stream};
-use crate::waiters::Waiter;
 
 pub struct HttpFilter {
     pub context_id: u32,
@@ -27,33 +24,9 @@ impl HttpFilter {
         &self,
         callback: impl FnOnce(&mut Stream, &mut Engine, &mut ProxyHost) -> Step,
     ) -> Action {
-        let (step, deferred) = {
-            let (Ok(mut vm), Ok(mut stream)) =
-                (self.vm.try_borrow_mut(), self.stream.try_borrow_mut())
-            else {
-                return refuse_now("filter state busy");
-            };
-            let Vm {
-                engine,
-                metrics,
-                waiters,
-                ..
-            } = &mut *vm;
-            let mut host = ProxyHost::new(metrics);
-            let step = callback(&mut stream, engine, &mut host);
-            if let Step::Hold {
-                issuer,
-                deadline_ms,
-            } = step
-            {
-                waiters.hold(Waiter {
-                    context_id: self.context_id,
-                    issuer,
-                    deadline_ms,
-                    request: Rc::clone(&self.stream),
-                });
-            }
-            (step, host.into_deferred())
+        let Some((step, deferred)) = vm::step(&self.vm, self.context_id, &self.stream, callback)
+        else {
+            return refuse_now("filter state busy");
         };
         deferred.carry_out();
         match step {

@@ -8,18 +8,18 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::host::{self, ProxyHost};
+use super::host;
 use super::http::HttpFilter;
 use super::jwks_fetch;
 use super::metrics::Metrics;
-use super::vm::{SharedStream, SharedVm, Vm};
+use super::vm::{self, SharedStream, SharedVm, Vm};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use crate::binding::BindingKey;
 use crate::config::FilterConfig;
 use crate::engine::Engine;
-use crate::lifecycle::{Hold, Step};
+use crate::lifecycle::Hold;
 use crate::waiters::{Waiter, Waiters};
 
 /// Fine enough that a cold start waits little for its first keys, cheap when nothing is due.
@@ -65,33 +65,14 @@ fn release(
         if hostcalls::set_effective_context(waiter.context_id).is_err() {
             continue; // the stream is gone
         }
-        let deferred = {
-            let (Ok(mut state), Ok(mut stream)) =
-                (vm.try_borrow_mut(), waiter.request.try_borrow_mut())
-            else {
-                continue;
-            };
-            let Vm {
-                engine,
-                metrics,
-                waiters,
-                ..
-            } = &mut *state;
-            let mut host = ProxyHost::new(metrics);
-            let step = stream.on_keys(engine, &mut host, now_ms, hold(waiter.deadline_ms));
-            if let Step::Hold {
-                issuer,
-                deadline_ms,
-            } = step
-            {
-                waiters.hold(Waiter {
-                    context_id: waiter.context_id,
-                    issuer,
-                    deadline_ms,
-                    request: Rc::clone(&waiter.request),
-                });
-            }
-            host.into_deferred()
+        let hold = hold(waiter.deadline_ms);
+        let Some((_, deferred)) = vm::step(
+            vm,
+            waiter.context_id,
+            &waiter.request,
+            |stream, engine, host| stream.on_keys(engine, host, now_ms, hold),
+        ) else {
+            continue;
         };
         deferred.carry_out();
     }

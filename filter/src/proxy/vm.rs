@@ -5,10 +5,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::host::{Deferred, ProxyHost};
 use super::metrics::Metrics;
 use crate::engine::Engine;
-use crate::lifecycle::Stream;
-use crate::waiters::Waiters;
+use crate::lifecycle::{Step, Stream};
+use crate::waiters::{Waiter, Waiters};
 
 pub type SharedStream = Rc<RefCell<Stream>>;
 
@@ -22,3 +23,38 @@ pub struct Vm {
 }
 
 pub type SharedVm = Rc<RefCell<Vm>>;
+
+/// Runs one lifecycle step of the stream `context_id` with the VM state borrowed: a `Step::Hold`
+/// registers the stream with the waiters; what must wait until the state is released (a local
+/// answer, a resume) is returned to carry out. `None` when the state is busy (re-entered).
+pub fn step(
+    vm: &SharedVm,
+    context_id: u32,
+    stream: &SharedStream,
+    callback: impl FnOnce(&mut Stream, &mut Engine, &mut ProxyHost) -> Step,
+) -> Option<(Step, Deferred)> {
+    let (Ok(mut state), Ok(mut current)) = (vm.try_borrow_mut(), stream.try_borrow_mut()) else {
+        return None;
+    };
+    let Vm {
+        engine,
+        metrics,
+        waiters,
+        ..
+    } = &mut *state;
+    let mut host = ProxyHost::new(metrics);
+    let step = callback(&mut current, engine, &mut host);
+    if let Step::Hold {
+        issuer,
+        deadline_ms,
+    } = step
+    {
+        waiters.hold(Waiter {
+            context_id,
+            issuer,
+            deadline_ms,
+            request: Rc::clone(stream),
+        });
+    }
+    Some((step, host.into_deferred()))
+}
