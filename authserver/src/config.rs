@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
-use crate::client_metadata::FetchPolicy;
-use crate::federation::OidcSettings;
-use crate::federation_oauth2::OAuth2Settings;
+use crate::client_documents::FetchPolicy;
+use crate::idp::oauth2::OAuth2Settings;
+use crate::idp::oidc::OidcSettings;
 
 /// A configuration the server refuses to start with; the message names the field.
 #[derive(Debug, thiserror::Error)]

@@ -1,34 +1,28 @@
 //! mcp-mesh-authserver: the OAuth 2.1 authorization server MCP clients discover and register
 //! with; the filter trusts the tokens it issues through its JWKS.
 
-mod app;
-mod authorize;
-mod client_metadata;
+mod client_documents;
 mod config;
 mod crypto;
-mod federation;
-mod federation_oauth2;
-mod grant;
+mod http;
+mod idp;
 mod keys;
-mod pages;
-mod registration;
+mod oauth;
 mod store;
-mod token;
-mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::app::Upstream;
 use crate::config::{Config, Overrides, UpstreamConfig};
 use crate::crypto::Sealer;
-use crate::federation::OidcUpstream;
-use crate::federation_oauth2::OAuth2Upstream;
+use crate::http::Upstream;
+use crate::idp::dev::DevUsers;
+use crate::idp::oauth2::OAuth2Upstream;
+use crate::idp::oidc::OidcUpstream;
 use crate::keys::KeyRing;
 use crate::store::{redacted, Backend, PostgresStore, SqliteStore, Store};
-use crate::upstream::DevUsers;
 
 /// The embedded OAuth 2.1 authorization server for MCP clients.
 #[derive(Debug, Parser)]
@@ -143,7 +137,7 @@ async fn serve<S: Store>(
     tracing::info!(database = %redacted(&config.database), "database ready");
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(issuer = config.issuer_str(), listen = %config.listen, "authorization server listening");
-    let app = app::router(config, keys, store, upstream, sealer);
+    let app = http::router(config, keys, store, upstream, sealer);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -6,7 +6,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::grant::Grant;
+use crate::oauth::grant::Grant;
 
 mod postgres;
 mod sql;
@@ -205,7 +205,7 @@ mod tests {
             client_id: "c1".into(),
             resource: "https://mcp/mcp".into(),
             scope: "mcp:tools offline_access".into(),
-            user: crate::grant::User {
+            user: crate::oauth::grant::User {
                 subject: "dev:alice".into(),
                 email: None,
                 name: None,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::grant::User;
+use crate::oauth::grant::User;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

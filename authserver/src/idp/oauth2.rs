@@ -14,11 +14,11 @@ use oauth2::{
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::federation::{
+use crate::idp::oidc::{
     default_redirect_uri, error_chain, http_client, lookup, map_token_error, read_secret, strings,
     AuthMethod, Pending, UpstreamError, UpstreamTokens,
 };
-use crate::grant::User;
+use crate::oauth::grant::User;
 
 /// The `oauth2` upstream section of the configuration.
 #[derive(Debug, Clone, Deserialize)]

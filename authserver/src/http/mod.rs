@@ -1,4 +1,9 @@
-//! The HTTP surface: metadata, JWKS, registration, health and metrics.
+//! The HTTP surface: metadata, JWKS, registration, health and metrics; the browser flow and the
+//! token endpoint are in their own modules.
+
+pub mod authorize;
+pub mod pages;
+pub mod token;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,17 +22,17 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::authorize;
-use crate::client_metadata::{self, MetadataFetcher};
+use crate::client_documents::{self, MetadataFetcher};
 use crate::config::Config;
 use crate::crypto::Sealer;
-use crate::federation::{Federated, OidcUpstream};
-use crate::federation_oauth2::OAuth2Upstream;
+use crate::idp::dev::DevUsers;
+use crate::idp::oauth2::OAuth2Upstream;
+use crate::idp::oidc::{Federated, OidcUpstream};
 use crate::keys::KeyRing;
-use crate::registration::{self, Policy};
+use crate::oauth::registration::{self, Policy};
+use crate::oauth::{Clock, OAuthError, SystemClock};
 use crate::store::StoreError;
 use crate::store::{Store, StoredClient};
-use crate::upstream::DevUsers;
 
 /// Where users log in.
 pub enum Upstream {
@@ -58,6 +63,8 @@ pub struct AppState<S> {
     pub client_documents: MetadataFetcher,
     limiter: RateLimiter,
     pub metrics: Metrics,
+    /// Where every decision takes "now" from (a manual clock in tests).
+    pub clock: Box<dyn Clock>,
 }
 
 /// Counters for `/metrics`.
@@ -129,6 +136,7 @@ pub fn router<S: Store>(
         client_documents,
         limiter,
         metrics: Metrics::default(),
+        clock: Box::new(SystemClock),
     });
     let mut app = Router::new()
         .route(
@@ -138,8 +146,8 @@ pub fn router<S: Store>(
         .route("/.well-known/openid-configuration", get(metadata::<S>))
         .route("/.well-known/jwks.json", get(jwks::<S>))
         .route("/oauth/register", post(register::<S>))
-        .route("/oauth/token", post(crate::token::token::<S>))
-        .route("/oauth/revoke", post(crate::token::revoke::<S>))
+        .route("/oauth/token", post(crate::http::token::token::<S>))
+        .route("/oauth/revoke", post(crate::http::token::revoke::<S>))
         .route("/oauth/authorize", get(authorize::authorize::<S>))
         .route(
             "/oauth/consent",
@@ -358,6 +366,23 @@ async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+impl IntoResponse for OAuthError {
+    /// The one conversion of a protocol error to HTTP: RFC 6749 §5.2 JSON, never cached, and
+    /// `WWW-Authenticate` on a 401 (§5.2: the client authenticated, or should have).
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = oauth_error(status, self.code.as_str(), &self.description);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"oauth\""),
+            );
+        }
+        response
+    }
+}
+
 /// An RFC 6749 §5.2 / RFC 7591 §3.2.2 error body.
 pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (
@@ -387,7 +412,7 @@ pub enum Lookup {
 impl<S: Store> AppState<S> {
     /// A registered client, or the client a metadata document URL describes.
     pub async fn find_client(&self, client_id: &str) -> Lookup {
-        if client_metadata::is_document_url(client_id) {
+        if client_documents::is_document_url(client_id) {
             return match self.client_documents.document(client_id).await {
                 Ok(document) => Lookup::Found(StoredClient {
                     client_id: client_id.to_owned(),

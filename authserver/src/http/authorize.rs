@@ -14,10 +14,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::app::{hex, now, random_token, AppState, Lookup, Metrics, Upstream};
-use crate::federation::callback_error;
-use crate::grant::{Grant, User};
-use crate::pages;
+use crate::http::pages;
+use crate::http::{hex, now, random_token, AppState, Lookup, Metrics, Upstream};
+use crate::idp::oidc::callback_error;
+use crate::oauth::grant::{Grant, User};
 use crate::store::{PendingRequest, Store, StoredClient, UpstreamLogin};
 
 /// The browser cookie binding a flow to the browser that started it.

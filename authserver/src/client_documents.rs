@@ -167,7 +167,8 @@ fn validate(client_id: &str, document: &Value) -> Result<(), MetadataError> {
         let uri = uri
             .as_str()
             .ok_or_else(|| invalid("redirect_uris must be strings"))?;
-        crate::registration::check_redirect_uri(uri).map_err(|err| invalid(&err.to_string()))?;
+        crate::oauth::registration::check_redirect_uri(uri)
+            .map_err(|err| invalid(&err.to_string()))?;
     }
     match document
         .get("token_endpoint_auth_method")

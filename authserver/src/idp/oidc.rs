@@ -23,7 +23,7 @@ use tokio::sync::RwLock;
 
 pub(crate) use mcp_mesh_claims::lookup;
 
-use crate::grant::User;
+use crate::oauth::grant::User;
 
 /// The `oidc` upstream section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -435,7 +435,7 @@ type ConfiguredClient = CoreClient<
 /// The provider logins are federated to, whichever protocol it speaks.
 pub enum Federated<'a> {
     Oidc(&'a OidcUpstream),
-    OAuth2(&'a crate::federation_oauth2::OAuth2Upstream),
+    OAuth2(&'a crate::idp::oauth2::OAuth2Upstream),
 }
 
 impl Federated<'_> {

@@ -15,9 +15,9 @@ use serde::Deserialize;
 use serde_json::{json, Map};
 use sha2::{Digest, Sha256};
 
-use crate::app::{hex, now, oauth_error, random_token, AppState, Lookup, Metrics};
-use crate::federation::{Federated, UpstreamError, UpstreamTokens};
-use crate::grant::{access_claims, Grant, User};
+use crate::http::{hex, now, oauth_error, random_token, AppState, Lookup, Metrics};
+use crate::idp::oidc::{Federated, UpstreamError, UpstreamTokens};
+use crate::oauth::grant::{access_claims, Grant, User};
 use crate::store::{Redeemed, Store, StoredClient};
 
 #[derive(Debug, Deserialize)]

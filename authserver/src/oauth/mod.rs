@@ -1,0 +1,12 @@
+//! The OAuth 2.1 protocol: what the authorization server decides, with no HTTP framework and no
+//! database in sight, so every decision is a function a unit test can call.
+
+pub mod clock;
+pub mod error;
+pub mod grant;
+pub mod registration;
+pub mod scope;
+
+pub use clock::{Clock, SystemClock};
+pub use error::{ErrorCode, OAuthError};
+pub use scope::Scope;
