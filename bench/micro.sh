@@ -2,7 +2,7 @@
 # Token verification on the host vs in WebAssembly under V8: bench/verify-micro times the filter's
 # `verify::verify` (RS256 valid, RS256 forged, ES256) and the bare RSA step, natively and as a
 # wasm32-wasip1 program under Node (V8 with Liftoff off, as Envoy runs it: TurboFan code only).
-# Then the bare RSA step with the `rsa` crate's 32-bit and 64-bit digits (the filter uses 64).
+# Then the bare RSA step with the `rsa` crate's 32-bit and 64-bit digits (the filter uses 32 in wasm32).
 #   bash bench/micro.sh            one JSON line per case and engine
 #   MICRO_PROFILE=1 bash bench/micro.sh   also a V8 CPU profile of verify_rs256 in wasm, summarised
 # Pinned to one CPU (MICRO_CPU, default 1). Not part of `make test`: it is a measurement.
