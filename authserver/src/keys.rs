@@ -2,6 +2,7 @@
 //! never breaks live tokens), or one ephemeral key when none is configured.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -13,6 +14,7 @@ use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Map, Value};
 use sha2::Sha256;
+use tokio::sync::Semaphore;
 
 const MIN_RSA_BITS: usize = 2048;
 
@@ -47,9 +49,12 @@ struct Key {
 
 /// The server's signing keys; the first signs.
 pub struct KeyRing {
-    keys: Vec<Key>,
+    keys: Arc<Vec<Key>>,
     /// Whether the key was generated at start (tokens die with the process).
     pub ephemeral: bool,
+    /// Signatures in progress, at most one per core: an RSA signature takes milliseconds of
+    /// CPU, which must neither stall the async threads nor pile up unbounded.
+    signers: Semaphore,
 }
 
 impl KeyRing {
@@ -58,19 +63,22 @@ impl KeyRing {
             .iter()
             .map(|path| load_pem(path))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            keys,
-            ephemeral: false,
-        })
+        Ok(Self::new(keys, false))
+    }
+
+    fn new(keys: Vec<Key>, ephemeral: bool) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            keys: Arc::new(keys),
+            ephemeral,
+            signers: Semaphore::new(cores),
+        }
     }
 
     /// One fresh P-256 key, for development only.
     pub fn ephemeral() -> Self {
         let private = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
-        Self {
-            keys: vec![key(Private::P256(private))],
-            ephemeral: true,
-        }
+        Self::new(vec![key(Private::P256(private))], true)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,23 +90,37 @@ impl KeyRing {
         serde_json::json!({ "keys": self.keys.iter().map(|k| k.public_jwk.clone()).collect::<Vec<_>>() })
     }
 
-    /// Signs `claims` as a JWT with `typ` (e.g. `at+jwt`) under the current key.
-    pub fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
-        let key = self
-            .keys
-            .first()
-            .ok_or_else(|| KeyError::Sign("no signing key".into()))?;
-        let header = Header::empty()
-            .with_key_id(key.kid.clone())
-            .with_token_type(typ);
-        let claims = Claims::new(claims);
-        let token = match &key.private {
-            Private::Rsa(private) => Rsa::rs256().token(&header, &claims, private.as_ref()),
-            Private::P256(private) => Es256.token(&header, &claims, private),
-            Private::Ed25519(pair) => Ed25519.token(&header, &claims, &pair.sk),
-        };
-        token.map_err(|err| KeyError::Sign(err.to_string()))
+    /// Signs `claims` as a JWT with `typ` (e.g. `at+jwt`) under the current key, on a blocking
+    /// thread (so `/healthz` and every other request keep their async threads), at most one
+    /// signature per core at a time.
+    pub async fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
+        let _permit = self
+            .signers
+            .acquire()
+            .await
+            .map_err(|err| KeyError::Sign(err.to_string()))?;
+        let keys = Arc::clone(&self.keys);
+        let typ = typ.to_owned();
+        tokio::task::spawn_blocking(move || sign(&keys, &typ, claims))
+            .await
+            .map_err(|err| KeyError::Sign(err.to_string()))?
     }
+}
+
+fn sign(keys: &[Key], typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
+    let key = keys
+        .first()
+        .ok_or_else(|| KeyError::Sign("no signing key".into()))?;
+    let header = Header::empty()
+        .with_key_id(key.kid.clone())
+        .with_token_type(typ);
+    let claims = Claims::new(claims);
+    let token = match &key.private {
+        Private::Rsa(private) => Rsa::rs256().token(&header, &claims, private.as_ref()),
+        Private::P256(private) => Es256.token(&header, &claims, private),
+        Private::Ed25519(pair) => Ed25519.token(&header, &claims, &pair.sk),
+    };
+    token.map_err(|err| KeyError::Sign(err.to_string()))
 }
 
 fn algorithm(private: &Private) -> &'static str {
@@ -185,8 +207,8 @@ mod tests {
         file
     }
 
-    #[test]
-    fn every_key_is_published_with_its_thumbprint_as_kid() {
+    #[tokio::test]
+    async fn every_key_is_published_with_its_thumbprint_as_kid() {
         use rsa::pkcs8::EncodePrivateKey;
         let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
         let rsa_pem = pem_file(&rsa.to_pkcs8_pem(Default::default()).unwrap());
@@ -203,7 +225,7 @@ mod tests {
             43,
             "base64url SHA-256"
         );
-        let token = ring.sign("at+jwt", Map::new()).unwrap();
+        let token = ring.sign("at+jwt", Map::new()).await.unwrap();
         let header: Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
                 .decode(token.split('.').next().unwrap())

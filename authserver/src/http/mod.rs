@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -146,8 +146,14 @@ pub fn router<S: Store>(
         .route("/.well-known/openid-configuration", get(metadata::<S>))
         .route("/.well-known/jwks.json", get(jwks::<S>))
         .route("/oauth/register", post(register::<S>))
-        .route("/oauth/token", post(crate::http::token::token::<S>))
-        .route("/oauth/revoke", post(crate::http::token::revoke::<S>))
+        .route(
+            "/oauth/token",
+            post(token::token::<S>).layer(DefaultBodyLimit::max(token::BODY_LIMIT)),
+        )
+        .route(
+            "/oauth/revoke",
+            post(token::revoke::<S>).layer(DefaultBodyLimit::max(token::BODY_LIMIT)),
+        )
         .route("/oauth/authorize", get(authorize::authorize::<S>))
         .route(
             "/oauth/consent",

@@ -6,6 +6,7 @@ pub mod error;
 pub mod grant;
 pub mod registration;
 pub mod scope;
+pub mod token;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{ErrorCode, OAuthError};
