@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_compact::alg::{Ed25519, Es256, Rsa};
 use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{AlgorithmExt, Claims, Header};
+use jwt_compact::{AlgorithmExt, Claims, Header, Token, UntrustedToken};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::PublicKeyParts;
@@ -90,21 +90,69 @@ impl KeyRing {
         serde_json::json!({ "keys": self.keys.iter().map(|k| k.public_jwk.clone()).collect::<Vec<_>>() })
     }
 
-    /// Signs `claims` as a JWT with `typ` (e.g. `at+jwt`) under the current key, on a blocking
-    /// thread (so `/healthz` and every other request keep their async threads), at most one
-    /// signature per core at a time.
+    /// Signs `claims` as a JWT with `typ` (e.g. `at+jwt`) under the current key.
     pub async fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
+        let typ = typ.to_owned();
+        self.off_thread(move |keys| sign(keys, &typ, claims)).await
+    }
+
+    /// The claims of a JWT of type `typ` that one of these keys signed (found by `kid`), the
+    /// registered time claims included; `None` for anything else. Times are not checked here.
+    pub async fn verify(&self, typ: &str, token: &str) -> Option<Map<String, Value>> {
+        let (typ, token) = (typ.to_owned(), token.to_owned());
+        self.off_thread(move |keys| Ok(verify(keys, &typ, &token)))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Runs `work` over the keys on a blocking thread (so `/healthz` and every other request
+    /// keep their async threads), at most one per core at a time.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&[Key]) -> Result<T, KeyError> + Send + 'static,
+    ) -> Result<T, KeyError> {
         let _permit = self
             .signers
             .acquire()
             .await
             .map_err(|err| KeyError::Sign(err.to_string()))?;
         let keys = Arc::clone(&self.keys);
-        let typ = typ.to_owned();
-        tokio::task::spawn_blocking(move || sign(&keys, &typ, claims))
+        tokio::task::spawn_blocking(move || work(&keys))
             .await
             .map_err(|err| KeyError::Sign(err.to_string()))?
     }
+}
+
+fn verify(keys: &[Key], typ: &str, token: &str) -> Option<Map<String, Value>> {
+    let untrusted = UntrustedToken::new(token).ok()?;
+    if untrusted.header().token_type.as_deref() != Some(typ) {
+        return None;
+    }
+    let kid = untrusted.header().key_id.as_deref()?;
+    let key = keys.iter().find(|key| key.kid == kid)?;
+    let token: Token<Map<String, Value>> = match &key.private {
+        Private::Rsa(private) => Rsa::rs256()
+            .validator(&private.to_public_key())
+            .validate(&untrusted),
+        Private::P256(private) => Es256
+            .validator(private.verifying_key())
+            .validate(&untrusted),
+        Private::Ed25519(pair) => Ed25519.validator(&pair.pk).validate(&untrusted),
+    }
+    .ok()?;
+    let claims = token.claims();
+    let mut map = claims.custom.clone();
+    for (name, time) in [
+        ("exp", claims.expiration),
+        ("nbf", claims.not_before),
+        ("iat", claims.issued_at),
+    ] {
+        if let Some(time) = time {
+            map.insert(name.into(), Value::from(time.timestamp()));
+        }
+    }
+    Some(map)
 }
 
 fn sign(keys: &[Key], typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
@@ -237,6 +285,27 @@ mod tests {
             (Some("ES256"), Some("at+jwt"))
         );
         assert_eq!(header["kid"], keys[0]["kid"], "the first key signs");
+        let mut claims = Map::new();
+        claims.insert("exp".into(), Value::from(4_000_000_000i64));
+        claims.insert("sub".into(), Value::from("alice"));
+        let token = ring.sign("at+jwt", claims.clone()).await.unwrap();
+        assert_eq!(ring.verify("at+jwt", &token).await, Some(claims));
+        assert_eq!(ring.verify("id+jwt", &token).await, None, "another type");
+        let other = KeyRing::ephemeral()
+            .sign("at+jwt", Map::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            ring.verify("at+jwt", &other).await,
+            None,
+            "another server's key"
+        );
+        let rsa_only = KeyRing::load(&[rsa_pem.path().to_owned()]).unwrap();
+        let rsa_token = rsa_only.sign("at+jwt", Map::new()).await.unwrap();
+        assert!(
+            ring.verify("at+jwt", &rsa_token).await.is_some(),
+            "a published older key verifies"
+        );
     }
 
     #[test]

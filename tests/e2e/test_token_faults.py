@@ -33,7 +33,7 @@ class Server:
         self.config = {"issuer": self.url, "resources": [self.resource], "database": f"sqlite://{workdir}/auth.db?mode=rwc",
                        "scopes": ["mcp:tools", "offline_access"],
                        "upstream": {"type": "dev", "users_file": str(workdir / "users.yaml")},
-                       "lifetimes": lifetimes or {}}
+                       "registration": {"confidential_clients": True}, "lifetimes": lifetimes or {}}
         self.starts = 0
         self.start()
 
@@ -174,6 +174,29 @@ def test_reuse_after_the_grace_revokes_the_family(log_dir, tmp_path):
         assert dead.status_code == 400 and dead.json()["error"] == "invalid_grant", "the family is revoked"
     finally:
         server.stop()
+
+
+def test_introspection_tells_an_authenticated_resource_server_what_is_active(server):
+    metadata = requests.get(f"{server.url}/.well-known/oauth-authorization-server", timeout=10).json()
+    introspect_url = metadata["introspection_endpoint"]
+    assert introspect_url == f"{server.url}/oauth/introspect"
+    assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]
+    rs = requests.post(f"{server.url}/oauth/register", json={
+        "client_name": "resource-server", "redirect_uris": ["https://rs.example.com/cb"], "scope": "mcp:tools",
+        "token_endpoint_auth_method": "client_secret_basic", "grant_types": ["client_credentials"]}, timeout=10).json()
+    auth = (rs["client_id"], rs["client_secret"])
+    access = requests.post(f"{server.url}/oauth/token", auth=auth, data={"grant_type": "client_credentials"}, timeout=10).json()["access_token"]
+    answer = requests.post(introspect_url, auth=auth, data={"token": access}, timeout=10).json()
+    assert answer["active"] is True and answer["aud"] == server.resource and answer["client_id"] == rs["client_id"]
+    app = server.client()
+    refresh_token = server.login(app)
+    assert requests.post(introspect_url, auth=auth, data={"token": refresh_token}, timeout=10).json() == {"active": False}, \
+        "another client's refresh token is not disclosed"
+    assert requests.post(introspect_url, auth=auth, data={"token": "garbage"}, timeout=10).json() == {"active": False}
+    public = requests.post(introspect_url, data={"token": access, "client_id": app}, timeout=10)
+    assert public.status_code == 401 and public.json()["error"] == "invalid_client"
+    revoke = requests.post(f"{server.url}/oauth/revoke", auth=auth, data={"token": access}, timeout=10)
+    assert revoke.status_code == 400 and revoke.json()["error"] == "unsupported_token_type"
 
 
 def test_malformed_bodies_get_rfc_6749_json(server):

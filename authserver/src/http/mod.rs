@@ -154,6 +154,10 @@ pub fn router<S: Store>(
             "/oauth/revoke",
             post(token::revoke::<S>).layer(DefaultBodyLimit::max(token::BODY_LIMIT)),
         )
+        .route(
+            "/oauth/introspect",
+            post(token::introspect::<S>).layer(DefaultBodyLimit::max(token::BODY_LIMIT)),
+        )
         .route("/oauth/authorize", get(authorize::authorize::<S>))
         .route(
             "/oauth/consent",
@@ -200,6 +204,8 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "introspection_endpoint": config.endpoint("/oauth/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": config.scopes,
         "authorization_response_iss_parameter_supported": true,

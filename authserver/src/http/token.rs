@@ -25,6 +25,7 @@ use crate::crypto::Sealer;
 use crate::http::{hex, random_token, AppState, Lookup, Metrics};
 use crate::idp::oidc::{UpstreamError, UpstreamTokens};
 use crate::oauth::grant::{access_claims, Grant, User};
+use crate::oauth::introspect::{Context as IntrospectionContext, Found};
 use crate::oauth::token::{
     decide_client_credentials, decide_code, decide_refresh, Ask, CodeAsk, Credential,
     MachineClient, RefreshDecision, RefreshPolicy, Refusal,
@@ -159,7 +160,7 @@ async fn client_credentials<S: Store>(
     let access_token = sign(state, claims).await?;
     Metrics::bump(&state.metrics.tokens_issued);
     tracing::debug!(client_id = %client.client_id, resource = %resource, "client_credentials token issued");
-    Ok(answer(
+    Ok(answer_json(
         json!({"access_token": access_token, "token_type": "Bearer",
                      "expires_in": lifetime, "scope": scope.to_string()}),
     ))
@@ -478,10 +479,10 @@ fn issued<S>(
     }
     Metrics::bump(&state.metrics.tokens_issued);
     tracing::debug!(client_id = %grant.client_id, subject = %grant.user.subject, "tokens issued");
-    answer(body)
+    answer_json(body)
 }
 
-fn answer(body: serde_json::Value) -> Response {
+fn answer_json(body: serde_json::Value) -> Response {
     (
         StatusCode::OK,
         [
@@ -496,14 +497,13 @@ fn answer(body: serde_json::Value) -> Response {
 #[derive(Debug, Deserialize)]
 pub struct RevokeRequest {
     token: Option<String>,
-    token_type_hint: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
 }
 
 /// RFC 7009: revoking a refresh token revokes its family. Access tokens are self-contained JWTs
-/// that simply expire (`unsupported_token_type` when the client says it presents one); the
-/// answer is 200 for anything unknown (§2.2).
+/// that simply expire (`unsupported_token_type`, §2.2.1, for one of ours); the answer is 200 for
+/// anything unknown (§2.2). `token_type_hint` is not needed to tell the two apart.
 pub async fn revoke<S: Store>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
@@ -553,7 +553,7 @@ async fn revocation<S: Store>(
         Some(_) => {
             tracing::warn!(client_id = %client.client_id, "revocation of another client's refresh token ignored")
         }
-        None if request.token_type_hint.as_deref() == Some("access_token") => {
+        None if state.keys.verify("at+jwt", token).await.is_some() => {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedTokenType,
                 "access tokens are short-lived JWTs and are not revoked; revoke the refresh token",
@@ -562,6 +562,74 @@ async fn revocation<S: Store>(
         None => {}
     }
     Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IntrospectRequest {
+    token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 7662: for confidential clients (resource servers) that authenticate (§2.1). Access tokens
+/// are checked against the server's own keys and clock, refresh tokens looked up by hash;
+/// `token_type_hint` is not needed to find either and is ignored (§2.1 allows it).
+pub async fn introspect<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    OAuthForm(request): OAuthForm<IntrospectRequest>,
+) -> Response {
+    match introspection(&state, &headers, &request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(
+                client_id = %caller(&headers, request.client_id.as_deref()),
+                error = %error.code,
+                reason = %error.description,
+                "introspection refused"
+            );
+            error.into_response()
+        }
+    }
+}
+
+async fn introspection<S: Store>(
+    state: &Arc<AppState<S>>,
+    headers: &HeaderMap,
+    request: &IntrospectRequest,
+) -> Result<Response, OAuthError> {
+    let client = authenticate(
+        state,
+        headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )
+    .await?;
+    let Some(token) = request.token.as_deref() else {
+        return Err(OAuthError::invalid_request("token is required"));
+    };
+    let found = match state.keys.verify("at+jwt", token).await {
+        Some(claims) => Found::Access(claims),
+        None => match state
+            .store
+            .find_refresh(&sha256_hex(token), state.clock.now())
+            .await
+            .map_err(store_failure)?
+        {
+            Some(stored) => Found::Refresh(Box::new(stored)),
+            None => Found::Nothing,
+        },
+    };
+    let context = IntrospectionContext {
+        issuer: state.config.issuer_str(),
+        resources: &state.config.resources,
+        caller: &client.client_id,
+        policy: &refresh_policy(state),
+        now: state.clock.now(),
+    };
+    let answer = crate::oauth::introspect::introspect(found, &context);
+    tracing::debug!(client_id = %client.client_id, active = %answer["active"], "token introspected");
+    Ok(answer_json(answer))
 }
 
 /// The calling client: confidential ones authenticate, public ones name themselves.
@@ -699,6 +767,179 @@ mod tests {
         let request: TokenRequest =
             serde_urlencoded_from("grant_type=client_credentials&audience=x");
         assert_eq!(request.grant_type.as_deref(), Some("client_credentials"));
+    }
+
+    mod through_the_router {
+        use axum::body::Body;
+        use axum::http::Request;
+        use axum::Router;
+        use serde_json::{json, Value};
+        use tower::ServiceExt;
+
+        use crate::config::{Config, FileConfig, Overrides};
+        use crate::http::{hex, router, Upstream};
+        use crate::keys::KeyRing;
+        use crate::store::{SqliteStore, Store, StoredClient};
+
+        const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+        /// The router over a fresh SQLite store holding a machine client `m2m` (secret `s3cret`)
+        /// and a public client `app`.
+        async fn app() -> (tempfile::TempDir, Router) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(&format!("sqlite://{}/auth.db", dir.path().display()))
+                .await
+                .unwrap();
+            let secret = hex(&sha2::Sha256::digest(b"s3cret"));
+            for (id, secret, metadata) in [
+                (
+                    "m2m",
+                    Some(secret),
+                    json!({"grant_types": ["client_credentials"], "scope": "mcp:tools"}),
+                ),
+                (
+                    "app",
+                    None,
+                    json!({"redirect_uris": ["http://127.0.0.1/cb"]}),
+                ),
+            ] {
+                let client = StoredClient {
+                    client_id: id.into(),
+                    secret_sha256: secret,
+                    metadata,
+                    created_at: 0,
+                };
+                store.save_client(&client).await.unwrap();
+            }
+            let file: FileConfig = serde_yaml::from_str(&format!(
+                "issuer: https://auth.example.com\nresources: [{RESOURCE}]\n"
+            ))
+            .unwrap();
+            let config = Config::resolve(file, Overrides::default()).unwrap();
+            (
+                dir,
+                router(config, KeyRing::ephemeral(), store, Upstream::None, None),
+            )
+        }
+
+        async fn post(
+            app: &Router,
+            path: &str,
+            content_type: &str,
+            body: impl Into<Body>,
+        ) -> (u16, Value) {
+            let request = Request::post(path)
+                .header("content-type", content_type)
+                .header(
+                    "authorization",
+                    format!("Basic {}", STANDARD.encode("m2m:s3cret")),
+                )
+                .body(body.into())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        }
+
+        async fn form(app: &Router, path: &str, body: &str) -> (u16, Value) {
+            post(
+                app,
+                path,
+                "application/x-www-form-urlencoded",
+                body.to_owned(),
+            )
+            .await
+        }
+
+        use super::super::*;
+
+        #[tokio::test]
+        async fn malformed_bodies_are_rfc_6749_invalid_request_on_every_endpoint() {
+            let (_dir, app) = app().await;
+            for path in ["/oauth/token", "/oauth/revoke", "/oauth/introspect"] {
+                let (status, body) = post(&app, path, "application/json", "{}").await;
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (400, Some("invalid_request")),
+                    "{path}: JSON"
+                );
+                let huge = format!("token={}", "a".repeat(BODY_LIMIT));
+                let (status, body) = form(&app, path, &huge).await;
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (400, Some("invalid_request")),
+                    "{path}: too large"
+                );
+                let (status, body) = form(&app, path, "token=a&token=b").await;
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (400, Some("invalid_request")),
+                    "{path}: a field twice"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn introspection_answers_authenticated_confidential_clients_only() {
+            let (_dir, app) = app().await;
+            let (status, issued) =
+                form(&app, "/oauth/token", "grant_type=client_credentials").await;
+            assert_eq!(status, 200, "{issued}");
+            let token = issued["access_token"].as_str().unwrap();
+            let (status, answer) = form(&app, "/oauth/introspect", &format!("token={token}")).await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                (answer["active"].as_bool(), answer["aud"].as_str()),
+                (Some(true), Some(RESOURCE))
+            );
+            let (_, answer) = form(&app, "/oauth/introspect", "token=not-a-token").await;
+            assert_eq!(answer, json!({"active": false}));
+            let public = Request::post("/oauth/introspect")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={token}&client_id=app")))
+                .unwrap();
+            let response = app.clone().oneshot(public).await.unwrap();
+            assert_eq!(
+                response.status().as_u16(),
+                401,
+                "a public client may not introspect"
+            );
+            let wrong = Request::post("/oauth/introspect")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header(
+                    "authorization",
+                    format!("Basic {}", STANDARD.encode("m2m:wrong")),
+                )
+                .body(Body::from(format!("token={token}")))
+                .unwrap();
+            assert_eq!(
+                app.clone().oneshot(wrong).await.unwrap().status().as_u16(),
+                401
+            );
+        }
+
+        #[tokio::test]
+        async fn revocation_refuses_access_tokens_and_accepts_unknown_ones() {
+            let (_dir, app) = app().await;
+            let (_, issued) = form(&app, "/oauth/token", "grant_type=client_credentials").await;
+            let token = issued["access_token"].as_str().unwrap();
+            let (status, body) = form(&app, "/oauth/revoke", &format!("token={token}")).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("unsupported_token_type"))
+            );
+            let (status, _) = form(&app, "/oauth/revoke", "token=unknown").await;
+            assert_eq!(
+                status, 200,
+                "RFC 7009 §2.2: unknown tokens are not an error"
+            );
+        }
     }
 
     fn serde_urlencoded_from(text: &str) -> TokenRequest {

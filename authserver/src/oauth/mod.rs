@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod error;
 pub mod grant;
+pub mod introspect;
 pub mod registration;
 pub mod scope;
 pub mod token;
