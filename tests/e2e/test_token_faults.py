@@ -152,6 +152,9 @@ def test_a_refused_refresh_burns_nothing(server):
     assert still.status_code == 200, f"the refused requests left the token usable: {still.text}"
     narrower = server.refresh(client_id, still.json()["refresh_token"], scope="offline_access")
     assert narrower.status_code == 200 and narrower.json()["scope"] == "offline_access"
+    log = server.server.process.log()
+    assert "token request refused" in log and client_id in log, "refusals are logged with the client"
+    assert token not in log and still.json()["refresh_token"] not in log, "never a token"
 
 
 def test_reuse_after_the_grace_revokes_the_family(log_dir, tmp_path):
@@ -197,6 +200,24 @@ def test_introspection_tells_an_authenticated_resource_server_what_is_active(ser
     assert public.status_code == 401 and public.json()["error"] == "invalid_client"
     revoke = requests.post(f"{server.url}/oauth/revoke", auth=auth, data={"token": access}, timeout=10)
     assert revoke.status_code == 400 and revoke.json()["error"] == "unsupported_token_type"
+
+
+def test_a_federated_refresh_without_an_upstream_session_is_refused(server, tmp_path):
+    """A family signed in before federation was configured (so no upstream session is kept for
+    it) cannot be re-checked with the identity provider: refused, not refreshed with stale groups."""
+    client_id = server.client()
+    token = server.login(client_id)
+    server.stop()
+    (tmp_path / "secret").write_text("s")
+    (tmp_path / "enc.key").write_bytes(os.urandom(32))
+    server.config["upstream"] = {
+        "type": "oauth2", "authorization_url": "https://idp.example.com/auth", "token_url": "https://idp.example.com/token",
+        "userinfo_url": "https://idp.example.com/me", "client_id": "c", "client_secret_file": str(tmp_path / "secret")}
+    server.config["encryption_key_file"] = str(tmp_path / "enc.key")
+    server.start()
+    refused = server.refresh(client_id, token)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+    assert "token request refused" in server.server.process.log()
 
 
 def test_malformed_bodies_get_rfc_6749_json(server):
