@@ -220,6 +220,26 @@ def test_a_federated_refresh_without_an_upstream_session_is_refused(server, tmp_
     assert "token request refused" in server.server.process.log()
 
 
+def test_rotation_does_not_outlive_the_absolute_refresh_lifetime(log_dir, tmp_path):
+    server = Server(log_dir, tmp_path, lifetimes={"refresh_absolute_seconds": 2})
+    try:
+        client_id = server.client()
+        held = {"token": server.login(client_id), "refreshes": 0}
+
+        def refused():
+            answer = server.refresh(client_id, held["token"])
+            if answer.status_code == 200:
+                held["token"], held["refreshes"] = answer.json()["refresh_token"], held["refreshes"] + 1
+                return False
+            assert answer.json()["error"] == "invalid_grant", answer.text
+            return True
+
+        wait_until(refused, 15, "the family's absolute lifetime to end", interval=0.2)
+        assert held["refreshes"] >= 1, "rotation worked until then"
+    finally:
+        server.stop()
+
+
 def test_malformed_bodies_get_rfc_6749_json(server):
     token_url = f"{server.url}/oauth/token"
     for response in (
