@@ -82,6 +82,12 @@ pub struct Lifetimes {
     pub access_seconds: u64,
     pub refresh_seconds: u64,
     pub code_seconds: u64,
+    /// No refresh token outlives this, counted from its family's first issue (rotation slides
+    /// `refresh_seconds` only up to here).
+    pub refresh_absolute_seconds: u64,
+    /// A rotated refresh token presented again within this many seconds (its answer lost to a
+    /// crash or a timeout) gets its successor back instead of revoking the family; 0 disables.
+    pub refresh_reuse_grace_seconds: u64,
 }
 
 impl Default for Lifetimes {
@@ -90,6 +96,8 @@ impl Default for Lifetimes {
             access_seconds: 3600,
             refresh_seconds: 7 * 24 * 3600,
             code_seconds: 600,
+            refresh_absolute_seconds: 30 * 24 * 3600,
+            refresh_reuse_grace_seconds: 30,
         }
     }
 }
@@ -198,6 +206,7 @@ impl Config {
         if lifetimes.access_seconds == 0
             || lifetimes.refresh_seconds == 0
             || lifetimes.code_seconds == 0
+            || lifetimes.refresh_absolute_seconds == 0
         {
             return Err(invalid(
                 "lifetimes",
@@ -210,8 +219,12 @@ impl Config {
                 "authorization codes live at most 600 seconds (RFC 6749 §4.1.2)",
             ));
         }
-        if matches!(file.upstream, Some(UpstreamConfig::Oidc(_)))
-            && file.encryption_key_file.is_none()
+        // Without the key no upstream session is kept, so refreshes could never be re-checked
+        // with the identity provider (a user removed from a group upstream would keep it here).
+        if matches!(
+            file.upstream,
+            Some(UpstreamConfig::Oidc(_) | UpstreamConfig::OAuth2(_))
+        ) && file.encryption_key_file.is_none()
         {
             return Err(invalid(
                 "encryption_key_file",
@@ -319,6 +332,15 @@ mod tests {
         assert!(
             err.to_string().starts_with("`lifetimes.code_seconds`"),
             "{err}"
+        );
+        let err = Config::resolve(
+            file("issuer: http://a\nresources: [http://a/mcp]\nupstream: {type: oauth2, authorization_url: http://idp/a, token_url: http://idp/t, userinfo_url: http://idp/u, client_id: c, client_secret_file: /s}\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("`encryption_key_file`"),
+            "an oauth2 upstream keeps sessions too: {err}"
         );
         assert!(serde_yaml::from_str::<FileConfig>("isuer: x\n")
             .unwrap_err()

@@ -6,6 +6,7 @@ use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use sha2::{Digest, Sha256};
 
 const NONCE_BYTES: usize = 12;
 
@@ -43,6 +44,21 @@ impl Sealer {
         let cipher =
             Aes256Gcm::new_from_slice(&key).map_err(|_| fail("the key is not 32 bytes"))?;
         Ok(Self { cipher })
+    }
+
+    /// A sealer whose key is derived from `secret` (SHA-256 of `label` and `secret`): what it
+    /// seals opens only for whoever holds `secret`, with no server key involved. The token
+    /// endpoint seals a refresh token's successor under the old token this way.
+    pub fn derived(label: &str, secret: &[u8]) -> Self {
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(label.as_bytes())
+            .chain_update([0u8])
+            .chain_update(secret)
+            .finalize()
+            .into();
+        Self {
+            cipher: Aes256Gcm::new(&key.into()),
+        }
     }
 
     /// `nonce || ciphertext` of `plaintext`.
@@ -89,6 +105,23 @@ mod tests {
         assert_eq!(a.open(&sealed).unwrap(), b"upstream refresh token");
         assert!(b.open(&sealed).is_err());
         assert_ne!(a.seal(b"x"), a.seal(b"x"), "a fresh nonce every time");
+    }
+
+    #[test]
+    fn a_derived_sealer_opens_only_with_the_same_secret() {
+        let sealed = Sealer::derived("label", b"old token").seal(b"successor");
+        assert_eq!(
+            Sealer::derived("label", b"old token")
+                .open(&sealed)
+                .unwrap(),
+            b"successor"
+        );
+        assert!(Sealer::derived("label", b"other token")
+            .open(&sealed)
+            .is_err());
+        assert!(Sealer::derived("other label", b"old token")
+            .open(&sealed)
+            .is_err());
     }
 
     #[test]

@@ -1,18 +1,26 @@
 //! Signing keys: loaded from PEM files (the first signs, all are published so that a rotation
 //! never breaks live tokens), or one ephemeral key when none is configured.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jwt_compact::alg::{Ed25519, Es256, Rsa};
+use jwt_compact::alg::{Ed25519, Es256};
 use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{AlgorithmExt, Claims, Header};
+use jwt_compact::{
+    Algorithm, AlgorithmExt, AlgorithmSignature, Claims, Header, Token, UntrustedToken,
+};
+use ring::rand::SystemRandom;
+use ring::signature::{self, RsaKeyPair, UnparsedPublicKey};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
+use rsa::pkcs8::EncodePrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Map, Value};
 use sha2::Sha256;
+use tokio::sync::Semaphore;
 
 const MIN_RSA_BITS: usize = 2048;
 
@@ -29,14 +37,76 @@ pub enum KeyError {
         "signing key {path}: RSA keys must have at least {MIN_RSA_BITS} bits, this one has {bits}"
     )]
     WeakRsa { path: PathBuf, bits: usize },
+    #[error("signing key {path}: the RSA key is refused for signing: {reason}")]
+    Ring { path: PathBuf, reason: String },
     #[error("could not sign a token: {0}")]
     Sign(String),
 }
 
 enum Private {
-    Rsa(Box<rsa::RsaPrivateKey>),
+    Rsa(Box<RsaKey>),
     P256(p256::ecdsa::SigningKey),
     Ed25519(ed25519_compact::KeyPair),
+}
+
+/// An RSA key: `ring` signs (about three times the pure-Rust `rsa` crate's rate, which matters
+/// at milliseconds per signature), the `rsa` crate gives the JWK.
+struct RsaKey {
+    pair: RsaKeyPair,
+    verifying: UnparsedPublicKey<Vec<u8>>,
+    public: rsa::RsaPublicKey,
+}
+
+/// RS256 (RFC 7518 §3.3) over `ring`, for jwt-compact's token building and validation.
+struct RingRs256;
+
+/// An RS256 signature; empty when `ring` could not sign (see `sign`).
+struct RingSignature(Vec<u8>);
+
+impl AlgorithmSignature for RingSignature {
+    fn try_from_slice(slice: &[u8]) -> anyhow::Result<Self> {
+        Ok(Self(slice.to_vec()))
+    }
+
+    fn as_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.0)
+    }
+}
+
+impl Algorithm for RingRs256 {
+    type SigningKey = RsaKeyPair;
+    type VerifyingKey = UnparsedPublicKey<Vec<u8>>;
+    type Signature = RingSignature;
+
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed("RS256")
+    }
+
+    /// The trait cannot fail; `ring` fails only on a broken random source, and then the
+    /// signature is empty, which `sign` below turns into an error instead of a token.
+    fn sign(&self, signing_key: &RsaKeyPair, message: &[u8]) -> RingSignature {
+        let mut signature = vec![0; signing_key.public().modulus_len()];
+        let signed = signing_key.sign(
+            &signature::RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            message,
+            &mut signature,
+        );
+        RingSignature(if signed.is_ok() {
+            signature
+        } else {
+            Vec::new()
+        })
+    }
+
+    fn verify_signature(
+        &self,
+        signature: &RingSignature,
+        verifying_key: &UnparsedPublicKey<Vec<u8>>,
+        message: &[u8],
+    ) -> bool {
+        verifying_key.verify(message, &signature.0).is_ok()
+    }
 }
 
 struct Key {
@@ -47,9 +117,12 @@ struct Key {
 
 /// The server's signing keys; the first signs.
 pub struct KeyRing {
-    keys: Vec<Key>,
+    keys: Arc<Vec<Key>>,
     /// Whether the key was generated at start (tokens die with the process).
     pub ephemeral: bool,
+    /// Signatures in progress, at most one per core: an RSA signature takes milliseconds of
+    /// CPU, which must neither stall the async threads nor pile up unbounded.
+    signers: Semaphore,
 }
 
 impl KeyRing {
@@ -58,19 +131,22 @@ impl KeyRing {
             .iter()
             .map(|path| load_pem(path))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            keys,
-            ephemeral: false,
-        })
+        Ok(Self::new(keys, false))
+    }
+
+    fn new(keys: Vec<Key>, ephemeral: bool) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            keys: Arc::new(keys),
+            ephemeral,
+            signers: Semaphore::new(cores),
+        }
     }
 
     /// One fresh P-256 key, for development only.
     pub fn ephemeral() -> Self {
         let private = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
-        Self {
-            keys: vec![key(Private::P256(private))],
-            ephemeral: true,
-        }
+        Self::new(vec![key(Private::P256(private))], true)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -83,21 +159,85 @@ impl KeyRing {
     }
 
     /// Signs `claims` as a JWT with `typ` (e.g. `at+jwt`) under the current key.
-    pub fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
-        let key = self
-            .keys
-            .first()
-            .ok_or_else(|| KeyError::Sign("no signing key".into()))?;
-        let header = Header::empty()
-            .with_key_id(key.kid.clone())
-            .with_token_type(typ);
-        let claims = Claims::new(claims);
-        let token = match &key.private {
-            Private::Rsa(private) => Rsa::rs256().token(&header, &claims, private.as_ref()),
-            Private::P256(private) => Es256.token(&header, &claims, private),
-            Private::Ed25519(pair) => Ed25519.token(&header, &claims, &pair.sk),
-        };
-        token.map_err(|err| KeyError::Sign(err.to_string()))
+    pub async fn sign(&self, typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
+        let typ = typ.to_owned();
+        self.off_thread(move |keys| sign(keys, &typ, claims)).await
+    }
+
+    /// The claims of a JWT of type `typ` that one of these keys signed (found by `kid`), the
+    /// registered time claims included; `None` for anything else. Times are not checked here.
+    pub async fn verify(&self, typ: &str, token: &str) -> Option<Map<String, Value>> {
+        let (typ, token) = (typ.to_owned(), token.to_owned());
+        self.off_thread(move |keys| Ok(verify(keys, &typ, &token)))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Runs `work` over the keys on a blocking thread (so `/healthz` and every other request
+    /// keep their async threads), at most one per core at a time.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&[Key]) -> Result<T, KeyError> + Send + 'static,
+    ) -> Result<T, KeyError> {
+        let _permit = self
+            .signers
+            .acquire()
+            .await
+            .map_err(|err| KeyError::Sign(err.to_string()))?;
+        let keys = Arc::clone(&self.keys);
+        tokio::task::spawn_blocking(move || work(&keys))
+            .await
+            .map_err(|err| KeyError::Sign(err.to_string()))?
+    }
+}
+
+fn verify(keys: &[Key], typ: &str, token: &str) -> Option<Map<String, Value>> {
+    let untrusted = UntrustedToken::new(token).ok()?;
+    if untrusted.header().token_type.as_deref() != Some(typ) {
+        return None;
+    }
+    let kid = untrusted.header().key_id.as_deref()?;
+    let key = keys.iter().find(|key| key.kid == kid)?;
+    let token: Token<Map<String, Value>> = match &key.private {
+        Private::Rsa(rsa) => RingRs256.validator(&rsa.verifying).validate(&untrusted),
+        Private::P256(private) => Es256
+            .validator(private.verifying_key())
+            .validate(&untrusted),
+        Private::Ed25519(pair) => Ed25519.validator(&pair.pk).validate(&untrusted),
+    }
+    .ok()?;
+    let claims = token.claims();
+    let mut map = claims.custom.clone();
+    for (name, time) in [
+        ("exp", claims.expiration),
+        ("nbf", claims.not_before),
+        ("iat", claims.issued_at),
+    ] {
+        if let Some(time) = time {
+            map.insert(name.into(), Value::from(time.timestamp()));
+        }
+    }
+    Some(map)
+}
+
+fn sign(keys: &[Key], typ: &str, claims: Map<String, Value>) -> Result<String, KeyError> {
+    let key = keys
+        .first()
+        .ok_or_else(|| KeyError::Sign("no signing key".into()))?;
+    let header = Header::empty()
+        .with_key_id(key.kid.clone())
+        .with_token_type(typ);
+    let claims = Claims::new(claims);
+    let token = match &key.private {
+        Private::Rsa(rsa) => RingRs256.token(&header, &claims, &rsa.pair),
+        Private::P256(private) => Es256.token(&header, &claims, private),
+        Private::Ed25519(pair) => Ed25519.token(&header, &claims, &pair.sk),
+    };
+    match token {
+        Ok(token) if token.ends_with('.') => Err(KeyError::Sign("the RSA signature failed".into())),
+        Ok(token) => Ok(token),
+        Err(err) => Err(KeyError::Sign(err.to_string())),
     }
 }
 
@@ -124,7 +264,22 @@ fn load_pem(path: &Path) -> Result<Key, KeyError> {
                 bits,
             });
         }
-        Private::Rsa(Box::new(rsa))
+        let der = rsa.to_pkcs8_der().map_err(|_| KeyError::Unrecognised {
+            path: path.to_owned(),
+        })?;
+        let pair = RsaKeyPair::from_pkcs8(der.as_bytes()).map_err(|err| KeyError::Ring {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        })?;
+        let verifying = UnparsedPublicKey::new(
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+            pair.public().as_ref().to_vec(),
+        );
+        Private::Rsa(Box::new(RsaKey {
+            pair,
+            verifying,
+            public: rsa.to_public_key(),
+        }))
     } else if let Ok(ec) = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem) {
         Private::P256(ec)
     } else if let Ok(secret) = p256::SecretKey::from_sec1_pem(&pem) {
@@ -141,7 +296,7 @@ fn load_pem(path: &Path) -> Result<Key, KeyError> {
 
 fn key(private: Private) -> Key {
     let jwk = match &private {
-        Private::Rsa(key) => JsonWebKey::from(&key.to_public_key()).into_owned_value(),
+        Private::Rsa(key) => JsonWebKey::from(&key.public).into_owned_value(),
         Private::P256(key) => JsonWebKey::from(key.verifying_key()).into_owned_value(),
         Private::Ed25519(pair) => JsonWebKey::from(&pair.pk).into_owned_value(),
     };
@@ -185,8 +340,8 @@ mod tests {
         file
     }
 
-    #[test]
-    fn every_key_is_published_with_its_thumbprint_as_kid() {
+    #[tokio::test]
+    async fn every_key_is_published_with_its_thumbprint_as_kid() {
         use rsa::pkcs8::EncodePrivateKey;
         let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
         let rsa_pem = pem_file(&rsa.to_pkcs8_pem(Default::default()).unwrap());
@@ -203,7 +358,7 @@ mod tests {
             43,
             "base64url SHA-256"
         );
-        let token = ring.sign("at+jwt", Map::new()).unwrap();
+        let token = ring.sign("at+jwt", Map::new()).await.unwrap();
         let header: Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
                 .decode(token.split('.').next().unwrap())
@@ -215,6 +370,34 @@ mod tests {
             (Some("ES256"), Some("at+jwt"))
         );
         assert_eq!(header["kid"], keys[0]["kid"], "the first key signs");
+        let mut claims = Map::new();
+        claims.insert("exp".into(), Value::from(4_000_000_000i64));
+        claims.insert("sub".into(), Value::from("alice"));
+        let token = ring.sign("at+jwt", claims.clone()).await.unwrap();
+        assert_eq!(ring.verify("at+jwt", &token).await, Some(claims));
+        assert_eq!(ring.verify("id+jwt", &token).await, None, "another type");
+        let other = KeyRing::ephemeral()
+            .sign("at+jwt", Map::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            ring.verify("at+jwt", &other).await,
+            None,
+            "another server's key"
+        );
+        let rsa_only = KeyRing::load(&[rsa_pem.path().to_owned()]).unwrap();
+        let rsa_token = rsa_only.sign("at+jwt", Map::new()).await.unwrap();
+        assert!(
+            ring.verify("at+jwt", &rsa_token).await.is_some(),
+            "a published older key verifies"
+        );
+        let independent = jwt_compact::alg::Rsa::rs256()
+            .validator::<Map<String, Value>>(&rsa.to_public_key())
+            .validate(&UntrustedToken::new(&rsa_token).unwrap());
+        assert!(
+            independent.is_ok(),
+            "ring's RS256 verifies with the pure-Rust rsa crate"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::oauth::grant::Grant;
+use crate::oauth::token::StoredRefresh;
 
 mod postgres;
 mod sql;
@@ -72,6 +73,20 @@ pub enum Redeemed {
 
 type Io<T> = Result<T, StoreError>;
 
+/// A refresh token's rotation: its successor, stored as the old one is claimed.
+#[derive(Debug, Clone)]
+pub struct Rotation<'a> {
+    pub successor_sha256: &'a str,
+    /// The successor sealed under a key derived from the old token (for a retry's answer).
+    pub successor_sealed: &'a [u8],
+    pub grant: &'a Grant,
+    pub family_id: &'a str,
+    pub expires_at: i64,
+    pub family_issued_at: i64,
+    /// The family's upstream session as the upstream refresh left it, sealed.
+    pub upstream_sealed: Option<&'a [u8]>,
+}
+
 /// An upstream login in flight: which request it serves and the secrets its callback needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamLogin {
@@ -116,18 +131,31 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Io<()>> + Send;
     fn redeem_code(&self, code_sha256: &str, now: i64)
         -> impl Future<Output = Io<Redeemed>> + Send;
+    /// Stores the first refresh token of a family (issued with its code's exchange).
     fn save_refresh(
         &self,
         token_sha256: &str,
         grant: &Grant,
         family_id: &str,
         expires_at: i64,
+        family_issued_at: i64,
     ) -> impl Future<Output = Io<()>> + Send;
-    fn redeem_refresh(
+    /// A refresh token as stored, used or not, with its family's state and its successor: what
+    /// a refresh is decided on, before anything is written.
+    fn find_refresh(
         &self,
         token_sha256: &str,
         now: i64,
-    ) -> impl Future<Output = Io<Redeemed>> + Send;
+    ) -> impl Future<Output = Io<Option<StoredRefresh>>> + Send;
+    /// Claims `old_sha256` and stores its successor in one transaction, with the family's new
+    /// upstream session if there is one; `false` when another request claimed it first (or it
+    /// died meanwhile), in which case nothing is written.
+    fn rotate_refresh(
+        &self,
+        old_sha256: &str,
+        rotation: &Rotation<'_>,
+        now: i64,
+    ) -> impl Future<Output = Io<bool>> + Send;
     /// The family and client of a refresh token, used or not (for RFC 7009 revocation).
     fn refresh_family(
         &self,
@@ -139,8 +167,6 @@ pub trait Store: Clone + Send + Sync + 'static {
         reason: &str,
         now: i64,
     ) -> impl Future<Output = Io<()>> + Send;
-    /// Undoes a refresh token's redemption when the upstream could not be asked (nothing is lost).
-    fn release_refresh(&self, token_sha256: &str) -> impl Future<Output = Io<()>> + Send;
     fn save_upstream_login(
         &self,
         state_sha256: &str,
@@ -257,22 +283,89 @@ mod tests {
     async fn a_revoked_family_redeems_nothing() {
         let (_dir, store) = store().await;
         store
-            .save_refresh("r1", &grant(), "fam", 1000)
+            .save_refresh("r1", &grant(), "fam", 1000, 1)
             .await
             .unwrap();
         store
-            .save_refresh("r2", &grant(), "fam", 1000)
+            .save_refresh("r2", &grant(), "fam", 1000, 1)
             .await
             .unwrap();
         store.revoke_family("fam", "reuse", 5).await.unwrap();
-        assert_eq!(
-            store.redeem_refresh("r1", 10).await.unwrap(),
-            Redeemed::Invalid
+        assert!(
+            store
+                .find_refresh("r1", 10)
+                .await
+                .unwrap()
+                .unwrap()
+                .family_revoked
         );
+        assert!(!store
+            .rotate_refresh("r1", &rotation("s1", None), 10)
+            .await
+            .unwrap());
         assert_eq!(
             store.refresh_family("r2").await.unwrap(),
             Some(("fam".into(), "c1".into()))
         );
+    }
+
+    fn rotation<'a>(successor: &'a str, upstream: Option<&'a [u8]>) -> Rotation<'a> {
+        static GRANT: std::sync::OnceLock<Grant> = std::sync::OnceLock::new();
+        Rotation {
+            successor_sha256: successor,
+            successor_sealed: b"sealed",
+            grant: GRANT.get_or_init(grant),
+            family_id: "fam",
+            expires_at: 2000,
+            family_issued_at: 1,
+            upstream_sealed: upstream,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotation_claims_once_and_stores_the_successor_with_it() {
+        let (_dir, store) = store().await;
+        store
+            .save_refresh("r", &grant(), "fam", 1000, 1)
+            .await
+            .unwrap();
+        let before = store.find_refresh("r", 10).await.unwrap().unwrap();
+        assert_eq!((before.used_at, before.family_issued_at), (None, 1));
+        assert!(store
+            .rotate_refresh("r", &rotation("s", Some(b"upstream")), 10)
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .rotate_refresh("r", &rotation("s2", None), 11)
+                .await
+                .unwrap(),
+            "the second claim loses and writes nothing"
+        );
+        assert!(store.find_refresh("s2", 11).await.unwrap().is_none());
+        let old = store.find_refresh("r", 12).await.unwrap().unwrap();
+        assert_eq!(old.used_at, Some(10));
+        let successor = old.successor.unwrap();
+        assert_eq!(
+            (successor.sealed.as_slice(), successor.live),
+            (&b"sealed"[..], true)
+        );
+        let new = store.find_refresh("s", 12).await.unwrap().unwrap();
+        assert_eq!(
+            (new.expires_at, new.family_issued_at),
+            (2000, 1),
+            "the family's start carried"
+        );
+        assert_eq!(
+            store.upstream_tokens("fam").await.unwrap(),
+            Some(b"upstream".to_vec())
+        );
+        store
+            .rotate_refresh("s", &rotation("t", None), 13)
+            .await
+            .unwrap();
+        let old = store.find_refresh("r", 14).await.unwrap().unwrap();
+        assert!(!old.successor.unwrap().live, "its successor was used");
     }
 
     #[tokio::test]
@@ -293,24 +386,6 @@ mod tests {
             None,
             "a replayed state is refused"
         );
-    }
-
-    #[tokio::test]
-    async fn a_released_refresh_token_can_be_redeemed_again() {
-        let (_dir, store) = store().await;
-        store
-            .save_refresh("r", &grant(), "fam", 1000)
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.redeem_refresh("r", 1).await.unwrap(),
-            Redeemed::Fresh { .. }
-        ));
-        store.release_refresh("r").await.unwrap();
-        assert!(matches!(
-            store.redeem_refresh("r", 1).await.unwrap(),
-            Redeemed::Fresh { .. }
-        ));
     }
 
     #[tokio::test]

@@ -4,10 +4,12 @@ three real MCP clients signing in there, then refreshing (re-checked upstream) a
 
 import json
 import os
+import re
 import subprocess
 import time
 
 import pytest
+import requests
 
 from democlients import CLIENTS, EXPECTED, run_client, start_demo
 from harness import ROOT, Process, free_port, port_open, wait_until
@@ -57,16 +59,21 @@ def test_a_real_client_signs_in_at_the_identity_provider_and_carries_on_after_a_
             assert after["refreshed"], "a new access token came from the refresh"
 
 
+def tokens_issued():
+    """The demo authorization server's count of issued tokens (one log line each is at debug)."""
+    metrics = requests.get("http://127.0.0.1:9000/metrics", timeout=5).text
+    return int(re.search(r"^mcp_authserver_tokens_issued_total (\d+)$", metrics, re.M).group(1))
+
+
 def test_a_session_survives_a_restart_of_the_authorization_server(demo, idp):
     """The Python SDK signs in, the authorization server is killed (the demo restarts it) while the
     client waits for its token to expire; the live token keeps working and the refresh goes through."""
     command = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "tests" / "clients" / "py_sdk_client.py"),
                "http://localhost:8080/mcp", "alice", "any", "kubernetes__get_pods", ""]
     env = {**os.environ, "MCP_TEST_IDP_ORIGIN": idp, "REFRESH_AFTER": str(ACCESS_TOKEN_SECONDS + 4)}
-    log = ROOT / ".demo" / "authserver.log"
-    issued_before = log.read_text().count("tokens issued")
+    issued_before = tokens_issued()
     client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT / "tests", env=env)
-    wait_until(lambda: log.read_text().count("tokens issued") > issued_before, 60, "the client's sign-in")
+    wait_until(lambda: tokens_issued() > issued_before, 60, "the client's sign-in")
     time.sleep(1)  # its calls with the live token
     subprocess.run(["pkill", "-f", "mcp-mesh-authserver --config .demo/authserver.yaml"], check=True)
     wait_until(lambda: "restarting it" in (ROOT / ".demo" / "authserver.log").read_text(), 10, "the restart")

@@ -127,10 +127,37 @@ def test_a_client_registered_on_one_replica_logs_in_and_refreshes_through_the_ot
     first = tokens.json()["refresh_token"]
     rotated = a.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=first)
     assert rotated.status_code == 200, rotated.text
+    retried = b.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=first)
+    assert retried.json()["refresh_token"] == rotated.json()["refresh_token"], "a retry on B within the grace: A's successor"
+    moved_on = a.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=rotated.json()["refresh_token"])
+    assert moved_on.status_code == 200, moved_on.text
     reused = b.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=first)
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant", "rotated on A, dead on B"
-    latest = a.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=rotated.json()["refresh_token"])
+    latest = a.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=moved_on.json()["refresh_token"])
     assert latest.json()["error"] == "invalid_grant", "the reuse on B revoked the family on A too"
+
+
+def test_a_refresh_token_sent_to_two_replicas_at_once_rotates_once(replicas):
+    a, b = replicas
+    client = register(a)
+    code, verifier = code_for(client, a)
+    token = exchange(a, client, code, verifier).json()["refresh_token"]
+    for _ in range(5):
+        answers = []
+        start = threading.Barrier(2)
+
+        def refresh(replica):
+            start.wait()
+            answers.append(replica.token(grant_type="refresh_token", client_id=client["client_id"], refresh_token=token))
+        threads = [threading.Thread(target=refresh, args=(replica,)) for replica in (a, b)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [answer.status_code for answer in answers] == [200, 200], [answer.text for answer in answers]
+        successors = {answer.json()["refresh_token"] for answer in answers}
+        assert len(successors) == 1, "one replica won the claim; the other handed out its successor"
+        token = successors.pop()
 
 
 def test_a_code_sent_to_two_replicas_at_once_is_redeemed_once(replicas):

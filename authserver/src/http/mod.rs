@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -146,8 +146,18 @@ pub fn router<S: Store>(
         .route("/.well-known/openid-configuration", get(metadata::<S>))
         .route("/.well-known/jwks.json", get(jwks::<S>))
         .route("/oauth/register", post(register::<S>))
-        .route("/oauth/token", post(crate::http::token::token::<S>))
-        .route("/oauth/revoke", post(crate::http::token::revoke::<S>))
+        .route(
+            "/oauth/token",
+            post(token::token::<S>).layer(DefaultBodyLimit::max(token::BODY_LIMIT)),
+        )
+        .route(
+            "/oauth/revoke",
+            post(token::revoke::<S>).layer(DefaultBodyLimit::max(token::BODY_LIMIT)),
+        )
+        .route(
+            "/oauth/introspect",
+            post(token::introspect::<S>).layer(DefaultBodyLimit::max(token::BODY_LIMIT)),
+        )
         .route("/oauth/authorize", get(authorize::authorize::<S>))
         .route(
             "/oauth/consent",
@@ -194,6 +204,8 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "introspection_endpoint": config.endpoint("/oauth/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": config.scopes,
         "authorization_response_iss_parameter_supported": true,

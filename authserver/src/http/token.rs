@@ -1,24 +1,44 @@
 //! `/oauth/token` (RFC 6749 §3.2) and `/oauth/revoke` (RFC 7009): authorization codes with PKCE,
 //! rotating refresh tokens whose reuse revokes the family, and `client_credentials` for
 //! confidential machine clients (seed 004), whose tokens carry the client as `sub`.
+//!
+//! The handlers parse, ask `oauth::token` for the decision, and carry it out. A refresh is
+//! decided on what the store holds before anything is written; the old token is claimed and its
+//! successor stored in one transaction, so nothing a client still holds is burnt by a refusal,
+//! a storage error or a crash, and a retry whose answer was lost gets the same successor back.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map};
 use sha2::{Digest, Sha256};
 
-use crate::http::{hex, now, oauth_error, random_token, AppState, Lookup, Metrics};
-use crate::idp::oidc::{Federated, UpstreamError, UpstreamTokens};
+use crate::crypto::Sealer;
+use crate::http::{hex, random_token, AppState, Lookup, Metrics};
+use crate::idp::oidc::{UpstreamError, UpstreamTokens};
 use crate::oauth::grant::{access_claims, Grant, User};
-use crate::store::{Redeemed, Store, StoredClient};
+use crate::oauth::introspect::{Context as IntrospectionContext, Found};
+use crate::oauth::token::{
+    decide_client_credentials, decide_code, decide_refresh, Ask, CodeAsk, Credential,
+    MachineClient, RefreshDecision, RefreshPolicy, Refusal,
+};
+use crate::oauth::{ErrorCode, OAuthError, Scope};
+use crate::store::{Rotation, Store, StoreError, StoredClient};
+
+/// The largest body the token, revocation and introspection endpoints read (a token request is
+/// a few hundred bytes).
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// Labels the key a refresh token's successor is sealed under (derived from the old token).
+const SUCCESSOR_KEY_LABEL: &str = "mcp-mesh-auth refresh successor v1";
 
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
@@ -33,359 +53,436 @@ pub struct TokenRequest {
     refresh_token: Option<String>,
 }
 
-pub async fn token<S: Store>(
-    state: State<Arc<AppState<S>>>,
-    headers: HeaderMap,
-    form: Form<TokenRequest>,
-) -> Response {
-    let counters = Arc::clone(&state.0);
-    let response = grant(state, headers, form).await;
-    if !response.status().is_success() {
-        Metrics::bump(&counters.metrics.token_errors);
+/// A form body, or RFC 6749 §5.2 `invalid_request` JSON when it is not one (wrong content type,
+/// too large, not decodable): never axum's plain-text 413/415/422.
+pub struct OAuthForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OAuthForm<T> {
+    type Rejection = OAuthError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Form::<T>::from_request(request, state).await {
+            Ok(Form(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let error = malformed(&rejection);
+                tracing::info!(status = %rejection.status(), reason = %error.description, "malformed request refused");
+                Err(error)
+            }
+        }
     }
-    response
+}
+
+fn malformed(rejection: &FormRejection) -> OAuthError {
+    OAuthError::invalid_request(match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("the body is larger than {BODY_LIMIT} bytes"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            "the body must be application/x-www-form-urlencoded".to_owned()
+        }
+        _ => format!("the body is not a valid form: {}", rejection.body_text()),
+    })
+}
+
+pub async fn token<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    OAuthForm(request): OAuthForm<TokenRequest>,
+) -> Response {
+    match grant(&state, &headers, &request).await {
+        Ok(response) => response,
+        Err(error) => {
+            Metrics::bump(&state.metrics.token_errors);
+            tracing::warn!(
+                client_id = %caller(&headers, request.client_id.as_deref()),
+                grant_type = request.grant_type.as_deref().unwrap_or("-"),
+                error = %error.code,
+                reason = %error.description,
+                "token request refused"
+            );
+            error.into_response()
+        }
+    }
 }
 
 async fn grant<S: Store>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
-    Form(request): Form<TokenRequest>,
-) -> Response {
+    state: &Arc<AppState<S>>,
+    headers: &HeaderMap,
+    request: &TokenRequest,
+) -> Result<Response, OAuthError> {
     match request.grant_type.as_deref() {
-        Some("client_credentials") => client_credentials(&state, &headers, request).await,
-        Some("authorization_code") => authorization_code(&state, &headers, request).await,
-        Some("refresh_token") => refresh(&state, &headers, request).await,
-        Some(other) => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            &format!("grant type `{other}` is not supported here"),
-        ),
-        None => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "grant_type is required",
-        ),
+        Some("client_credentials") => client_credentials(state, headers, request).await,
+        Some("authorization_code") => authorization_code(state, headers, request).await,
+        Some("refresh_token") => refresh(state, headers, request).await,
+        Some(other) => Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!("grant type `{other}` is not supported here"),
+        )),
+        None => Err(OAuthError::invalid_request("grant_type is required")),
     }
 }
 
 async fn client_credentials<S: Store>(
-    state: &AppState<S>,
+    state: &Arc<AppState<S>>,
     headers: &HeaderMap,
-    request: TokenRequest,
-) -> Response {
-    let client = match authenticate(state, headers, &request).await {
-        Ok(client) => client,
-        Err(response) => return response,
+    request: &TokenRequest,
+) -> Result<Response, OAuthError> {
+    let client = authenticate(
+        state,
+        headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )
+    .await?;
+    let machine = MachineClient {
+        may_use_grant: client.metadata["grant_types"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g == "client_credentials")),
+        scope: Scope::from_stored(client.metadata["scope"].as_str().unwrap_or_default()),
     };
-    let allowed_grant = client.metadata["grant_types"]
-        .as_array()
-        .is_some_and(|g| g.iter().any(|g| g == "client_credentials"));
-    if !allowed_grant {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            "this client is not registered for client_credentials",
-        );
-    }
-    let config = &state.config;
-    let resource = match request.resource.as_deref() {
-        Some(resource) if config.resources.iter().any(|r| r == resource) => resource.to_owned(),
-        Some(resource) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_target",
-                &format!("`{resource}` is not a resource of this server"),
-            )
-        }
-        None if config.resources.len() == 1 => config.resources[0].clone(),
-        None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_target",
-                "name the MCP resource with the `resource` parameter (RFC 8707)",
-            )
-        }
-    };
-    let registered: Vec<&str> = client.metadata["scope"]
-        .as_str()
-        .map(|s| s.split_ascii_whitespace().collect())
-        .unwrap_or_default();
-    let requested: Vec<&str> = request
-        .scope
-        .as_deref()
-        .map(|s| s.split_ascii_whitespace().collect())
-        .unwrap_or_else(|| registered.clone());
-    if let Some(scope) = requested
-        .iter()
-        .find(|s| !registered.contains(s) || **s == "offline_access")
-    {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            &format!("scope `{scope}` is not granted to this client"),
-        );
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let lifetime = config.lifetimes.access_seconds;
+    let asked = asked_scope(request)?;
+    let (scope, resource) = decide_client_credentials(
+        &machine,
+        asked.as_ref(),
+        request.resource.as_deref(),
+        &state.config.resources,
+    )?;
+    let now = state.clock.now();
+    let lifetime = state.config.lifetimes.access_seconds;
     let mut claims = Map::new();
-    claims.insert("iss".into(), json!(config.issuer_str()));
+    claims.insert("iss".into(), json!(state.config.issuer_str()));
     claims.insert("sub".into(), json!(client.client_id));
     claims.insert("aud".into(), json!(resource));
     claims.insert("client_id".into(), json!(client.client_id));
-    claims.insert("scope".into(), json!(requested.join(" ")));
+    claims.insert("scope".into(), json!(scope.to_string()));
     claims.insert("iat".into(), json!(now));
     claims.insert("nbf".into(), json!(now));
-    claims.insert("exp".into(), json!(now + lifetime));
+    claims.insert("exp".into(), json!(now + lifetime as i64));
     claims.insert("jti".into(), json!(random_token(16)));
-    let access_token = match state.keys.sign("at+jwt", claims) {
-        Ok(token) => token,
-        Err(err) => {
-            tracing::error!(error = %err, "could not sign an access token");
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "the token could not be signed",
-            );
-        }
-    };
+    let access_token = sign(state, claims).await?;
     Metrics::bump(&state.metrics.tokens_issued);
-    tracing::info!(client_id = %client.client_id, resource = %resource, "client_credentials token issued");
-    let body = json!({"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime, "scope": requested.join(" ")});
-    (
-        StatusCode::OK,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::PRAGMA, "no-cache"),
-        ],
-        Json(body),
-    )
-        .into_response()
+    tracing::debug!(client_id = %client.client_id, resource = %resource, "client_credentials token issued");
+    Ok(answer_json(
+        json!({"access_token": access_token, "token_type": "Bearer",
+                     "expires_in": lifetime, "scope": scope.to_string()}),
+    ))
 }
 
 async fn authorization_code<S: Store>(
-    state: &AppState<S>,
+    state: &Arc<AppState<S>>,
     headers: &HeaderMap,
-    request: TokenRequest,
-) -> Response {
-    let client = match identify(state, headers, &request).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
-    let (Some(code), Some(verifier)) = (request.code.as_deref(), request.code_verifier.as_deref())
+    request: &TokenRequest,
+) -> Result<Response, OAuthError> {
+    let client = identify(
+        state,
+        headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )
+    .await?;
+    let (Some(code), Some(code_verifier)) =
+        (request.code.as_deref(), request.code_verifier.as_deref())
     else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+        return Err(OAuthError::invalid_request(
             "code and code_verifier are required",
-        );
+        ));
     };
+    let scope = asked_scope(request)?;
+    let ask = CodeAsk {
+        grant: Ask {
+            client_id: &client.client_id,
+            scope: scope.as_ref(),
+            resource: request.resource.as_deref(),
+        },
+        redirect_uri: request.redirect_uri.as_deref(),
+        code_verifier,
+    };
+    let now = state.clock.now();
     let redeemed = state
         .store
-        .redeem_code(&hex(&Sha256::digest(code.as_bytes())), now())
-        .await;
-    // RFC 6749 §4.1.2: a code used twice revokes what it issued.
-    let (grant, family_id) =
-        match checked_grant(state, redeemed, &client, &request, "authorization code").await {
-            Ok(found) => found,
-            Err(response) => return response,
-        };
-    if request.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
-        return invalid_grant("redirect_uri does not match the authorization request");
-    }
-    if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != grant.code_challenge {
-        return invalid_grant("the PKCE code_verifier does not match the code_challenge");
-    }
-    issue(state, grant, &family_id).await
+        .redeem_code(&sha256_hex(code), now)
+        .await
+        .map_err(store_failure)?;
+    let (grant, family_id) = match decide_code(redeemed, &ask) {
+        Ok(decided) => decided,
+        Err(refusal) => return Err(refuse(state, refusal).await),
+    };
+    let access_token = sign_access(state, &grant).await?;
+    let refresh_token = if grant.has_scope("offline_access") {
+        let token = random_token(32);
+        let expires_at = refresh_policy(state).expiry(now, now);
+        state
+            .store
+            .save_refresh(&sha256_hex(&token), &grant, &family_id, expires_at, now)
+            .await
+            .map_err(store_failure)?;
+        Some(token)
+    } else {
+        None
+    };
+    Ok(issued(
+        state,
+        &grant,
+        access_token,
+        refresh_token.as_deref(),
+    ))
 }
 
 async fn refresh<S: Store>(
-    state: &AppState<S>,
+    state: &Arc<AppState<S>>,
     headers: &HeaderMap,
-    request: TokenRequest,
-) -> Response {
-    let client = match identify(state, headers, &request).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
+    request: &TokenRequest,
+) -> Result<Response, OAuthError> {
+    let client = identify(
+        state,
+        headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )
+    .await?;
     let Some(token) = request.refresh_token.as_deref() else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "refresh_token is required",
-        );
+        return Err(OAuthError::invalid_request("refresh_token is required"));
     };
-    let token_hash = hex(&Sha256::digest(token.as_bytes()));
-    let redeemed = state.store.redeem_refresh(&token_hash, now()).await;
-    let (mut grant, family_id) =
-        match checked_grant(state, redeemed, &client, &request, "refresh token").await {
-            Ok(found) => found,
-            Err(response) => return response,
-        };
-    if let Some(narrower) = request.scope.as_deref() {
-        if let Some(extra) = narrower
-            .split_ascii_whitespace()
-            .find(|s| !grant.has_scope(s))
-        {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                &format!("scope `{extra}` was not granted"),
-            );
-        }
-        grant.scope = narrower.to_owned();
-    }
-    if let Some(federated) = state.upstream.federated() {
-        match recheck_upstream(state, &federated, &family_id, &grant.user).await {
-            Ok(Some(user)) => grant.user = user,
-            Ok(None) => {}
-            Err(err) if err.is_transient() => {
-                // Nothing is lost: the client's refresh token works again once the IdP is back.
-                let _ = state.store.release_refresh(&token_hash).await;
+    let scope = asked_scope(request)?;
+    let ask = Ask {
+        client_id: &client.client_id,
+        scope: scope.as_ref(),
+        resource: request.resource.as_deref(),
+    };
+    let token_hash = sha256_hex(token);
+    let policy = refresh_policy(state);
+    // Twice at most: a request that loses the claim to a concurrent one looks again, and then
+    // finds the winner's successor to hand back.
+    for _ in 0..2 {
+        let now = state.clock.now();
+        let found = state
+            .store
+            .find_refresh(&token_hash, now)
+            .await
+            .map_err(store_failure)?;
+        let (mut grant, family_id, family_issued_at, expires_at) =
+            match decide_refresh(found, &ask, &policy, now) {
+                Err(refusal) => return Err(refuse(state, refusal).await),
+                Ok(RefreshDecision::Resend { grant, sealed }) => {
+                    return resend(state, token, &grant, &sealed).await
+                }
+                Ok(RefreshDecision::Rotate {
+                    grant,
+                    family_id,
+                    family_issued_at,
+                    expires_at,
+                }) => (grant, family_id, family_issued_at, expires_at),
+            };
+        let upstream_sealed = match recheck_upstream(state, &family_id, &grant.user).await {
+            Ok(Some((user, sealed))) => {
+                grant.user = user;
+                Some(sealed)
+            }
+            Ok(None) => None,
+            Err(UpstreamCheck::NoSession) => {
+                tracing::warn!(client_id = %client.client_id, "a federated family has no stored upstream session: refresh refused");
+                return Err(Refusal::NoUpstreamSession.into());
+            }
+            Err(UpstreamCheck::Failed(err)) if err.is_transient() => {
+                // Nothing was claimed: the same refresh token works once the IdP is back.
                 tracing::warn!(error = %err, "upstream unreachable during refresh");
-                return oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    &err.to_string(),
-                );
+                return Err(OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the identity provider is unreachable; try again shortly",
+                ));
             }
-            Err(err) => {
-                let _ = revoke_family(state, &family_id, "upstream session ended").await;
+            Err(UpstreamCheck::Failed(err)) => {
                 tracing::info!(error = %err, client_id = %client.client_id, "upstream refused the refresh");
-                return invalid_grant(&err.to_string());
+                if claimed_meanwhile(state, &token_hash).await? {
+                    // A concurrent refresh rotated the token (and the upstream session with it).
+                    continue;
+                }
+                revoke_family(state, &family_id, "upstream session ended")
+                    .await
+                    .map_err(store_failure)?;
+                return Err(OAuthError::invalid_grant(
+                    "the identity provider ended the session; sign in again",
+                ));
             }
+        };
+        let access_token = sign_access(state, &grant).await?;
+        let successor = random_token(32);
+        let successor_sealed =
+            Sealer::derived(SUCCESSOR_KEY_LABEL, token.as_bytes()).seal(successor.as_bytes());
+        let rotation = Rotation {
+            successor_sha256: &sha256_hex(&successor),
+            successor_sealed: &successor_sealed,
+            grant: &grant,
+            family_id: &family_id,
+            expires_at,
+            family_issued_at,
+            upstream_sealed: upstream_sealed.as_deref(),
+        };
+        let rotated = state
+            .store
+            .rotate_refresh(&token_hash, &rotation, now)
+            .await
+            .map_err(store_failure)?;
+        if rotated {
+            return Ok(issued(state, &grant, access_token, Some(&successor)));
         }
     }
-    issue(state, grant, &family_id).await
+    Err(Refusal::Unknown(Credential::RefreshToken).into())
+}
+
+/// The answer to a retry within the grace: a fresh access token and the successor the first
+/// attempt stored, which only the old token can unseal.
+async fn resend<S: Store>(
+    state: &Arc<AppState<S>>,
+    token: &str,
+    grant: &Grant,
+    sealed: &[u8],
+) -> Result<Response, OAuthError> {
+    let successor = Sealer::derived(SUCCESSOR_KEY_LABEL, token.as_bytes())
+        .open(sealed)
+        .ok()
+        .and_then(|plain| String::from_utf8(plain).ok())
+        .ok_or_else(|| {
+            tracing::error!("a stored refresh successor does not open with its refresh token");
+            OAuthError::server_error()
+        })?;
+    let access_token = sign_access(state, grant).await?;
+    tracing::info!(client_id = %grant.client_id, "refresh retried within the grace: successor resent");
+    Ok(issued(state, grant, access_token, Some(&successor)))
+}
+
+/// Whether a refresh token was rotated since it was looked at.
+async fn claimed_meanwhile<S: Store>(
+    state: &AppState<S>,
+    token_hash: &str,
+) -> Result<bool, OAuthError> {
+    let found = state
+        .store
+        .find_refresh(token_hash, state.clock.now())
+        .await
+        .map_err(store_failure)?;
+    Ok(found.is_some_and(|found| found.used_at.is_some()))
+}
+
+/// Why the upstream re-check did not give a user.
+enum UpstreamCheck {
+    /// Federated, but no upstream session is kept for the family (or it cannot be opened).
+    NoSession,
+    Failed(UpstreamError),
 }
 
 /// Asks the identity provider whether the user is still who they were (and in which groups),
-/// with the upstream refresh token kept for this family. `None`: the family has no upstream
-/// session (issued before federation was configured).
+/// with the upstream session kept for this family: the user as they are now and the session as
+/// the upstream left it, sealed, for the rotation to store. `None`: logins are not federated.
+/// The one place a refresh calls the upstream.
 async fn recheck_upstream<S: Store>(
     state: &AppState<S>,
-    federated: &Federated<'_>,
     family_id: &str,
     user: &User,
-) -> Result<Option<User>, UpstreamError> {
-    let sealer = state.sealer.as_ref();
+) -> Result<Option<(User, Vec<u8>)>, UpstreamCheck> {
+    let Some(federated) = state.upstream.federated() else {
+        return Ok(None);
+    };
+    let sealer = state.sealer.as_ref().ok_or(UpstreamCheck::NoSession)?;
     let sealed = match state.store.upstream_tokens(family_id).await {
         Ok(Some(sealed)) => sealed,
-        Ok(None) => return Ok(None),
+        Ok(None) => return Err(UpstreamCheck::NoSession),
         Err(err) => {
-            return Err(UpstreamError::Unreachable {
+            return Err(UpstreamCheck::Failed(UpstreamError::Unreachable {
                 issuer: "the database".into(),
                 detail: err.to_string(),
-            })
+            }))
         }
     };
     let tokens: UpstreamTokens = sealer
-        .and_then(|sealer| sealer.open(&sealed).ok())
+        .open(&sealed)
+        .ok()
         .and_then(|plain| serde_json::from_slice(&plain).ok())
-        .ok_or_else(|| UpstreamError::Other {
-            error: "undecryptable".into(),
-            description:
-                "the stored upstream session cannot be decrypted (was encryption_key_file changed?)"
-                    .into(),
-        })?;
-    let (fresh, tokens) = federated.refresh(&tokens, user).await?;
-    if let Some(sealer) = sealer {
-        let sealed = sealer.seal(&serde_json::to_vec(&tokens).unwrap_or_default());
-        if let Err(err) = state
-            .store
-            .save_upstream_tokens(family_id, &sealed, now())
-            .await
-        {
-            return Err(UpstreamError::Unreachable {
-                issuer: "the database".into(),
-                detail: err.to_string(),
-            });
-        }
-    }
-    Ok(Some(fresh))
-}
-
-/// What a redeemed code or refresh token (`kind`) stands for, once it is known to be fresh, the
-/// caller's, and for the resource asked for. A replay revokes the family it belongs to.
-async fn checked_grant<S: Store>(
-    state: &AppState<S>,
-    redeemed: Result<Redeemed, crate::store::StoreError>,
-    client: &StoredClient,
-    request: &TokenRequest,
-    kind: &str,
-) -> Result<(Grant, String), Response> {
-    let (grant, family_id) = match redeemed.map_err(store_failure)? {
-        Redeemed::Fresh { grant, family_id } => (*grant, family_id),
-        Redeemed::Replayed { family_id } => {
-            let _ = revoke_family(state, &family_id, &format!("{kind} used twice")).await;
-            tracing::warn!(client_id = %client.client_id, "{kind} used twice: its family is revoked");
-            return Err(invalid_grant(&format!(
-                "the {kind} was already used; sign in again"
-            )));
-        }
-        Redeemed::Invalid => {
-            return Err(invalid_grant(&format!(
-                "the {kind} is unknown, expired or revoked; sign in again"
-            )))
-        }
-    };
-    if grant.client_id != client.client_id {
-        return Err(invalid_grant(&format!(
-            "the {kind} was issued to another client"
-        )));
-    }
-    if request
-        .resource
-        .as_deref()
-        .is_some_and(|r| r != grant.resource)
-    {
-        return Err(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            "resource differs from the one authorized",
-        ));
-    }
-    Ok((grant, family_id))
-}
-
-/// An access token for `grant`, and a rotated refresh token when `offline_access` was granted.
-async fn issue<S: Store>(state: &AppState<S>, grant: Grant, family_id: &str) -> Response {
-    let config = &state.config;
-    let claims = access_claims(config, &grant, now() as u64, random_token(16));
-    let access_token = match state.keys.sign("at+jwt", claims) {
-        Ok(token) => token,
-        Err(err) => {
-            tracing::error!(error = %err, "could not sign an access token");
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "the token could not be signed",
+        .ok_or_else(|| {
+            tracing::error!(
+                "a stored upstream session cannot be decrypted (was encryption_key_file changed?)"
             );
-        }
-    };
-    let mut body = json!({"access_token": access_token, "token_type": "Bearer",
-                          "expires_in": config.lifetimes.access_seconds, "scope": grant.scope});
-    if grant.has_scope("offline_access") {
-        let refresh_token = random_token(32);
-        let expires_at = now() + config.lifetimes.refresh_seconds as i64;
-        if let Err(err) = state
-            .store
-            .save_refresh(
-                &hex(&Sha256::digest(refresh_token.as_bytes())),
-                &grant,
-                family_id,
-                expires_at,
-            )
-            .await
-        {
+            UpstreamCheck::NoSession
+        })?;
+    let (fresh, tokens) = federated
+        .refresh(&tokens, user)
+        .await
+        .map_err(UpstreamCheck::Failed)?;
+    let plain = serde_json::to_vec(&tokens).map_err(|err| {
+        UpstreamCheck::Failed(UpstreamError::Other {
+            error: "unserialisable".into(),
+            description: err.to_string(),
+        })
+    })?;
+    Ok(Some((fresh, sealer.seal(&plain))))
+}
+
+/// A refusal as answered, once its effect is carried out: a replay revokes its family (before
+/// the answer goes out, so the client cannot race it with the successor).
+async fn refuse<S: Store>(state: &AppState<S>, refusal: Refusal) -> OAuthError {
+    if let Some(family_id) = refusal.family_to_revoke() {
+        if let Err(err) = revoke_family(state, family_id, &refusal.to_string()).await {
             return store_failure(err);
         }
+    }
+    refusal.into()
+}
+
+/// The refresh lifetimes of the configuration.
+fn refresh_policy<S>(state: &AppState<S>) -> RefreshPolicy {
+    let lifetimes = &state.config.lifetimes;
+    let seconds = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    RefreshPolicy {
+        sliding: seconds(lifetimes.refresh_seconds),
+        absolute: seconds(lifetimes.refresh_absolute_seconds),
+        reuse_grace: seconds(lifetimes.refresh_reuse_grace_seconds),
+    }
+}
+
+fn asked_scope(request: &TokenRequest) -> Result<Option<Scope>, OAuthError> {
+    request
+        .scope
+        .as_deref()
+        .map(Scope::parse)
+        .transpose()
+        .map_err(|err| OAuthError::invalid_scope(err.to_string()))
+}
+
+async fn sign_access<S: Store>(state: &AppState<S>, grant: &Grant) -> Result<String, OAuthError> {
+    let now = u64::try_from(state.clock.now()).unwrap_or_default();
+    sign(
+        state,
+        access_claims(&state.config, grant, now, random_token(16)),
+    )
+    .await
+}
+
+async fn sign<S: Store>(
+    state: &AppState<S>,
+    claims: Map<String, serde_json::Value>,
+) -> Result<String, OAuthError> {
+    state.keys.sign("at+jwt", claims).await.map_err(|err| {
+        tracing::error!(error = %err, "could not sign an access token");
+        OAuthError::server_error()
+    })
+}
+
+/// The token response for `grant` (RFC 6749 §5.1).
+fn issued<S>(
+    state: &AppState<S>,
+    grant: &Grant,
+    access_token: String,
+    refresh_token: Option<&str>,
+) -> Response {
+    let mut body = json!({"access_token": access_token, "token_type": "Bearer",
+                          "expires_in": state.config.lifetimes.access_seconds, "scope": grant.scope});
+    if let Some(refresh_token) = refresh_token {
         body["refresh_token"] = json!(refresh_token);
     }
     Metrics::bump(&state.metrics.tokens_issued);
-    tracing::info!(client_id = %grant.client_id, subject = %grant.user.subject, "tokens issued");
+    tracing::debug!(client_id = %grant.client_id, subject = %grant.user.subject, "tokens issued");
+    answer_json(body)
+}
+
+fn answer_json(body: serde_json::Value) -> Response {
     (
         StatusCode::OK,
         [
@@ -405,68 +502,151 @@ pub struct RevokeRequest {
 }
 
 /// RFC 7009: revoking a refresh token revokes its family. Access tokens are self-contained JWTs
-/// and simply expire; the answer is 200 either way (§2.2).
+/// that simply expire (`unsupported_token_type`, §2.2.1, for one of ours); the answer is 200 for
+/// anything unknown (§2.2). `token_type_hint` is not needed to tell the two apart.
 pub async fn revoke<S: Store>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
-    Form(request): Form<RevokeRequest>,
+    OAuthForm(request): OAuthForm<RevokeRequest>,
 ) -> Response {
-    let as_token_request = TokenRequest {
-        grant_type: None,
-        client_id: request.client_id.clone(),
-        client_secret: request.client_secret.clone(),
-        scope: None,
-        resource: None,
-        code: None,
-        redirect_uri: None,
-        code_verifier: None,
-        refresh_token: None,
-    };
-    let client = match identify(&state, &headers, &as_token_request).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
-    let Some(token) = request.token.as_deref() else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required",
-        );
-    };
-    match state
-        .store
-        .refresh_family(&hex(&Sha256::digest(token.as_bytes())))
-        .await
-    {
-        Ok(Some((family_id, owner))) if owner == client.client_id => {
-            if let Err(err) = revoke_family(&state, &family_id, "revoked by the client").await {
-                return store_failure(err);
-            }
+    match revocation(&state, &headers, &request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(
+                client_id = %caller(&headers, request.client_id.as_deref()),
+                error = %error.code,
+                reason = %error.description,
+                "revocation refused"
+            );
+            error.into_response()
         }
-        Ok(_) => {}
-        Err(err) => return store_failure(err),
     }
-    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()
+}
+
+async fn revocation<S: Store>(
+    state: &Arc<AppState<S>>,
+    headers: &HeaderMap,
+    request: &RevokeRequest,
+) -> Result<Response, OAuthError> {
+    let client = identify(
+        state,
+        headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )
+    .await?;
+    let Some(token) = request.token.as_deref() else {
+        return Err(OAuthError::invalid_request("token is required"));
+    };
+    let found = state
+        .store
+        .refresh_family(&sha256_hex(token))
+        .await
+        .map_err(store_failure)?;
+    match found {
+        Some((family_id, owner)) if owner == client.client_id => {
+            revoke_family(state, &family_id, "revoked by the client")
+                .await
+                .map_err(store_failure)?;
+        }
+        // Another client's token: not revoked, and nothing told (§2.1: the client is refused).
+        Some(_) => {
+            tracing::warn!(client_id = %client.client_id, "revocation of another client's refresh token ignored")
+        }
+        None if state.keys.verify("at+jwt", token).await.is_some() => {
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedTokenType,
+                "access tokens are short-lived JWTs and are not revoked; revoke the refresh token",
+            ))
+        }
+        None => {}
+    }
+    Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IntrospectRequest {
+    token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 7662: for confidential clients (resource servers) that authenticate (§2.1). Access tokens
+/// are checked against the server's own keys and clock, refresh tokens looked up by hash;
+/// `token_type_hint` is not needed to find either and is ignored (§2.1 allows it).
+pub async fn introspect<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    OAuthForm(request): OAuthForm<IntrospectRequest>,
+) -> Response {
+    match introspection(&state, &headers, &request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(
+                client_id = %caller(&headers, request.client_id.as_deref()),
+                error = %error.code,
+                reason = %error.description,
+                "introspection refused"
+            );
+            error.into_response()
+        }
+    }
+}
+
+async fn introspection<S: Store>(
+    state: &Arc<AppState<S>>,
+    headers: &HeaderMap,
+    request: &IntrospectRequest,
+) -> Result<Response, OAuthError> {
+    let client = authenticate(
+        state,
+        headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )
+    .await?;
+    let Some(token) = request.token.as_deref() else {
+        return Err(OAuthError::invalid_request("token is required"));
+    };
+    let found = match state.keys.verify("at+jwt", token).await {
+        Some(claims) => Found::Access(claims),
+        None => match state
+            .store
+            .find_refresh(&sha256_hex(token), state.clock.now())
+            .await
+            .map_err(store_failure)?
+        {
+            Some(stored) => Found::Refresh(Box::new(stored)),
+            None => Found::Nothing,
+        },
+    };
+    let context = IntrospectionContext {
+        issuer: state.config.issuer_str(),
+        resources: &state.config.resources,
+        caller: &client.client_id,
+        policy: &refresh_policy(state),
+        now: state.clock.now(),
+    };
+    let answer = crate::oauth::introspect::introspect(found, &context);
+    tracing::debug!(client_id = %client.client_id, active = %answer["active"], "token introspected");
+    Ok(answer_json(answer))
 }
 
 /// The calling client: confidential ones authenticate, public ones name themselves.
 async fn identify<S: Store>(
     state: &AppState<S>,
     headers: &HeaderMap,
-    request: &TokenRequest,
-) -> Result<StoredClient, Response> {
-    let has_credentials =
-        headers.contains_key(header::AUTHORIZATION) || request.client_secret.is_some();
-    if has_credentials {
-        return authenticate(state, headers, request).await;
+    client_id: Option<&str>,
+    client_secret: Option<&str>,
+) -> Result<StoredClient, OAuthError> {
+    if headers.contains_key(header::AUTHORIZATION) || client_secret.is_some() {
+        return authenticate(state, headers, client_id, client_secret).await;
     }
-    let Some(client_id) = request.client_id.as_deref() else {
-        return Err(invalid_client(false));
-    };
+    let client_id = client_id.ok_or_else(invalid_client)?;
     match state.find_client(client_id).await {
         Lookup::Found(client) if client.secret_sha256.is_none() => Ok(client),
         Lookup::StoreDown(err) => Err(store_failure(err)),
-        _ => Err(invalid_client(false)),
+        _ => Err(invalid_client()),
     }
 }
 
@@ -475,74 +655,69 @@ async fn revoke_family<S: Store>(
     state: &AppState<S>,
     family_id: &str,
     reason: &str,
-) -> Result<(), crate::store::StoreError> {
-    state.store.revoke_family(family_id, reason, now()).await?;
+) -> Result<(), StoreError> {
+    state
+        .store
+        .revoke_family(family_id, reason, state.clock.now())
+        .await?;
     Metrics::bump(&state.metrics.families_revoked);
     tracing::warn!(reason, "grant family revoked");
     Ok(())
 }
 
-fn invalid_grant(description: &str) -> Response {
-    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
-}
-
-fn store_failure(err: crate::store::StoreError) -> Response {
+fn store_failure(err: StoreError) -> OAuthError {
     tracing::error!(error = %err, "storage failure at the token endpoint");
-    oauth_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily_unavailable",
-        "storage is unavailable; try again",
-    )
+    OAuthError::unavailable()
 }
 
 /// `client_secret_basic` or `client_secret_post`; a failure is RFC 6749's `invalid_client` (401).
 async fn authenticate<S: Store>(
     state: &AppState<S>,
     headers: &HeaderMap,
-    request: &TokenRequest,
-) -> Result<StoredClient, Response> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "));
-    let (client_id, secret) = match (basic, &request.client_id, &request.client_secret) {
-        (Some(encoded), _, _) => decode_basic(encoded).ok_or_else(|| invalid_client(true))?,
-        (None, Some(id), Some(secret)) => (id.clone(), secret.clone()),
-        _ => return Err(invalid_client(false)),
+    client_id: Option<&str>,
+    client_secret: Option<&str>,
+) -> Result<StoredClient, OAuthError> {
+    let (client_id, secret) = match (basic(headers), client_id, client_secret) {
+        (Some(credentials), _, _) => credentials.ok_or_else(invalid_client)?,
+        (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+        _ => return Err(invalid_client()),
     };
-    let client = match state.store.client(&client_id).await {
-        Ok(Some(client)) => client,
-        Ok(None) => return Err(invalid_client(basic.is_some())),
-        Err(err) => {
-            tracing::error!(error = %err, "client lookup failed");
-            return Err(oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "try again",
-            ));
-        }
-    };
-    let presented = hex(&Sha256::digest(secret.as_bytes()));
+    let client = state
+        .store
+        .client(&client_id)
+        .await
+        .map_err(store_failure)?
+        .ok_or_else(invalid_client)?;
+    let presented = sha256_hex(&secret);
     match &client.secret_sha256 {
         Some(stored) if constant_time_eq(stored.as_bytes(), presented.as_bytes()) => Ok(client),
-        _ => Err(invalid_client(basic.is_some())),
+        _ => Err(invalid_client()),
     }
 }
 
-fn invalid_client(basic: bool) -> Response {
-    let mut response = oauth_error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
+fn invalid_client() -> OAuthError {
+    OAuthError::invalid_client(
         "client authentication failed (unknown client, wrong secret, or a public client)",
-    );
-    if basic {
-        if let Ok(value) = header::HeaderValue::from_str("Basic realm=\"oauth\"") {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-    }
-    response
+    )
+}
+
+/// The Basic credentials of a request, if it has an `Authorization: Basic` header (`None`
+/// inside when they do not decode).
+fn basic(headers: &HeaderMap) -> Option<Option<(String, String)>> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .map(decode_basic)
+}
+
+/// Who a request says it comes from, for a log line (never the secret).
+fn caller(headers: &HeaderMap, client_id: Option<&str>) -> String {
+    basic(headers)
+        .flatten()
+        .map(|(id, _)| id)
+        .or_else(|| client_id.map(str::to_owned))
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// RFC 6749 §2.3.1: both parts are form-urlencoded inside the Basic credentials.
@@ -555,6 +730,10 @@ fn decode_basic(encoded: &str) -> Option<(String, String)> {
             .map(|(_, v)| v.into_owned())
     };
     Some((unescape(id)?, unescape(secret)?))
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -588,6 +767,179 @@ mod tests {
         let request: TokenRequest =
             serde_urlencoded_from("grant_type=client_credentials&audience=x");
         assert_eq!(request.grant_type.as_deref(), Some("client_credentials"));
+    }
+
+    mod through_the_router {
+        use axum::body::Body;
+        use axum::http::Request;
+        use axum::Router;
+        use serde_json::{json, Value};
+        use tower::ServiceExt;
+
+        use crate::config::{Config, FileConfig, Overrides};
+        use crate::http::{hex, router, Upstream};
+        use crate::keys::KeyRing;
+        use crate::store::{SqliteStore, Store, StoredClient};
+
+        const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+        /// The router over a fresh SQLite store holding a machine client `m2m` (secret `s3cret`)
+        /// and a public client `app`.
+        async fn app() -> (tempfile::TempDir, Router) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(&format!("sqlite://{}/auth.db", dir.path().display()))
+                .await
+                .unwrap();
+            let secret = hex(&sha2::Sha256::digest(b"s3cret"));
+            for (id, secret, metadata) in [
+                (
+                    "m2m",
+                    Some(secret),
+                    json!({"grant_types": ["client_credentials"], "scope": "mcp:tools"}),
+                ),
+                (
+                    "app",
+                    None,
+                    json!({"redirect_uris": ["http://127.0.0.1/cb"]}),
+                ),
+            ] {
+                let client = StoredClient {
+                    client_id: id.into(),
+                    secret_sha256: secret,
+                    metadata,
+                    created_at: 0,
+                };
+                store.save_client(&client).await.unwrap();
+            }
+            let file: FileConfig = serde_yaml::from_str(&format!(
+                "issuer: https://auth.example.com\nresources: [{RESOURCE}]\n"
+            ))
+            .unwrap();
+            let config = Config::resolve(file, Overrides::default()).unwrap();
+            (
+                dir,
+                router(config, KeyRing::ephemeral(), store, Upstream::None, None),
+            )
+        }
+
+        async fn post(
+            app: &Router,
+            path: &str,
+            content_type: &str,
+            body: impl Into<Body>,
+        ) -> (u16, Value) {
+            let request = Request::post(path)
+                .header("content-type", content_type)
+                .header(
+                    "authorization",
+                    format!("Basic {}", STANDARD.encode("m2m:s3cret")),
+                )
+                .body(body.into())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        }
+
+        async fn form(app: &Router, path: &str, body: &str) -> (u16, Value) {
+            post(
+                app,
+                path,
+                "application/x-www-form-urlencoded",
+                body.to_owned(),
+            )
+            .await
+        }
+
+        use super::super::*;
+
+        #[tokio::test]
+        async fn malformed_bodies_are_rfc_6749_invalid_request_on_every_endpoint() {
+            let (_dir, app) = app().await;
+            for path in ["/oauth/token", "/oauth/revoke", "/oauth/introspect"] {
+                let (status, body) = post(&app, path, "application/json", "{}").await;
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (400, Some("invalid_request")),
+                    "{path}: JSON"
+                );
+                let huge = format!("token={}", "a".repeat(BODY_LIMIT));
+                let (status, body) = form(&app, path, &huge).await;
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (400, Some("invalid_request")),
+                    "{path}: too large"
+                );
+                let (status, body) = form(&app, path, "token=a&token=b").await;
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (400, Some("invalid_request")),
+                    "{path}: a field twice"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn introspection_answers_authenticated_confidential_clients_only() {
+            let (_dir, app) = app().await;
+            let (status, issued) =
+                form(&app, "/oauth/token", "grant_type=client_credentials").await;
+            assert_eq!(status, 200, "{issued}");
+            let token = issued["access_token"].as_str().unwrap();
+            let (status, answer) = form(&app, "/oauth/introspect", &format!("token={token}")).await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                (answer["active"].as_bool(), answer["aud"].as_str()),
+                (Some(true), Some(RESOURCE))
+            );
+            let (_, answer) = form(&app, "/oauth/introspect", "token=not-a-token").await;
+            assert_eq!(answer, json!({"active": false}));
+            let public = Request::post("/oauth/introspect")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={token}&client_id=app")))
+                .unwrap();
+            let response = app.clone().oneshot(public).await.unwrap();
+            assert_eq!(
+                response.status().as_u16(),
+                401,
+                "a public client may not introspect"
+            );
+            let wrong = Request::post("/oauth/introspect")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header(
+                    "authorization",
+                    format!("Basic {}", STANDARD.encode("m2m:wrong")),
+                )
+                .body(Body::from(format!("token={token}")))
+                .unwrap();
+            assert_eq!(
+                app.clone().oneshot(wrong).await.unwrap().status().as_u16(),
+                401
+            );
+        }
+
+        #[tokio::test]
+        async fn revocation_refuses_access_tokens_and_accepts_unknown_ones() {
+            let (_dir, app) = app().await;
+            let (_, issued) = form(&app, "/oauth/token", "grant_type=client_credentials").await;
+            let token = issued["access_token"].as_str().unwrap();
+            let (status, body) = form(&app, "/oauth/revoke", &format!("token={token}")).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("unsupported_token_type"))
+            );
+            let (status, _) = form(&app, "/oauth/revoke", "token=unknown").await;
+            assert_eq!(
+                status, 200,
+                "RFC 7009 §2.2: unknown tokens are not an error"
+            );
+        }
     }
 
     fn serde_urlencoded_from(text: &str) -> TokenRequest {

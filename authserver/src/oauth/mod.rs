@@ -4,8 +4,10 @@
 pub mod clock;
 pub mod error;
 pub mod grant;
+pub mod introspect;
 pub mod registration;
 pub mod scope;
+pub mod token;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{ErrorCode, OAuthError};

@@ -139,20 +139,103 @@ macro_rules! sql_store {
                 grant: &Grant,
                 family_id: &str,
                 expires_at: i64,
+                family_issued_at: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO refresh_tokens (token_sha256, family_id, grant_json, expires_at) VALUES ($1, $2, $3, $4)")
+                sqlx::query("INSERT INTO refresh_tokens (token_sha256, family_id, grant_json, expires_at, family_issued_at) VALUES ($1, $2, $3, $4, $5)")
                     .bind(token_sha256)
                     .bind(family_id)
                     .bind(serde_json::to_string(grant)?)
                     .bind(expires_at)
+                    .bind(family_issued_at)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
             }
 
-            async fn redeem_refresh(&self, token_sha256: &str, now: i64) -> Result<Redeemed, StoreError> {
-                self.redeem("refresh_tokens", "token_sha256", token_sha256, now)
-                    .await
+            async fn find_refresh(
+                &self,
+                token_sha256: &str,
+                now: i64,
+            ) -> Result<Option<$crate::oauth::token::StoredRefresh>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT r.grant_json, r.family_id, r.expires_at, r.family_issued_at, r.used, r.used_at, \
+                     r.successor_sealed, s.grant_json AS successor_grant, s.used AS successor_used, \
+                     s.expires_at AS successor_expires_at, \
+                     (SELECT COUNT(*) FROM revoked_families f WHERE f.family_id = r.family_id) AS revoked \
+                     FROM refresh_tokens r LEFT JOIN refresh_tokens s ON s.token_sha256 = r.successor_sha256 \
+                     WHERE r.token_sha256 = $1",
+                )
+                .bind(token_sha256)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let used = row.try_get::<i64, _>("used")? != 0;
+                let successor_grant: Option<String> = row.try_get("successor_grant")?;
+                let successor_sealed: Option<Vec<u8>> = row.try_get("successor_sealed")?;
+                let successor = match (successor_grant, successor_sealed) {
+                    (Some(grant), Some(sealed)) => Some($crate::oauth::token::Successor {
+                        grant: serde_json::from_str(&grant)?,
+                        sealed,
+                        live: row.try_get::<Option<i64>, _>("successor_used")? == Some(0)
+                            && row.try_get::<Option<i64>, _>("successor_expires_at")?.is_some_and(|at| at > now),
+                    }),
+                    _ => None,
+                };
+                Ok(Some($crate::oauth::token::StoredRefresh {
+                    grant: serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?,
+                    family_id: row.try_get("family_id")?,
+                    expires_at: row.try_get("expires_at")?,
+                    family_issued_at: row.try_get("family_issued_at")?,
+                    family_revoked: row.try_get::<i64, _>("revoked")? != 0,
+                    // Rotated before rotation times were kept: long ago, past any grace.
+                    used_at: used.then(|| row.try_get::<Option<i64>, _>("used_at")).transpose()?.map(Option::unwrap_or_default),
+                    successor,
+                }))
+            }
+
+            async fn rotate_refresh(
+                &self,
+                old_sha256: &str,
+                rotation: &$crate::store::Rotation<'_>,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // One conditional UPDATE: of two requests (or replicas), one claims the token.
+                let claimed = sqlx::query(
+                    "UPDATE refresh_tokens SET used = 1, used_at = $2, successor_sha256 = $3, successor_sealed = $4 \
+                     WHERE token_sha256 = $1 AND used = 0 AND expires_at > $2 \
+                     AND family_id NOT IN (SELECT family_id FROM revoked_families)",
+                )
+                .bind(old_sha256)
+                .bind(now)
+                .bind(rotation.successor_sha256)
+                .bind(rotation.successor_sealed)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !claimed {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query("INSERT INTO refresh_tokens (token_sha256, family_id, grant_json, expires_at, family_issued_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(rotation.successor_sha256)
+                    .bind(rotation.family_id)
+                    .bind(serde_json::to_string(rotation.grant)?)
+                    .bind(rotation.expires_at)
+                    .bind(rotation.family_issued_at)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(sealed) = rotation.upstream_sealed {
+                    sqlx::query("INSERT INTO upstream_tokens (family_id, sealed, updated_at) VALUES ($1, $2, $3) ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at")
+                        .bind(rotation.family_id)
+                        .bind(sealed)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn refresh_family(
@@ -179,14 +262,6 @@ macro_rules! sql_store {
                     .bind(family_id)
                     .bind(now)
                     .bind(reason)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn release_refresh(&self, token_sha256: &str) -> Result<(), StoreError> {
-                sqlx::query("UPDATE refresh_tokens SET used = 0 WHERE token_sha256 = $1")
-                    .bind(token_sha256)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
