@@ -6,7 +6,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::oauth::grant::Grant;
+use crate::oauth::grant::{Grant, User};
 
 mod postgres;
 mod sql;
@@ -41,7 +41,9 @@ pub struct StoredClient {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingRequest {
     pub client_id: String,
-    pub client_name: String,
+    /// The name the client chose for itself, if any.
+    #[serde(default)]
+    pub client_name: Option<String>,
     pub redirect_uri: String,
     pub state: Option<String>,
     pub code_challenge: String,
@@ -49,12 +51,20 @@ pub struct PendingRequest {
     pub scope: String,
 }
 
-/// A pending request as stored: whose browser started it and whether consent was given.
+/// A pending request as stored: whose browser started it and who signed in, once they have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRequest {
     pub browser_id: String,
     pub request: PendingRequest,
-    pub consented: bool,
+    pub signed_in: Option<SignedIn>,
+}
+
+/// Who signed in for a pending request, kept until they answer the consent page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIn {
+    pub user: User,
+    /// The upstream session (sealed, base64), stored with the grant family once a code is issued.
+    pub sealed_upstream: Option<String>,
 }
 
 /// What redeeming a single-use credential (code or refresh token) found.
@@ -93,20 +103,26 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Io<()>> + Send;
     fn request(&self, id: &str, now: i64)
         -> impl Future<Output = Io<Option<StoredRequest>>> + Send;
-    fn mark_consented(&self, id: &str) -> impl Future<Output = Io<()>> + Send;
+    /// Records who signed in for a pending request (login comes before consent).
+    fn save_sign_in(&self, id: &str, signed_in: &SignedIn) -> impl Future<Output = Io<()>> + Send;
     fn delete_request(&self, id: &str) -> impl Future<Output = Io<()>> + Send;
+    /// The scope `subject` approved for `client_id` at `resource`, if they did.
     fn consent(
         &self,
-        browser_id: &str,
+        subject: &str,
         client_id: &str,
+        resource: &str,
     ) -> impl Future<Output = Io<Option<String>>> + Send;
     fn save_consent(
         &self,
-        browser_id: &str,
+        subject: &str,
         client_id: &str,
+        resource: &str,
         scope: &str,
         now: i64,
     ) -> impl Future<Output = Io<()>> + Send;
+    /// Whether any user ever approved `client_id` (only then are its errors redirected).
+    fn client_approved(&self, client_id: &str) -> impl Future<Output = Io<bool>> + Send;
     fn save_code(
         &self,
         code_sha256: &str,

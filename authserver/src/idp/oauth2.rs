@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::idp::oidc::{
     default_redirect_uri, error_chain, http_client, lookup, map_token_error, read_secret, strings,
-    AuthMethod, Pending, UpstreamError, UpstreamTokens,
+    verified_email, AuthMethod, Pending, UpstreamError, UpstreamTokens,
 };
 use crate::oauth::grant::User;
 
@@ -47,6 +47,11 @@ pub struct OAuth2Settings {
 pub struct Fields {
     pub subject: String,
     pub email: String,
+    /// The field that says the email address was verified. Without it (and without
+    /// `trust_email`) no email is passed on: plain OAuth 2.0 has no standard for the flag.
+    pub email_verified: Option<String>,
+    /// The provider only ever returns addresses it verified (say, a company directory).
+    pub trust_email: bool,
     pub name: String,
     pub groups: Option<String>,
     pub roles: Option<String>,
@@ -57,10 +62,24 @@ impl Default for Fields {
         Self {
             subject: "sub".into(),
             email: "email".into(),
+            email_verified: None,
+            trust_email: false,
             name: "name".into(),
             groups: None,
             roles: None,
         }
+    }
+}
+
+impl Fields {
+    /// The user's email from userinfo, if verified (by its flag field, or by `trust_email`).
+    fn email_of(&self, info: &Map<String, Value>) -> Option<String> {
+        let email = lookup(info, &self.email).cloned();
+        if self.trust_email {
+            return email.and_then(|v| v.as_str().map(str::to_owned));
+        }
+        let flag = self.email_verified.as_deref().and_then(|f| lookup(info, f));
+        verified_email(email, flag)
     }
 }
 
@@ -223,7 +242,7 @@ impl OAuth2Upstream {
         };
         Ok(User {
             subject: text(&fields.subject).unwrap_or_default(),
-            email: text(&fields.email),
+            email: fields.email_of(&info),
             name: text(&fields.name),
             groups: list(&fields.groups),
             roles: list(&fields.roles),
@@ -242,5 +261,40 @@ impl OAuth2Upstream {
             &self.redirect_uri,
             &self.settings.token_url,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(yaml: &str) -> Fields {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn an_email_needs_a_verified_flag_field_or_an_explicit_trust() {
+        let info = json!({"email": "a@x", "email_verified": true, "account": {"verified": false}});
+        let info = info.as_object().unwrap();
+        assert_eq!(
+            fields("{}").email_of(info),
+            None,
+            "no flag field configured"
+        );
+        assert_eq!(
+            fields("{email_verified: email_verified}")
+                .email_of(info)
+                .as_deref(),
+            Some("a@x")
+        );
+        assert_eq!(
+            fields("{email_verified: account.verified}").email_of(info),
+            None
+        );
+        assert_eq!(
+            fields("{trust_email: true}").email_of(info).as_deref(),
+            Some("a@x")
+        );
     }
 }

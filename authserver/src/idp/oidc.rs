@@ -24,6 +24,7 @@ use tokio::sync::RwLock;
 pub(crate) use mcp_mesh_claims::lookup;
 
 use crate::oauth::grant::User;
+use crate::oauth::{ErrorCode, OAuthError};
 
 /// The `oidc` upstream section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -122,13 +123,28 @@ impl UpstreamError {
         matches!(self, Self::Unreachable { .. })
     }
 
-    /// The OAuth error our client sees.
-    pub fn oauth_error(&self) -> &'static str {
-        match self {
-            Self::Unreachable { .. } => "temporarily_unavailable",
-            Self::NotAssigned | Self::Denied => "access_denied",
-            _ => "server_error",
-        }
+    /// The OAuth error our client sees: a code and a fixed description. The variant's own text
+    /// (provider answers, error chains, our redirect URI) is for the log only.
+    pub fn for_client(&self) -> OAuthError {
+        let (code, description) = match self {
+            Self::Unreachable { .. } => (
+                ErrorCode::TemporarilyUnavailable,
+                "the identity provider could not be reached; try again shortly",
+            ),
+            Self::NotAssigned => (
+                ErrorCode::AccessDenied,
+                "the user is not assigned to this application at the identity provider",
+            ),
+            Self::Denied => (
+                ErrorCode::AccessDenied,
+                "the user denied access at the identity provider",
+            ),
+            _ => (
+                ErrorCode::ServerError,
+                "the sign-in at the identity provider failed; the authorization server's log has the cause",
+            ),
+        };
+        OAuthError::new(code, description)
     }
 }
 
@@ -354,7 +370,7 @@ impl OidcUpstream {
         let text = |claim: &str| find(claim).and_then(|v| v.as_str().map(str::to_owned));
         Ok(User {
             subject: text(&self.settings.subject_claim).unwrap_or_default(),
-            email: text("email"),
+            email: verified_email(find("email"), find("email_verified").as_ref()),
             name: text("name"),
             groups: self
                 .settings
@@ -574,6 +590,21 @@ fn payload(token: &str) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// The email address, only if the provider vouches for it (`email_verified`, OIDC Core §5.1;
+/// some providers send the flag as a string). An unverified address is anyone's to type in, and
+/// a policy or an MCP server matching on `email` would take it for the user's.
+pub(crate) fn verified_email(email: Option<Value>, verified: Option<&Value>) -> Option<String> {
+    let verified = match verified {
+        Some(Value::Bool(flag)) => *flag,
+        Some(Value::String(flag)) => flag.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    match email {
+        Some(Value::String(email)) if verified => Some(email),
+        _ => None,
+    }
+}
+
 /// An array of strings, or a space-separated string.
 pub(crate) fn strings(value: Value) -> Vec<String> {
     match value {
@@ -661,6 +692,23 @@ mod tests {
             detail: "d".into()
         }
         .is_transient());
+    }
+
+    #[test]
+    fn an_email_is_passed_on_only_when_the_provider_verified_it() {
+        let email = || Some(json!("alice@example.com"));
+        assert_eq!(
+            verified_email(email(), Some(&json!(true))).as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(
+            verified_email(email(), Some(&json!("true"))).as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(verified_email(email(), Some(&json!(false))), None);
+        assert_eq!(verified_email(email(), Some(&json!("false"))), None);
+        assert_eq!(verified_email(email(), None), None, "no flag, no email");
+        assert_eq!(verified_email(None, Some(&json!(true))), None);
     }
 
     #[test]
