@@ -744,4 +744,229 @@ mod tests {
             "https://app.example.com/cb"
         ));
     }
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::Router;
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    use crate::config::{Config, FileConfig, Overrides};
+    use crate::idp::dev::DevUsers;
+    use crate::keys::KeyRing;
+    use crate::store::SqliteStore;
+
+    const A: &str = "https://mcp.example.com/a";
+    const B: &str = "https://mcp.example.com/b";
+    const CB: &str = "https://evil.example/cb";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    /// The router over a real SQLite store and dev users, with one client registered for `CB`.
+    struct Server {
+        _dir: tempfile::TempDir,
+        app: Router,
+        cookie: Option<String>,
+    }
+
+    impl Server {
+        async fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let users = dir.path().join("users.yaml");
+            std::fs::write(&users, "users:\n- {username: alice, password: pw, email: alice@example.com, name: Alice}\n").unwrap();
+            let url = format!("sqlite://{}/auth.db", dir.path().display());
+            let store = SqliteStore::open(&url).await.unwrap();
+            store
+                .save_client(&StoredClient {
+                    client_id: "c1".into(),
+                    secret_sha256: None,
+                    metadata: json!({"client_name": "Totally <Legit>", "redirect_uris": [CB]}),
+                    created_at: 1,
+                })
+                .await
+                .unwrap();
+            let file: FileConfig = serde_yaml::from_str(&format!(
+                "issuer: https://auth.example.com\nresources: [{A}, {B}]\n"
+            ))
+            .unwrap();
+            let config = Config::resolve(file, Overrides::default()).unwrap();
+            let upstream = Upstream::Dev(DevUsers::load(&users).unwrap());
+            let app = crate::http::router(config, KeyRing::ephemeral(), store, upstream, None);
+            Self {
+                _dir: dir,
+                app,
+                cookie: None,
+            }
+        }
+
+        async fn send(&mut self, request: Request<Body>) -> (StatusCode, String, String) {
+            let response = self.app.clone().oneshot(request).await.unwrap();
+            if let Some(cookie) = response.headers().get(header::SET_COOKIE) {
+                let cookie = cookie.to_str().unwrap().split(';').next().unwrap();
+                self.cookie = Some(cookie.to_owned());
+            }
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .map(|l| l.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                location,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+
+        async fn get(&mut self, uri: &str) -> (StatusCode, String, String) {
+            let mut request = Request::get(uri);
+            if let Some(cookie) = &self.cookie {
+                request = request.header(header::COOKIE, cookie);
+            }
+            self.send(request.body(Body::empty()).unwrap()).await
+        }
+
+        async fn post(&mut self, uri: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish();
+            let mut request = Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            if let Some(cookie) = &self.cookie {
+                request = request.header(header::COOKIE, cookie);
+            }
+            self.send(request.body(Body::from(body)).unwrap()).await
+        }
+
+        fn csrf(&self, request_id: &str) -> String {
+            let cookie = self.cookie.as_deref().unwrap();
+            csrf(cookie.split_once('=').unwrap().1, request_id)
+        }
+
+        /// `/oauth/authorize` then the dev login: where the server sends the browser next.
+        async fn sign_in(&mut self, extra: &str) -> String {
+            let (status, next, body) = self.get(&authorize(extra)).await;
+            assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+            let request_id = next
+                .strip_prefix("/oauth/login?request=")
+                .unwrap()
+                .to_owned();
+            let (status, _, _) = self.get(&next).await;
+            assert_eq!(status, StatusCode::OK);
+            let csrf = self.csrf(&request_id);
+            let form = [
+                ("request", request_id.as_str()),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", "pw"),
+            ];
+            let (status, next, _) = self.post("/oauth/login", &form).await;
+            assert_eq!(status, StatusCode::SEE_OTHER);
+            next
+        }
+
+        async fn approve(&mut self, consent: &str) -> (StatusCode, String, String) {
+            let request_id = consent.strip_prefix("/oauth/consent?request=").unwrap();
+            let csrf = self.csrf(request_id);
+            let form = [("request", request_id), ("csrf", &csrf), ("approve", "1")];
+            self.post("/oauth/consent", &form).await
+        }
+    }
+
+    fn authorize(extra: &str) -> String {
+        format!("/oauth/authorize?response_type=code&client_id=c1&redirect_uri={CB}&code_challenge={CHALLENGE}&code_challenge_method=S256&state=st{extra}")
+    }
+
+    #[tokio::test]
+    async fn errors_of_a_client_nobody_approved_are_shown_not_redirected() {
+        let mut server = Server::start().await;
+        let bad = format!("&resource={A}&scope=mcp:admin");
+        let (status, location, body) = server.get(&authorize(&bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(location, "", "no redirect to an unvouched-for URI");
+        assert!(
+            body.contains("invalid_scope") && body.contains("mcp:admin"),
+            "{body}"
+        );
+
+        let consent = server.sign_in(&format!("&resource={A}")).await;
+        let (status, landing, _) = server.approve(&consent).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(
+            landing.starts_with(CB) && landing.contains("code="),
+            "{landing}"
+        );
+
+        let (status, location, _) = server.get(&authorize(&bad)).await;
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "an approved client gets its errors"
+        );
+        assert!(location.starts_with(CB) && location.contains("error=invalid_scope"));
+    }
+
+    #[tokio::test]
+    async fn consent_is_remembered_per_user_client_resource_and_scope() {
+        let mut server = Server::start().await;
+        let consent = server
+            .sign_in(&format!("&resource={A}&scope=mcp:tools%20offline_access"))
+            .await;
+        assert!(consent.starts_with("/oauth/consent?request="), "{consent}");
+        let (status, _, page) = server.get(&consent).await;
+        assert_eq!(status, StatusCode::OK);
+        for shown in [
+            "Alice (alice@example.com)",
+            "Totally &lt;Legit&gt;",
+            "a name the client chose itself",
+            "evil.example",
+            A,
+            "offline_access",
+        ] {
+            assert!(page.contains(shown), "{shown} missing from {page}");
+        }
+        server.approve(&consent).await;
+
+        let narrower = server
+            .sign_in(&format!("&resource={A}&scope=mcp:tools"))
+            .await;
+        assert!(
+            narrower.starts_with(CB) && narrower.contains("code="),
+            "remembered: {narrower}"
+        );
+
+        let other = server
+            .sign_in(&format!("&resource={B}&scope=mcp:tools"))
+            .await;
+        assert!(
+            other.starts_with("/oauth/consent?"),
+            "another resource asks again: {other}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_over_long_state_is_refused_before_anything_is_stored() {
+        let mut server = Server::start().await;
+        let state = "x".repeat(decide::MAX_STATE + 1);
+        let (status, location, body) = server
+            .get(&format!("{}&resource={A}&state={state}", authorize("")))
+            .await;
+        assert_eq!((status, location.as_str()), (StatusCode::BAD_REQUEST, ""));
+        assert!(body.contains("state is 513 bytes long"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn login_and_consent_pages_without_their_request_say_so_in_a_page() {
+        let mut server = Server::start().await;
+        for uri in ["/oauth/login", "/oauth/consent"] {
+            let (status, _, body) = server.get(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(body.contains("opened without one"), "{uri}: {body}");
+        }
+        let (status, _, body) = server.post("/oauth/login", &[("request", "x")]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("form is incomplete"), "{body}");
+    }
 }
