@@ -20,8 +20,9 @@ use url::Url;
 
 use crate::client_documents;
 use crate::http::pages;
-use crate::http::{hex, random_token, AppState, Lookup, Metrics, Upstream};
+use crate::http::{hex, random_token, AppState, Lookup, Metrics};
 use crate::idp::oidc::callback_error;
+use crate::idp::{Password, Start};
 use crate::oauth::authorize::{self as decide, AuthorizeQuery, Delivery, Offer, Standing};
 use crate::oauth::consent::{self, ConsentFacts};
 use crate::oauth::grant::Grant;
@@ -182,17 +183,18 @@ pub async fn login_page<S: Store>(
         Ok(found) => found,
         Err(response) => return response,
     };
-    if let Upstream::Dev(_) = &state.upstream {
-        return pages::login(request_id, &csrf(&browser_id, request_id), None);
-    }
-    let Some(federated) = state.upstream.federated() else {
+    let Some(provider) = state.upstream.provider() else {
         return pages::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "No upstream login is configured (set `upstream` in the configuration).",
         );
     };
-    match federated.begin().await {
-        Ok((url, secrets)) => {
+    match provider.start().await {
+        Ok(Start::Form) => pages::login(request_id, &csrf(&browser_id, request_id), None),
+        Ok(Start::Redirect {
+            url,
+            pending: secrets,
+        }) => {
             let login = UpstreamLogin {
                 request_id: request_id.to_owned(),
                 nonce: secrets.nonce,
@@ -230,7 +232,7 @@ pub async fn callback<S: Store>(
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let Some(federated) = state.upstream.federated() else {
+    let Some(provider) = state.upstream.provider().filter(|p| p.is_federated()) else {
         return pages::error(StatusCode::NOT_FOUND, "No identity provider is configured.");
     };
     let Some(upstream_state) = query.state.as_deref() else {
@@ -261,7 +263,7 @@ pub async fn callback<S: Store>(
             query.error_description.as_deref().unwrap_or_default(),
         )),
         (None, Some(code)) => {
-            federated
+            provider
                 .finish(code, &login.nonce, &login.pkce_verifier)
                 .await
         }
@@ -344,20 +346,27 @@ pub async fn login_submit<S: Store>(
             "This form was not issued to this browser. Start again from your MCP client.",
         );
     }
-    let Upstream::Dev(users) = &state.upstream else {
-        return pages::error(
-            StatusCode::NOT_FOUND,
-            "This server does not use the built-in login.",
-        );
+    let password = match state.upstream.provider() {
+        Some(provider) => provider.check_password(&form.username, &form.password),
+        None => Password::NotOffered,
     };
-    let Some(user) = users.authenticate(&form.username, &form.password) else {
-        Metrics::bump(&state.metrics.logins_failed);
-        tracing::info!("dev login failed");
-        return pages::login(
-            &form.request,
-            &token,
-            Some("Unknown user or wrong password."),
-        );
+    let user = match password {
+        Password::Accepted(user) => user,
+        Password::Refused => {
+            Metrics::bump(&state.metrics.logins_failed);
+            tracing::info!("dev login failed");
+            return pages::login(
+                &form.request,
+                &token,
+                Some("Unknown user or wrong password."),
+            );
+        }
+        Password::NotOffered => {
+            return pages::error(
+                StatusCode::NOT_FOUND,
+                "This server does not use the built-in login.",
+            )
+        }
     };
     let signed_in = SignedIn {
         user,
@@ -752,6 +761,7 @@ mod tests {
     use tower::ServiceExt;
 
     use crate::config::{Config, FileConfig, Overrides};
+    use crate::http::Upstream;
     use crate::idp::dev::DevUsers;
     use crate::keys::KeyRing;
     use crate::store::SqliteStore;
@@ -789,7 +799,7 @@ mod tests {
             ))
             .unwrap();
             let config = Config::resolve(file, Overrides::default()).unwrap();
-            let upstream = Upstream::Dev(DevUsers::load(&users).unwrap());
+            let upstream = Upstream::new(Some(Box::new(DevUsers::load(&users).unwrap())));
             let app = crate::http::router(config, KeyRing::ephemeral(), store, upstream, None);
             Self {
                 _dir: dir,

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::idp::oidc::{UpstreamError as ProviderError, UpstreamTokens};
+use crate::idp::{BoxFuture, IdentityProvider, Password, Start};
 use crate::oauth::grant::User;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,7 @@ impl DevUsers {
     }
 
     /// The user, if `password` is theirs. The subject is stable: `dev:<username>`.
-    pub fn authenticate(&self, username: &str, password: &str) -> Option<User> {
+    fn authenticate(&self, username: &str, password: &str) -> Option<User> {
         let user = self.users.get(username)?;
         let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         let expected: [u8; 32] = Sha256::digest(user.password.as_bytes()).into();
@@ -80,6 +82,41 @@ impl DevUsers {
             groups: user.groups.clone(),
             roles: user.roles.clone(),
         })
+    }
+}
+
+/// Our own form over the users file; there is no upstream to call back from or re-check.
+impl IdentityProvider for DevUsers {
+    fn is_federated(&self) -> bool {
+        false
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<Start, ProviderError>> {
+        Box::pin(async { Ok(Start::Form) })
+    }
+
+    fn check_password(&self, username: &str, password: &str) -> Password {
+        match self.authenticate(username, password) {
+            Some(user) => Password::Accepted(user),
+            None => Password::Refused,
+        }
+    }
+
+    fn finish<'a>(
+        &'a self,
+        _code: &'a str,
+        _nonce: &'a str,
+        _pkce_verifier: &'a str,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), ProviderError>> {
+        Box::pin(async { Err(ProviderError::NotFederated) })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        _tokens: &'a UpstreamTokens,
+        _previous: &'a User,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), ProviderError>> {
+        Box::pin(async { Err(ProviderError::NotFederated) })
     }
 }
 

@@ -18,6 +18,7 @@ use crate::idp::oidc::{
     default_redirect_uri, error_chain, http_client, lookup, map_token_error, read_secret, strings,
     verified_email, AuthMethod, Pending, UpstreamError, UpstreamTokens,
 };
+use crate::idp::{BoxFuture, IdentityProvider, Start};
 use crate::oauth::grant::User;
 
 /// The `oauth2` upstream section of the configuration.
@@ -126,7 +127,7 @@ impl OAuth2Upstream {
         })
     }
 
-    pub fn begin(&self) -> (String, Pending) {
+    fn begin(&self) -> (String, Pending) {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = self
             .client
@@ -147,7 +148,7 @@ impl OAuth2Upstream {
         (url.to_string(), pending)
     }
 
-    pub async fn finish(
+    async fn exchange(
         &self,
         code: &str,
         pkce_verifier: &str,
@@ -168,7 +169,7 @@ impl OAuth2Upstream {
         ))
     }
 
-    pub async fn refresh(
+    async fn recheck(
         &self,
         tokens: &UpstreamTokens,
         previous: &User,
@@ -261,6 +262,35 @@ impl OAuth2Upstream {
             &self.redirect_uri,
             &self.settings.token_url,
         )
+    }
+}
+
+impl IdentityProvider for OAuth2Upstream {
+    fn is_federated(&self) -> bool {
+        true
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<Start, UpstreamError>> {
+        let (url, pending) = self.begin();
+        Box::pin(async move { Ok(Start::Redirect { url, pending }) })
+    }
+
+    /// Plain OAuth 2.0 has no ID token, so no nonce to check.
+    fn finish<'a>(
+        &'a self,
+        code: &'a str,
+        _nonce: &'a str,
+        pkce_verifier: &'a str,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>> {
+        Box::pin(self.exchange(code, pkce_verifier))
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        tokens: &'a UpstreamTokens,
+        previous: &'a User,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>> {
+        Box::pin(self.recheck(tokens, previous))
     }
 }
 

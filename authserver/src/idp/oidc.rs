@@ -23,6 +23,8 @@ use tokio::sync::RwLock;
 
 pub(crate) use mcp_mesh_claims::lookup;
 
+pub use crate::idp::Federated;
+use crate::idp::{BoxFuture, IdentityProvider, Start};
 use crate::oauth::grant::User;
 use crate::oauth::{ErrorCode, OAuthError};
 
@@ -115,6 +117,8 @@ pub enum UpstreamError {
     IdToken(String),
     #[error("the identity provider issued no refresh token: request offline_access and, on Okta, enable the Refresh Token grant on the app")]
     NoRefreshToken,
+    #[error("the `dev` upstream signs users in with its own form: it has no callback and no upstream session")]
+    NotFederated,
 }
 
 impl UpstreamError {
@@ -232,7 +236,7 @@ impl OidcUpstream {
     }
 
     /// The provider's authorization URL for a new login, and its secrets to keep until the callback.
-    pub async fn begin(&self) -> Result<(String, Pending), UpstreamError> {
+    async fn begin(&self) -> Result<(String, Pending), UpstreamError> {
         let client = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
@@ -258,7 +262,7 @@ impl OidcUpstream {
     }
 
     /// Exchanges the callback's code: verified ID token, user, and the tokens to keep.
-    pub async fn finish(
+    async fn exchange(
         &self,
         code: &str,
         nonce: &str,
@@ -298,7 +302,7 @@ impl OidcUpstream {
 
     /// Re-checks the user with the upstream refresh token: their current identity and groups,
     /// and the tokens to keep from now on.
-    pub async fn refresh(
+    async fn recheck(
         &self,
         tokens: &UpstreamTokens,
         previous: &User,
@@ -426,6 +430,36 @@ impl OidcUpstream {
     }
 }
 
+impl IdentityProvider for OidcUpstream {
+    fn is_federated(&self) -> bool {
+        true
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<Start, UpstreamError>> {
+        Box::pin(async move {
+            let (url, pending) = self.begin().await?;
+            Ok(Start::Redirect { url, pending })
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        code: &'a str,
+        nonce: &'a str,
+        pkce_verifier: &'a str,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>> {
+        Box::pin(self.exchange(code, nonce, pkce_verifier))
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        tokens: &'a UpstreamTokens,
+        previous: &'a User,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>> {
+        Box::pin(self.recheck(tokens, previous))
+    }
+}
+
 /// Maps an error the provider sent to the callback.
 pub fn callback_error(error: &str, description: &str) -> UpstreamError {
     let lower = description.to_ascii_lowercase();
@@ -447,44 +481,6 @@ type ConfiguredClient = CoreClient<
     openidconnect::EndpointMaybeSet,
     openidconnect::EndpointMaybeSet,
 >;
-
-/// The provider logins are federated to, whichever protocol it speaks.
-pub enum Federated<'a> {
-    Oidc(&'a OidcUpstream),
-    OAuth2(&'a crate::idp::oauth2::OAuth2Upstream),
-}
-
-impl Federated<'_> {
-    pub async fn begin(&self) -> Result<(String, Pending), UpstreamError> {
-        match self {
-            Self::Oidc(upstream) => upstream.begin().await,
-            Self::OAuth2(upstream) => Ok(upstream.begin()),
-        }
-    }
-
-    pub async fn finish(
-        &self,
-        code: &str,
-        nonce: &str,
-        pkce_verifier: &str,
-    ) -> Result<(User, UpstreamTokens), UpstreamError> {
-        match self {
-            Self::Oidc(upstream) => upstream.finish(code, nonce, pkce_verifier).await,
-            Self::OAuth2(upstream) => upstream.finish(code, pkce_verifier).await,
-        }
-    }
-
-    pub async fn refresh(
-        &self,
-        tokens: &UpstreamTokens,
-        previous: &User,
-    ) -> Result<(User, UpstreamTokens), UpstreamError> {
-        match self {
-            Self::Oidc(upstream) => upstream.refresh(tokens, previous).await,
-            Self::OAuth2(upstream) => upstream.refresh(tokens, previous).await,
-        }
-    }
-}
 
 /// The upstream client secret, from its file (a Kubernetes Secret mount, typically).
 pub(crate) fn read_secret(path: &std::path::Path) -> Result<String, String> {
