@@ -143,6 +143,21 @@ mod tests {
         assert!(users.authenticate("mallory", "s3cret").is_none());
     }
 
+    #[tokio::test]
+    async fn the_dev_provider_signs_in_with_its_own_form_only() {
+        let users = users("users:\n- {username: a, password: p}\n").unwrap();
+        assert!(!users.is_federated());
+        assert!(matches!(users.start().await, Ok(Start::Form)));
+        assert!(
+            matches!(users.check_password("a", "p"), Password::Accepted(u) if u.subject == "dev:a")
+        );
+        assert!(matches!(users.check_password("a", "x"), Password::Refused));
+        assert!(matches!(
+            users.finish("code", "nonce", "verifier").await,
+            Err(ProviderError::NotFederated)
+        ));
+    }
+
     #[test]
     fn a_bad_users_file_names_itself() {
         assert!(users("users:\n- {username: a, password: ''}\n")

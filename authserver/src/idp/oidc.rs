@@ -691,6 +691,44 @@ mod tests {
     }
 
     #[test]
+    fn a_client_is_told_the_kind_of_failure_never_its_detail() {
+        let detailed = [
+            UpstreamError::InvalidGrant {
+                detail: "PKCE verification failed".into(),
+                redirect_uri: "https://auth.internal/oauth/callback".into(),
+            },
+            UpstreamError::Other {
+                error: "server_error".into(),
+                description: "db01.internal:5432 timeout".into(),
+            },
+            UpstreamError::Unreachable {
+                issuer: "https://idp.internal".into(),
+                detail: "dns error: no record".into(),
+            },
+            UpstreamError::IdToken("signature by unknown key k1".into()),
+        ];
+        for err in detailed {
+            let told = err.for_client();
+            for secret in ["internal", "PKCE", "dns", "k1"] {
+                assert!(!told.description.contains(secret), "{told} leaks {secret}");
+            }
+        }
+        assert_eq!(
+            UpstreamError::Unreachable {
+                issuer: "i".into(),
+                detail: "d".into()
+            }
+            .for_client()
+            .code,
+            ErrorCode::TemporarilyUnavailable
+        );
+        assert_eq!(
+            UpstreamError::NotAssigned.for_client().code,
+            ErrorCode::AccessDenied
+        );
+    }
+
+    #[test]
     fn an_email_is_passed_on_only_when_the_provider_verified_it() {
         let email = || Some(json!("alice@example.com"));
         assert_eq!(
