@@ -2,7 +2,7 @@
 //! 8707): whether a request is acceptable, and where its error may be sent. The HTTP handler only
 //! parses the query, looks the client up and carries out the answer.
 
-use crate::oauth::{OAuthError, Scope};
+use crate::oauth::{ErrorCode, OAuthError, Scope};
 
 /// Longest `state` kept for a pending request: an unauthenticated request must not be able to
 /// make the server store kilobytes of attacker data. 512 bytes fit any client's nonce or JWT-ish
@@ -49,7 +49,7 @@ pub struct Accepted {
 pub fn check(query: &AuthorizeQuery<'_>, offer: &Offer<'_>) -> Result<Accepted, OAuthError> {
     if query.response_type != Some("code") {
         return Err(OAuthError::new(
-            crate::oauth::ErrorCode::UnsupportedResponseType,
+            ErrorCode::UnsupportedResponseType,
             "only response_type=code is supported",
         ));
     }
@@ -167,7 +167,6 @@ pub fn error_delivery(standing: Standing) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::ErrorCode;
 
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
