@@ -350,6 +350,85 @@ mod tests {
         assert_eq!(reopened.client("nope").await.unwrap(), None);
     }
 
+    #[tokio::test]
+    async fn consent_is_kept_per_user_client_and_resource() {
+        let (_dir, store) = store().await;
+        assert!(!store.client_approved("c1").await.unwrap());
+        store
+            .save_consent("dev:alice", "c1", "https://mcp/a", "mcp:tools", 1)
+            .await
+            .unwrap();
+        assert!(store.client_approved("c1").await.unwrap());
+        assert_eq!(
+            store
+                .consent("dev:alice", "c1", "https://mcp/a")
+                .await
+                .unwrap(),
+            Some("mcp:tools".into())
+        );
+        assert_eq!(
+            store
+                .consent("dev:alice", "c1", "https://mcp/b")
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .consent("dev:bob", "c1", "https://mcp/a")
+                .await
+                .unwrap(),
+            None
+        );
+        store
+            .save_consent(
+                "dev:alice",
+                "c1",
+                "https://mcp/a",
+                "mcp:tools offline_access",
+                2,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .consent("dev:alice", "c1", "https://mcp/a")
+                .await
+                .unwrap(),
+            Some("mcp:tools offline_access".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pending_request_remembers_who_signed_in() {
+        let (_dir, store) = store().await;
+        let pending = PendingRequest {
+            client_id: "c1".into(),
+            client_name: None,
+            redirect_uri: "http://127.0.0.1/cb".into(),
+            state: None,
+            code_challenge: "x".into(),
+            resource: "https://mcp/a".into(),
+            scope: "mcp:tools".into(),
+        };
+        store.save_request("r", "b", &pending, 100).await.unwrap();
+        assert_eq!(
+            store.request("r", 10).await.unwrap().unwrap().signed_in,
+            None
+        );
+        let signed_in = SignedIn {
+            user: grant().user,
+            sealed_upstream: Some("c2VhbGVk".into()),
+        };
+        store.save_sign_in("r", &signed_in).await.unwrap();
+        let stored = store.request("r", 10).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.request, stored.signed_in),
+            (pending, Some(signed_in))
+        );
+        assert_eq!(store.request("r", 100).await.unwrap(), None, "expired");
+    }
+
     #[test]
     fn the_url_scheme_picks_the_database_and_a_password_never_shows() {
         assert_eq!(
