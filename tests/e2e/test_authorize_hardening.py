@@ -41,9 +41,9 @@ def register(origin, redirect=REDIRECT):
     return response.json()["client_id"]
 
 
-def authorize_url(origin, client_id, target, redirect=REDIRECT, **overrides):
+def authorize_url(origin, client, target, redirect=REDIRECT, **overrides):
     _, challenge = pkce()
-    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect, "code_challenge": challenge,
+    params = {"response_type": "code", "client_id": client, "redirect_uri": redirect, "code_challenge": challenge,
               "code_challenge_method": "S256", "state": "st-1", "resource": target, "scope": "mcp:tools offline_access"}
     params.update(overrides)
     return f"{origin}/oauth/authorize?" + urlencode({k: v for k, v in params.items() if v is not None})
@@ -98,6 +98,7 @@ def pending_requests(db):
     ("resource", "https://mcp.example.com/" + "r" * 3000),
     ("redirect_uri", "http://127.0.0.1:8765/" + "u" * 3000),
     ("code_challenge", "A" * 44),
+    ("client_id", "https://client.example.com/" + "c" * 3000),
 ])
 def test_over_long_parameters_are_refused_and_nothing_is_stored(dev, name, value):
     client_id = register(dev["origin"])

@@ -49,6 +49,16 @@ pub async fn authorize<S: Store>(
     let Some(client_id) = param("client_id") else {
         return pages::error(StatusCode::BAD_REQUEST, "The request has no client_id.");
     };
+    if client_id.len() > decide::MAX_URI {
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "The client_id is {} bytes long; at most {} are accepted.",
+                client_id.len(),
+                decide::MAX_URI
+            ),
+        );
+    }
     let client = match state.find_client(client_id).await {
         Lookup::Found(client) => client,
         Lookup::Unknown => {
@@ -116,7 +126,7 @@ pub async fn authorize<S: Store>(
     let request_id = random_token(24);
     let pending = PendingRequest {
         client_id: client.client_id.clone(),
-        client_name: client.metadata["client_name"].as_str().map(str::to_owned),
+        client_name: consent::client_name(client.metadata["client_name"].as_str()),
         redirect_uri: redirect_uri.clone(),
         state: query.state.map(str::to_owned),
         code_challenge: accepted.code_challenge,

@@ -13,6 +13,26 @@ pub fn is_remembered(remembered: Option<&Scope>, asked: &Scope) -> bool {
     remembered.is_some_and(|granted| asked.is_subset(granted))
 }
 
+/// Longest client name kept and shown: a name is the client's own claim, and a pending request
+/// must stay small whatever a metadata document says.
+pub const MAX_CLIENT_NAME: usize = 100;
+
+/// The client's self-chosen name as kept for the consent page: trimmed, `None` when blank, cut
+/// to `MAX_CLIENT_NAME` characters (marked with an ellipsis).
+pub fn client_name(raw: Option<&str>) -> Option<String> {
+    let name = raw?.trim();
+    if name.is_empty() {
+        return None;
+    }
+    let mut chars = name.chars();
+    let kept: String = chars.by_ref().take(MAX_CLIENT_NAME).collect();
+    Some(if chars.next().is_some() {
+        format!("{kept}…")
+    } else {
+        kept
+    })
+}
+
 /// What the consent page shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentView {
@@ -55,10 +75,7 @@ pub fn view(facts: &ConsentFacts<'_>) -> ConsentView {
     };
     ConsentView {
         user: user_label(facts.user),
-        client_name: facts
-            .client_name
-            .filter(|name| !name.trim().is_empty())
-            .map(str::to_owned),
+        client_name: client_name(facts.client_name),
         client_id: facts.client_id.to_owned(),
         client_host,
         resource: facts.resource.to_owned(),
@@ -168,6 +185,11 @@ mod tests {
         });
         assert_eq!(view.client_host, "vscode.dev");
         assert_eq!(view.client_name, None, "a blank name is no name");
+        let long = "n".repeat(MAX_CLIENT_NAME + 50);
+        let kept = client_name(Some(&long)).unwrap();
+        assert_eq!(kept.chars().count(), MAX_CLIENT_NAME + 1);
+        assert!(kept.ends_with('…'));
+        assert_eq!(client_name(Some(" Claude ")).as_deref(), Some("Claude"));
         assert_eq!(view.user, "dev:alice");
     }
 }
