@@ -15,12 +15,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{Config, Overrides, UpstreamConfig};
+use crate::config::{Config, Overrides};
 use crate::crypto::Sealer;
 use crate::http::Upstream;
-use crate::idp::dev::DevUsers;
-use crate::idp::oauth2::OAuth2Upstream;
-use crate::idp::oidc::OidcUpstream;
 use crate::keys::KeyRing;
 use crate::store::{redacted, Backend, PostgresStore, SqliteStore, Store};
 
@@ -95,21 +92,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if keys.ephemeral {
         tracing::warn!("tokens signed by the ephemeral key fail verification after a restart");
     }
-    let upstream = match &config.upstream {
-        Some(UpstreamConfig::Dev { users_file }) => {
-            tracing::warn!("the `dev` upstream is for local use and tests, not production");
-            Upstream::Dev(DevUsers::load(users_file)?)
-        }
-        Some(UpstreamConfig::Oidc(settings)) => Upstream::Oidc(Box::new(
-            OidcUpstream::new(settings.as_ref().clone(), config.issuer_str())
-                .map_err(anyhow::Error::msg)?,
-        )),
-        Some(UpstreamConfig::OAuth2(settings)) => Upstream::OAuth2(Box::new(
-            OAuth2Upstream::new(settings.as_ref().clone(), config.issuer_str())
-                .map_err(anyhow::Error::msg)?,
-        )),
-        None => Upstream::None,
-    };
+    let upstream = Upstream::new(idp::from_config(
+        config.upstream.as_ref(),
+        config.issuer_str(),
+    )?);
     let sealer = config
         .encryption_key_file
         .as_deref()

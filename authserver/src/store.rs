@@ -6,7 +6,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::oauth::grant::Grant;
+use crate::oauth::grant::{Grant, User};
 use crate::oauth::token::StoredRefresh;
 
 mod postgres;
@@ -42,7 +42,9 @@ pub struct StoredClient {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingRequest {
     pub client_id: String,
-    pub client_name: String,
+    /// The name the client chose for itself, if any.
+    #[serde(default)]
+    pub client_name: Option<String>,
     pub redirect_uri: String,
     pub state: Option<String>,
     pub code_challenge: String,
@@ -50,12 +52,20 @@ pub struct PendingRequest {
     pub scope: String,
 }
 
-/// A pending request as stored: whose browser started it and whether consent was given.
+/// A pending request as stored: whose browser started it and who signed in, once they have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRequest {
     pub browser_id: String,
     pub request: PendingRequest,
-    pub consented: bool,
+    pub signed_in: Option<SignedIn>,
+}
+
+/// Who signed in for a pending request, kept until they answer the consent page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIn {
+    pub user: User,
+    /// The upstream session (sealed, base64), stored with the grant family once a code is issued.
+    pub sealed_upstream: Option<String>,
 }
 
 /// What redeeming a single-use credential (code or refresh token) found.
@@ -108,20 +118,26 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Io<()>> + Send;
     fn request(&self, id: &str, now: i64)
         -> impl Future<Output = Io<Option<StoredRequest>>> + Send;
-    fn mark_consented(&self, id: &str) -> impl Future<Output = Io<()>> + Send;
+    /// Records who signed in for a pending request (login comes before consent).
+    fn save_sign_in(&self, id: &str, signed_in: &SignedIn) -> impl Future<Output = Io<()>> + Send;
     fn delete_request(&self, id: &str) -> impl Future<Output = Io<()>> + Send;
+    /// The scope `subject` approved for `client_id` at `resource`, if they did.
     fn consent(
         &self,
-        browser_id: &str,
+        subject: &str,
         client_id: &str,
+        resource: &str,
     ) -> impl Future<Output = Io<Option<String>>> + Send;
     fn save_consent(
         &self,
-        browser_id: &str,
+        subject: &str,
         client_id: &str,
+        resource: &str,
         scope: &str,
         now: i64,
     ) -> impl Future<Output = Io<()>> + Send;
+    /// Whether any user ever approved `client_id` (only then are its errors redirected).
+    fn client_approved(&self, client_id: &str) -> impl Future<Output = Io<bool>> + Send;
     fn save_code(
         &self,
         code_sha256: &str,
@@ -407,6 +423,85 @@ mod tests {
         let reopened = SqliteStore::open(&url).await.unwrap();
         assert_eq!(reopened.client("c1").await.unwrap(), Some(client));
         assert_eq!(reopened.client("nope").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn consent_is_kept_per_user_client_and_resource() {
+        let (_dir, store) = store().await;
+        assert!(!store.client_approved("c1").await.unwrap());
+        store
+            .save_consent("dev:alice", "c1", "https://mcp/a", "mcp:tools", 1)
+            .await
+            .unwrap();
+        assert!(store.client_approved("c1").await.unwrap());
+        assert_eq!(
+            store
+                .consent("dev:alice", "c1", "https://mcp/a")
+                .await
+                .unwrap(),
+            Some("mcp:tools".into())
+        );
+        assert_eq!(
+            store
+                .consent("dev:alice", "c1", "https://mcp/b")
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .consent("dev:bob", "c1", "https://mcp/a")
+                .await
+                .unwrap(),
+            None
+        );
+        store
+            .save_consent(
+                "dev:alice",
+                "c1",
+                "https://mcp/a",
+                "mcp:tools offline_access",
+                2,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .consent("dev:alice", "c1", "https://mcp/a")
+                .await
+                .unwrap(),
+            Some("mcp:tools offline_access".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pending_request_remembers_who_signed_in() {
+        let (_dir, store) = store().await;
+        let pending = PendingRequest {
+            client_id: "c1".into(),
+            client_name: None,
+            redirect_uri: "http://127.0.0.1/cb".into(),
+            state: None,
+            code_challenge: "x".into(),
+            resource: "https://mcp/a".into(),
+            scope: "mcp:tools".into(),
+        };
+        store.save_request("r", "b", &pending, 100).await.unwrap();
+        assert_eq!(
+            store.request("r", 10).await.unwrap().unwrap().signed_in,
+            None
+        );
+        let signed_in = SignedIn {
+            user: grant().user,
+            sealed_upstream: Some("c2VhbGVk".into()),
+        };
+        store.save_sign_in("r", &signed_in).await.unwrap();
+        let stored = store.request("r", 10).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.request, stored.signed_in),
+            (pending, Some(signed_in))
+        );
+        assert_eq!(store.request("r", 100).await.unwrap(), None, "expired");
     }
 
     #[test]

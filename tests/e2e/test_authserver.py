@@ -187,7 +187,9 @@ def test_the_code_flow_runs_through_consent_and_the_dev_login_into_the_mcp_serve
     landing = browser.authorize(authorize_url(proxy, client, challenge), "alice")
     answer = query(landing)
     assert answer["state"] == "st-123" and answer["iss"] == proxy.origin  # RFC 9207
-    consent = browser.pages[0]
+    assert 'action="/oauth/login"' in browser.pages[0], "login comes first, then consent"
+    consent = browser.pages[1]
+    assert "Alice (alice@example.com)" in consent and proxy.resource in consent
     assert "Test &lt;MCP&gt; Client" in consent and "127.0.0.1" in consent and "offline_access" in consent
     assert 'name="approve"' in consent and 'name="deny"' in consent
     tokens = exchange(proxy, client, answer["code"], verifier).json()
@@ -201,7 +203,7 @@ def test_the_code_flow_runs_through_consent_and_the_dev_login_into_the_mcp_serve
     assert "echo" in tools and "get-env" not in tools
 
 
-def test_consent_is_asked_once_per_client_and_browser(stack):
+def test_consent_is_asked_once_per_user_client_and_resource(stack):
     proxy = stack["proxy"]
     client = register_public(proxy)
     browser = Browser()
@@ -229,8 +231,11 @@ def test_a_denied_consent_goes_back_with_access_denied(stack):
     ({"response_type": "token"}, "unsupported_response_type"),
 ])
 def test_authorization_errors_go_back_to_the_client_with_state_and_iss(stack, overrides, error):
+    """For a client a user approved; errors of one nobody approved are shown instead
+    (test_authorize_hardening.py)."""
     proxy = stack["proxy"]
     client = register_public(proxy)
+    login(proxy, client)
     _, challenge = pkce()
     response = requests.get(authorize_url(proxy, client, challenge, **overrides), allow_redirects=False, timeout=10)
     assert response.status_code == 303
@@ -368,7 +373,7 @@ def test_a_client_id_metadata_document_client_completes_the_flow(stack, document
     verifier, challenge = pkce()
     browser = Browser()
     landing = browser.authorize(authorize_url(proxy, {"client_id": client_id}, challenge), "alice")
-    assert "Documented Client" in browser.pages[0]
+    assert any("Documented Client" in page and "127.0.0.1" in page for page in browser.pages)
     tokens = exchange(proxy, {"client_id": client_id}, query(landing)["code"], verifier)
     assert tokens.status_code == 200, tokens.text
     claims = json.loads(base64.urlsafe_b64decode(tokens.json()["access_token"].split(".")[1] + "=="))
@@ -411,6 +416,7 @@ def test_consent_and_login_pages_render_in_headless_chromium(stack, tmp_path):
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["consent"]["client"] == "Test <MCP> Client", "the name is shown as text, not markup"
     assert seen["consent"]["host"] == "127.0.0.1"
+    assert seen["consent"]["user"] == "Alice (alice@example.com)" and seen["consent"]["resource"] == proxy.resource
     assert seen["consent"]["scopes"] == ["mcp:tools", "offline_access"]
     assert seen["consent"]["buttons"] == ["approve", "deny"]
     assert seen["login"]["fields"] == ["username", "password"]

@@ -27,6 +27,8 @@ const users = {
   carol: { email: 'carol@example.com', name: 'Carol', groups: ['Everyone'], roles: [], oid: '00000000-0000-0000-0000-0000000ca201' },
   dave: { email: 'dave@example.com', name: 'Dave', groups: ['mcp-developers'], roles: ['MCP.Developer'], oid: '00000000-0000-0000-0000-00000000da7e' },
   erin: { email: 'erin@example.com', name: 'Erin', groups: ['mcp-developers'], roles: ['MCP.Developer'], oid: '00000000-0000-0000-0000-00000000e217' },
+  // Typed in an address nobody checked: it must not reach our tokens.
+  frank: { email: 'ceo@example.com', emailVerified: false, name: 'Frank', groups: ['mcp-developers'], roles: ['MCP.Developer'], oid: '00000000-0000-0000-0000-00000000f4a2' },
 };
 const grantsOf = {};
 const RESOURCE_SCOPES = ['mcp:tools', 'calculator.add', 'calculator.subtract'];
@@ -53,7 +55,7 @@ const provider = new Provider(`${origin}${prefix}`, {
     return {
       accountId: id,
       async claims() {
-        const claims = { sub: id, email: user.email, name: user.name };
+        const claims = { sub: id, email: user.email, email_verified: user.emailVerified ?? true, name: user.name };
         if (profile === 'entra') Object.assign(claims, { oid: user.oid, roles: user.roles });
         else claims.groups = user.groups.filter((g) => g.startsWith('mcp-'));
         return claims;
@@ -61,8 +63,8 @@ const provider = new Provider(`${origin}${prefix}`, {
     };
   },
   claims: profile === 'entra'
-    ? { openid: ['sub', 'oid', 'roles'], email: ['email'], profile: ['name'] }
-    : { openid: ['sub'], email: ['email'], profile: ['name'], groups: ['groups'] },
+    ? { openid: ['sub', 'oid', 'roles'], email: ['email', 'email_verified'], profile: ['name'] }
+    : { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', ...(direct ? RESOURCE_SCOPES : [])],
   conformIdTokenClaims: false,
   pkce: { required: () => true },

@@ -1,28 +1,37 @@
-//! The browser side of the authorization code flow: `/oauth/authorize`, the consent page, the
-//! upstream login, and the redirect back with a code (RFC 6749 §4.1, PKCE RFC 7636, resource
-//! indicators RFC 8707, `iss` RFC 9207).
+//! The browser side of the authorization code flow: `/oauth/authorize`, the upstream login, the
+//! consent page, and the redirect back with a code (RFC 6749 §4.1, PKCE RFC 7636, resource
+//! indicators RFC 8707, `iss` RFC 9207). Login comes first so that consent is asked of, and
+//! remembered for, a known user. The decisions are in `oauth::authorize` and `oauth::consent`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::client_documents;
 use crate::http::pages;
-use crate::http::{hex, now, random_token, AppState, Lookup, Metrics, Upstream};
+use crate::http::{hex, random_token, AppState, Lookup, Metrics};
 use crate::idp::oidc::callback_error;
-use crate::oauth::grant::{Grant, User};
-use crate::store::{PendingRequest, Store, StoredClient, UpstreamLogin};
+use crate::idp::{Password, Start};
+use crate::oauth::authorize::{self as decide, AuthorizeQuery, Delivery, Offer, Standing};
+use crate::oauth::consent::{self, ConsentFacts};
+use crate::oauth::grant::Grant;
+use crate::oauth::{ErrorCode, OAuthError, Scope};
+use crate::store::{PendingRequest, SignedIn, Store, StoredClient, UpstreamLogin};
 
 /// The browser cookie binding a flow to the browser that started it.
 const COOKIE: &str = "__Host-mcp-auth";
-/// How long a person has to consent and sign in.
+/// How long a person has to sign in and consent.
 const REQUEST_SECONDS: i64 = 600;
 
 pub async fn authorize<S: Store>(
@@ -40,6 +49,16 @@ pub async fn authorize<S: Store>(
     let Some(client_id) = param("client_id") else {
         return pages::error(StatusCode::BAD_REQUEST, "The request has no client_id.");
     };
+    if client_id.len() > decide::MAX_URI {
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "The client_id is {} bytes long; at most {} are accepted.",
+                client_id.len(),
+                decide::MAX_URI
+            ),
+        );
+    }
     let client = match state.find_client(client_id).await {
         Lookup::Found(client) => client,
         Lookup::Unknown => {
@@ -53,6 +72,16 @@ pub async fn authorize<S: Store>(
     };
     let registered = redirect_uris(&client);
     let redirect_uri = match param("redirect_uri") {
+        Some(uri) if uri.len() > decide::MAX_URI => {
+            return pages::error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "The redirect_uri is {} bytes long; at most {} are accepted.",
+                    uri.len(),
+                    decide::MAX_URI
+                ),
+            )
+        }
         Some(uri) if registered.iter().any(|r| redirect_matches(r, uri)) => uri.to_owned(),
         Some(_) => {
             return pages::error(
@@ -65,58 +94,29 @@ pub async fn authorize<S: Store>(
     };
     let back = Back {
         redirect_uri: &redirect_uri,
-        state: param("state"),
+        state: decide::echoable_state(param("state")),
         issuer: state.config.issuer_str(),
     };
-
-    if param("response_type") != Some("code") {
-        return back.error(
-            "unsupported_response_type",
-            "only response_type=code is supported",
-        );
-    }
-    let Some(challenge) = param("code_challenge") else {
-        return back.error(
-            "invalid_request",
-            "PKCE is required: send code_challenge and code_challenge_method=S256",
-        );
+    // A registered scope that does not parse allows nothing (fail closed).
+    let registered_scope = client.metadata["scope"]
+        .as_str()
+        .map(|s| Scope::parse(s).unwrap_or_default());
+    let query = AuthorizeQuery {
+        response_type: param("response_type"),
+        code_challenge: param("code_challenge"),
+        code_challenge_method: param("code_challenge_method"),
+        resource: param("resource"),
+        scope: param("scope"),
+        state: param("state"),
     };
-    if param("code_challenge_method") != Some("S256") {
-        return back.error(
-            "invalid_request",
-            "code_challenge_method must be S256 (plain is not accepted)",
-        );
-    }
-    if !(43..=128).contains(&challenge.len())
-        || !challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-    {
-        return back.error(
-            "invalid_request",
-            "code_challenge is not a valid S256 challenge",
-        );
-    }
-    let Some(resource) = param("resource") else {
-        return back.error(
-            "invalid_target",
-            "the resource parameter (RFC 8707) is required: the MCP server URL",
-        );
+    let offer = Offer {
+        resources: &state.config.resources,
+        scopes: &state.config.scopes,
+        registered: registered_scope.as_ref(),
     };
-    if !state.config.resources.iter().any(|r| r == resource) {
-        return back.error(
-            "invalid_target",
-            "the resource is not an MCP server this authorization server issues tokens for",
-        );
-    }
-    let scope = match requested_scope(&state.config.scopes, &client, param("scope")) {
-        Ok(scope) => scope,
-        Err(scope) => {
-            return back.error(
-                "invalid_scope",
-                &format!("scope `{scope}` is not available to this client"),
-            )
-        }
+    let accepted = match decide::check(&query, &offer) {
+        Ok(accepted) => accepted,
+        Err(err) => return refuse(&state, &back, &client.client_id, false, err).await,
     };
 
     let (browser_id, new_browser) = match browser(&headers) {
@@ -126,118 +126,59 @@ pub async fn authorize<S: Store>(
     let request_id = random_token(24);
     let pending = PendingRequest {
         client_id: client.client_id.clone(),
-        client_name: client.metadata["client_name"]
-            .as_str()
-            .unwrap_or(&client.client_id)
-            .to_owned(),
+        client_name: consent::client_name(client.metadata["client_name"].as_str()),
         redirect_uri: redirect_uri.clone(),
-        state: param("state").map(str::to_owned),
-        code_challenge: challenge.to_owned(),
-        resource: resource.to_owned(),
-        scope: scope.clone(),
+        state: query.state.map(str::to_owned),
+        code_challenge: accepted.code_challenge,
+        resource: accepted.resource,
+        scope: accepted.scope.to_string(),
     };
     if let Err(err) = state
         .store
-        .save_request(&request_id, &browser_id, &pending, now() + REQUEST_SECONDS)
+        .save_request(
+            &request_id,
+            &browser_id,
+            &pending,
+            state.clock.now() + REQUEST_SECONDS,
+        )
         .await
     {
         return store_failure(err);
     }
-    let consented = match state.store.consent(&browser_id, &client.client_id).await {
-        Ok(Some(given)) => scope
-            .split_ascii_whitespace()
-            .all(|s| given.split_ascii_whitespace().any(|g| g == s)),
-        Ok(None) => false,
-        Err(err) => return store_failure(err),
-    };
-    let next = if consented {
-        if let Err(err) = state.store.mark_consented(&request_id).await {
-            return store_failure(err);
-        }
-        format!("/oauth/login?request={request_id}")
-    } else {
-        format!("/oauth/consent?request={request_id}")
-    };
-    let mut response = see_other(&next);
+    let mut response = see_other(&format!("/oauth/login?request={request_id}"));
     if new_browser {
         set_browser_cookie(&mut response, &browser_id);
     }
     response
 }
 
+/// The `?request=` of the login and consent pages; optional so that its absence gets a page
+/// rather than the framework's plain-text rejection.
 #[derive(Deserialize)]
 pub struct RequestRef {
-    request: String,
+    request: Option<String>,
 }
 
-pub async fn consent_page<S: Store>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
-    Query(query): Query<RequestRef>,
-) -> Response {
-    let (browser_id, pending) = match load(&state, &headers, &query.request).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let host = Url::parse(&pending.redirect_uri)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or(pending.redirect_uri.clone());
-    let scopes: Vec<&str> = pending.scope.split_ascii_whitespace().collect();
-    pages::consent(
-        &pending.client_name,
-        &host,
-        &scopes,
-        &query.request,
-        &csrf(&browser_id, &query.request),
+impl RequestRef {
+    fn id(&self) -> Option<&str> {
+        self.request.as_deref().filter(|r| !r.is_empty())
+    }
+}
+
+fn no_request() -> Response {
+    pages::error(
+        StatusCode::BAD_REQUEST,
+        "This page belongs to a sign-in and was opened without one. Start again from your MCP client.",
     )
 }
 
-#[derive(Deserialize)]
-pub struct ConsentForm {
-    request: String,
-    csrf: String,
-    approve: Option<String>,
-    deny: Option<String>,
-}
-
-pub async fn consent_submit<S: Store>(
-    State(state): State<Arc<AppState<S>>>,
-    headers: HeaderMap,
-    Form(form): Form<ConsentForm>,
-) -> Response {
-    let (browser_id, pending) = match load(&state, &headers, &form.request).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    if form.csrf != csrf(&browser_id, &form.request) {
-        return pages::error(
-            StatusCode::FORBIDDEN,
-            "This form was not issued to this browser. Start again from your MCP client.",
-        );
-    }
-    let back = Back {
-        redirect_uri: &pending.redirect_uri,
-        state: pending.state.as_deref(),
-        issuer: state.config.issuer_str(),
-    };
-    if form.deny.is_some() || form.approve.is_none() {
-        let _ = state.store.delete_request(&form.request).await;
-        Metrics::bump(&state.metrics.consents_denied);
-        tracing::info!(client_id = %pending.client_id, "consent denied");
-        return back.error("access_denied", "the user denied access");
-    }
-    if let Err(err) = state
-        .store
-        .save_consent(&browser_id, &pending.client_id, &pending.scope, now())
-        .await
-    {
-        return store_failure(err);
-    }
-    if let Err(err) = state.store.mark_consented(&form.request).await {
-        return store_failure(err);
-    }
-    see_other(&format!("/oauth/login?request={}", form.request))
+/// A form that lacks fields was not posted by our page.
+fn bad_form(rejection: FormRejection) -> Response {
+    tracing::info!(error = %rejection, "malformed sign-in form");
+    pages::error(
+        StatusCode::BAD_REQUEST,
+        "This form is incomplete. Start again from your MCP client.",
+    )
 }
 
 pub async fn login_page<S: Store>(
@@ -245,30 +186,34 @@ pub async fn login_page<S: Store>(
     headers: HeaderMap,
     Query(query): Query<RequestRef>,
 ) -> Response {
-    let (browser_id, pending) = match load_consented(&state, &headers, &query.request).await {
+    let Some(request_id) = query.id() else {
+        return no_request();
+    };
+    let (browser_id, pending, _) = match load(&state, &headers, request_id).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    if let Upstream::Dev(_) = &state.upstream {
-        return pages::login(&query.request, &csrf(&browser_id, &query.request), None);
-    }
-    let Some(federated) = state.upstream.federated() else {
+    let Some(provider) = state.upstream.provider() else {
         return pages::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "No upstream login is configured (set `upstream` in the configuration).",
         );
     };
-    match federated.begin().await {
-        Ok((url, secrets)) => {
+    match provider.start().await {
+        Ok(Start::Form) => pages::login(request_id, &csrf(&browser_id, request_id), None),
+        Ok(Start::Redirect {
+            url,
+            pending: secrets,
+        }) => {
             let login = UpstreamLogin {
-                request_id: query.request.clone(),
+                request_id: request_id.to_owned(),
                 nonce: secrets.nonce,
                 pkce_verifier: secrets.pkce_verifier,
             };
             let key = hex(&Sha256::digest(secrets.state.as_bytes()));
             if let Err(err) = state
                 .store
-                .save_upstream_login(&key, &login, now() + REQUEST_SECONDS)
+                .save_upstream_login(&key, &login, state.clock.now() + REQUEST_SECONDS)
                 .await
             {
                 return store_failure(err);
@@ -277,12 +222,8 @@ pub async fn login_page<S: Store>(
         }
         Err(err) => {
             tracing::error!(error = %err, "upstream login could not start");
-            let back = Back {
-                redirect_uri: &pending.redirect_uri,
-                state: pending.state.as_deref(),
-                issuer: state.config.issuer_str(),
-            };
-            back.error(err.oauth_error(), &err.to_string())
+            let back = Back::of(&state, &pending);
+            refuse(&state, &back, &pending.client_id, false, err.for_client()).await
         }
     }
 }
@@ -295,13 +236,13 @@ pub struct CallbackQuery {
     error_description: Option<String>,
 }
 
-/// The identity provider's answer: verified by `openidconnect`, turned into our own code.
+/// The identity provider's answer: verified by `openidconnect`, then on to consent.
 pub async fn callback<S: Store>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let Some(federated) = state.upstream.federated() else {
+    let Some(provider) = state.upstream.provider().filter(|p| p.is_federated()) else {
         return pages::error(StatusCode::NOT_FOUND, "No identity provider is configured.");
     };
     let Some(upstream_state) = query.state.as_deref() else {
@@ -310,7 +251,8 @@ pub async fn callback<S: Store>(
             "The identity provider's answer has no state.",
         );
     };
-    let login = match state.store.take_upstream_login(&hex(&Sha256::digest(upstream_state.as_bytes())), now()).await {
+    let key = hex(&Sha256::digest(upstream_state.as_bytes()));
+    let login = match state.store.take_upstream_login(&key, state.clock.now()).await {
         Ok(Some(login)) => login,
         Ok(None) => {
             return pages::error(
@@ -320,22 +262,18 @@ pub async fn callback<S: Store>(
         }
         Err(err) => return store_failure(err),
     };
-    let (_, pending) = match load_consented(&state, &headers, &login.request_id).await {
+    let (_, pending, _) = match load(&state, &headers, &login.request_id).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let back = Back {
-        redirect_uri: &pending.redirect_uri,
-        state: pending.state.as_deref(),
-        issuer: state.config.issuer_str(),
-    };
+    let back = Back::of(&state, &pending);
     let outcome = match (&query.error, &query.code) {
         (Some(error), _) => Err(callback_error(
             error,
             query.error_description.as_deref().unwrap_or_default(),
         )),
         (None, Some(code)) => {
-            federated
+            provider
                 .finish(code, &login.nonce, &login.pkce_verifier)
                 .await
         }
@@ -352,24 +290,42 @@ pub async fn callback<S: Store>(
             Metrics::bump(&state.metrics.logins_failed);
             tracing::warn!(error = %err, client_id = %pending.client_id, "upstream login failed");
             let _ = state.store.delete_request(&login.request_id).await;
-            return back.error(err.oauth_error(), &err.to_string());
+            return refuse(&state, &back, &pending.client_id, false, err.for_client()).await;
         }
     };
     if user.subject.is_empty() {
-        return back.error("server_error", "the identity provider did not send the configured subject_claim; check upstream.subject_claim");
+        tracing::error!("the identity provider did not send the configured subject_claim; check upstream.subject_claim");
+        return refuse(
+            &state,
+            &back,
+            &pending.client_id,
+            false,
+            OAuthError::server_error(),
+        )
+        .await;
     }
-    let family_id = random_token(16);
-    if let Some(sealer) = &state.sealer {
-        let sealed = sealer.seal(&serde_json::to_vec(&tokens).unwrap_or_default());
-        if let Err(err) = state
-            .store
-            .save_upstream_tokens(&family_id, &sealed, now())
-            .await
-        {
-            return store_failure(err);
-        }
-    }
-    issue_code(&state, &login.request_id, pending, user, &family_id).await
+    let sealed_upstream = match &state.sealer {
+        Some(sealer) => match serde_json::to_vec(&tokens) {
+            Ok(plain) => Some(STANDARD.encode(sealer.seal(&plain))),
+            Err(err) => {
+                tracing::error!(error = %err, "upstream tokens could not be serialized");
+                return refuse(
+                    &state,
+                    &back,
+                    &pending.client_id,
+                    false,
+                    OAuthError::server_error(),
+                )
+                .await;
+            }
+        },
+        None => None,
+    };
+    let signed_in = SignedIn {
+        user,
+        sealed_upstream,
+    };
+    after_sign_in(&state, &login.request_id, pending, signed_in).await
 }
 
 #[derive(Deserialize)]
@@ -383,9 +339,13 @@ pub struct LoginForm {
 pub async fn login_submit<S: Store>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    let (browser_id, pending) = match load_consented(&state, &headers, &form.request).await {
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => return bad_form(rejection),
+    };
+    let (browser_id, pending, _) = match load(&state, &headers, &form.request).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -396,48 +356,180 @@ pub async fn login_submit<S: Store>(
             "This form was not issued to this browser. Start again from your MCP client.",
         );
     }
-    let Upstream::Dev(users) = &state.upstream else {
-        return pages::error(
-            StatusCode::NOT_FOUND,
-            "This server does not use the built-in login.",
-        );
+    let password = match state.upstream.provider() {
+        Some(provider) => provider.check_password(&form.username, &form.password),
+        None => Password::NotOffered,
     };
-    let Some(user) = users.authenticate(&form.username, &form.password) else {
-        Metrics::bump(&state.metrics.logins_failed);
-        tracing::info!("dev login failed");
-        return pages::login(
-            &form.request,
-            &token,
-            Some("Unknown user or wrong password."),
-        );
+    let user = match password {
+        Password::Accepted(user) => user,
+        Password::Refused => {
+            Metrics::bump(&state.metrics.logins_failed);
+            tracing::info!("dev login failed");
+            return pages::login(
+                &form.request,
+                &token,
+                Some("Unknown user or wrong password."),
+            );
+        }
+        Password::NotOffered => {
+            return pages::error(
+                StatusCode::NOT_FOUND,
+                "This server does not use the built-in login.",
+            )
+        }
     };
-    issue_code(&state, &form.request, pending, user, &random_token(16)).await
+    let signed_in = SignedIn {
+        user,
+        sealed_upstream: None,
+    };
+    after_sign_in(&state, &form.request, pending, signed_in).await
 }
 
-/// Our own code for the logged-in user, sent back to the client's redirect URI.
+/// A signed-in user: straight to the code if they approved this client for this resource and
+/// at least this scope before, else to the consent page.
+async fn after_sign_in<S: Store>(
+    state: &AppState<S>,
+    request_id: &str,
+    pending: PendingRequest,
+    signed_in: SignedIn,
+) -> Response {
+    let remembered = match state
+        .store
+        .consent(
+            &signed_in.user.subject,
+            &pending.client_id,
+            &pending.resource,
+        )
+        .await
+    {
+        Ok(scope) => scope.map(|s| Scope::from_stored(&s)),
+        Err(err) => return store_failure(err),
+    };
+    if consent::is_remembered(remembered.as_ref(), &Scope::from_stored(&pending.scope)) {
+        return issue_code(state, request_id, pending, signed_in).await;
+    }
+    if let Err(err) = state.store.save_sign_in(request_id, &signed_in).await {
+        return store_failure(err);
+    }
+    see_other(&format!("/oauth/consent?request={request_id}"))
+}
+
+pub async fn consent_page<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    Query(query): Query<RequestRef>,
+) -> Response {
+    let Some(request_id) = query.id() else {
+        return no_request();
+    };
+    let (browser_id, pending, signed_in) = match load_signed_in(&state, &headers, request_id).await
+    {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let scope = Scope::from_stored(&pending.scope);
+    let view = consent::view(&ConsentFacts {
+        user: &signed_in.user,
+        client_name: pending.client_name.as_deref(),
+        client_id: &pending.client_id,
+        client_id_is_document: client_documents::is_document_url(&pending.client_id),
+        redirect_uri: &pending.redirect_uri,
+        resource: &pending.resource,
+        scope: &scope,
+    });
+    pages::consent(&view, request_id, &csrf(&browser_id, request_id))
+}
+
+#[derive(Deserialize)]
+pub struct ConsentForm {
+    request: String,
+    csrf: String,
+    approve: Option<String>,
+    deny: Option<String>,
+}
+
+pub async fn consent_submit<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    form: Result<Form<ConsentForm>, FormRejection>,
+) -> Response {
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => return bad_form(rejection),
+    };
+    let (browser_id, pending, signed_in) =
+        match load_signed_in(&state, &headers, &form.request).await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
+    if form.csrf != csrf(&browser_id, &form.request) {
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            "This form was not issued to this browser. Start again from your MCP client.",
+        );
+    }
+    if form.deny.is_some() || form.approve.is_none() {
+        let _ = state.store.delete_request(&form.request).await;
+        Metrics::bump(&state.metrics.consents_denied);
+        tracing::info!(client_id = %pending.client_id, "consent denied");
+        let back = Back::of(&state, &pending);
+        let denied = OAuthError::new(ErrorCode::AccessDenied, "the user denied access");
+        return refuse(&state, &back, &pending.client_id, true, denied).await;
+    }
+    if let Err(err) = state
+        .store
+        .save_consent(
+            &signed_in.user.subject,
+            &pending.client_id,
+            &pending.resource,
+            &pending.scope,
+            state.clock.now(),
+        )
+        .await
+    {
+        return store_failure(err);
+    }
+    issue_code(&state, &form.request, pending, signed_in).await
+}
+
+/// Our own code for the signed-in user, sent back to the client's redirect URI; the upstream
+/// session, if any, is kept with the new grant family.
 async fn issue_code<S: Store>(
     state: &AppState<S>,
     request_id: &str,
     pending: PendingRequest,
-    user: User,
-    family_id: &str,
+    signed_in: SignedIn,
 ) -> Response {
+    let family_id = random_token(16);
+    if let Some(sealed) = &signed_in.sealed_upstream {
+        let Ok(sealed) = STANDARD.decode(sealed) else {
+            tracing::error!("a pending request's sealed upstream session is not base64");
+            return store_failure_page();
+        };
+        if let Err(err) = state
+            .store
+            .save_upstream_tokens(&family_id, &sealed, state.clock.now())
+            .await
+        {
+            return store_failure(err);
+        }
+    }
     let code = random_token(32);
     let grant = Grant {
         client_id: pending.client_id.clone(),
         resource: pending.resource.clone(),
         scope: pending.scope.clone(),
-        user,
+        user: signed_in.user,
         redirect_uri: pending.redirect_uri.clone(),
         code_challenge: pending.code_challenge.clone(),
     };
-    let expires_at = now() + state.config.lifetimes.code_seconds as i64;
+    let expires_at = state.clock.now() + state.config.lifetimes.code_seconds as i64;
     if let Err(err) = state
         .store
         .save_code(
             &hex(&Sha256::digest(code.as_bytes())),
             &grant,
-            family_id,
+            &family_id,
             expires_at,
         )
         .await
@@ -446,12 +538,34 @@ async fn issue_code<S: Store>(
     }
     let _ = state.store.delete_request(request_id).await;
     tracing::info!(client_id = %pending.client_id, subject = %grant.user.subject, "authorization code issued");
-    let back = Back {
-        redirect_uri: &pending.redirect_uri,
-        state: pending.state.as_deref(),
-        issuer: state.config.issuer_str(),
+    Back::of(state, &pending).with(&[("code", &code)])
+}
+
+/// An error answer: to the client's redirect URI if a person has vouched for the client (or
+/// just answered its consent page), else shown here (no open redirector, RFC 9700 §4.11.2).
+async fn refuse<S: Store>(
+    state: &AppState<S>,
+    back: &Back<'_>,
+    client_id: &str,
+    user_answered: bool,
+    err: OAuthError,
+) -> Response {
+    let standing = if user_answered {
+        Standing::UserAnswered
+    } else {
+        match state.store.client_approved(client_id).await {
+            Ok(true) => Standing::ApprovedBefore,
+            Ok(false) => Standing::NeverApproved,
+            Err(store) => return store_failure(store),
+        }
     };
-    back.with(&[("code", &code)])
+    match decide::error_delivery(standing) {
+        Delivery::Redirect => back.with(&[
+            ("error", err.code.as_str()),
+            ("error_description", &err.description),
+        ]),
+        Delivery::Page => pages::refused(&err),
+    }
 }
 
 /// Where the answer to an authorization request goes.
@@ -461,9 +575,13 @@ struct Back<'a> {
     issuer: &'a str,
 }
 
-impl Back<'_> {
-    fn error(&self, error: &str, description: &str) -> Response {
-        self.with(&[("error", error), ("error_description", description)])
+impl<'a> Back<'a> {
+    fn of<S>(state: &'a AppState<S>, pending: &'a PendingRequest) -> Self {
+        Self {
+            redirect_uri: &pending.redirect_uri,
+            state: decide::echoable_state(pending.state.as_deref()),
+            issuer: state.config.issuer_str(),
+        }
     }
 
     /// The redirect URI with `pairs`, `state` and `iss` added to its query.
@@ -527,8 +645,8 @@ async fn load<S: Store>(
     state: &AppState<S>,
     headers: &HeaderMap,
     request_id: &str,
-) -> Result<(String, PendingRequest), Response> {
-    let stored = match state.store.request(request_id, now()).await {
+) -> Result<(String, PendingRequest, Option<SignedIn>), Response> {
+    let stored = match state.store.request(request_id, state.clock.now()).await {
         Ok(Some(stored)) => stored,
         Ok(None) => {
             return Err(pages::error(
@@ -539,7 +657,9 @@ async fn load<S: Store>(
         Err(err) => return Err(store_failure(err)),
     };
     match browser(headers) {
-        Some(browser_id) if browser_id == stored.browser_id => Ok((browser_id, stored.request)),
+        Some(browser_id) if browser_id == stored.browser_id => {
+            Ok((browser_id, stored.request, stored.signed_in))
+        }
         _ => Err(pages::error(
             StatusCode::FORBIDDEN,
             "This sign-in was started in another browser. Start again from your MCP client.",
@@ -547,19 +667,18 @@ async fn load<S: Store>(
     }
 }
 
-async fn load_consented<S: Store>(
+/// A pending request whose user has signed in: the only kind the consent page is shown for.
+async fn load_signed_in<S: Store>(
     state: &AppState<S>,
     headers: &HeaderMap,
     request_id: &str,
-) -> Result<(String, PendingRequest), Response> {
-    let found = load(state, headers, request_id).await?;
-    match state.store.request(request_id, now()).await {
-        Ok(Some(stored)) if stored.consented => Ok(found),
-        Ok(_) => Err(pages::error(
+) -> Result<(String, PendingRequest, SignedIn), Response> {
+    match load(state, headers, request_id).await? {
+        (browser_id, pending, Some(signed_in)) => Ok((browser_id, pending, signed_in)),
+        (_, _, None) => Err(pages::error(
             StatusCode::FORBIDDEN,
-            "Consent has not been given for this sign-in.",
+            "Sign in before you answer the consent page.",
         )),
-        Err(err) => Err(store_failure(err)),
     }
 }
 
@@ -600,35 +719,12 @@ fn redirect_uris(client: &StoredClient) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The scope to grant: what was asked (or the client's registered scope, or the server's
-/// first scope), each within what the server offers and the client registered.
-fn requested_scope(
-    offered: &[String],
-    client: &StoredClient,
-    asked: Option<&str>,
-) -> Result<String, String> {
-    let registered: Option<Vec<&str>> = client.metadata["scope"]
-        .as_str()
-        .map(|s| s.split_ascii_whitespace().collect());
-    let asked = match asked {
-        Some(asked) => asked.to_owned(),
-        None => registered
-            .as_ref()
-            .map(|r| r.join(" "))
-            .unwrap_or_else(|| offered.first().cloned().unwrap_or_default()),
-    };
-    for scope in asked.split_ascii_whitespace() {
-        let allowed = offered.iter().any(|o| o == scope)
-            && registered.as_ref().is_none_or(|r| r.contains(&scope));
-        if !allowed {
-            return Err(scope.to_owned());
-        }
-    }
-    Ok(asked)
-}
-
 fn store_failure(err: crate::store::StoreError) -> Response {
     tracing::error!(error = %err, "storage failure during authorization");
+    store_failure_page()
+}
+
+fn store_failure_page() -> Response {
     pages::error(
         StatusCode::SERVICE_UNAVAILABLE,
         "The authorization server cannot reach its storage. Try again shortly.",
@@ -666,5 +762,231 @@ mod tests {
             "https://app.example.com/cb",
             "https://app.example.com/cb"
         ));
+    }
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::Router;
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    use crate::config::{Config, FileConfig, Overrides};
+    use crate::http::Upstream;
+    use crate::idp::dev::DevUsers;
+    use crate::keys::KeyRing;
+    use crate::store::SqliteStore;
+
+    const A: &str = "https://mcp.example.com/a";
+    const B: &str = "https://mcp.example.com/b";
+    const CB: &str = "https://evil.example/cb";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    /// The router over a real SQLite store and dev users, with one client registered for `CB`.
+    struct Server {
+        _dir: tempfile::TempDir,
+        app: Router,
+        cookie: Option<String>,
+    }
+
+    impl Server {
+        async fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let users = dir.path().join("users.yaml");
+            std::fs::write(&users, "users:\n- {username: alice, password: pw, email: alice@example.com, name: Alice}\n").unwrap();
+            let url = format!("sqlite://{}/auth.db", dir.path().display());
+            let store = SqliteStore::open(&url).await.unwrap();
+            store
+                .save_client(&StoredClient {
+                    client_id: "c1".into(),
+                    secret_sha256: None,
+                    metadata: json!({"client_name": "Totally <Legit>", "redirect_uris": [CB]}),
+                    created_at: 1,
+                })
+                .await
+                .unwrap();
+            let file: FileConfig = serde_yaml::from_str(&format!(
+                "issuer: https://auth.example.com\nresources: [{A}, {B}]\n"
+            ))
+            .unwrap();
+            let config = Config::resolve(file, Overrides::default()).unwrap();
+            let upstream = Upstream::new(Some(Box::new(DevUsers::load(&users).unwrap())));
+            let app = crate::http::router(config, KeyRing::ephemeral(), store, upstream, None);
+            Self {
+                _dir: dir,
+                app,
+                cookie: None,
+            }
+        }
+
+        async fn send(&mut self, request: Request<Body>) -> (StatusCode, String, String) {
+            let response = self.app.clone().oneshot(request).await.unwrap();
+            if let Some(cookie) = response.headers().get(header::SET_COOKIE) {
+                let cookie = cookie.to_str().unwrap().split(';').next().unwrap();
+                self.cookie = Some(cookie.to_owned());
+            }
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .map(|l| l.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                location,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+
+        async fn get(&mut self, uri: &str) -> (StatusCode, String, String) {
+            let mut request = Request::get(uri);
+            if let Some(cookie) = &self.cookie {
+                request = request.header(header::COOKIE, cookie);
+            }
+            self.send(request.body(Body::empty()).unwrap()).await
+        }
+
+        async fn post(&mut self, uri: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish();
+            let mut request = Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            if let Some(cookie) = &self.cookie {
+                request = request.header(header::COOKIE, cookie);
+            }
+            self.send(request.body(Body::from(body)).unwrap()).await
+        }
+
+        fn csrf(&self, request_id: &str) -> String {
+            let cookie = self.cookie.as_deref().unwrap();
+            csrf(cookie.split_once('=').unwrap().1, request_id)
+        }
+
+        /// `/oauth/authorize` then the dev login: where the server sends the browser next.
+        async fn sign_in(&mut self, extra: &str) -> String {
+            let (status, next, body) = self.get(&authorize(extra)).await;
+            assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+            let request_id = next
+                .strip_prefix("/oauth/login?request=")
+                .unwrap()
+                .to_owned();
+            let (status, _, _) = self.get(&next).await;
+            assert_eq!(status, StatusCode::OK);
+            let csrf = self.csrf(&request_id);
+            let form = [
+                ("request", request_id.as_str()),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", "pw"),
+            ];
+            let (status, next, _) = self.post("/oauth/login", &form).await;
+            assert_eq!(status, StatusCode::SEE_OTHER);
+            next
+        }
+
+        async fn approve(&mut self, consent: &str) -> (StatusCode, String, String) {
+            let request_id = consent.strip_prefix("/oauth/consent?request=").unwrap();
+            let csrf = self.csrf(request_id);
+            let form = [("request", request_id), ("csrf", &csrf), ("approve", "1")];
+            self.post("/oauth/consent", &form).await
+        }
+    }
+
+    fn authorize(extra: &str) -> String {
+        format!("/oauth/authorize?response_type=code&client_id=c1&redirect_uri={CB}&code_challenge={CHALLENGE}&code_challenge_method=S256&state=st{extra}")
+    }
+
+    #[tokio::test]
+    async fn errors_of_a_client_nobody_approved_are_shown_not_redirected() {
+        let mut server = Server::start().await;
+        let bad = format!("&resource={A}&scope=mcp:admin");
+        let (status, location, body) = server.get(&authorize(&bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(location, "", "no redirect to an unvouched-for URI");
+        assert!(
+            body.contains("invalid_scope") && body.contains("mcp:admin"),
+            "{body}"
+        );
+
+        let consent = server.sign_in(&format!("&resource={A}")).await;
+        let (status, landing, _) = server.approve(&consent).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(
+            landing.starts_with(CB) && landing.contains("code="),
+            "{landing}"
+        );
+
+        let (status, location, _) = server.get(&authorize(&bad)).await;
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "an approved client gets its errors"
+        );
+        assert!(location.starts_with(CB) && location.contains("error=invalid_scope"));
+    }
+
+    #[tokio::test]
+    async fn consent_is_remembered_per_user_client_resource_and_scope() {
+        let mut server = Server::start().await;
+        let consent = server
+            .sign_in(&format!("&resource={A}&scope=mcp:tools%20offline_access"))
+            .await;
+        assert!(consent.starts_with("/oauth/consent?request="), "{consent}");
+        let (status, _, page) = server.get(&consent).await;
+        assert_eq!(status, StatusCode::OK);
+        for shown in [
+            "Alice (alice@example.com)",
+            "Totally &lt;Legit&gt;",
+            "a name the client chose itself",
+            "evil.example",
+            A,
+            "offline_access",
+        ] {
+            assert!(page.contains(shown), "{shown} missing from {page}");
+        }
+        server.approve(&consent).await;
+
+        let narrower = server
+            .sign_in(&format!("&resource={A}&scope=mcp:tools"))
+            .await;
+        assert!(
+            narrower.starts_with(CB) && narrower.contains("code="),
+            "remembered: {narrower}"
+        );
+
+        let other = server
+            .sign_in(&format!("&resource={B}&scope=mcp:tools"))
+            .await;
+        assert!(
+            other.starts_with("/oauth/consent?"),
+            "another resource asks again: {other}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_over_long_state_is_refused_before_anything_is_stored() {
+        let mut server = Server::start().await;
+        let state = "x".repeat(decide::MAX_STATE + 1);
+        let (status, location, body) = server
+            .get(&format!("{}&resource={A}&state={state}", authorize("")))
+            .await;
+        assert_eq!((status, location.as_str()), (StatusCode::BAD_REQUEST, ""));
+        assert!(body.contains("state is 513 bytes long"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn login_and_consent_pages_without_their_request_say_so_in_a_page() {
+        let mut server = Server::start().await;
+        for uri in ["/oauth/login", "/oauth/consent"] {
+            let (status, _, body) = server.get(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(body.contains("opened without one"), "{uri}: {body}");
+        }
+        let (status, _, body) = server.post("/oauth/login", &[("request", "x")]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("form is incomplete"), "{body}");
     }
 }

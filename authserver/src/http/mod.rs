@@ -25,31 +25,30 @@ use sha2::{Digest, Sha256};
 use crate::client_documents::{self, MetadataFetcher};
 use crate::config::Config;
 use crate::crypto::Sealer;
-use crate::idp::dev::DevUsers;
-use crate::idp::oauth2::OAuth2Upstream;
-use crate::idp::oidc::{Federated, OidcUpstream};
+use crate::idp::{Federated, IdentityProvider};
 use crate::keys::KeyRing;
 use crate::oauth::registration::{self, Policy};
 use crate::oauth::{Clock, OAuthError, SystemClock};
 use crate::store::StoreError;
 use crate::store::{Store, StoredClient};
 
-/// Where users log in.
-pub enum Upstream {
-    None,
-    Dev(DevUsers),
-    Oidc(Box<OidcUpstream>),
-    OAuth2(Box<OAuth2Upstream>),
-}
+/// Where users log in: the configured identity provider, if any.
+pub struct Upstream(Option<Box<dyn IdentityProvider>>);
 
 impl Upstream {
+    pub fn new(provider: Option<Box<dyn IdentityProvider>>) -> Self {
+        Self(provider)
+    }
+
+    pub fn provider(&self) -> Option<&dyn IdentityProvider> {
+        self.0.as_deref()
+    }
+
     /// The provider logins are federated to, if any.
     pub fn federated(&self) -> Option<Federated<'_>> {
-        match self {
-            Self::Oidc(upstream) => Some(Federated::Oidc(upstream)),
-            Self::OAuth2(upstream) => Some(Federated::OAuth2(upstream)),
-            Self::None | Self::Dev(_) => None,
-        }
+        self.provider()
+            .filter(|provider| provider.is_federated())
+            .map(Federated)
     }
 }
 

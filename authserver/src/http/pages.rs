@@ -4,6 +4,9 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::oauth::consent::ConsentView;
+use crate::oauth::OAuthError;
+
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -25,7 +28,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
          <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#222}}\
          button{{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem}}input{{display:block;margin:.3rem 0 1rem;padding:.4rem;width:100%}}\
-         .scopes li{{font-family:monospace}}.error{{color:#b00020}}</style></head><body>{body}</body></html>",
+         .scopes code{{font-family:monospace}}.error{{color:#b00020}}</style></head><body>{body}</body></html>",
         title = escape(title),
     );
     (
@@ -42,29 +45,38 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         .into_response()
 }
 
-/// The consent page: who asks, where the answer goes, and for what.
-pub fn consent(
-    client_name: &str,
-    redirect_host: &str,
-    scopes: &[&str],
-    request_id: &str,
-    csrf: &str,
-) -> Response {
-    let items: String = scopes
+/// The consent page: who is signing in, which client asks (its name is its own claim), where
+/// the answer goes, which MCP server it wants, and for what.
+pub fn consent(view: &ConsentView, request_id: &str, csrf: &str) -> Response {
+    let items: String = view
+        .scopes
         .iter()
-        .map(|s| format!("<li>{}</li>", escape(s)))
+        .map(|(token, description)| match description {
+            Some(text) => format!("<li><code>{}</code> — {}</li>", escape(token), escape(text)),
+            None => format!("<li><code>{}</code></li>", escape(token)),
+        })
         .collect();
+    let name = match &view.client_name {
+        Some(name) => format!(
+            "<strong id=\"client-name\">{}</strong> <em>(a name the client chose itself)</em>",
+            escape(name)
+        ),
+        None => "<strong id=\"client-name\">An unnamed client</strong>".to_owned(),
+    };
     let body = format!(
         "<h1>Allow access?</h1>\
-         <p><strong id=\"client-name\">{client}</strong> wants to use your MCP tools on your behalf.</p>\
-         <p>After you sign in you will be sent back to <strong id=\"redirect-host\">{host}</strong>.</p>\
-         <p>It asks for:</p><ul class=\"scopes\" id=\"scopes\">{items}</ul>\
+         <p>You are signed in as <strong id=\"user\">{user}</strong>.</p>\
+         <p>{name} wants to use the MCP server <strong id=\"resource\">{resource}</strong> on your behalf.</p>\
+         <p>Client <code id=\"client-id\">{client_id}</code>, of <strong id=\"client-host\">{host}</strong>.</p>\
+         <p>It asks to:</p><ul class=\"scopes\" id=\"scopes\">{items}</ul>\
          <form method=\"post\" action=\"/oauth/consent\">\
          <input type=\"hidden\" name=\"request\" value=\"{request}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button type=\"submit\" name=\"approve\" value=\"1\">Allow</button>\
          <button type=\"submit\" name=\"deny\" value=\"1\">Deny</button></form>",
-        client = escape(client_name),
-        host = escape(redirect_host),
+        user = escape(&view.user),
+        resource = escape(&view.resource),
+        client_id = escape(&view.client_id),
+        host = escape(&view.client_host),
         request = escape(request_id),
         csrf = escape(csrf),
     );
@@ -100,6 +112,18 @@ pub fn error(status: StatusCode, message: &str) -> Response {
         escape(message)
     );
     page(status, "Sign-in error", &body)
+}
+
+/// A refused authorization request shown here rather than sent to the client's redirect URI.
+pub fn refused(err: &OAuthError) -> Response {
+    let status = StatusCode::from_u16(err.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    error(
+        status,
+        &format!(
+            "The request was refused ({}): {}.",
+            err.code, err.description
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::idp::oidc::{UpstreamError as ProviderError, UpstreamTokens};
+use crate::idp::{BoxFuture, IdentityProvider, Password, Start};
 use crate::oauth::grant::User;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,7 @@ impl DevUsers {
     }
 
     /// The user, if `password` is theirs. The subject is stable: `dev:<username>`.
-    pub fn authenticate(&self, username: &str, password: &str) -> Option<User> {
+    fn authenticate(&self, username: &str, password: &str) -> Option<User> {
         let user = self.users.get(username)?;
         let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         let expected: [u8; 32] = Sha256::digest(user.password.as_bytes()).into();
@@ -80,6 +82,41 @@ impl DevUsers {
             groups: user.groups.clone(),
             roles: user.roles.clone(),
         })
+    }
+}
+
+/// Our own form over the users file; there is no upstream to call back from or re-check.
+impl IdentityProvider for DevUsers {
+    fn is_federated(&self) -> bool {
+        false
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<Start, ProviderError>> {
+        Box::pin(async { Ok(Start::Form) })
+    }
+
+    fn check_password(&self, username: &str, password: &str) -> Password {
+        match self.authenticate(username, password) {
+            Some(user) => Password::Accepted(user),
+            None => Password::Refused,
+        }
+    }
+
+    fn finish<'a>(
+        &'a self,
+        _code: &'a str,
+        _nonce: &'a str,
+        _pkce_verifier: &'a str,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), ProviderError>> {
+        Box::pin(async { Err(ProviderError::NotFederated) })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        _tokens: &'a UpstreamTokens,
+        _previous: &'a User,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), ProviderError>> {
+        Box::pin(async { Err(ProviderError::NotFederated) })
     }
 }
 
@@ -104,6 +141,21 @@ mod tests {
         );
         assert!(users.authenticate("alice", "wrong").is_none());
         assert!(users.authenticate("mallory", "s3cret").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_dev_provider_signs_in_with_its_own_form_only() {
+        let users = users("users:\n- {username: a, password: p}\n").unwrap();
+        assert!(!users.is_federated());
+        assert!(matches!(users.start().await, Ok(Start::Form)));
+        assert!(
+            matches!(users.check_password("a", "p"), Password::Accepted(u) if u.subject == "dev:a")
+        );
+        assert!(matches!(users.check_password("a", "x"), Password::Refused));
+        assert!(matches!(
+            users.finish("code", "nonce", "verifier").await,
+            Err(ProviderError::NotFederated)
+        ));
     }
 
     #[test]

@@ -1,6 +1,100 @@
 //! Where users log in: the built-in `dev` users file, an OpenID provider, or a plain OAuth 2.0
-//! provider.
+//! provider — each behind the one `IdentityProvider` trait, so the login, callback and refresh
+//! handlers neither know nor match on which it is.
 
 pub mod dev;
 pub mod oauth2;
 pub mod oidc;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::config::UpstreamConfig;
+use crate::oauth::grant::User;
+use oidc::{Pending, UpstreamError, UpstreamTokens};
+
+/// A boxed future, so that the trait can be used as `dyn IdentityProvider` (one provider is
+/// chosen by the configuration at start).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a login starts.
+pub enum Start {
+    /// Our own username and password form (the `dev` users file).
+    Form,
+    /// The provider's authorization URL, and the secrets its callback needs.
+    Redirect { url: String, pending: Pending },
+}
+
+/// What a username and password typed into our own form find.
+pub enum Password {
+    Accepted(User),
+    Refused,
+    /// This provider signs users in elsewhere: our form is not offered.
+    NotOffered,
+}
+
+/// One identity provider.
+pub trait IdentityProvider: Send + Sync {
+    /// Whether users sign in at another server and come back to `/oauth/callback` with an
+    /// upstream session that each of our refreshes re-checks.
+    fn is_federated(&self) -> bool;
+
+    fn start(&self) -> BoxFuture<'_, Result<Start, UpstreamError>>;
+
+    /// A username and password from our login form.
+    fn check_password(&self, _username: &str, _password: &str) -> Password {
+        Password::NotOffered
+    }
+
+    /// The callback's code exchanged for the user and the upstream session to keep.
+    fn finish<'a>(
+        &'a self,
+        code: &'a str,
+        nonce: &'a str,
+        pkce_verifier: &'a str,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>;
+
+    /// The user of a grant family re-checked with its upstream session: who they are now (and
+    /// in which groups), and the session to keep from now on.
+    fn refresh<'a>(
+        &'a self,
+        tokens: &'a UpstreamTokens,
+        previous: &'a User,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>;
+}
+
+/// A provider users are sent to, as the token endpoint sees it: only its refresh.
+#[derive(Clone, Copy)]
+pub struct Federated<'a>(pub &'a dyn IdentityProvider);
+
+impl Federated<'_> {
+    pub async fn refresh(
+        &self,
+        tokens: &UpstreamTokens,
+        previous: &User,
+    ) -> Result<(User, UpstreamTokens), UpstreamError> {
+        self.0.refresh(tokens, previous).await
+    }
+}
+
+/// The provider the configuration names, if any.
+pub fn from_config(
+    upstream: Option<&UpstreamConfig>,
+    issuer: &str,
+) -> anyhow::Result<Option<Box<dyn IdentityProvider>>> {
+    Ok(match upstream {
+        Some(UpstreamConfig::Dev { users_file }) => {
+            tracing::warn!("the `dev` upstream is for local use and tests, not production");
+            Some(Box::new(dev::DevUsers::load(users_file)?))
+        }
+        Some(UpstreamConfig::Oidc(settings)) => Some(Box::new(
+            oidc::OidcUpstream::new(settings.as_ref().clone(), issuer)
+                .map_err(anyhow::Error::msg)?,
+        )),
+        Some(UpstreamConfig::OAuth2(settings)) => Some(Box::new(
+            oauth2::OAuth2Upstream::new(settings.as_ref().clone(), issuer)
+                .map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    })
+}

@@ -16,8 +16,9 @@ use serde_json::{Map, Value};
 
 use crate::idp::oidc::{
     default_redirect_uri, error_chain, http_client, lookup, map_token_error, read_secret, strings,
-    AuthMethod, Pending, UpstreamError, UpstreamTokens,
+    verified_email, AuthMethod, Pending, UpstreamError, UpstreamTokens,
 };
+use crate::idp::{BoxFuture, IdentityProvider, Start};
 use crate::oauth::grant::User;
 
 /// The `oauth2` upstream section of the configuration.
@@ -47,6 +48,11 @@ pub struct OAuth2Settings {
 pub struct Fields {
     pub subject: String,
     pub email: String,
+    /// The field that says the email address was verified. Without it (and without
+    /// `trust_email`) no email is passed on: plain OAuth 2.0 has no standard for the flag.
+    pub email_verified: Option<String>,
+    /// The provider only ever returns addresses it verified (say, a company directory).
+    pub trust_email: bool,
     pub name: String,
     pub groups: Option<String>,
     pub roles: Option<String>,
@@ -57,10 +63,24 @@ impl Default for Fields {
         Self {
             subject: "sub".into(),
             email: "email".into(),
+            email_verified: None,
+            trust_email: false,
             name: "name".into(),
             groups: None,
             roles: None,
         }
+    }
+}
+
+impl Fields {
+    /// The user's email from userinfo, if verified (by its flag field, or by `trust_email`).
+    fn email_of(&self, info: &Map<String, Value>) -> Option<String> {
+        let email = lookup(info, &self.email).cloned();
+        if self.trust_email {
+            return email.and_then(|v| v.as_str().map(str::to_owned));
+        }
+        let flag = self.email_verified.as_deref().and_then(|f| lookup(info, f));
+        verified_email(email, flag)
     }
 }
 
@@ -107,7 +127,7 @@ impl OAuth2Upstream {
         })
     }
 
-    pub fn begin(&self) -> (String, Pending) {
+    fn begin(&self) -> (String, Pending) {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = self
             .client
@@ -128,7 +148,7 @@ impl OAuth2Upstream {
         (url.to_string(), pending)
     }
 
-    pub async fn finish(
+    async fn exchange(
         &self,
         code: &str,
         pkce_verifier: &str,
@@ -149,7 +169,7 @@ impl OAuth2Upstream {
         ))
     }
 
-    pub async fn refresh(
+    async fn recheck(
         &self,
         tokens: &UpstreamTokens,
         previous: &User,
@@ -223,7 +243,7 @@ impl OAuth2Upstream {
         };
         Ok(User {
             subject: text(&fields.subject).unwrap_or_default(),
-            email: text(&fields.email),
+            email: fields.email_of(&info),
             name: text(&fields.name),
             groups: list(&fields.groups),
             roles: list(&fields.roles),
@@ -242,5 +262,69 @@ impl OAuth2Upstream {
             &self.redirect_uri,
             &self.settings.token_url,
         )
+    }
+}
+
+impl IdentityProvider for OAuth2Upstream {
+    fn is_federated(&self) -> bool {
+        true
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<Start, UpstreamError>> {
+        let (url, pending) = self.begin();
+        Box::pin(async move { Ok(Start::Redirect { url, pending }) })
+    }
+
+    /// Plain OAuth 2.0 has no ID token, so no nonce to check.
+    fn finish<'a>(
+        &'a self,
+        code: &'a str,
+        _nonce: &'a str,
+        pkce_verifier: &'a str,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>> {
+        Box::pin(self.exchange(code, pkce_verifier))
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        tokens: &'a UpstreamTokens,
+        previous: &'a User,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>> {
+        Box::pin(self.recheck(tokens, previous))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(yaml: &str) -> Fields {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn an_email_needs_a_verified_flag_field_or_an_explicit_trust() {
+        let info = json!({"email": "a@x", "email_verified": true, "account": {"verified": false}});
+        let info = info.as_object().unwrap();
+        assert_eq!(
+            fields("{}").email_of(info),
+            None,
+            "no flag field configured"
+        );
+        assert_eq!(
+            fields("{email_verified: email_verified}")
+                .email_of(info)
+                .as_deref(),
+            Some("a@x")
+        );
+        assert_eq!(
+            fields("{email_verified: account.verified}").email_of(info),
+            None
+        );
+        assert_eq!(
+            fields("{trust_email: true}").email_of(info).as_deref(),
+            Some("a@x")
+        );
     }
 }

@@ -23,7 +23,10 @@ use tokio::sync::RwLock;
 
 pub(crate) use mcp_mesh_claims::lookup;
 
+pub use crate::idp::Federated;
+use crate::idp::{BoxFuture, IdentityProvider, Start};
 use crate::oauth::grant::User;
+use crate::oauth::{ErrorCode, OAuthError};
 
 /// The `oidc` upstream section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +117,8 @@ pub enum UpstreamError {
     IdToken(String),
     #[error("the identity provider issued no refresh token: request offline_access and, on Okta, enable the Refresh Token grant on the app")]
     NoRefreshToken,
+    #[error("the `dev` upstream signs users in with its own form: it has no callback and no upstream session")]
+    NotFederated,
 }
 
 impl UpstreamError {
@@ -122,13 +127,28 @@ impl UpstreamError {
         matches!(self, Self::Unreachable { .. })
     }
 
-    /// The OAuth error our client sees.
-    pub fn oauth_error(&self) -> &'static str {
-        match self {
-            Self::Unreachable { .. } => "temporarily_unavailable",
-            Self::NotAssigned | Self::Denied => "access_denied",
-            _ => "server_error",
-        }
+    /// The OAuth error our client sees: a code and a fixed description. The variant's own text
+    /// (provider answers, error chains, our redirect URI) is for the log only.
+    pub fn for_client(&self) -> OAuthError {
+        let (code, description) = match self {
+            Self::Unreachable { .. } => (
+                ErrorCode::TemporarilyUnavailable,
+                "the identity provider could not be reached; try again shortly",
+            ),
+            Self::NotAssigned => (
+                ErrorCode::AccessDenied,
+                "the user is not assigned to this application at the identity provider",
+            ),
+            Self::Denied => (
+                ErrorCode::AccessDenied,
+                "the user denied access at the identity provider",
+            ),
+            _ => (
+                ErrorCode::ServerError,
+                "the sign-in at the identity provider failed; the authorization server's log has the cause",
+            ),
+        };
+        OAuthError::new(code, description)
     }
 }
 
@@ -216,7 +236,7 @@ impl OidcUpstream {
     }
 
     /// The provider's authorization URL for a new login, and its secrets to keep until the callback.
-    pub async fn begin(&self) -> Result<(String, Pending), UpstreamError> {
+    async fn begin(&self) -> Result<(String, Pending), UpstreamError> {
         let client = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
@@ -242,7 +262,7 @@ impl OidcUpstream {
     }
 
     /// Exchanges the callback's code: verified ID token, user, and the tokens to keep.
-    pub async fn finish(
+    async fn exchange(
         &self,
         code: &str,
         nonce: &str,
@@ -282,7 +302,7 @@ impl OidcUpstream {
 
     /// Re-checks the user with the upstream refresh token: their current identity and groups,
     /// and the tokens to keep from now on.
-    pub async fn refresh(
+    async fn recheck(
         &self,
         tokens: &UpstreamTokens,
         previous: &User,
@@ -354,7 +374,7 @@ impl OidcUpstream {
         let text = |claim: &str| find(claim).and_then(|v| v.as_str().map(str::to_owned));
         Ok(User {
             subject: text(&self.settings.subject_claim).unwrap_or_default(),
-            email: text("email"),
+            email: verified_email(find("email"), find("email_verified").as_ref()),
             name: text("name"),
             groups: self
                 .settings
@@ -410,6 +430,36 @@ impl OidcUpstream {
     }
 }
 
+impl IdentityProvider for OidcUpstream {
+    fn is_federated(&self) -> bool {
+        true
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<Start, UpstreamError>> {
+        Box::pin(async move {
+            let (url, pending) = self.begin().await?;
+            Ok(Start::Redirect { url, pending })
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        code: &'a str,
+        nonce: &'a str,
+        pkce_verifier: &'a str,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>> {
+        Box::pin(self.exchange(code, nonce, pkce_verifier))
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        tokens: &'a UpstreamTokens,
+        previous: &'a User,
+    ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>> {
+        Box::pin(self.recheck(tokens, previous))
+    }
+}
+
 /// Maps an error the provider sent to the callback.
 pub fn callback_error(error: &str, description: &str) -> UpstreamError {
     let lower = description.to_ascii_lowercase();
@@ -431,44 +481,6 @@ type ConfiguredClient = CoreClient<
     openidconnect::EndpointMaybeSet,
     openidconnect::EndpointMaybeSet,
 >;
-
-/// The provider logins are federated to, whichever protocol it speaks.
-pub enum Federated<'a> {
-    Oidc(&'a OidcUpstream),
-    OAuth2(&'a crate::idp::oauth2::OAuth2Upstream),
-}
-
-impl Federated<'_> {
-    pub async fn begin(&self) -> Result<(String, Pending), UpstreamError> {
-        match self {
-            Self::Oidc(upstream) => upstream.begin().await,
-            Self::OAuth2(upstream) => Ok(upstream.begin()),
-        }
-    }
-
-    pub async fn finish(
-        &self,
-        code: &str,
-        nonce: &str,
-        pkce_verifier: &str,
-    ) -> Result<(User, UpstreamTokens), UpstreamError> {
-        match self {
-            Self::Oidc(upstream) => upstream.finish(code, nonce, pkce_verifier).await,
-            Self::OAuth2(upstream) => upstream.finish(code, pkce_verifier).await,
-        }
-    }
-
-    pub async fn refresh(
-        &self,
-        tokens: &UpstreamTokens,
-        previous: &User,
-    ) -> Result<(User, UpstreamTokens), UpstreamError> {
-        match self {
-            Self::Oidc(upstream) => upstream.refresh(tokens, previous).await,
-            Self::OAuth2(upstream) => upstream.refresh(tokens, previous).await,
-        }
-    }
-}
 
 /// The upstream client secret, from its file (a Kubernetes Secret mount, typically).
 pub(crate) fn read_secret(path: &std::path::Path) -> Result<String, String> {
@@ -574,6 +586,21 @@ fn payload(token: &str) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// The email address, only if the provider vouches for it (`email_verified`, OIDC Core §5.1;
+/// some providers send the flag as a string). An unverified address is anyone's to type in, and
+/// a policy or an MCP server matching on `email` would take it for the user's.
+pub(crate) fn verified_email(email: Option<Value>, verified: Option<&Value>) -> Option<String> {
+    let verified = match verified {
+        Some(Value::Bool(flag)) => *flag,
+        Some(Value::String(flag)) => flag.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    match email {
+        Some(Value::String(email)) if verified => Some(email),
+        _ => None,
+    }
+}
+
 /// An array of strings, or a space-separated string.
 pub(crate) fn strings(value: Value) -> Vec<String> {
     match value {
@@ -661,6 +688,61 @@ mod tests {
             detail: "d".into()
         }
         .is_transient());
+    }
+
+    #[test]
+    fn a_client_is_told_the_kind_of_failure_never_its_detail() {
+        let detailed = [
+            UpstreamError::InvalidGrant {
+                detail: "PKCE verification failed".into(),
+                redirect_uri: "https://auth.internal/oauth/callback".into(),
+            },
+            UpstreamError::Other {
+                error: "server_error".into(),
+                description: "db01.internal:5432 timeout".into(),
+            },
+            UpstreamError::Unreachable {
+                issuer: "https://idp.internal".into(),
+                detail: "dns error: no record".into(),
+            },
+            UpstreamError::IdToken("signature by unknown key k1".into()),
+        ];
+        for err in detailed {
+            let told = err.for_client();
+            for secret in ["internal", "PKCE", "dns", "k1"] {
+                assert!(!told.description.contains(secret), "{told} leaks {secret}");
+            }
+        }
+        assert_eq!(
+            UpstreamError::Unreachable {
+                issuer: "i".into(),
+                detail: "d".into()
+            }
+            .for_client()
+            .code,
+            ErrorCode::TemporarilyUnavailable
+        );
+        assert_eq!(
+            UpstreamError::NotAssigned.for_client().code,
+            ErrorCode::AccessDenied
+        );
+    }
+
+    #[test]
+    fn an_email_is_passed_on_only_when_the_provider_verified_it() {
+        let email = || Some(json!("alice@example.com"));
+        assert_eq!(
+            verified_email(email(), Some(&json!(true))).as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(
+            verified_email(email(), Some(&json!("true"))).as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(verified_email(email(), Some(&json!(false))), None);
+        assert_eq!(verified_email(email(), Some(&json!("false"))), None);
+        assert_eq!(verified_email(email(), None), None, "no flag, no email");
+        assert_eq!(verified_email(None, Some(&json!(true))), None);
     }
 
     #[test]

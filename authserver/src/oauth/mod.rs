@@ -1,7 +1,9 @@
 //! The OAuth 2.1 protocol: what the authorization server decides, with no HTTP framework and no
 //! database in sight, so every decision is a function a unit test can call.
 
+pub mod authorize;
 pub mod clock;
+pub mod consent;
 pub mod error;
 pub mod grant;
 pub mod introspect;

@@ -52,22 +52,24 @@ macro_rules! sql_store {
             }
 
             async fn request(&self, id: &str, now: i64) -> Result<Option<StoredRequest>, StoreError> {
-                let row = sqlx::query("SELECT browser_id, params, consented FROM auth_requests WHERE id = $1 AND expires_at > $2")
+                let row = sqlx::query("SELECT browser_id, params, signed_in FROM auth_requests WHERE id = $1 AND expires_at > $2")
                     .bind(id)
                     .bind(now)
                     .fetch_optional(&self.pool)
                     .await?;
                 let Some(row) = row else { return Ok(None) };
                 let params: String = row.try_get("params")?;
+                let signed_in: Option<String> = row.try_get("signed_in")?;
                 Ok(Some(StoredRequest {
                     browser_id: row.try_get("browser_id")?,
                     request: serde_json::from_str(&params)?,
-                    consented: row.try_get::<i64, _>("consented")? != 0,
+                    signed_in: signed_in.map(|s| serde_json::from_str(&s)).transpose()?,
                 }))
             }
 
-            async fn mark_consented(&self, id: &str) -> Result<(), StoreError> {
-                sqlx::query("UPDATE auth_requests SET consented = 1 WHERE id = $1")
+            async fn save_sign_in(&self, id: &str, signed_in: &$crate::store::SignedIn) -> Result<(), StoreError> {
+                sqlx::query("UPDATE auth_requests SET signed_in = $1 WHERE id = $2")
+                    .bind(serde_json::to_string(signed_in)?)
                     .bind(id)
                     .execute(&self.pool)
                     .await?;
@@ -84,12 +86,14 @@ macro_rules! sql_store {
 
             async fn consent(
                 &self,
-                browser_id: &str,
+                subject: &str,
                 client_id: &str,
+                resource: &str,
             ) -> Result<Option<String>, StoreError> {
-                let row = sqlx::query("SELECT scope FROM consents WHERE browser_id = $1 AND client_id = $2")
-                    .bind(browser_id)
+                let row = sqlx::query("SELECT scope FROM consents WHERE subject = $1 AND client_id = $2 AND resource = $3")
+                    .bind(subject)
                     .bind(client_id)
+                    .bind(resource)
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(|row| row.try_get("scope")).transpose()?)
@@ -97,19 +101,29 @@ macro_rules! sql_store {
 
             async fn save_consent(
                 &self,
-                browser_id: &str,
+                subject: &str,
                 client_id: &str,
+                resource: &str,
                 scope: &str,
                 now: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO consents (browser_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (browser_id, client_id) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at")
-                    .bind(browser_id)
+                sqlx::query("INSERT INTO consents (subject, client_id, resource, scope, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject, client_id, resource) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at")
+                    .bind(subject)
                     .bind(client_id)
+                    .bind(resource)
                     .bind(scope)
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn client_approved(&self, client_id: &str) -> Result<bool, StoreError> {
+                let row = sqlx::query("SELECT 1 AS found FROM consents WHERE client_id = $1 LIMIT 1")
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
             }
 
             async fn save_code(
