@@ -23,7 +23,6 @@ use tokio::sync::RwLock;
 
 pub(crate) use mcp_mesh_claims::lookup;
 
-pub use crate::idp::Federated;
 use crate::idp::{BoxFuture, IdentityProvider, Start};
 use crate::oauth::grant::User;
 use crate::oauth::{ErrorCode, OAuthError};
