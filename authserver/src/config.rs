@@ -55,6 +55,8 @@ pub struct FileConfig {
     pub client_metadata: FetchPolicy,
     /// 32-byte key (raw or base64) that encrypts upstream tokens at rest; required with `oidc`.
     pub encryption_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -101,6 +103,9 @@ pub struct RegistrationConfig {
     pub confidential_clients: bool,
     /// Registrations allowed per source address and minute.
     pub per_minute: u32,
+    /// A registered client never used for this long is deleted: every SDK connection may
+    /// register a fresh client, and most are never seen again.
+    pub unused_client_seconds: u64,
 }
 
 impl Default for RegistrationConfig {
@@ -108,7 +113,72 @@ impl Default for RegistrationConfig {
         Self {
             confidential_clients: false,
             per_minute: 20,
+            unused_client_seconds: 7 * 24 * 3600,
         }
+    }
+}
+
+/// How the server holds connections, what it accepts in a request, and how it keeps its
+/// database small.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Proxies in front of the server that append the address they received a request from to
+    /// `X-Forwarded-For`; 0 (the default) accounts requests to the TCP peer.
+    pub trusted_proxy_hops: usize,
+    /// Time to receive a request's headers; it also closes a keep-alive connection left idle.
+    pub header_read_timeout_seconds: u64,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout_seconds: u64,
+    /// Longest time from a request's headers to its answer (reading the body included).
+    pub request_timeout_seconds: u64,
+    /// Largest request body on any endpoint.
+    pub max_body_bytes: usize,
+    /// Connections served at once; past this the server stops accepting until one closes.
+    pub max_connections: usize,
+    /// After SIGTERM or SIGINT, how long in-flight requests may take before the process exits.
+    pub shutdown_grace_seconds: u64,
+    /// How often expired codes, requests, logins, dead grants and unused clients are deleted;
+    /// 0 turns the purge off.
+    pub purge_interval_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxy_hops: 0,
+            header_read_timeout_seconds: 10,
+            body_timeout_seconds: 10,
+            request_timeout_seconds: 30,
+            max_body_bytes: 64 * 1024,
+            max_connections: 512,
+            shutdown_grace_seconds: 10,
+            purge_interval_seconds: 3600,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A zero timeout or limit would refuse every request (or never time out): refused.
+    fn check(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            (
+                "server.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            ("server.body_timeout_seconds", self.body_timeout_seconds),
+            (
+                "server.request_timeout_seconds",
+                self.request_timeout_seconds,
+            ),
+            ("server.max_body_bytes", self.max_body_bytes as u64),
+            ("server.max_connections", self.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +207,7 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     pub client_metadata: FetchPolicy,
     pub encryption_key_file: Option<PathBuf>,
+    pub server: ServerConfig,
 }
 
 impl Config {
@@ -210,6 +281,7 @@ impl Config {
                 "authorization codes live at most 600 seconds (RFC 6749 §4.1.2)",
             ));
         }
+        file.server.check()?;
         if matches!(file.upstream, Some(UpstreamConfig::Oidc(_)))
             && file.encryption_key_file.is_none()
         {
@@ -246,6 +318,7 @@ impl Config {
             upstream: file.upstream,
             client_metadata: file.client_metadata,
             encryption_key_file: file.encryption_key_file,
+            server: file.server,
         })
     }
 
@@ -318,6 +391,15 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string().starts_with("`lifetimes.code_seconds`"),
+            "{err}"
+        );
+        let err = Config::resolve(
+            file("issuer: http://a\nresources: [http://a/mcp]\nserver: {max_connections: 0}\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("`server.max_connections`"),
             "{err}"
         );
         assert!(serde_yaml::from_str::<FileConfig>("isuer: x\n")
