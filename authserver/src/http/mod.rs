@@ -2,6 +2,7 @@
 //! token endpoint are in their own modules.
 
 pub mod authorize;
+pub mod cors;
 pub mod limiter;
 pub mod pages;
 pub mod serve;
@@ -161,6 +162,7 @@ pub fn router<S: Store>(
             Duration::from_secs(limits.request_timeout_seconds),
         ))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(cors::layer())
 }
 
 /// The answers the framework gives on its own (a body over the limit, a request over time, a
