@@ -440,3 +440,139 @@ pub fn now() -> i64 {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FileConfig, Overrides};
+    use crate::store::SqliteStore;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn app(yaml: &str) -> (Router, SqliteStore) {
+        let file: FileConfig = serde_yaml::from_str(&format!(
+            "issuer: http://auth.test\nresources: [http://auth.test/mcp]\n{yaml}"
+        ))
+        .unwrap();
+        let config = Config::resolve(file, Overrides::default()).unwrap();
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let app = router(
+            config,
+            KeyRing::ephemeral(),
+            store.clone(),
+            Upstream::None,
+            None,
+        );
+        (app, store)
+    }
+
+    fn post(path: &str, peer: &str, body: impl Into<Vec<u8>>) -> Request<Body> {
+        let body = body.into();
+        let mut request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .unwrap();
+        let peer: SocketAddr = format!("{peer}:5000").parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    }
+
+    async fn send(app: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (parts.status, parts.headers, value)
+    }
+
+    const CLIENT: &str = r#"{"redirect_uris": ["http://127.0.0.1:8765/cb"]}"#;
+
+    #[tokio::test]
+    async fn a_client_written_address_header_buys_no_fresh_registration_budget() {
+        let (app, _store) = app("registration: {per_minute: 2}").await;
+        for spoofed in ["1.1.1.1", "2.2.2.2"] {
+            let mut request = post("/oauth/register", "10.0.0.5", CLIENT);
+            request
+                .headers_mut()
+                .insert("x-envoy-external-address", spoofed.parse().unwrap());
+            request
+                .headers_mut()
+                .insert("x-forwarded-for", spoofed.parse().unwrap());
+            assert_eq!(send(&app, request).await.0, StatusCode::CREATED);
+        }
+        let mut request = post("/oauth/register", "10.0.0.5", CLIENT);
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", "3.3.3.3".parse().unwrap());
+        let (status, _, body) = send(&app, request).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body["error"], "slow_down");
+        let other_peer = send(&app, post("/oauth/register", "10.0.0.6", CLIENT)).await;
+        assert_eq!(other_peer.0, StatusCode::CREATED);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_as_json_on_every_endpoint() {
+        let (app, _store) = app("server: {max_body_bytes: 1024}").await;
+        for path in ["/oauth/register", "/oauth/token", "/oauth/revoke"] {
+            let (status, headers, body) =
+                send(&app, post(path, "10.0.0.5", vec![b' '; 2048])).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+            assert_eq!(body["error"], "invalid_request", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn registered_metadata_is_bounded_and_unknown_fields_are_dropped() {
+        let (app, store) = app("").await;
+        let huge =
+            json!({"redirect_uris": ["http://127.0.0.1/cb"], "client_name": "a".repeat(60_000)});
+        let (status, _, body) =
+            send(&app, post("/oauth/register", "10.0.0.5", huge.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "invalid_client_metadata");
+        assert!(body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("client_name:"));
+        let extra = json!({"redirect_uris": ["http://127.0.0.1/cb"], "jwks": {"keys": []}});
+        let (status, _, body) =
+            send(&app, post("/oauth/register", "10.0.0.5", extra.to_string())).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert!(body.get("jwks").is_none());
+        let stored = store
+            .client(body["client_id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.metadata.get("jwks").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_database_outage_is_503_and_readyz_keeps_the_cause_to_the_log() {
+        let (app, store) = app("").await;
+        let ready = Request::get("/readyz").body(Body::empty()).unwrap();
+        assert_eq!(send(&app, ready).await.0, StatusCode::OK);
+        store.close().await;
+        let ready = Request::get("/readyz").body(Body::empty()).unwrap();
+        let (status, _, body) = send(&app, ready).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, Value::String("database unavailable".into()));
+        let (status, _, body) = send(&app, post("/oauth/register", "10.0.0.5", CLIENT)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_is_not_json_gets_a_json_error() {
+        let (app, _store) = app("").await;
+        let (status, _, body) = send(&app, post("/oauth/register", "10.0.0.5", "{not json")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "invalid_client_metadata");
+    }
+}

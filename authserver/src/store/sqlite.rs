@@ -56,6 +56,12 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
+
+    /// Closes the pool: every later statement fails, as in a database outage.
+    #[cfg(test)]
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 /// Creates the database file readable and writable by the server's user only (SQLite creates
