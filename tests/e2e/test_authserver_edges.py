@@ -25,9 +25,10 @@ def start(tmp_path, log_dir, name, server=None, registration=None, client_metada
     users.write_text(USERS)
     url = f"http://127.0.0.1:{port}"
     config = {"issuer": url, "resources": [f"{url}/mcp"], "database": f"sqlite://{tmp_path}/auth.db?mode=rwc",
-              "upstream": {"type": "dev", "users_file": str(users)},
-              "server": server or {}, "registration": registration or {},
-              "client_metadata": client_metadata or {}}
+              "upstream": {"type": "dev", "users_file": str(users)}}
+    for key, section in {"server": server, "registration": registration, "client_metadata": client_metadata}.items():
+        if section is not None:
+            config[key] = section
     keys = keys or [write_key(tmp_path / "key.pem", "ec")]
     return AuthServer(log_dir, tmp_path, config, port, keys, name=name)
 
@@ -209,7 +210,7 @@ class Session(threading.Thread):
 
 def test_sigterm_under_refresh_load_drains_and_a_restart_loses_no_session(tmp_path, log_dir):
     key = write_key(tmp_path / "key.pem", "ec")
-    server = start(tmp_path, log_dir, "edges-drain-1", keys=[key], server={"shutdown_grace_seconds": 10})
+    server = start(tmp_path, log_dir, "edges-drain-1", keys=[key])
     port = int(server.url.rsplit(":", 1)[1])
     client = register(server).json()
     sessions = [Session(server.url, client["client_id"], login(server, client)) for _ in range(16)]
