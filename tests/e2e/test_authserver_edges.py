@@ -220,7 +220,7 @@ def test_sigterm_under_refresh_load_drains_and_a_restart_loses_no_session(tmp_pa
         wait_until(lambda: all(s.refreshes >= 3 for s in sessions), 60, "every session refreshing")
         os.killpg(server.process.proc.pid, signal.SIGTERM)
         assert server.process.proc.wait(timeout=15) == 0
-        assert "SIGTERM received" in server.process.log()
+        assert "SIGTERM received" in server.process.log() and "every connection closed" in server.process.log()
         before = [s.refreshes for s in sessions]
         server = start(tmp_path, log_dir, "edges-drain-2", keys=[key], port=port)
         wait_until(lambda: all(s.refreshes >= b + 3 or s.lost for s, b in zip(sessions, before)), 60,
