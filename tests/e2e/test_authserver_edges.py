@@ -281,3 +281,28 @@ def test_the_database_file_is_private_to_the_server(tmp_path, log_dir):
         assert "\x1b[" not in log, "no colour codes in a log file"
     finally:
         server.stop()
+
+
+def test_the_scheduled_purge_deletes_clients_never_used_and_keeps_used_ones(tmp_path, log_dir):
+    server = start(tmp_path, log_dir, "edges-purge", server={"purge_interval_seconds": 1},
+                   registration={"unused_client_seconds": 3})
+    try:
+        unused = register(server).json()
+        used = register(server).json()
+        refresh_token = login(server, used)  # its first authorization marks it used
+
+        def known(client):
+            _, challenge = pkce()
+            page = requests.get(f"{server.url}/oauth/authorize", allow_redirects=False, timeout=10, params={
+                "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+                "code_challenge": challenge, "code_challenge_method": "S256", "resource": f"{server.url}/mcp"})
+            return page.status_code != 400
+
+        wait_until(lambda: "clients=1" in server.process.log(), 30, "a purge that deletes the unused client")
+        assert not known(unused), "the client never used is gone"
+        assert known(used)
+        refreshed = requests.post(f"{server.url}/oauth/token", timeout=10, data={
+            "grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": used["client_id"]})
+        assert refreshed.status_code == 200, refreshed.text
+    finally:
+        server.stop()
