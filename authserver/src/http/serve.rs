@@ -32,18 +32,16 @@ pub async fn serve(
     settings: &ServerConfig,
     stop: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: every bound below applies to it, and neither Envoy nor MCP clients speak
+    // cleartext HTTP/2 to this server (an h2c connection would need its own idle and stream
+    // bounds).
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         // hyper starts this timer whenever it waits for a request head, so it also closes a
         // keep-alive connection that sits idle between requests.
         .header_read_timeout(Duration::from_secs(settings.header_read_timeout_seconds));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(settings.header_read_timeout_seconds))
-        .max_concurrent_streams(64);
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
