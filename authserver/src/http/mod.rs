@@ -36,6 +36,7 @@ use crate::idp::oidc::{Federated, OidcUpstream};
 use crate::keys::KeyRing;
 use crate::oauth::registration::{self, ClientMetadata, Policy};
 use crate::oauth::{Clock, ErrorCode, OAuthError, SystemClock};
+use crate::store::housekeeping::needs_use_mark;
 use crate::store::StoreError;
 use crate::store::{Store, StoredClient};
 
@@ -418,8 +419,17 @@ impl<S: Store> AppState<S> {
             Ok(Some(client)) => {
                 // Marks the client used, so the purge of never-used registrations spares it.
                 // Failing to record that must not fail the request.
-                if let Err(err) = self.store.client_used(client_id, self.clock.now()).await {
-                    tracing::warn!(error = %err, "could not record that a client was used");
+                let now = self.clock.now();
+                let mark = needs_use_mark(
+                    client.created_at,
+                    now,
+                    self.config.registration.unused_client_seconds,
+                    self.config.server.purge_interval_seconds,
+                );
+                if mark {
+                    if let Err(err) = self.store.client_used(client_id, now).await {
+                        tracing::warn!(error = %err, "could not record that a client was used");
+                    }
                 }
                 Lookup::Found(client)
             }

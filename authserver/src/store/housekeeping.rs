@@ -36,6 +36,25 @@ impl PurgeCutoffs {
     }
 }
 
+/// Whether a lookup of a registered client created at `created_at` must record that it was
+/// used. Only a client the purge could still delete needs the mark: one older than the unused
+/// window plus a purge interval and a day's slack has been marked already, or deleted. Skipping
+/// the mark for those spares a write on every token request of an established client.
+pub fn needs_use_mark(
+    created_at: i64,
+    now: i64,
+    unused_client_seconds: u64,
+    purge_interval_seconds: u64,
+) -> bool {
+    if purge_interval_seconds == 0 {
+        return true;
+    }
+    let window = unused_client_seconds
+        .saturating_add(purge_interval_seconds)
+        .saturating_add(RETENTION_SECONDS.unsigned_abs());
+    created_at >= now.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX))
+}
+
 /// Rows deleted by one purge, per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -181,6 +200,19 @@ mod tests {
         assert_eq!(
             PurgeCutoffs::at(0, u64::MAX).unused_clients_before,
             -i64::MAX
+        );
+    }
+
+    #[test]
+    fn only_a_client_the_purge_could_still_delete_is_marked_used() {
+        let hour = 3600;
+        let window = WEEK as i64 + hour + 24 * hour;
+        assert!(needs_use_mark(NOW - 10, NOW, WEEK, hour as u64));
+        assert!(needs_use_mark(NOW - window, NOW, WEEK, hour as u64));
+        assert!(!needs_use_mark(NOW - window - 1, NOW, WEEK, hour as u64));
+        assert!(
+            needs_use_mark(NOW - 10 * window, NOW, WEEK, 0),
+            "with the purge off a purge turned on later must find the mark"
         );
     }
 
