@@ -125,3 +125,95 @@ pub async fn stop_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn started(
+        settings: ServerConfig,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve(listener, app, &settings, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        (addr, stop, server)
+    }
+
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_peer_and_a_stalled_header_is_cut_off() {
+        let settings = ServerConfig {
+            header_read_timeout_seconds: 1,
+            ..ServerConfig::default()
+        };
+        let (addr, stop, server) = started(settings).await;
+        let answer = exchange(
+            addr,
+            b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("127.0.0.1"),
+            "{answer}"
+        );
+        // Never finishes its headers: the server closes it (read_to_end returns).
+        exchange(addr, b"GET /peer HTTP/1.1\r\nHost: x\r\n").await;
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stop_waits_for_in_flight_connections_no_longer_than_the_grace() {
+        let settings = ServerConfig {
+            header_read_timeout_seconds: 3600,
+            shutdown_grace_seconds: 1,
+            ..ServerConfig::default()
+        };
+        let (addr, stop, server) = started(settings).await;
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        // A full exchange on another connection: the stalled one has been accepted by now.
+        exchange(
+            addr,
+            b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("serve returns once the grace is over")
+            .unwrap();
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "no longer accepting"
+        );
+    }
+}
