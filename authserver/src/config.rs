@@ -351,6 +351,11 @@ mod tests {
         assert_eq!(config.issuer_str(), "http://localhost:8080");
         assert_eq!(config.lifetimes.access_seconds, 3600);
         assert_eq!(config.scopes, ["mcp:tools", "offline_access"]);
+        assert_eq!(config.server.trusted_proxy_hops, 0, "the peer, unless told");
+        assert_eq!(config.server.max_body_bytes, 64 * 1024);
+        assert_eq!(config.server.shutdown_grace_seconds, 10);
+        assert_eq!(config.server.purge_interval_seconds, 3600);
+        assert_eq!(config.registration.unused_client_seconds, 7 * 24 * 3600);
         assert_eq!(
             config.endpoint("/oauth/token"),
             "http://localhost:8080/oauth/token"
