@@ -55,6 +55,8 @@ pub struct FileConfig {
     pub client_metadata: FetchPolicy,
     /// 32-byte key (raw or base64) that encrypts upstream tokens at rest; required with `oidc`.
     pub encryption_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -109,6 +111,9 @@ pub struct RegistrationConfig {
     pub confidential_clients: bool,
     /// Registrations allowed per source address and minute.
     pub per_minute: u32,
+    /// A registered client never used for this long is deleted: every SDK connection may
+    /// register a fresh client, and most are never seen again.
+    pub unused_client_seconds: u64,
 }
 
 impl Default for RegistrationConfig {
@@ -116,7 +121,72 @@ impl Default for RegistrationConfig {
         Self {
             confidential_clients: false,
             per_minute: 20,
+            unused_client_seconds: 7 * 24 * 3600,
         }
+    }
+}
+
+/// How the server holds connections, what it accepts in a request, and how it keeps its
+/// database small.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Proxies in front of the server that append the address they received a request from to
+    /// `X-Forwarded-For`; 0 (the default) accounts requests to the TCP peer.
+    pub trusted_proxy_hops: usize,
+    /// Time to receive a request's headers; it also closes a keep-alive connection left idle.
+    pub header_read_timeout_seconds: u64,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout_seconds: u64,
+    /// Longest time from a request's headers to its answer (reading the body included).
+    pub request_timeout_seconds: u64,
+    /// Largest request body on any endpoint.
+    pub max_body_bytes: usize,
+    /// Connections served at once; past this the server stops accepting until one closes.
+    pub max_connections: usize,
+    /// After SIGTERM or SIGINT, how long in-flight requests may take before the process exits.
+    pub shutdown_grace_seconds: u64,
+    /// How often expired codes, requests, logins, dead grants and unused clients are deleted;
+    /// 0 turns the purge off.
+    pub purge_interval_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxy_hops: 0,
+            header_read_timeout_seconds: 10,
+            body_timeout_seconds: 10,
+            request_timeout_seconds: 30,
+            max_body_bytes: 64 * 1024,
+            max_connections: 512,
+            shutdown_grace_seconds: 10,
+            purge_interval_seconds: 3600,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A zero timeout or limit would refuse every request (or never time out): refused.
+    fn check(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            (
+                "server.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            ("server.body_timeout_seconds", self.body_timeout_seconds),
+            (
+                "server.request_timeout_seconds",
+                self.request_timeout_seconds,
+            ),
+            ("server.max_body_bytes", self.max_body_bytes as u64),
+            ("server.max_connections", self.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +215,7 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     pub client_metadata: FetchPolicy,
     pub encryption_key_file: Option<PathBuf>,
+    pub server: ServerConfig,
 }
 
 impl Config {
@@ -219,6 +290,7 @@ impl Config {
                 "authorization codes live at most 600 seconds (RFC 6749 §4.1.2)",
             ));
         }
+        file.server.check()?;
         // Without the key no upstream session is kept, so refreshes could never be re-checked
         // with the identity provider (a user removed from a group upstream would keep it here).
         if matches!(
@@ -259,6 +331,7 @@ impl Config {
             upstream: file.upstream,
             client_metadata: file.client_metadata,
             encryption_key_file: file.encryption_key_file,
+            server: file.server,
         })
     }
 
@@ -291,6 +364,11 @@ mod tests {
         assert_eq!(config.issuer_str(), "http://localhost:8080");
         assert_eq!(config.lifetimes.access_seconds, 3600);
         assert_eq!(config.scopes, ["mcp:tools", "offline_access"]);
+        assert_eq!(config.server.trusted_proxy_hops, 0, "the peer, unless told");
+        assert_eq!(config.server.max_body_bytes, 64 * 1024);
+        assert_eq!(config.server.shutdown_grace_seconds, 10);
+        assert_eq!(config.server.purge_interval_seconds, 3600);
+        assert_eq!(config.registration.unused_client_seconds, 7 * 24 * 3600);
         assert_eq!(
             config.endpoint("/oauth/token"),
             "http://localhost:8080/oauth/token"
@@ -341,6 +419,15 @@ mod tests {
         assert!(
             err.to_string().starts_with("`encryption_key_file`"),
             "an oauth2 upstream keeps sessions too: {err}"
+        );
+        let err = Config::resolve(
+            file("issuer: http://a\nresources: [http://a/mcp]\nserver: {max_connections: 0}\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("`server.max_connections`"),
+            "{err}"
         );
         assert!(serde_yaml::from_str::<FileConfig>("isuer: x\n")
             .unwrap_err()

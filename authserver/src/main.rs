@@ -10,6 +10,7 @@ mod keys;
 mod oauth;
 mod store;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ use crate::config::{Config, Overrides};
 use crate::crypto::Sealer;
 use crate::http::Upstream;
 use crate::keys::KeyRing;
+use crate::oauth::SystemClock;
 use crate::store::{redacted, Backend, PostgresStore, SqliteStore, Store};
 
 /// The embedded OAuth 2.1 authorization server for MCP clients.
@@ -64,7 +66,12 @@ async fn main() -> std::process::ExitCode {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colour codes only for a person at a terminal: in a file or a collector they are noise
+        // that breaks searching.
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_env_filter(filter)
+            .init();
     }
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -123,14 +130,18 @@ async fn serve<S: Store>(
     tracing::info!(database = %redacted(&config.database), "database ready");
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(issuer = config.issuer_str(), listen = %config.listen, "authorization server listening");
+    let settings = config.server.clone();
+    let purge = store::housekeeping::spawn(
+        store.clone(),
+        settings.purge_interval_seconds,
+        config.registration.unused_client_seconds,
+        SystemClock,
+    );
     let app = http::router(config, keys, store, upstream, sealer);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    http::serve::serve(listener, app, &settings, http::serve::stop_signal()).await;
+    if let Some(purge) = purge {
+        purge.abort();
+    }
+    tracing::info!("stopped");
     Ok(())
 }

@@ -9,10 +9,12 @@ use serde_json::Value;
 use crate::oauth::grant::{Grant, User};
 use crate::oauth::token::StoredRefresh;
 
+pub mod housekeeping;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use housekeeping::{Housekeeping, PurgeCutoffs, Purged};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -106,7 +108,7 @@ pub struct UpstreamLogin {
 }
 
 /// What the server keeps across restarts.
-pub trait Store: Clone + Send + Sync + 'static {
+pub trait Store: Housekeeping + Clone + Send + Sync + 'static {
     fn save_client(&self, client: &StoredClient) -> impl Future<Output = Io<()>> + Send;
     fn client(&self, client_id: &str) -> impl Future<Output = Io<Option<StoredClient>>> + Send;
     fn save_request(

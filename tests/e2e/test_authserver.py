@@ -399,7 +399,9 @@ def test_a_metadata_document_on_a_private_address_is_refused(stack, tmp_path):
                   "code_challenge": "x" * 43, "code_challenge_method": "S256", "resource": "http://localhost:1/mcp"}
         response = requests.get(f"{server.url}/oauth/authorize?{urlencode(params)}", allow_redirects=False, timeout=10)
         assert response.status_code == 400
-        assert "private or loopback address" in response.text
+        # Refused, and the visitor is not told why (an internal-network oracle); the log is.
+        assert "could not be retrieved" in response.text and "loopback" not in response.text
+        assert "private or loopback address" in server.process.log()
     finally:
         server.stop()
 

@@ -2,14 +2,16 @@
 //! token endpoint are in their own modules.
 
 pub mod authorize;
+pub mod cors;
+pub mod limiter;
 pub mod pages;
+pub mod serve;
 pub mod token;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -21,14 +23,18 @@ use base64::Engine;
 use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::client_documents::{self, MetadataFetcher};
 use crate::config::Config;
 use crate::crypto::Sealer;
+use crate::http::limiter::{source_address, RateLimiter};
 use crate::idp::{Federated, IdentityProvider};
 use crate::keys::KeyRing;
-use crate::oauth::registration::{self, Policy};
-use crate::oauth::{Clock, OAuthError, SystemClock};
+use crate::oauth::registration::{self, ClientMetadata, Policy};
+use crate::oauth::{Clock, ErrorCode, OAuthError, SystemClock};
+use crate::store::housekeeping::needs_use_mark;
 use crate::store::StoreError;
 use crate::store::{Store, StoredClient};
 
@@ -84,38 +90,6 @@ impl Metrics {
     }
 }
 
-/// Registrations per source address and minute.
-pub struct RateLimiter {
-    per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl RateLimiter {
-    pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute,
-            windows: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn allow(&self, source: IpAddr) -> bool {
-        let Ok(mut windows) = self.windows.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        if windows.len() > 10_000 {
-            windows.retain(|_, (start, _)| now.duration_since(*start).as_secs() < 60);
-        }
-        let (start, count) = windows.entry(source).or_insert((now, 0));
-        if now.duration_since(*start).as_secs() >= 60 {
-            *start = now;
-            *count = 0;
-        }
-        *count += 1;
-        *count <= self.per_minute
-    }
-}
-
 pub fn router<S: Store>(
     config: Config,
     keys: KeyRing,
@@ -124,6 +98,7 @@ pub fn router<S: Store>(
     sealer: Option<Sealer>,
 ) -> Router {
     let limiter = RateLimiter::new(config.registration.per_minute);
+    let limits = config.server.clone();
     let issuer_path = config.issuer.path().trim_end_matches('/').to_owned();
     let client_documents = MetadataFetcher::new(config.client_metadata.clone());
     let state = Arc::new(AppState {
@@ -187,6 +162,43 @@ pub fn router<S: Store>(
             );
     }
     app.with_state(state)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            limits.body_timeout_seconds,
+        )))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(limits.request_timeout_seconds),
+        ))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(cors::layer())
+}
+
+/// The answers the framework gives on its own (a body over the limit, a request over time, a
+/// body that could not be read or parsed) are plain text; OAuth clients expect RFC 6749 §5.2
+/// JSON from every endpoint, so they are rewritten here, with a description that says what to
+/// fix. Pages (HTML) and handler answers (JSON already) pass through.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|value| value.as_bytes().starts_with(b"text/plain"));
+    let description = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than this server accepts",
+        StatusCode::REQUEST_TIMEOUT => "the request was not received and answered in time",
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => {
+            "the request body could not be read as the endpoint expects"
+        }
+        _ => return response,
+    };
+    if !plain {
+        return response;
+    }
+    oauth_error(status, ErrorCode::InvalidRequest.as_str(), description)
 }
 
 async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
@@ -238,69 +250,45 @@ async fn register<S: Store>(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let source = headers
-        .get("x-envoy-external-address")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(peer.ip());
-    if !state.limiter.allow(source) {
-        state
-            .metrics
-            .registrations_refused
-            .fetch_add(1, Ordering::Relaxed);
-        return oauth_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "slow_down",
+    let source = source_address(peer.ip(), &headers, state.config.server.trusted_proxy_hops);
+    let issued_at = state.clock.now();
+    if !state.limiter.allow(source, issued_at) {
+        Metrics::bump(&state.metrics.registrations_refused);
+        return OAuthError::new(
+            ErrorCode::SlowDown,
             "too many registrations from this address; retry in a minute",
-        );
+        )
+        .into_response();
     }
-    let request: Value = match serde_json::from_slice(&body) {
-        Ok(value) => value,
-        Err(err) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_client_metadata",
-                &format!("the body is not JSON: {err}"),
-            )
-        }
-    };
     let policy = Policy {
         confidential_clients: state.config.registration.confidential_clients,
         scopes: &state.config.scopes,
     };
-    let registration = match registration::validate(&request, &policy) {
+    let registration = match ClientMetadata::parse(&body)
+        .and_then(|metadata| registration::validate(metadata, &policy))
+    {
         Ok(registration) => registration,
         Err(err) => {
-            state
-                .metrics
-                .registrations_refused
-                .fetch_add(1, Ordering::Relaxed);
-            return oauth_error(StatusCode::BAD_REQUEST, err.code(), &err.to_string());
+            Metrics::bump(&state.metrics.registrations_refused);
+            return OAuthError::from(err).into_response();
         }
     };
     let client_id = random_token(16);
     let secret = registration.confidential.then(|| random_token(32));
-    let issued_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
+    let metadata = registration.metadata.to_json();
     let stored = StoredClient {
         client_id: client_id.clone(),
         secret_sha256: secret.as_ref().map(|s| hex(&Sha256::digest(s.as_bytes()))),
-        metadata: Value::Object(registration.metadata.clone()),
+        metadata: Value::Object(metadata.clone()),
         created_at: issued_at,
     };
     if let Err(err) = state.store.save_client(&stored).await {
         tracing::error!(error = %err, "could not store a registered client");
-        return oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "the client could not be stored; try again",
-        );
+        return OAuthError::unavailable().into_response();
     }
-    state.metrics.registrations.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(client_id = %client_id, client_name = ?registration.metadata.get("client_name"), "client registered");
-    let mut response = registration.metadata;
+    Metrics::bump(&state.metrics.registrations);
+    tracing::info!(client_id = %client_id, client_name = ?registration.metadata.client_name, "client registered");
+    let mut response = metadata;
     response.insert("client_id".into(), json!(client_id));
     response.insert("client_id_issued_at".into(), json!(issued_at));
     if let Some(secret) = secret {
@@ -315,14 +303,15 @@ async fn register<S: Store>(
         .into_response()
 }
 
+/// Whether the database answers. The cause of a failure goes to the log only: the probe is
+/// unauthenticated and the error text can name hosts, users and files.
 async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unavailable: {err}"),
-        )
-            .into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness probe: database unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
     }
 }
 
@@ -433,12 +422,28 @@ impl<S: Store> AppState<S> {
                 }),
                 Err(err) => {
                     tracing::info!(error = %err, "client metadata document refused");
-                    Lookup::Refused(err.to_string())
+                    Lookup::Refused(err.public_description())
                 }
             };
         }
         match self.store.client(client_id).await {
-            Ok(Some(client)) => Lookup::Found(client),
+            Ok(Some(client)) => {
+                // Marks the client used, so the purge of never-used registrations spares it.
+                // Failing to record that must not fail the request.
+                let now = self.clock.now();
+                let mark = needs_use_mark(
+                    client.created_at,
+                    now,
+                    self.config.registration.unused_client_seconds,
+                    self.config.server.purge_interval_seconds,
+                );
+                if mark {
+                    if let Err(err) = self.store.client_used(client_id, now).await {
+                        tracing::warn!(error = %err, "could not record that a client was used");
+                    }
+                }
+                Lookup::Found(client)
+            }
             Ok(None) => Lookup::Unknown,
             Err(err) => Lookup::StoreDown(err),
         }
@@ -460,13 +465,135 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{FileConfig, Overrides};
+    use crate::store::SqliteStore;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
 
-    #[test]
-    fn registrations_are_limited_per_source_address() {
-        let limiter = RateLimiter::new(2);
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        assert!(limiter.allow(a) && limiter.allow(a));
-        assert!(!limiter.allow(a), "the third in a minute is refused");
-        assert!(limiter.allow(b), "another address has its own budget");
+    async fn app(yaml: &str) -> (Router, SqliteStore) {
+        let file: FileConfig = serde_yaml::from_str(&format!(
+            "issuer: http://auth.test\nresources: [http://auth.test/mcp]\n{yaml}"
+        ))
+        .unwrap();
+        let config = Config::resolve(file, Overrides::default()).unwrap();
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let app = router(
+            config,
+            KeyRing::ephemeral(),
+            store.clone(),
+            Upstream::None,
+            None,
+        );
+        (app, store)
+    }
+
+    fn post(path: &str, peer: &str, body: impl Into<Vec<u8>>) -> Request<Body> {
+        let body = body.into();
+        let mut request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .unwrap();
+        let peer: SocketAddr = format!("{peer}:5000").parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    }
+
+    async fn send(app: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (parts.status, parts.headers, value)
+    }
+
+    const CLIENT: &str = r#"{"redirect_uris": ["http://127.0.0.1:8765/cb"]}"#;
+
+    #[tokio::test]
+    async fn a_client_written_address_header_buys_no_fresh_registration_budget() {
+        let (app, _store) = app("registration: {per_minute: 2}").await;
+        for spoofed in ["1.1.1.1", "2.2.2.2"] {
+            let mut request = post("/oauth/register", "10.0.0.5", CLIENT);
+            request
+                .headers_mut()
+                .insert("x-envoy-external-address", spoofed.parse().unwrap());
+            request
+                .headers_mut()
+                .insert("x-forwarded-for", spoofed.parse().unwrap());
+            assert_eq!(send(&app, request).await.0, StatusCode::CREATED);
+        }
+        let mut request = post("/oauth/register", "10.0.0.5", CLIENT);
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", "3.3.3.3".parse().unwrap());
+        let (status, _, body) = send(&app, request).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body["error"], "slow_down");
+        let other_peer = send(&app, post("/oauth/register", "10.0.0.6", CLIENT)).await;
+        assert_eq!(other_peer.0, StatusCode::CREATED);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_as_json_on_every_endpoint() {
+        let (app, _store) = app("server: {max_body_bytes: 1024}").await;
+        for path in ["/oauth/register", "/oauth/token", "/oauth/revoke"] {
+            let (status, headers, body) =
+                send(&app, post(path, "10.0.0.5", vec![b' '; 2048])).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+            assert_eq!(body["error"], "invalid_request", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn registered_metadata_is_bounded_and_unknown_fields_are_dropped() {
+        let (app, store) = app("").await;
+        let huge =
+            json!({"redirect_uris": ["http://127.0.0.1/cb"], "client_name": "a".repeat(60_000)});
+        let (status, _, body) =
+            send(&app, post("/oauth/register", "10.0.0.5", huge.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "invalid_client_metadata");
+        assert!(body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("client_name:"));
+        let extra = json!({"redirect_uris": ["http://127.0.0.1/cb"], "jwks": {"keys": []}});
+        let (status, _, body) =
+            send(&app, post("/oauth/register", "10.0.0.5", extra.to_string())).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert!(body.get("jwks").is_none());
+        let stored = store
+            .client(body["client_id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.metadata.get("jwks").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_database_outage_is_503_and_readyz_keeps_the_cause_to_the_log() {
+        let (app, store) = app("").await;
+        let ready = Request::get("/readyz").body(Body::empty()).unwrap();
+        assert_eq!(send(&app, ready).await.0, StatusCode::OK);
+        store.close().await;
+        let ready = Request::get("/readyz").body(Body::empty()).unwrap();
+        let (status, _, body) = send(&app, ready).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, Value::String("database unavailable".into()));
+        let (status, _, body) = send(&app, post("/oauth/register", "10.0.0.5", CLIENT)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_is_not_json_gets_a_json_error() {
+        let (app, _store) = app("").await;
+        let (status, _, body) = send(&app, post("/oauth/register", "10.0.0.5", "{not json")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "invalid_client_metadata");
     }
 }

@@ -818,7 +818,13 @@ mod tests {
             let config = Config::resolve(file, Overrides::default()).unwrap();
             (
                 dir,
-                router(config, KeyRing::ephemeral(), store, Upstream::new(None), None),
+                router(
+                    config,
+                    KeyRing::ephemeral(),
+                    store,
+                    Upstream::new(None),
+                    None,
+                ),
             )
         }
 

@@ -394,6 +394,70 @@ macro_rules! sql_store {
                 })
             }
         }
+
+        impl $crate::store::Housekeeping for $store {
+            async fn purge(
+                &self,
+                cutoffs: $crate::store::PurgeCutoffs,
+            ) -> Result<$crate::store::Purged, StoreError> {
+                // One short statement per table (no long write lock); the order matters: tokens
+                // before the upstream sessions and revocations that outlive them.
+                let statements: [(&str, i64); 7] = [
+                    ("DELETE FROM auth_requests WHERE expires_at <= $1", cutoffs.now),
+                    ("DELETE FROM upstream_logins WHERE expires_at <= $1", cutoffs.now),
+                    ("DELETE FROM codes WHERE expires_at <= $1", cutoffs.dead_before),
+                    (
+                        "DELETE FROM refresh_tokens WHERE family_id IN \
+                         (SELECT family_id FROM refresh_tokens GROUP BY family_id HAVING MAX(expires_at) <= $1) \
+                         OR family_id IN (SELECT family_id FROM revoked_families WHERE revoked_at <= $1)",
+                        cutoffs.dead_before,
+                    ),
+                    (
+                        "DELETE FROM upstream_tokens WHERE family_id IN (SELECT family_id FROM revoked_families) \
+                         OR (updated_at <= $1 AND family_id NOT IN (SELECT family_id FROM refresh_tokens))",
+                        cutoffs.dead_before,
+                    ),
+                    (
+                        "DELETE FROM revoked_families WHERE revoked_at <= $1 \
+                         AND family_id NOT IN (SELECT family_id FROM refresh_tokens) \
+                         AND family_id NOT IN (SELECT family_id FROM codes)",
+                        cutoffs.dead_before,
+                    ),
+                    (
+                        "DELETE FROM clients WHERE last_used_at IS NULL AND created_at <= $1",
+                        cutoffs.unused_clients_before,
+                    ),
+                ];
+                let mut counts = [0u64; 7];
+                for ((statement, cutoff), count) in statements.iter().zip(counts.iter_mut()) {
+                    *count = sqlx::query(statement)
+                        .bind(cutoff)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                }
+                let [auth_requests, upstream_logins, codes, refresh_tokens, upstream_tokens, revoked_families, clients] =
+                    counts;
+                Ok($crate::store::Purged {
+                    auth_requests,
+                    upstream_logins,
+                    codes,
+                    refresh_tokens,
+                    upstream_tokens,
+                    revoked_families,
+                    clients,
+                })
+            }
+
+            async fn client_used(&self, client_id: &str, now: i64) -> Result<(), StoreError> {
+                sqlx::query("UPDATE clients SET last_used_at = $2 WHERE client_id = $1 AND last_used_at IS NULL")
+                    .bind(client_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
     };
 }
 
