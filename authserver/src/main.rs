@@ -137,7 +137,8 @@ async fn serve<S: Store>(
         config.registration.unused_client_seconds,
         SystemClock,
     );
-    let app = http::router(config, keys, store, upstream, sealer);
+    let clock = std::sync::Arc::new(oauth::SystemClock);
+    let app = http::router(config, keys, store, upstream, sealer, clock);
     http::serve::serve(listener, app, &settings, http::serve::stop_signal()).await;
     if let Some(purge) = purge {
         purge.abort();

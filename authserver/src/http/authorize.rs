@@ -810,7 +810,14 @@ mod tests {
             .unwrap();
             let config = Config::resolve(file, Overrides::default()).unwrap();
             let upstream = Upstream::new(Some(Box::new(DevUsers::load(&users).unwrap())));
-            let app = crate::http::router(config, KeyRing::ephemeral(), store, upstream, None);
+            let app = crate::http::router(
+                config,
+                KeyRing::ephemeral(),
+                store,
+                upstream,
+                None,
+                std::sync::Arc::new(crate::oauth::SystemClock),
+            );
             Self {
                 _dir: dir,
                 app,

@@ -11,7 +11,7 @@ pub mod token;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -33,7 +33,7 @@ use crate::http::limiter::{source_address, RateLimiter};
 use crate::idp::{Federated, IdentityProvider};
 use crate::keys::KeyRing;
 use crate::oauth::registration::{self, ClientMetadata, Policy};
-use crate::oauth::{Clock, ErrorCode, OAuthError, SystemClock};
+use crate::oauth::{Clock, ErrorCode, OAuthError};
 use crate::store::housekeeping::needs_use_mark;
 use crate::store::StoreError;
 use crate::store::{Store, StoredClient};
@@ -69,7 +69,7 @@ pub struct AppState<S> {
     limiter: RateLimiter,
     pub metrics: Metrics,
     /// Where every decision takes "now" from (a manual clock in tests).
-    pub clock: Box<dyn Clock>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Counters for `/metrics`.
@@ -96,6 +96,7 @@ pub fn router<S: Store>(
     store: S,
     upstream: Upstream,
     sealer: Option<Sealer>,
+    clock: Arc<dyn Clock>,
 ) -> Router {
     let limiter = RateLimiter::new(config.registration.per_minute);
     let limits = config.server.clone();
@@ -110,7 +111,7 @@ pub fn router<S: Store>(
         client_documents,
         limiter,
         metrics: Metrics::default(),
-        clock: Box::new(SystemClock),
+        clock,
     });
     let mut app = Router::new()
         .route(
@@ -450,14 +451,6 @@ impl<S: Store> AppState<S> {
     }
 }
 
-/// Unix seconds.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -483,8 +476,9 @@ mod tests {
             config,
             KeyRing::ephemeral(),
             store.clone(),
-            Upstream::None,
+            Upstream::new(None),
             None,
+            Arc::new(crate::oauth::SystemClock),
         );
         (app, store)
     }

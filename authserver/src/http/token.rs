@@ -786,6 +786,12 @@ mod tests {
         /// The router over a fresh SQLite store holding a machine client `m2m` (secret `s3cret`)
         /// and a public client `app`.
         async fn app() -> (tempfile::TempDir, Router) {
+            app_at(std::sync::Arc::new(crate::oauth::SystemClock)).await
+        }
+
+        async fn app_at(
+            clock: std::sync::Arc<dyn crate::oauth::Clock>,
+        ) -> (tempfile::TempDir, Router) {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(&format!("sqlite://{}/auth.db", dir.path().display()))
                 .await
@@ -824,6 +830,7 @@ mod tests {
                     store,
                     Upstream::new(None),
                     None,
+                    clock,
                 ),
             )
         }
@@ -928,6 +935,21 @@ mod tests {
                 app.clone().oneshot(wrong).await.unwrap().status().as_u16(),
                 401
             );
+        }
+
+        #[tokio::test]
+        async fn an_access_token_is_introspected_inactive_from_its_expiry_on() {
+            let clock = std::sync::Arc::new(crate::oauth::clock::ManualClock::at(1_000_000));
+            let (_dir, app) = app_at(clock.clone()).await;
+            let (_, issued) = form(&app, "/oauth/token", "grant_type=client_credentials").await;
+            let token = issued["access_token"].as_str().unwrap().to_owned();
+            let lifetime = issued["expires_in"].as_i64().unwrap();
+            clock.advance(lifetime - 1);
+            let (_, answer) = form(&app, "/oauth/introspect", &format!("token={token}")).await;
+            assert_eq!(answer["active"], json!(true), "one second before expiry");
+            clock.advance(1);
+            let (_, answer) = form(&app, "/oauth/introspect", &format!("token={token}")).await;
+            assert_eq!(answer, json!({"active": false}), "at expiry");
         }
 
         #[tokio::test]

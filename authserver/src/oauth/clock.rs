@@ -1,6 +1,7 @@
 //! Time as an input: decisions take "now" from a clock the server owns, so tests can stand at
 //! any instant (an expiry, a grace period's last second) without sleeping.
 
+#[cfg(test)]
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,9 +24,11 @@ impl Clock for SystemClock {
 }
 
 /// A clock a test sets and advances.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicI64);
 
+#[cfg(test)]
 impl ManualClock {
     pub fn at(now: i64) -> Self {
         Self(AtomicI64::new(now))
@@ -36,6 +39,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
         self.0.load(Ordering::SeqCst)

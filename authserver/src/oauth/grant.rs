@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
+use crate::oauth::Scope;
 
 /// The person behind a grant, as the upstream login identified them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +35,7 @@ pub struct Grant {
 
 impl Grant {
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scope.split_ascii_whitespace().any(|s| s == scope)
+        Scope::from_stored(&self.scope).contains(scope)
     }
 }
 

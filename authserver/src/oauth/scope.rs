@@ -42,10 +42,6 @@ impl Scope {
         self.0.contains(token)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// True when every token of `self` is in `other`.
     pub fn is_subset(&self, other: &Scope) -> bool {
         self.0.is_subset(&other.0)
@@ -118,6 +114,6 @@ mod tests {
         assert_eq!(asked.first_outside(&granted), Some("mcp:admin"));
         assert_eq!(asked.intersection(&granted).to_string(), "mcp:tools");
         assert!(!granted.without("offline_access").contains("offline_access"));
-        assert!(Scope::parse("").unwrap().is_empty());
+        assert_eq!(Scope::parse("").unwrap(), Scope::default());
     }
 }

@@ -165,7 +165,7 @@ mod tests {
     fn request() -> PendingRequest {
         PendingRequest {
             client_id: "c1".into(),
-            client_name: "c".into(),
+            client_name: Some("c".into()),
             redirect_uri: "http://127.0.0.1/cb".into(),
             state: None,
             code_challenge: "x".into(),
@@ -252,25 +252,25 @@ mod tests {
         // A family whose newest token died over a day ago goes whole; a live family keeps its
         // rotated (used) tokens, the evidence of a replay.
         store
-            .save_refresh("dead-1", &grant(), "f-dead", NOW - 2 * day)
+            .save_refresh("dead-1", &grant(), "f-dead", NOW - 2 * day, NOW)
             .await
             .unwrap();
         store
-            .save_refresh("dead-2", &grant(), "f-dead", NOW - day - 1)
+            .save_refresh("dead-2", &grant(), "f-dead", NOW - day - 1, NOW)
             .await
             .unwrap();
         store
-            .save_refresh("live-1", &grant(), "f-live", NOW - 2 * day)
+            .save_refresh("live-1", &grant(), "f-live", NOW - 2 * day, NOW)
             .await
             .unwrap();
         store
-            .save_refresh("live-2", &grant(), "f-live", NOW + day)
+            .save_refresh("live-2", &grant(), "f-live", NOW + day, NOW)
             .await
             .unwrap();
         // A family revoked over a day ago goes, with its upstream session; one revoked just now
         // keeps its tokens (a replay is still recognised) but loses its upstream session.
         store
-            .save_refresh("rev-1", &grant(), "f-revoked", NOW + day)
+            .save_refresh("rev-1", &grant(), "f-revoked", NOW + day, NOW)
             .await
             .unwrap();
         store
@@ -278,7 +278,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .save_refresh("fresh-rev", &grant(), "f-fresh-revoked", NOW + day)
+            .save_refresh("fresh-rev", &grant(), "f-fresh-revoked", NOW + day, NOW)
             .await
             .unwrap();
         store
