@@ -8,8 +8,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::client_documents::FetchPolicy;
-use crate::idp::oauth2::OAuth2Settings;
-use crate::idp::oidc::OidcSettings;
+use crate::idp::UpstreamConfig;
 
 /// A configuration the server refuses to start with; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -64,18 +63,6 @@ pub struct FileConfig {
 pub struct GroupsConfig {
     /// Only upstream groups starting with this go into tokens (Okta's `mcp-` convention).
     pub prefix: Option<String>,
-}
-
-/// Where users log in.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum UpstreamConfig {
-    /// A built-in login page over a users file: for the local stack and tests only.
-    Dev { users_file: PathBuf },
-    /// An OpenID provider: Okta (custom authorization server), Entra ID, any OIDC issuer.
-    Oidc(Box<OidcSettings>),
-    /// A plain OAuth 2.0 provider: explicit endpoints, the user from userinfo.
-    OAuth2(Box<OAuth2Settings>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +325,15 @@ impl Config {
     /// The issuer without a trailing slash, as it appears in `iss` and in metadata.
     pub fn issuer_str(&self) -> &str {
         self.issuer.as_str().trim_end_matches('/')
+    }
+
+    /// What access tokens take from this configuration.
+    pub fn issuance(&self) -> crate::oauth::grant::Issuance<'_> {
+        crate::oauth::grant::Issuance {
+            issuer: self.issuer_str(),
+            access_seconds: self.lifetimes.access_seconds,
+            group_prefix: self.groups.prefix.as_deref().unwrap_or(""),
+        }
     }
 
     /// `<issuer><path>`: an endpoint under the issuer.

@@ -6,6 +6,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::oauth::grant::Redeemed;
 use crate::oauth::grant::{Grant, User};
 use crate::oauth::token::StoredRefresh;
 
@@ -68,19 +69,6 @@ pub struct SignedIn {
     pub user: User,
     /// The upstream session (sealed, base64), stored with the grant family once a code is issued.
     pub sealed_upstream: Option<String>,
-}
-
-/// What redeeming a single-use credential (code or refresh token) found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Redeemed {
-    Fresh {
-        grant: Box<Grant>,
-        family_id: String,
-    },
-    /// Already used: a replay. The family should die.
-    Replayed { family_id: String },
-    /// Unknown, expired, or of a revoked family.
-    Invalid,
 }
 
 type Io<T> = Result<T, StoreError>;

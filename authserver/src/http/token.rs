@@ -450,7 +450,7 @@ async fn sign_access<S: Store>(state: &AppState<S>, grant: &Grant) -> Result<Str
     let now = u64::try_from(state.clock.now()).unwrap_or_default();
     sign(
         state,
-        access_claims(&state.config, grant, now, random_token(16)),
+        access_claims(&state.config.issuance(), grant, now, random_token(16)),
     )
     .await
 }

@@ -9,8 +9,13 @@ pub mod oidc;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::config::UpstreamConfig;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
 use crate::oauth::grant::User;
+use oauth2::OAuth2Settings;
+use oidc::OidcSettings;
 use oidc::{Pending, UpstreamError, UpstreamTokens};
 
 /// A boxed future, so that the trait can be used as `dyn IdentityProvider` (one provider is
@@ -75,6 +80,18 @@ impl Federated<'_> {
     ) -> Result<(User, UpstreamTokens), UpstreamError> {
         self.0.refresh(tokens, previous).await
     }
+}
+
+/// Where users log in (the `upstream` section of the configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum UpstreamConfig {
+    /// A built-in login page over a users file: for the local stack and tests only.
+    Dev { users_file: PathBuf },
+    /// An OpenID provider: Okta (custom authorization server), Entra ID, any OIDC issuer.
+    Oidc(Box<OidcSettings>),
+    /// A plain OAuth 2.0 provider: explicit endpoints, the user from userinfo.
+    OAuth2(Box<OAuth2Settings>),
 }
 
 /// The provider the configuration names, if any.

@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::config::Config;
 use crate::oauth::Scope;
 
 /// The person behind a grant, as the upstream login identified them.
@@ -39,9 +38,37 @@ impl Grant {
     }
 }
 
+/// What an access token takes from the server's configuration (kept apart from `Config` so the
+/// protocol layer does not depend on how the server is configured).
+#[derive(Debug, Clone, Copy)]
+pub struct Issuance<'a> {
+    pub issuer: &'a str,
+    pub access_seconds: u64,
+    /// Only groups with this prefix go into tokens ("" for all).
+    pub group_prefix: &'a str,
+}
+
+/// What redeeming a single-use credential (code or refresh token) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeemed {
+    Fresh {
+        grant: Box<Grant>,
+        family_id: String,
+    },
+    /// Already used: a replay. The family should die.
+    Replayed { family_id: String },
+    /// Unknown, expired, or of a revoked family.
+    Invalid,
+}
+
 /// The claims of an RFC 9068 access token for `grant`, issued at `now`.
-pub fn access_claims(config: &Config, grant: &Grant, now: u64, jti: String) -> Map<String, Value> {
-    let prefix = config.groups.prefix.as_deref().unwrap_or("");
+pub fn access_claims(
+    issuance: &Issuance<'_>,
+    grant: &Grant,
+    now: u64,
+    jti: String,
+) -> Map<String, Value> {
+    let prefix = issuance.group_prefix;
     let groups: Vec<&String> = grant
         .user
         .groups
@@ -49,14 +76,14 @@ pub fn access_claims(config: &Config, grant: &Grant, now: u64, jti: String) -> M
         .filter(|g| g.starts_with(prefix))
         .collect();
     let mut claims = Map::new();
-    claims.insert("iss".into(), json!(config.issuer_str()));
+    claims.insert("iss".into(), json!(issuance.issuer));
     claims.insert("sub".into(), json!(grant.user.subject));
     claims.insert("aud".into(), json!(grant.resource));
     claims.insert("client_id".into(), json!(grant.client_id));
     claims.insert("scope".into(), json!(grant.scope));
     claims.insert("iat".into(), json!(now));
     claims.insert("nbf".into(), json!(now));
-    claims.insert("exp".into(), json!(now + config.lifetimes.access_seconds));
+    claims.insert("exp".into(), json!(now + issuance.access_seconds));
     claims.insert("jti".into(), json!(jti));
     if let Some(email) = &grant.user.email {
         claims.insert("email".into(), json!(email));
@@ -78,15 +105,14 @@ pub fn access_claims(config: &Config, grant: &Grant, now: u64, jti: String) -> M
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FileConfig, Overrides};
 
     #[test]
     fn tokens_carry_identity_and_prefix_filtered_groups() {
-        let file: FileConfig = serde_yaml::from_str(
-            "issuer: https://auth.example.com\nresources: [https://mcp.example.com/mcp]\ngroups: {prefix: mcp-}\n",
-        )
-        .unwrap();
-        let config = Config::resolve(file, Overrides::default()).unwrap();
+        let issuance = Issuance {
+            issuer: "https://auth.example.com",
+            access_seconds: 3600,
+            group_prefix: "mcp-",
+        };
         let grant = Grant {
             client_id: "c".into(),
             resource: "https://mcp.example.com/mcp".into(),
@@ -101,7 +127,7 @@ mod tests {
             redirect_uri: String::new(),
             code_challenge: String::new(),
         };
-        let claims = access_claims(&config, &grant, 100, "j".into());
+        let claims = access_claims(&issuance, &grant, 100, "j".into());
         assert_eq!(claims["groups"], json!(["mcp-developers"]));
         assert_eq!(claims["aud"], "https://mcp.example.com/mcp");
         assert_eq!(claims["exp"], 3700);

@@ -10,9 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::oauth::grant::Grant;
+use crate::oauth::grant::{Grant, Redeemed};
 use crate::oauth::{ErrorCode, OAuthError, Scope};
-use crate::store::Redeemed;
 
 /// Why a token request is refused. The `Display` text is safe to show the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
