@@ -265,7 +265,7 @@ impl Call<'_> {
                     None => err.to_string(),
                 };
                 let audit = self.audit(targets(), false, vec![], &err.to_string());
-                return (refuse(403, self.id, DENIED, &message), Some(audit));
+                return (self.denied(&message), Some(audit));
             }
         };
         let items: Vec<Target<'_>> = uses
@@ -282,14 +282,18 @@ impl Call<'_> {
             .collect();
         let decisions = authz.decide_all(&caller, &items);
         let policies: Vec<String> = decisions.iter().flat_map(|d| d.policies.clone()).collect();
-        let reason: Vec<String> = decisions.iter().flat_map(|d| d.errors.clone()).collect();
+        let principal = caller.uid.to_string();
+        let reason: Vec<String> = (decisions.iter().zip(&items))
+            .filter(|(d, _)| !d.allowed)
+            .map(|(d, item)| d.reason(&principal, item))
+            .collect();
         let denied = uses.iter().zip(&decisions).find(|(_, d)| !d.allowed);
         let audit = self.audit(targets(), denied.is_none(), policies, &reason.join("; "));
         match denied {
             None => (CallVerdict::Pass(forward), Some(audit)),
             Some((denied, decision)) => {
                 let message = denial(denied, decision);
-                (refuse(403, self.id, DENIED, &message), Some(audit))
+                (self.denied(&message), Some(audit))
             }
         }
     }
@@ -338,6 +342,17 @@ impl Call<'_> {
         }
     }
 
+    /// An authorization denial; the operator's `denial_help` (whom to ask, a URL) goes in the
+    /// error's `data` so that the end user's client can show it.
+    fn denied(&self, message: &str) -> CallVerdict {
+        let mut answer = response::jsonrpc_error(403, self.id, DENIED, message);
+        if let Some(help) = &self.config.denial_help {
+            answer.body =
+                jsonrpc::error_body_with_data(self.id, DENIED, message, json!({"help": help}));
+        }
+        CallVerdict::Refuse(answer)
+    }
+
     /// Tasks cannot be bound to their creator without a key: refused rather than left open.
     fn no_binding_key(&self) -> CallVerdict {
         let message = format!(
@@ -361,7 +376,9 @@ fn denial(denied: &Use<'_>, decision: &Decision) -> String {
         kind.entity_type(),
         denied.target.as_ref()
     );
-    let why = if !decision.errors.is_empty() {
+    let why = if decision.refused.is_some() {
+        format!("no policy decided: {what} could not be evaluated, which denies (details in the filter log)")
+    } else if !decision.errors.is_empty() {
         format!("a policy failed to evaluate for {what}, which denies (details in the filter log)")
     } else if !decision.policies.is_empty() {
         format!("a policy forbids {what}")

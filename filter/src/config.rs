@@ -28,6 +28,8 @@ const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+/// `denial_help` travels in every denial's body: a sentence or a URL, not a document.
+const MAX_DENIAL_HELP_BYTES: usize = 1024;
 
 /// A configuration the filter refuses, with what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +105,7 @@ struct RawConfig {
     jwt_authn: Option<JwtAuthnSettings>,
     #[serde(default)]
     methods: BTreeMap<String, Value>,
+    denial_help: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +200,8 @@ pub struct FilterConfig {
     pub jwt_authn: Option<JwtAuthnSettings>,
     /// Methods beyond MCP's own that the operator allows or has authorised (`methods`).
     pub methods: ExtraMethods,
+    /// Text or URL for end users, sent in the `data` of every authorization denial.
+    pub denial_help: Option<String>,
 }
 
 impl FilterConfig {
@@ -321,6 +326,15 @@ impl FilterConfig {
             .transpose()?
             .map(Arc::new);
 
+        if let Some(help) = &raw.denial_help {
+            if help.trim().is_empty() || help.len() > MAX_DENIAL_HELP_BYTES {
+                return Err(out_of_range(
+                    "denial_help",
+                    "a text or URL of 1 to 1024 bytes for end users who are denied",
+                ));
+            }
+        }
+
         let audiences = raw.audiences.unwrap_or_else(|| vec![raw.resource.clone()]);
         if audiences.is_empty() {
             return Err(out_of_range(
@@ -359,6 +373,7 @@ impl FilterConfig {
                 .transpose()?,
             methods: ExtraMethods::from_config(raw.methods)?,
             jwt_authn: raw.jwt_authn,
+            denial_help: raw.denial_help,
         })
     }
 }

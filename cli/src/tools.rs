@@ -1,0 +1,197 @@
+//! The tools of an MCP server: from a saved `tools/list` answer, or asked of the live server over
+//! streamable HTTP (initialize, notifications/initialized, tools/list with every page).
+
+use std::time::Duration;
+
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+
+use crate::CliError;
+
+const PROTOCOL_VERSION: &str = "2025-06-18";
+/// Enough pages for any real server; a server that keeps sending cursors is not followed forever.
+const MAX_PAGES: usize = 100;
+
+/// The tools of a saved answer: a JSON-RPC response, its `result`, or the bare `tools` array.
+pub fn from_answer(answer: &Value) -> Result<Vec<Value>, CliError> {
+    let tools = answer
+        .pointer("/result/tools")
+        .or_else(|| answer.get("tools"))
+        .unwrap_or(answer);
+    tools.as_array().cloned().ok_or_else(|| {
+        CliError::Input(
+            "the tools file is not a `tools/list` answer: expected {\"result\": {\"tools\": [...]}}, {\"tools\": [...]} or [...]".into(),
+        )
+    })
+}
+
+/// Lists the tools of the server at `url`, presenting `token` as a bearer token.
+pub fn from_server(url: &str, token: Option<&str>) -> Result<Vec<Value>, CliError> {
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|err| CliError::Server(format!("no HTTP client: {err}")))?;
+    let mut session = Session {
+        client,
+        url,
+        token,
+        id: None,
+        version: None,
+    };
+    let init = session.call(
+        1,
+        "initialize",
+        json!({"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+               "clientInfo": {"name": "mcp-mesh-auth", "version": env!("CARGO_PKG_VERSION")}}),
+    )?;
+    session.version = init
+        .pointer("/protocolVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    session.notify("notifications/initialized")?;
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..MAX_PAGES {
+        let params = match &cursor {
+            Some(cursor) => json!({"cursor": cursor}),
+            None => json!({}),
+        };
+        let result = session.call(2 + page as u64, "tools/list", params)?;
+        tools.extend(from_answer(&json!({"result": result}))?);
+        cursor = result
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if cursor.is_none() {
+            return Ok(tools);
+        }
+    }
+    Err(CliError::Server(format!(
+        "`tools/list` at {url} still had a next page after {MAX_PAGES} pages"
+    )))
+}
+
+struct Session<'a> {
+    client: Client,
+    url: &'a str,
+    token: Option<&'a str>,
+    id: Option<String>,
+    version: Option<String>,
+}
+
+impl Session<'_> {
+    fn post(&self, body: &Value) -> Result<Response, CliError> {
+        let mut request = self
+            .client
+            .post(self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(token) = self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(id) = &self.id {
+            request = request.header("mcp-session-id", id);
+        }
+        if let Some(version) = &self.version {
+            request = request.header("mcp-protocol-version", version);
+        }
+        request
+            .send()
+            .map_err(|err| CliError::Server(format!("POST {} failed: {err}", self.url)))
+    }
+
+    /// A request, and its answer's `result` (from a JSON body or the SSE event answering it).
+    fn call(&mut self, id: u64, method: &str, params: Value) -> Result<Value, CliError> {
+        let response =
+            self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))?;
+        let status = response.status();
+        if let Some(session) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|value| value.to_str().ok())
+        {
+            self.id = Some(session.to_owned());
+        }
+        let event_stream = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/event-stream"));
+        let text = response
+            .text()
+            .map_err(|err| CliError::Server(format!("{method}: reading the answer: {err}")))?;
+        if !status.is_success() {
+            return Err(CliError::Server(format!(
+                "{method} at {}: HTTP {status}: {}",
+                self.url,
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        let answer = if event_stream {
+            answer_in_events(&text, id)
+        } else {
+            serde_json::from_str(&text).ok()
+        }
+        .ok_or_else(|| CliError::Server(format!("{method}: no JSON-RPC answer with id {id}")))?;
+        if let Some(error) = answer.get("error") {
+            return Err(CliError::Server(format!("{method} failed: {error}")));
+        }
+        answer
+            .get("result")
+            .cloned()
+            .ok_or_else(|| CliError::Server(format!("{method}: the answer has no `result`")))
+    }
+
+    fn notify(&self, method: &str) -> Result<(), CliError> {
+        self.post(&json!({"jsonrpc": "2.0", "method": method}))
+            .map(drop)
+    }
+}
+
+/// The message answering request `id` in an SSE body (`data:` lines joined per event).
+fn answer_in_events(text: &str, id: u64) -> Option<Value> {
+    let normalized = text.replace("\r\n", "\n");
+    normalized.split("\n\n").find_map(|event| {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|data| data.strip_prefix(' ').unwrap_or(data))
+            .collect();
+        let message: Value = serde_json::from_str(&data.join("\n")).ok()?;
+        (message.get("id") == Some(&json!(id))).then_some(message)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_answer_may_be_the_response_the_result_or_the_list() {
+        let tools = json!([{"name": "echo"}]);
+        for answer in [
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}}),
+            json!({"tools": tools}),
+            tools.clone(),
+        ] {
+            assert_eq!(
+                from_answer(&answer).unwrap(),
+                tools.as_array().unwrap().clone()
+            );
+        }
+        let err = from_answer(&json!({"result": {}})).unwrap_err().to_string();
+        assert!(err.contains("not a `tools/list` answer"), "{err}");
+    }
+
+    #[test]
+    fn the_answer_is_found_among_other_events() {
+        let body = "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\r\n\r\n\
+                    event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\r\ndata: \"result\":{\"tools\":[]}}\r\n\r\n";
+        assert_eq!(
+            answer_in_events(body, 2),
+            Some(json!({"jsonrpc": "2.0", "id": 2, "result": {"tools": []}}))
+        );
+        assert_eq!(answer_in_events(body, 3), None);
+    }
+}
