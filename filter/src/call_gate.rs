@@ -593,6 +593,78 @@ mod tests {
     }
 
     #[test]
+    fn a_default_deny_is_logged_with_who_what_and_that_no_policy_permitted_it() {
+        let f = fixture(&[DEVS]);
+        let (verdict, audit) = run(
+            &f,
+            &identity(&[], "mcp:tools"),
+            &json_headers(),
+            call("echo"),
+        );
+        assert_eq!(refused(verdict).0, 403);
+        let audit = audit.unwrap();
+        assert!(audit.policies.is_empty());
+        assert_eq!(
+            audit.reason,
+            r#"no policy permits Client::"alice" `call_tool` on Tool::"echo" (default deny)"#
+        );
+    }
+
+    #[test]
+    fn denial_help_travels_in_the_error_data_of_denials_only() {
+        let mut f = fixture(&[DEVS]);
+        f.config.denial_help = Some("https://wiki.example.com/mcp-access".into());
+        let (_, body) = refused(
+            run(
+                &f,
+                &identity(&[], "mcp:tools"),
+                &json_headers(),
+                call("echo"),
+            )
+            .0,
+        );
+        assert_eq!(
+            body["error"]["data"],
+            json!({"help": "https://wiki.example.com/mcp-access"})
+        );
+        assert_eq!(body["error"]["code"], 403);
+        let unknown = request("x/unknown", json!({}));
+        let (_, body) = refused(run(&f, &identity(&[], "mcp:tools"), &json_headers(), unknown).0);
+        assert!(body["error"].get("data").is_none(), "not a denial: {body}");
+    }
+
+    #[test]
+    fn a_refusal_no_policy_decided_says_so() {
+        let f = fixture(&[ALL]);
+        let mut nameless = identity(&["mcp-developers"], "mcp:tools");
+        nameless.claims.remove("sub");
+        nameless.claims.remove("client_id");
+        let (verdict, audit) = run(&f, &nameless, &json_headers(), call("echo"));
+        let (_, body) = refused(verdict);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("has no `sub`"), "{message}");
+        assert!(audit.unwrap().policies.is_empty());
+        let decision = Decision {
+            allowed: false,
+            policies: vec![],
+            errors: vec![],
+            refused: Some("entities: internal detail".into()),
+        };
+        let message = denial(
+            &Use {
+                kind: Kind::Item(Feature::Tool),
+                target: "t".into(),
+                arguments: None,
+            },
+            &decision,
+        );
+        assert_eq!(
+            message,
+            "call denied by authorization policy: no policy decided: `call_tool` on `Tool::\"t\"` could not be evaluated, which denies (details in the filter log)"
+        );
+    }
+
+    #[test]
     fn lists_pass_and_are_marked_for_filtering() {
         let f = fixture(&[DEVS]);
         let list = json!({"jsonrpc": "2.0", "id": "l1", "method": "resources/list"});

@@ -736,6 +736,39 @@ mod tests {
     }
 
     #[test]
+    fn denial_help_is_a_short_text() {
+        assert_eq!(parse(&base()).unwrap().denial_help, None);
+        let mut raw = base();
+        raw["denial_help"] = json!("Ask for access in #mcp-access");
+        assert_eq!(
+            parse(&raw).unwrap().denial_help.as_deref(),
+            Some("Ask for access in #mcp-access")
+        );
+        for bad in [json!(" "), json!("x".repeat(1025))] {
+            raw["denial_help"] = bad;
+            let err = parse(&raw).unwrap_err().to_string();
+            assert!(err.starts_with("`denial_help`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_policy_that_fails_the_schema_refuses_the_configuration_naming_it() {
+        let mut raw = base();
+        raw["cedar"] = json!({
+            "schema": "entity THVGroup; entity Client in [THVGroup]; entity MCP; entity Tool in [MCP];
+                       action call_tool appliesTo { principal: Client, resource: Tool };",
+            "policies": ["permit(principal, action, resource);",
+                         "@id(\"typo\")\npermit(\n  principal,\n  action == Action::\"call_tools\",\n  resource);"],
+        });
+        let err = parse(&raw).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the policies do not validate against `cedar.schema`: policy `typo` (`cedar.policies[1]` line 4): \
+             unrecognized action `Action::\"call_tools\"`: did you mean `Action::\"call_tool\"`?"
+        );
+    }
+
+    #[test]
     fn not_json_says_so() {
         assert!(matches!(
             FilterConfig::from_json(b"{"),

@@ -232,6 +232,20 @@ mod tests {
     }
 
     #[test]
+    fn an_untrusted_issuer_is_told_which_issuers_are_trusted() {
+        let response = refusal(
+            &config(&[]),
+            &Rejection::UntrustedIssuer("https://other.example.com".into()),
+        );
+        assert_eq!(response.status, 401);
+        let body: Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(
+            body["error_description"],
+            "issuer `https://other.example.com` is not trusted; trusted issuers: https://mcp.example.com"
+        );
+    }
+
+    #[test]
     fn keys_unavailable_is_a_retryable_503() {
         let response = refusal(
             &config(&[]),
