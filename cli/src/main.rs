@@ -98,17 +98,18 @@ enum Command {
 
 #[derive(clap::Args)]
 struct SchemaArgs {
-    /// A saved `tools/list` answer (JSON-RPC response, its result or the tools array).
-    #[arg(long, value_name = "FILE", conflicts_with = "server")]
-    tools_file: Option<PathBuf>,
-    /// A live MCP server (streamable HTTP) whose `tools/list` types the `arg_*` attributes.
-    #[arg(long, value_name = "URL")]
-    server: Option<String>,
-    /// Bearer token for `--server`.
+    /// A saved `tools/list` answer (JSON-RPC response, its result or the tools array);
+    /// repeatable, for the servers behind one filter.
+    #[arg(long = "tools-file", value_name = "FILE")]
+    tools_files: Vec<PathBuf>,
+    /// A live MCP server (streamable HTTP) whose `tools/list` types the `arg_*` attributes;
+    /// repeatable.
+    #[arg(long = "server", value_name = "URL")]
+    servers: Vec<String>,
+    /// Bearer token for `--server` (every one of them).
     #[arg(
         long,
         value_name = "TOKEN",
-        requires = "server",
         env = "MCP_MESH_AUTH_TOKEN",
         hide_env_values = true
     )]
@@ -175,11 +176,13 @@ fn main() -> ExitCode {
 }
 
 fn schema_command(args: &SchemaArgs) -> Result<bool, CliError> {
-    let tools = match (&args.tools_file, &args.server) {
-        (Some(path), _) => tools::from_answer(&parse_document(path, &read(path)?)?)?,
-        (None, Some(url)) => tools::from_server(url, args.token.as_deref())?,
-        (None, None) => Vec::new(),
-    };
+    let mut tools = Vec::new();
+    for path in &args.tools_files {
+        tools.extend(tools::from_answer(&parse_document(path, &read(path)?)?)?);
+    }
+    for url in &args.servers {
+        tools.extend(tools::from_server(url, args.token.as_deref())?);
+    }
     let mut claims = match &args.claims_from {
         Some(path) => {
             let optional: Vec<String> = args
