@@ -68,7 +68,6 @@ pub fn decide(
     };
     let reason = match (&audit, &answer) {
         (Some(audit), _) if !audit.reason.is_empty() => audit.reason.clone(),
-        (Some(audit), _) if audit.allowed => format!("permitted by {}", audit.policies.join(", ")),
         (_, Some(answer)) => format!(
             "no policy decided: the filter refuses the request itself: {}",
             answer
@@ -218,6 +217,7 @@ mod tests {
         );
         assert!(outcome.allowed);
         assert_eq!(outcome.policies, ["dev-all"]);
+        assert_eq!(outcome.reason, "permitted by `dev-all`");
     }
 
     #[test]

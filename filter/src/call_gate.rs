@@ -283,8 +283,10 @@ impl Call<'_> {
         let decisions = authz.decide_all(&caller, &items);
         let policies: Vec<String> = decisions.iter().flat_map(|d| d.policies.clone()).collect();
         let principal = caller.uid.to_string();
+        let allowed = decisions.iter().all(|d| d.allowed);
+        // What decided: every permit of an allow; only the refused uses of a denial.
         let reason: Vec<String> = (decisions.iter().zip(&items))
-            .filter(|(d, _)| !d.allowed)
+            .filter(|(d, _)| allowed || !d.allowed)
             .map(|(d, item)| d.reason(&principal, item))
             .collect();
         let denied = uses.iter().zip(&decisions).find(|(_, d)| !d.allowed);
@@ -546,6 +548,7 @@ mod tests {
             (Some("alice"), Some("vscode"), Some("allow"))
         );
         assert_eq!(line["target"], "echo");
+        assert_eq!(line["reason"], "permitted by `policies[0]#0`");
     }
 
     #[test]
