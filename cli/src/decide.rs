@@ -265,7 +265,13 @@ mod tests {
             &call("echo"),
         );
         assert!(!outcome.allowed);
-        assert!(outcome.reason.contains("no `sub`"), "{}", outcome.reason);
+        assert!(
+            outcome
+                .reason
+                .starts_with("no policy decided: the token has no `sub`"),
+            "{}",
+            outcome.reason
+        );
         let missing_name = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}});
         let outcome = decide(
             &config(&POLICIES),

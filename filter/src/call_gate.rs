@@ -259,12 +259,13 @@ impl Call<'_> {
             Err(err) => {
                 let message = match uses.first() {
                     Some(first) => format!(
-                        "{} denied by authorization policy: {err}",
+                        "{} denied by authorization policy: no policy decided: {err}",
                         first.kind.operation()
                     ),
                     None => err.to_string(),
                 };
-                let audit = self.audit(targets(), false, vec![], &err.to_string());
+                let reason = format!("no policy decided: {err}");
+                let audit = self.audit(targets(), false, vec![], &reason);
                 return (self.denied(&message), Some(audit));
             }
         };
@@ -645,8 +646,19 @@ mod tests {
         let (verdict, audit) = run(&f, &nameless, &json_headers(), call("echo"));
         let (_, body) = refused(verdict);
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains("has no `sub`"), "{message}");
-        assert!(audit.unwrap().policies.is_empty());
+        assert_eq!(
+            message,
+            "call denied by authorization policy: no policy decided: the token has no `sub`, `client_id`, `cid` or `azp` to name the principal"
+        );
+        let audit = audit.unwrap();
+        assert!(audit.policies.is_empty());
+        assert!(
+            audit
+                .reason
+                .starts_with("no policy decided: the token has no `sub`"),
+            "{}",
+            audit.reason
+        );
         let decision = Decision {
             allowed: false,
             policies: vec![],
