@@ -4,8 +4,10 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use mcp_mesh_auth_filter::annotations::ToolAnnotations;
-use mcp_mesh_auth_filter::call_gate::{self, CallHeaders, CallVerdict};
+use mcp_mesh_auth_filter::call_gate::{self, AnswerWork, CallHeaders, CallVerdict};
 use mcp_mesh_auth_filter::config::FilterConfig;
+use mcp_mesh_auth_filter::list_decisions::{keep_listed, ListMemo};
+use mcp_mesh_auth_filter::operation::{Feature, Kind};
 use mcp_mesh_auth_filter::verify::{digest, VerifiedToken};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -22,13 +24,58 @@ pub struct Outcome {
     /// The JSON-RPC error the client would get.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<Value>,
+    /// For `tools/list` with the server's tools known: the tools the caller would see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listed: Option<Vec<String>>,
+}
+
+/// What the filter would have learnt from the server: its tools (`--tools-file`), whose declared
+/// annotations policies read and whose list a `tools/list` answer is cut from.
+#[derive(Debug, Default)]
+pub struct ServerTools {
+    tools: Vec<Value>,
+    annotations: ToolAnnotations,
+}
+
+impl ServerTools {
+    pub fn new(tools: Vec<Value>) -> Self {
+        let mut annotations = ToolAnnotations::default();
+        annotations.learn(&tools);
+        Self { tools, annotations }
+    }
+
+    /// The names of the tools `identity` keeps in a `tools/list` answer (`list_decisions`, as
+    /// the filter cuts the answer); `None` when the tools are not known.
+    fn listed(&self, config: &FilterConfig, identity: &VerifiedToken) -> Option<Vec<String>> {
+        let authz = config.authorizer.as_deref()?;
+        if self.tools.is_empty() {
+            return None;
+        }
+        let kind = Kind::Item(Feature::Tool);
+        let keep = keep_listed(
+            authz,
+            &mut ListMemo::new(self.tools.len()),
+            &mut ToolAnnotations::default(),
+            identity,
+            kind,
+            &self.tools,
+        );
+        Some(
+            self.tools
+                .iter()
+                .zip(keep)
+                .filter(|(_, kept)| *kept)
+                .filter_map(|(tool, _)| Some(tool.get(kind.id_key())?.as_str()?.to_owned()))
+                .collect(),
+        )
+    }
 }
 
 /// The filter's decision on `request` from a caller with `claims`. The claims are taken as
 /// verified: the CLI checks policies, not tokens.
 pub fn decide(
     config: &FilterConfig,
-    annotations: &ToolAnnotations,
+    server: &ServerTools,
     claims: Map<String, Value>,
     request: &Value,
 ) -> Outcome {
@@ -55,25 +102,40 @@ pub fn decide(
     let (verdict, audit) = call_gate::decide(
         config,
         config.authorizer.as_deref(),
-        annotations,
+        &server.annotations,
         &identity,
         &headers,
         body.as_bytes(),
     );
-    let (allowed, answer) = match verdict {
-        CallVerdict::Pass(_) => (true, None),
-        CallVerdict::Refuse(response) => {
-            (false, serde_json::from_str::<Value>(&response.body).ok())
+    let (allowed, answer, listed) = match verdict {
+        CallVerdict::Pass(forward) => {
+            let cuts_tools = forward
+                .answer
+                .is_some_and(|pending| pending.work == AnswerWork::Cut(Kind::Item(Feature::Tool)));
+            let listed = cuts_tools
+                .then(|| server.listed(config, &identity))
+                .flatten();
+            (true, None, listed)
         }
+        CallVerdict::Refuse(response) => (
+            false,
+            serde_json::from_str::<Value>(&response.body).ok(),
+            None,
+        ),
     };
-    let reason = match (&audit, &answer) {
-        (Some(audit), _) if !audit.reason.is_empty() => audit.reason.clone(),
-        (_, Some(answer)) => format!(
+    let reason = match (&audit, &answer, &listed) {
+        (Some(audit), _, _) if !audit.reason.is_empty() => audit.reason.clone(),
+        (_, Some(answer), _) => format!(
             "no policy decided: the filter refuses the request itself: {}",
             answer
                 .pointer("/error/message")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
+        ),
+        (_, _, Some(listed)) => format!(
+            "not decided by Cedar: `tools/list` passes, and its answer is cut to the tools the caller may use ({} of {})",
+            listed.len(),
+            server.tools.len()
         ),
         _ => {
             let method = request
@@ -88,6 +150,7 @@ pub fn decide(
         policies: audit.map(|audit| audit.policies).unwrap_or_default(),
         reason,
         answer,
+        listed,
     }
 }
 
@@ -122,6 +185,8 @@ pub struct Case {
     pub expect: Expect,
     /// The deciding policy ids expected (any order); omitted: not checked.
     pub policies: Option<Vec<String>>,
+    /// For `tools/list`: the tools the caller sees (any order; needs `--tools-file`).
+    pub listed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -162,18 +227,23 @@ impl Case {
                 self.expect, outcome.reason
             ));
         }
-        let expected = self.policies.as_ref()?;
-        let mut want = expected.clone();
-        let mut have = outcome.policies.clone();
-        want.sort();
-        have.sort();
-        (want != have).then(|| {
-            format!(
-                "expected deciding policies [{}], got [{}]: {}",
-                want.join(", "),
-                have.join(", "),
-                outcome.reason
-            )
+        let checks = [
+            ("deciding policies", &self.policies, Some(&outcome.policies)),
+            ("listed tools", &self.listed, outcome.listed.as_ref()),
+        ];
+        checks.into_iter().find_map(|(what, expected, got)| {
+            let mut want = expected.clone()?;
+            let mut have = got.cloned().unwrap_or_default();
+            want.sort();
+            have.sort();
+            (want != have).then(|| {
+                format!(
+                    "expected {what} [{}], got [{}]: {}",
+                    want.join(", "),
+                    have.join(", "),
+                    outcome.reason
+                )
+            })
         })
     }
 }
@@ -211,7 +281,7 @@ mod tests {
     fn an_allow_names_the_permits() {
         let outcome = decide(
             &config(&POLICIES),
-            &ToolAnnotations::default(),
+            &ServerTools::default(),
             claims(json!({"sub": "alice", "groups": ["dev"]})),
             &call("echo"),
         );
@@ -224,7 +294,7 @@ mod tests {
     fn a_forbid_names_itself_and_the_client_answer_carries_the_help() {
         let outcome = decide(
             &config(&POLICIES),
-            &ToolAnnotations::default(),
+            &ServerTools::default(),
             claims(json!({"sub": "alice", "groups": ["dev"]})),
             &call("delete"),
         );
@@ -244,7 +314,7 @@ mod tests {
     fn a_default_deny_says_no_policy_permitted_whom_what() {
         let outcome = decide(
             &config(&POLICIES),
-            &ToolAnnotations::default(),
+            &ServerTools::default(),
             claims(json!({"sub": "bob", "groups": ["sales"]})),
             &call("echo"),
         );
@@ -260,7 +330,7 @@ mod tests {
     fn a_refusal_no_policy_decided_says_so() {
         let outcome = decide(
             &config(&POLICIES),
-            &ToolAnnotations::default(),
+            &ServerTools::default(),
             claims(json!({"groups": ["dev"]})),
             &call("echo"),
         );
@@ -275,7 +345,7 @@ mod tests {
         let missing_name = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}});
         let outcome = decide(
             &config(&POLICIES),
-            &ToolAnnotations::default(),
+            &ServerTools::default(),
             claims(json!({"sub": "alice"})),
             &missing_name,
         );
@@ -291,7 +361,7 @@ mod tests {
         let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
         let outcome = decide(
             &config(&POLICIES),
-            &ToolAnnotations::default(),
+            &ServerTools::default(),
             claims(json!({"sub": "bob"})),
             &list,
         );
@@ -308,11 +378,37 @@ mod tests {
         let config = config(&[
             r#"permit(principal, action == Action::"call_tool", resource) when { resource has readOnlyHint && resource.readOnlyHint };"#,
         ]);
-        let mut annotations = ToolAnnotations::default();
-        annotations.learn(&[json!({"name": "ls", "annotations": {"readOnlyHint": true}})]);
+        let server = ServerTools::new(vec![
+            json!({"name": "ls", "annotations": {"readOnlyHint": true}}),
+            json!({"name": "rm", "annotations": {"readOnlyHint": false}}),
+        ]);
         let who = claims(json!({"sub": "u"}));
-        assert!(decide(&config, &annotations, who.clone(), &call("ls")).allowed);
-        assert!(!decide(&config, &ToolAnnotations::default(), who, &call("ls")).allowed);
+        assert!(decide(&config, &server, who.clone(), &call("ls")).allowed);
+        assert!(!decide(&config, &ServerTools::default(), who, &call("ls")).allowed);
+    }
+
+    #[test]
+    fn a_tools_list_shows_the_tools_the_caller_keeps() {
+        let config = config(&[
+            r#"permit(principal, action == Action::"call_tool", resource) when { resource has readOnlyHint && resource.readOnlyHint };"#,
+        ]);
+        let server = ServerTools::new(vec![
+            json!({"name": "ls", "annotations": {"readOnlyHint": true}}),
+            json!({"name": "rm", "annotations": {"readOnlyHint": false}}),
+        ]);
+        let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+        let outcome = decide(&config, &server, claims(json!({"sub": "u"})), &list);
+        assert_eq!(outcome.listed, Some(vec!["ls".to_owned()]));
+        assert!(outcome.reason.ends_with("(1 of 2)"), "{}", outcome.reason);
+        let case: Case = serde_yaml::from_str(
+            "{name: sees rm, claims: {sub: u}, request: {jsonrpc: '2.0', id: 1, method: tools/list}, expect: allow, listed: [ls, rm]}",
+        )
+        .unwrap();
+        let failure = case.check(&outcome).unwrap();
+        assert!(
+            failure.starts_with("expected listed tools [ls, rm], got [ls]"),
+            "{failure}"
+        );
     }
 
     #[test]
@@ -349,7 +445,7 @@ cases:
             .map(|case| {
                 let outcome = decide(
                     &config,
-                    &ToolAnnotations::default(),
+                    &ServerTools::default(),
                     case.claims().unwrap(),
                     &case.request,
                 );

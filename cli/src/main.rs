@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mcp_mesh_auth_filter::annotations::ToolAnnotations;
 use mcp_mesh_auth_filter::authz::{parse_policies, parse_schema, validate, CedarConfigError};
 use serde_json::{json, Map, Value};
 
+use crate::decide::ServerTools;
 use crate::policies::{parse_document, read, PolicySource};
 use crate::schema::{Attribute, CedarType, SchemaInput};
 
@@ -63,9 +63,11 @@ enum Command {
     Test {
         #[command(flatten)]
         source: PolicySource,
-        /// The case file: `cases: [{name, claims | token, request, expect: allow|deny, policies?}]`.
+        /// The case file: `cases: [{name, claims | token, request, expect: allow|deny, policies?,
+        /// listed?}]`.
         cases: PathBuf,
-        /// A saved `tools/list` answer: the tool annotations the filter would have learnt.
+        /// A saved `tools/list` answer: the tool annotations the filter would have learnt, and
+        /// the list a `tools/list` answer is cut from.
         #[arg(long, value_name = "FILE")]
         tools_file: Option<PathBuf>,
     },
@@ -87,7 +89,8 @@ enum Command {
         /// The JSON-RPC request: JSON inline or a file.
         #[arg(long, value_name = "JSON|FILE")]
         request: String,
-        /// A saved `tools/list` answer: the tool annotations the filter would have learnt.
+        /// A saved `tools/list` answer: the tool annotations the filter would have learnt, and
+        /// the list a `tools/list` answer is cut from.
         #[arg(long, value_name = "FILE")]
         tools_file: Option<PathBuf>,
         /// Print the outcome as JSON.
@@ -286,12 +289,14 @@ fn validate_command(source: &PolicySource) -> Result<bool, CliError> {
     Ok(problems.is_empty())
 }
 
-fn annotations(tools_file: Option<&Path>) -> Result<ToolAnnotations, CliError> {
-    let mut annotations = ToolAnnotations::default();
-    if let Some(path) = tools_file {
-        annotations.learn(&tools::from_answer(&parse_document(path, &read(path)?)?)?);
+fn server_tools(tools_file: Option<&Path>) -> Result<ServerTools, CliError> {
+    match tools_file {
+        Some(path) => {
+            let answer = parse_document(path, &read(path)?)?;
+            Ok(ServerTools::new(tools::from_answer(&answer)?))
+        }
+        None => Ok(ServerTools::default()),
     }
-    Ok(annotations)
 }
 
 fn test_command(
@@ -300,12 +305,12 @@ fn test_command(
     tools_file: Option<&Path>,
 ) -> Result<bool, CliError> {
     let config = source.load()?.filter_config()?;
-    let annotations = annotations(tools_file)?;
+    let server = server_tools(tools_file)?;
     let file: decide::CaseFile = serde_yaml::from_str(&read(cases)?)
         .map_err(|err| CliError::Input(format!("{}: {err}", cases.display())))?;
     let mut failed = 0;
     for case in &file.cases {
-        let outcome = decide::decide(&config, &annotations, case.claims()?, &case.request);
+        let outcome = decide::decide(&config, &server, case.claims()?, &case.request);
         match case.check(&outcome) {
             None => println!("ok    {}", case.name),
             Some(why) => {
@@ -358,7 +363,7 @@ fn explain_command(
     };
     let request: Value = serde_json::from_str(&inline_or_file(request)?)
         .map_err(|err| CliError::Input(format!("--request is not JSON: {err}")))?;
-    let outcome = decide::decide(&config, &annotations(tools_file)?, claims, &request);
+    let outcome = decide::decide(&config, &server_tools(tools_file)?, claims, &request);
     const UNVERIFIED: &str =
         "the token was decoded WITHOUT verifying its signature, issuer, audience or expiry";
     if as_json {
@@ -384,6 +389,9 @@ fn explain_command(
     };
     println!("policies: {policies}");
     println!("reason:   {}", outcome.reason);
+    if let Some(listed) = &outcome.listed {
+        println!("listed:   {}", listed.join(", "));
+    }
     if let Some(answer) = &outcome.answer {
         println!("client:   {answer}");
     }
