@@ -121,6 +121,26 @@ def test_a_case_file_passes_and_envoy_decides_every_case_the_same(envoy, signing
         assert (response.status_code != 403) == (case["expect"] == "allow"), (case["name"], response.text)
 
 
+def test_a_list_case_expects_what_envoy_cuts_the_list_to(envoy, signing_key, tmp_path):
+    admin = McpSession(envoy.url("/probe/mcp"), token(envoy, signing_key, "root", ["mcp-admin"])).open()
+    tools = admin.request("tools/list")["result"]["tools"]
+    saved = tmp_path / "tools.json"
+    saved.write_text(json.dumps({"tools": tools}))
+    alice = McpSession(envoy.url("/probe/mcp"), token(envoy, signing_key, "alice", ["mcp-developers"])).open()
+    seen = sorted(tool["name"] for tool in alice.request("tools/list")["result"]["tools"])
+    assert seen == ["get_pods", "scale_deployment"], seen
+    cases = tmp_path / "lists.yaml"
+    cases.write_text(yaml.safe_dump({"cases": [
+        {"name": "developers see all but delete_namespace", "claims": {"sub": "alice", "groups": ["mcp-developers"]},
+         "request": {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, "expect": "allow", "listed": seen},
+        {"name": "no group, empty list", "claims": {"sub": "carol", "groups": []},
+         "request": {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, "expect": "allow", "listed": []},
+    ]}))
+    result = cli("test", "--config", EXAMPLE, "--tools-file", saved, cases)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed, 0 failed" in result.stdout
+
+
 def test_a_failing_case_fails_the_run_saying_why(tmp_path):
     wrong = dict(CASES[1], name="wrongly expected", expect="allow")
     cases = tmp_path / "cases.yaml"
