@@ -105,8 +105,12 @@ struct SchemaArgs {
     /// repeatable, for the servers behind one filter.
     #[arg(long = "tools-file", value_name = "FILE")]
     tools_files: Vec<PathBuf>,
-    /// A live MCP server (streamable HTTP) whose `tools/list` types the `arg_*` attributes;
+    /// A saved `prompts/list` answer, whose prompt arguments become `arg_*` of `Prompt`;
     /// repeatable.
+    #[arg(long = "prompts-file", value_name = "FILE")]
+    prompts_files: Vec<PathBuf>,
+    /// A live MCP server (streamable HTTP) whose `tools/list` (and `prompts/list`) type the
+    /// `arg_*` attributes; repeatable.
     #[arg(long = "server", value_name = "URL")]
     servers: Vec<String>,
     /// Bearer token for `--server` (every one of them).
@@ -179,12 +183,19 @@ fn main() -> ExitCode {
 }
 
 fn schema_command(args: &SchemaArgs) -> Result<bool, CliError> {
-    let mut tools = Vec::new();
+    let mut offered = tools::Offered::default();
     for path in &args.tools_files {
-        tools.extend(tools::from_answer(&parse_document(path, &read(path)?)?)?);
+        let answer = parse_document(path, &read(path)?)?;
+        offered.tools.extend(tools::from_answer(&answer)?);
+    }
+    for path in &args.prompts_files {
+        let answer = parse_document(path, &read(path)?)?;
+        offered.prompts.extend(tools::items(&answer, "prompts")?);
     }
     for url in &args.servers {
-        tools.extend(tools::from_server(url, args.token.as_deref())?);
+        let server = tools::from_server(url, args.token.as_deref())?;
+        offered.tools.extend(server.tools);
+        offered.prompts.extend(server.prompts);
     }
     let mut claims = match &args.claims_from {
         Some(path) => {
@@ -223,7 +234,8 @@ fn schema_command(args: &SchemaArgs) -> Result<bool, CliError> {
         claims,
         multi_valued: args.multi_valued.clone(),
         group_entity_type: args.group_entity_type.clone(),
-        tools,
+        tools: offered.tools,
+        prompts: offered.prompts,
     };
     let (schema, warnings) = schema::generate(&input);
     for warning in warnings {

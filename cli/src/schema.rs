@@ -131,6 +131,8 @@ pub struct SchemaInput {
     pub group_entity_type: String,
     /// The tools of a `tools/list` answer.
     pub tools: Vec<Value>,
+    /// The prompts of a `prompts/list` answer.
+    pub prompts: Vec<Value>,
 }
 
 /// The schema in Cedar's JSON form, and what could not be declared (for a warning).
@@ -149,7 +151,7 @@ pub fn generate(input: &SchemaInput) -> (Value, Vec<String>) {
             );
         }
     }
-    let arguments = tool_arguments(&input.tools, &mut warnings);
+    let tool_arguments = tool_arguments(&input.tools, &mut warnings);
 
     let base = |kind: Kind| {
         let mut attributes = BTreeMap::new();
@@ -165,18 +167,24 @@ pub fn generate(input: &SchemaInput) -> (Value, Vec<String>) {
     for hint in ANNOTATION_HINTS {
         tool.insert(hint.to_owned(), optional(CedarType::Bool));
     }
-    tool.extend(arguments.clone());
-    let mut tool_context = claims.clone();
-    tool_context.extend(arguments);
+    // Arguments are attributes of the item and of the context alike (`claims::argument_attributes`).
+    let with_arguments = |mut item: BTreeMap<String, Attribute>,
+                          arguments: BTreeMap<String, Attribute>| {
+        item.extend(arguments.clone());
+        let mut context = claims.clone();
+        context.extend(arguments);
+        (item, context)
+    };
+    let (tool, tool_context) = with_arguments(tool, tool_arguments);
+    let (prompt, prompt_context) = with_arguments(
+        base(Feature::Prompt.into()),
+        prompt_arguments(&input.prompts),
+    );
 
     let group = input.group_entity_type.as_str();
     let server = "MCP";
     let entity = |attributes: &BTreeMap<String, Attribute>| json!({"memberOfTypes": [server], "shape": record(attributes)});
-    let item_types = [
-        Kind::Item(Feature::Prompt),
-        Kind::Item(Feature::Resource),
-        Kind::ResourceTemplate,
-    ];
+    let item_types = [Kind::Item(Feature::Resource), Kind::ResourceTemplate];
     let mut entity_types = Map::new();
     entity_types.insert(group.to_owned(), json!({"memberOfTypes": [group]}));
     entity_types.insert(server.to_owned(), json!({}));
@@ -185,6 +193,7 @@ pub fn generate(input: &SchemaInput) -> (Value, Vec<String>) {
         json!({"memberOfTypes": [group], "shape": record(&claims)}),
     );
     entity_types.insert(Feature::Tool.entity_type().to_owned(), entity(&tool));
+    entity_types.insert(Feature::Prompt.entity_type().to_owned(), entity(&prompt));
     for kind in item_types {
         entity_types.insert(kind.entity_type().to_owned(), entity(&base(kind)));
     }
@@ -194,7 +203,7 @@ pub fn generate(input: &SchemaInput) -> (Value, Vec<String>) {
     };
     let actions = json!({
         Feature::Tool.action(): action(vec![Feature::Tool.entity_type()], &tool_context),
-        Feature::Prompt.action(): action(vec![Feature::Prompt.entity_type()], &claims),
+        Feature::Prompt.action(): action(vec![Feature::Prompt.entity_type()], &prompt_context),
         Feature::Resource.action(): action(
             vec![Feature::Resource.entity_type(), Kind::ResourceTemplate.entity_type()],
             &claims,
@@ -273,6 +282,17 @@ fn tool_arguments(tools: &[Value], warnings: &mut Vec<String>) -> BTreeMap<Strin
         .into_iter()
         .filter(|(name, _)| !conflicting.contains(name))
         .map(|(name, (kind, _))| (name, optional(kind)))
+        .collect()
+}
+
+/// Every prompt argument as an optional `arg_<name>` String: MCP prompt arguments are strings.
+fn prompt_arguments(prompts: &[Value]) -> BTreeMap<String, Attribute> {
+    prompts
+        .iter()
+        .filter_map(|prompt| prompt.get("arguments")?.as_array())
+        .flatten()
+        .filter_map(|argument| argument.get("name")?.as_str())
+        .map(|name| (format!("arg_{name}"), optional(CedarType::String)))
         .collect()
 }
 
@@ -369,6 +389,10 @@ mod tests {
             multi_valued: vec!["scope".into()],
             group_entity_type: "THVGroup".into(),
             tools: everything_tools(),
+            prompts: serde_json::from_value(json!([
+                {"name": "greet", "arguments": [{"name": "who", "required": true}]}
+            ]))
+            .unwrap(),
         }
     }
 
@@ -475,6 +499,29 @@ mod tests {
     }
 
     #[test]
+    fn prompt_arguments_are_optional_strings_of_prompts_only() {
+        let input = input(&[]);
+        let (schema, _) = generate(&input);
+        let prompt = &schema[""]["entityTypes"]["Prompt"]["shape"]["attributes"];
+        assert_eq!(
+            prompt["arg_who"],
+            json!({"type": "String", "required": false})
+        );
+        let guarded = r#"permit(principal, action == Action::"get_prompt", resource == Prompt::"greet") when { context has arg_who && context.arg_who == "me" };"#;
+        assert!(problems(&input, &[guarded]).is_empty());
+        let unguarded = r#"permit(principal, action == Action::"get_prompt", resource) when { context.arg_who == "me" };"#;
+        assert_eq!(
+            problems(&input, &[unguarded]).len(),
+            1,
+            "optional: read after `has`"
+        );
+        let on_tools = r#"permit(principal, action == Action::"call_tool", resource) when { context.arg_who == "me" };"#;
+        let found = problems(&input, &[on_tools]);
+        assert_eq!(found.len(), 1, "a prompt's argument is not a tool's");
+        assert!(found[0].contains("arg_who"), "{found:?}");
+    }
+
+    #[test]
     fn sample_claims_are_typed_and_optional_when_asked() {
         let sample = json!({"sub": "a", "groups": ["g"], "exp": 1, "ratio": 0.5, "nil": null,
                             "realm_access": {"roles": ["r"]}});
@@ -493,6 +540,7 @@ mod tests {
             multi_valued: vec![],
             group_entity_type: "THVGroup".into(),
             tools: vec![],
+            prompts: vec![],
         };
         assert!(problems(
             &input,

@@ -14,19 +14,33 @@ const MAX_PAGES: usize = 100;
 
 /// The tools of a saved answer: a JSON-RPC response, its `result`, or the bare `tools` array.
 pub fn from_answer(answer: &Value) -> Result<Vec<Value>, CliError> {
-    let tools = answer
-        .pointer("/result/tools")
-        .or_else(|| answer.get("tools"))
+    items(answer, "tools")
+}
+
+/// The `key` items (`tools`, `prompts`) of a saved list answer: a JSON-RPC response, its
+/// `result`, or the bare array.
+pub fn items(answer: &Value, key: &str) -> Result<Vec<Value>, CliError> {
+    let items = answer
+        .pointer(&format!("/result/{key}"))
+        .or_else(|| answer.get(key))
         .unwrap_or(answer);
-    tools.as_array().cloned().ok_or_else(|| {
-        CliError::Input(
-            "the tools file is not a `tools/list` answer: expected {\"result\": {\"tools\": [...]}}, {\"tools\": [...]} or [...]".into(),
-        )
+    items.as_array().cloned().ok_or_else(|| {
+        CliError::Input(format!(
+            "not a `{key}/list` answer: expected {{\"result\": {{\"{key}\": [...]}}}}, {{\"{key}\": [...]}} or [...]"
+        ))
     })
 }
 
-/// Lists the tools of the server at `url`, presenting `token` as a bearer token.
-pub fn from_server(url: &str, token: Option<&str>) -> Result<Vec<Value>, CliError> {
+/// What a server offers that types the schema's `arg_*` attributes.
+#[derive(Debug, Default)]
+pub struct Offered {
+    pub tools: Vec<Value>,
+    /// Its prompts (their arguments are strings), when it has the `prompts` capability.
+    pub prompts: Vec<Value>,
+}
+
+/// Lists the tools and prompts of the server at `url`, presenting `token` as a bearer token.
+pub fn from_server(url: &str, token: Option<&str>) -> Result<Offered, CliError> {
     let client = Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -37,9 +51,9 @@ pub fn from_server(url: &str, token: Option<&str>) -> Result<Vec<Value>, CliErro
         token,
         id: None,
         version: None,
+        next_id: 1,
     };
     let init = session.call(
-        1,
         "initialize",
         json!({"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
                "clientInfo": {"name": "mcp-mesh-auth", "version": env!("CARGO_PKG_VERSION")}}),
@@ -49,26 +63,12 @@ pub fn from_server(url: &str, token: Option<&str>) -> Result<Vec<Value>, CliErro
         .and_then(Value::as_str)
         .map(str::to_owned);
     session.notify("notifications/initialized")?;
-    let mut tools = Vec::new();
-    let mut cursor: Option<String> = None;
-    for page in 0..MAX_PAGES {
-        let params = match &cursor {
-            Some(cursor) => json!({"cursor": cursor}),
-            None => json!({}),
-        };
-        let result = session.call(2 + page as u64, "tools/list", params)?;
-        tools.extend(from_answer(&json!({"result": result}))?);
-        cursor = result
-            .get("nextCursor")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if cursor.is_none() {
-            return Ok(tools);
-        }
-    }
-    Err(CliError::Server(format!(
-        "`tools/list` at {url} still had a next page after {MAX_PAGES} pages"
-    )))
+    let tools = session.list("tools")?;
+    let prompts = match init.pointer("/capabilities/prompts") {
+        Some(_) => session.list("prompts")?,
+        None => Vec::new(),
+    };
+    Ok(Offered { tools, prompts })
 }
 
 struct Session<'a> {
@@ -77,6 +77,7 @@ struct Session<'a> {
     token: Option<&'a str>,
     id: Option<String>,
     version: Option<String>,
+    next_id: u64,
 }
 
 impl Session<'_> {
@@ -101,8 +102,36 @@ impl Session<'_> {
             .map_err(|err| CliError::Server(format!("POST {} failed: {err}", self.url)))
     }
 
+    /// Every page of `<key>/list`.
+    fn list(&mut self, key: &str) -> Result<Vec<Value>, CliError> {
+        let method = format!("{key}/list");
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let params = match &cursor {
+                Some(cursor) => json!({"cursor": cursor}),
+                None => json!({}),
+            };
+            let result = self.call(&method, params)?;
+            all.extend(items(&result, key)?);
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                return Ok(all);
+            }
+        }
+        Err(CliError::Server(format!(
+            "`{method}` at {} still had a next page after {MAX_PAGES} pages",
+            self.url
+        )))
+    }
+
     /// A request, and its answer's `result` (from a JSON body or the SSE event answering it).
-    fn call(&mut self, id: u64, method: &str, params: Value) -> Result<Value, CliError> {
+    fn call(&mut self, method: &str, params: Value) -> Result<Value, CliError> {
+        let id = self.next_id;
+        self.next_id += 1;
         let response =
             self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))?;
         let status = response.status();
@@ -182,6 +211,8 @@ mod tests {
         }
         let err = from_answer(&json!({"result": {}})).unwrap_err().to_string();
         assert!(err.contains("not a `tools/list` answer"), "{err}");
+        let prompts = json!({"result": {"prompts": [{"name": "p"}]}});
+        assert_eq!(items(&prompts, "prompts").unwrap(), [json!({"name": "p"})]);
     }
 
     #[test]

@@ -56,8 +56,10 @@ def schema(envoy, signing_key, tmp_path_factory):
     return path
 
 
-def test_the_schema_declares_the_real_servers_tool_arguments(schema):
+def test_the_schema_declares_the_real_servers_tool_and_prompt_arguments(schema):
     text = schema.read_text()
+    prompt = text[text.index("entity Prompt"):].split("};")[0]
+    assert "arg_city?: String" in prompt, prompt  # server-everything's args-prompt
     # server-everything's echo (SSE answers) and the Kubernetes backend's tools (JSON answers).
     for declared in ("arg_message?: String", "arg_namespace?: String", "arg_replicas?: Long",
                      "claim_groups?: Set<String>", "claim_sub: String", "readOnlyHint?: Bool",
