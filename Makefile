@@ -12,12 +12,13 @@ WASM      := target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
 NODE_DEPS := tests/node_modules/.package-lock.json
 FILTER    := mcp-mesh-auth-filter
 
-.PHONY: help demo oci tools wasm authserver test unit-test wasm-unit-test e2e-test lint fmt clean bench fuzz
+.PHONY: help demo oci tools wasm authserver cli test unit-test wasm-unit-test e2e-test lint fmt clean bench fuzz
 
 help:
 	@echo "make demo   - the local stack on http://localhost:8080/mcp (Ctrl-C stops it)"
 	@echo "make test   - install tools, build, run unit (native + wasm) and end-to-end tests"
 	@echo "make wasm   - build the release filter module ($(WASM))"
+	@echo "make cli    - build the policy tool target/debug/mcp-mesh-auth (schema, validate, test, explain)"
 	@echo "make oci    - the filter as an OCI image for Istio, and the Istio manifests pinned to it"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - requests/s and latency: plain Envoy vs native jwt_authn+mcp+rbac vs this filter"
@@ -54,6 +55,10 @@ wasm-unit-test: .stamps/rust-target
 authserver:
 	cargo build -p mcp-mesh-authserver
 
+# The policy tool: target/debug/mcp-mesh-auth (schema, validate, test, explain).
+cli:
+	cargo build -p mcp-mesh-auth-cli
+
 demo: tools wasm authserver
 	bash scripts/demo.sh
 
@@ -61,7 +66,7 @@ demo: tools wasm authserver
 oci: wasm
 	python3 scripts/oci.py $(WASM) target/oci 0.1.0
 
-e2e-test: tools wasm authserver
+e2e-test: tools wasm authserver cli
 	cd tests/e2e && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ../../$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test: tools unit-test wasm-unit-test e2e-test

@@ -79,6 +79,8 @@ pub struct Decision {
     pub policies: Vec<String>,
     /// Evaluation errors; any error denies (ToolHive's rule), even next to a permit.
     pub errors: Vec<String>,
+    /// Why the request could not be put to Cedar at all (no policy decided; it denies).
+    pub refused: Option<String>,
 }
 
 impl Decision {
@@ -86,9 +88,46 @@ impl Decision {
         Self {
             allowed: false,
             policies: Vec::new(),
-            errors: vec![reason],
+            errors: Vec::new(),
+            refused: Some(reason),
         }
     }
+
+    /// Why, in one line for the audit log and `mcp-mesh-auth explain`: what decided, or that
+    /// nothing did. `principal` is the caller's id (`Client::"alice"`).
+    pub fn reason(&self, principal: &str, target: &Target<'_>) -> String {
+        let kind = target.kind;
+        let what = format!(
+            "{principal} `{}` on {}::{:?}",
+            kind.action(),
+            kind.entity_type(),
+            target.name
+        );
+        if let Some(refused) = &self.refused {
+            format!(
+                "no policy decided (the request could not be evaluated, which denies): {refused}"
+            )
+        } else if !self.errors.is_empty() {
+            format!(
+                "a policy failed to evaluate, which denies: {}",
+                self.errors.join("; ")
+            )
+        } else if self.allowed {
+            format!("permitted by {}", quoted_list(&self.policies))
+        } else if self.policies.is_empty() {
+            format!("no policy permits {what} (default deny)")
+        } else {
+            format!("{what} is forbidden by {}", quoted_list(&self.policies))
+        }
+    }
+}
+
+fn quoted_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|item| format!("`{item}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The calling principal, built once per request.
@@ -138,18 +177,15 @@ impl Authorizer {
         settings: CedarSettings,
         server_name: Option<&str>,
     ) -> Result<Self, CedarConfigError> {
-        let policies = policy_set(&settings.policies)?;
-        let schema = settings.schema.as_ref().map(schema).transpose()?;
-        if let Some(schema) = schema {
-            let result = Validator::new(schema).validate(&policies, ValidationMode::default());
-            if !result.validation_passed() {
-                let messages: Vec<String> = result
-                    .validation_errors()
-                    .map(ToString::to_string)
-                    .collect();
+        let parsed = parse_policies(&settings.policies)?;
+        if let Some(schema) = settings.schema.as_ref().map(parse_schema).transpose()? {
+            let problems = validate(&parsed, &schema, &settings.policies);
+            if !problems.is_empty() {
+                let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 return Err(CedarConfigError::Validation(messages.join("; ")));
             }
         }
+        let policies = parsed.set;
         let entities = match settings.entities {
             Some(value) => Entities::from_json_value(value, None)
                 .map_err(|err| CedarConfigError::Entities(err.to_string()))?,
@@ -353,6 +389,7 @@ impl Authorizer {
             allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
             policies: diagnostics.reason().map(ToString::to_string).collect(),
             errors,
+            refused: None,
         }
     }
 }
@@ -364,12 +401,103 @@ fn entity_uid(type_name: &str, id: &str) -> Option<EntityUid> {
     ))
 }
 
+/// The configured policies as one set, and which text each came from, so that a message about a
+/// policy can point at its file or `cedar.policies[i]` entry.
+#[derive(Debug, Clone)]
+pub struct ParsedPolicies {
+    pub set: PolicySet,
+    origins: HashMap<String, usize>,
+}
+
+impl ParsedPolicies {
+    /// The index of the text policy `id` was written in.
+    pub fn origin(&self, id: &str) -> Option<usize> {
+        self.origins.get(id).copied()
+    }
+}
+
+/// A policy the schema refuses: which one, where, what is wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaProblem {
+    /// The policy id (`@id`, or `policies[i]#j`).
+    pub policy: String,
+    /// The index of the text the policy is in.
+    pub text: Option<usize>,
+    /// The 1-based line in that text the problem is at.
+    pub line: Option<usize>,
+    pub message: String,
+    /// Cedar's suggestion (`did you mean …`), or ours.
+    pub help: Option<String>,
+}
+
+impl std::fmt::Display for SchemaProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "policy `{}`", self.policy)?;
+        match (self.text, self.line) {
+            (Some(text), Some(line)) => write!(f, " (`cedar.policies[{text}]` line {line})")?,
+            (Some(text), None) => write!(f, " (`cedar.policies[{text}]`)")?,
+            _ => {}
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, ": {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// ToolHive's list actions: a policy may name them, but this filter never asks them.
+const TOOLHIVE_LIST_ACTIONS: [&str; 3] = ["list_tools", "list_prompts", "list_resources"];
+
+/// Cedar's strict validation of every policy against `schema`; `texts` are the policy texts the
+/// set was parsed from (for line numbers). Empty when all policies validate.
+pub fn validate(parsed: &ParsedPolicies, schema: &Schema, texts: &[String]) -> Vec<SchemaProblem> {
+    use miette::Diagnostic;
+    let result = Validator::new(schema.clone()).validate(&parsed.set, ValidationMode::Strict);
+    result
+        .validation_errors()
+        .map(|err| {
+            let policy = err.policy_id().to_string();
+            let text = parsed.origin(&policy);
+            let offset = err.labels().and_then(|mut labels| labels.next()).map(|l| l.offset());
+            let line = text
+                .and_then(|index| texts.get(index))
+                .zip(offset)
+                .and_then(|(source, offset)| source.get(..offset))
+                .map(|before| before.matches('\n').count() + 1);
+            let message = err.to_string();
+            // Cedar starts with "for policy `<id>`, "; the id is said once, first.
+            let message = message
+                .strip_prefix(&format!("for policy `{policy}`, "))
+                .map(str::to_owned)
+                .unwrap_or(message);
+            let list_action = TOOLHIVE_LIST_ACTIONS
+                .iter()
+                .find(|action| message.contains(&format!("Action::\"{action}\"")));
+            let help = match list_action {
+                Some(action) => Some(format!(
+                    "`{action}` is ToolHive's; mcp-mesh-auth never asks it: a list is cut item by item with the use action (`call_tool`, `get_prompt`, `read_resource`)"
+                )),
+                None => err.help().map(|help| help.to_string()),
+            };
+            SchemaProblem {
+                policy,
+                text,
+                line,
+                message,
+                help,
+            }
+        })
+        .collect()
+}
+
 /// All policy texts as one set; ids come from `@id("…")` or are `policies[i]#j`.
-fn policy_set(texts: &[String]) -> Result<PolicySet, CedarConfigError> {
+pub fn parse_policies(texts: &[String]) -> Result<ParsedPolicies, CedarConfigError> {
     if texts.is_empty() {
         return Err(CedarConfigError::NoPolicies);
     }
     let mut set = PolicySet::new();
+    let mut origins = HashMap::new();
     for (index, text) in texts.iter().enumerate() {
         let parsed = PolicySet::from_str(text).map_err(|err| CedarConfigError::Policy {
             index,
@@ -381,7 +509,8 @@ fn policy_set(texts: &[String]) -> Result<PolicySet, CedarConfigError> {
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("policies[{index}]#{position}"));
             set.add(policy.new_id(PolicyId::new(&id)))
-                .map_err(|_| CedarConfigError::DuplicateId(id))?;
+                .map_err(|_| CedarConfigError::DuplicateId(id.clone()))?;
+            origins.insert(id, index);
         }
         if parsed.templates().next().is_some() {
             return Err(CedarConfigError::Policy {
@@ -390,7 +519,7 @@ fn policy_set(texts: &[String]) -> Result<PolicySet, CedarConfigError> {
             });
         }
     }
-    Ok(set)
+    Ok(ParsedPolicies { set, origins })
 }
 
 fn render_parse_error(err: &cedar_policy::ParseErrors) -> String {
@@ -402,7 +531,8 @@ fn render_parse_error(err: &cedar_policy::ParseErrors) -> String {
     message
 }
 
-fn schema(value: &Value) -> Result<Schema, CedarConfigError> {
+/// A schema in Cedar syntax (a string) or JSON (anything else).
+pub fn parse_schema(value: &Value) -> Result<Schema, CedarConfigError> {
     match value {
         Value::String(text) => Schema::from_cedarschema_str(text)
             .map(|(schema, _warnings)| schema)

@@ -259,13 +259,14 @@ impl Call<'_> {
             Err(err) => {
                 let message = match uses.first() {
                     Some(first) => format!(
-                        "{} denied by authorization policy: {err}",
+                        "{} denied by authorization policy: no policy decided: {err}",
                         first.kind.operation()
                     ),
                     None => err.to_string(),
                 };
-                let audit = self.audit(targets(), false, vec![], &err.to_string());
-                return (refuse(403, self.id, DENIED, &message), Some(audit));
+                let reason = format!("no policy decided: {err}");
+                let audit = self.audit(targets(), false, vec![], &reason);
+                return (self.denied(&message), Some(audit));
             }
         };
         let items: Vec<Target<'_>> = uses
@@ -282,14 +283,20 @@ impl Call<'_> {
             .collect();
         let decisions = authz.decide_all(&caller, &items);
         let policies: Vec<String> = decisions.iter().flat_map(|d| d.policies.clone()).collect();
-        let reason: Vec<String> = decisions.iter().flat_map(|d| d.errors.clone()).collect();
+        let principal = caller.uid.to_string();
+        let allowed = decisions.iter().all(|d| d.allowed);
+        // What decided: every permit of an allow; only the refused uses of a denial.
+        let reason: Vec<String> = (decisions.iter().zip(&items))
+            .filter(|(d, _)| allowed || !d.allowed)
+            .map(|(d, item)| d.reason(&principal, item))
+            .collect();
         let denied = uses.iter().zip(&decisions).find(|(_, d)| !d.allowed);
         let audit = self.audit(targets(), denied.is_none(), policies, &reason.join("; "));
         match denied {
             None => (CallVerdict::Pass(forward), Some(audit)),
             Some((denied, decision)) => {
                 let message = denial(denied, decision);
-                (refuse(403, self.id, DENIED, &message), Some(audit))
+                (self.denied(&message), Some(audit))
             }
         }
     }
@@ -338,6 +345,17 @@ impl Call<'_> {
         }
     }
 
+    /// An authorization denial; the operator's `denial_help` (whom to ask, a URL) goes in the
+    /// error's `data` so that the end user's client can show it.
+    fn denied(&self, message: &str) -> CallVerdict {
+        let mut answer = response::jsonrpc_error(403, self.id, DENIED, message);
+        if let Some(help) = &self.config.denial_help {
+            answer.body =
+                jsonrpc::error_body_with_data(self.id, DENIED, message, json!({"help": help}));
+        }
+        CallVerdict::Refuse(answer)
+    }
+
     /// Tasks cannot be bound to their creator without a key: refused rather than left open.
     fn no_binding_key(&self) -> CallVerdict {
         let message = format!(
@@ -361,7 +379,9 @@ fn denial(denied: &Use<'_>, decision: &Decision) -> String {
         kind.entity_type(),
         denied.target.as_ref()
     );
-    let why = if !decision.errors.is_empty() {
+    let why = if decision.refused.is_some() {
+        format!("no policy decided: {what} could not be evaluated, which denies (details in the filter log)")
+    } else if !decision.errors.is_empty() {
         format!("a policy failed to evaluate for {what}, which denies (details in the filter log)")
     } else if !decision.policies.is_empty() {
         format!("a policy forbids {what}")
@@ -529,6 +549,7 @@ mod tests {
             (Some("alice"), Some("vscode"), Some("allow"))
         );
         assert_eq!(line["target"], "echo");
+        assert_eq!(line["reason"], "permitted by `policies[0]#0`");
     }
 
     #[test]
@@ -572,6 +593,89 @@ mod tests {
         assert_eq!(
             passed(run(&f, &nobody, &json_headers(), init).0),
             guarded(1)
+        );
+    }
+
+    #[test]
+    fn a_default_deny_is_logged_with_who_what_and_that_no_policy_permitted_it() {
+        let f = fixture(&[DEVS]);
+        let (verdict, audit) = run(
+            &f,
+            &identity(&[], "mcp:tools"),
+            &json_headers(),
+            call("echo"),
+        );
+        assert_eq!(refused(verdict).0, 403);
+        let audit = audit.unwrap();
+        assert!(audit.policies.is_empty());
+        assert_eq!(
+            audit.reason,
+            r#"no policy permits Client::"alice" `call_tool` on Tool::"echo" (default deny)"#
+        );
+    }
+
+    #[test]
+    fn denial_help_travels_in_the_error_data_of_denials_only() {
+        let mut f = fixture(&[DEVS]);
+        f.config.denial_help = Some("https://wiki.example.com/mcp-access".into());
+        let (_, body) = refused(
+            run(
+                &f,
+                &identity(&[], "mcp:tools"),
+                &json_headers(),
+                call("echo"),
+            )
+            .0,
+        );
+        assert_eq!(
+            body["error"]["data"],
+            json!({"help": "https://wiki.example.com/mcp-access"})
+        );
+        assert_eq!(body["error"]["code"], 403);
+        let unknown = request("x/unknown", json!({}));
+        let (_, body) = refused(run(&f, &identity(&[], "mcp:tools"), &json_headers(), unknown).0);
+        assert!(body["error"].get("data").is_none(), "not a denial: {body}");
+    }
+
+    #[test]
+    fn a_refusal_no_policy_decided_says_so() {
+        let f = fixture(&[ALL]);
+        let mut nameless = identity(&["mcp-developers"], "mcp:tools");
+        nameless.claims.remove("sub");
+        nameless.claims.remove("client_id");
+        let (verdict, audit) = run(&f, &nameless, &json_headers(), call("echo"));
+        let (_, body) = refused(verdict);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert_eq!(
+            message,
+            "call denied by authorization policy: no policy decided: the token has no `sub`, `client_id`, `cid` or `azp` to name the principal"
+        );
+        let audit = audit.unwrap();
+        assert!(audit.policies.is_empty());
+        assert!(
+            audit
+                .reason
+                .starts_with("no policy decided: the token has no `sub`"),
+            "{}",
+            audit.reason
+        );
+        let decision = Decision {
+            allowed: false,
+            policies: vec![],
+            errors: vec![],
+            refused: Some("entities: internal detail".into()),
+        };
+        let message = denial(
+            &Use {
+                kind: Kind::Item(Feature::Tool),
+                target: "t".into(),
+                arguments: None,
+            },
+            &decision,
+        );
+        assert_eq!(
+            message,
+            "call denied by authorization policy: no policy decided: `call_tool` on `Tool::\"t\"` could not be evaluated, which denies (details in the filter log)"
         );
     }
 

@@ -28,6 +28,8 @@ const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+/// `denial_help` travels in every denial's body: a sentence or a URL, not a document.
+const MAX_DENIAL_HELP_BYTES: usize = 1024;
 
 /// A configuration the filter refuses, with what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +105,7 @@ struct RawConfig {
     jwt_authn: Option<JwtAuthnSettings>,
     #[serde(default)]
     methods: BTreeMap<String, Value>,
+    denial_help: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +200,8 @@ pub struct FilterConfig {
     pub jwt_authn: Option<JwtAuthnSettings>,
     /// Methods beyond MCP's own that the operator allows or has authorised (`methods`).
     pub methods: ExtraMethods,
+    /// Text or URL for end users, sent in the `data` of every authorization denial.
+    pub denial_help: Option<String>,
 }
 
 impl FilterConfig {
@@ -321,6 +326,15 @@ impl FilterConfig {
             .transpose()?
             .map(Arc::new);
 
+        if let Some(help) = &raw.denial_help {
+            if help.trim().is_empty() || help.len() > MAX_DENIAL_HELP_BYTES {
+                return Err(out_of_range(
+                    "denial_help",
+                    "a text or URL of 1 to 1024 bytes for end users who are denied",
+                ));
+            }
+        }
+
         let audiences = raw.audiences.unwrap_or_else(|| vec![raw.resource.clone()]);
         if audiences.is_empty() {
             return Err(out_of_range(
@@ -359,6 +373,7 @@ impl FilterConfig {
                 .transpose()?,
             methods: ExtraMethods::from_config(raw.methods)?,
             jwt_authn: raw.jwt_authn,
+            denial_help: raw.denial_help,
         })
     }
 }
@@ -718,6 +733,39 @@ mod tests {
         );
         raw["methods"] = json!({"x/y": "allow"});
         assert!(parse(&raw).is_ok());
+    }
+
+    #[test]
+    fn denial_help_is_a_short_text() {
+        assert_eq!(parse(&base()).unwrap().denial_help, None);
+        let mut raw = base();
+        raw["denial_help"] = json!("Ask for access in #mcp-access");
+        assert_eq!(
+            parse(&raw).unwrap().denial_help.as_deref(),
+            Some("Ask for access in #mcp-access")
+        );
+        for bad in [json!(" "), json!("x".repeat(1025))] {
+            raw["denial_help"] = bad;
+            let err = parse(&raw).unwrap_err().to_string();
+            assert!(err.starts_with("`denial_help`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_policy_that_fails_the_schema_refuses_the_configuration_naming_it() {
+        let mut raw = base();
+        raw["cedar"] = json!({
+            "schema": "entity THVGroup; entity Client in [THVGroup]; entity MCP; entity Tool in [MCP];
+                       action call_tool appliesTo { principal: Client, resource: Tool };",
+            "policies": ["permit(principal, action, resource);",
+                         "@id(\"typo\")\npermit(\n  principal,\n  action == Action::\"call_tools\",\n  resource);"],
+        });
+        let err = parse(&raw).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the policies do not validate against `cedar.schema`: policy `typo` (`cedar.policies[1]` line 4): \
+             unrecognized action `Action::\"call_tools\"`: did you mean `Action::\"call_tool\"`?"
+        );
     }
 
     #[test]

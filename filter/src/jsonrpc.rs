@@ -200,12 +200,22 @@ fn id_as_sent(body: &[u8], parsed: &Value) -> String {
 
 /// A JSON-RPC error answer for request `id` (`null` when unknown).
 pub fn error_body(id: Option<&Value>, code: i64, message: &str) -> String {
+    error_object(id, code, message).to_string()
+}
+
+/// A JSON-RPC error answer carrying `data` for the end user (the operator's `denial_help`).
+pub fn error_body_with_data(id: Option<&Value>, code: i64, message: &str, data: Value) -> String {
+    let mut object = error_object(id, code, message);
+    object["error"]["data"] = data;
+    object.to_string()
+}
+
+fn error_object(id: Option<&Value>, code: i64, message: &str) -> Value {
     json!({
         "jsonrpc": "2.0",
         "id": id.cloned().unwrap_or(Value::Null),
         "error": {"code": code, "message": message},
     })
-    .to_string()
 }
 
 #[cfg(test)]

@@ -21,7 +21,13 @@ const MAX_HEADER_DESCRIPTION: usize = 200;
 
 /// The answer to a request refused for `rejection`.
 pub fn refusal(config: &FilterConfig, rejection: &Rejection) -> LocalResponse {
-    let description = rejection.to_string();
+    let mut description = rejection.to_string();
+    // The trusted issuers are public (the metadata names where to log in); naming them tells a
+    // client with a token from the wrong tenant or environment what to get instead.
+    if let Rejection::UntrustedIssuer(_) = rejection {
+        let trusted: Vec<&str> = config.issuers.iter().map(|i| i.issuer.as_str()).collect();
+        description.push_str(&format!("; trusted issuers: {}", trusted.join(", ")));
+    }
     let (status, error) =
         match rejection {
             Rejection::MissingToken => (401, None),
@@ -223,6 +229,20 @@ mod tests {
             "{challenge}"
         );
         assert!(challenge.contains("evil\\\"x-injected"), "{challenge}");
+    }
+
+    #[test]
+    fn an_untrusted_issuer_is_told_which_issuers_are_trusted() {
+        let response = refusal(
+            &config(&[]),
+            &Rejection::UntrustedIssuer("https://other.example.com".into()),
+        );
+        assert_eq!(response.status, 401);
+        let body: Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(
+            body["error_description"],
+            "issuer `https://other.example.com` is not trusted; trusted issuers: https://mcp.example.com"
+        );
     }
 
     #[test]
