@@ -103,6 +103,7 @@ struct RawConfig {
     jwt_authn: Option<JwtAuthnSettings>,
     #[serde(default)]
     methods: BTreeMap<String, Value>,
+    stats_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +198,8 @@ pub struct FilterConfig {
     pub jwt_authn: Option<JwtAuthnSettings>,
     /// Methods beyond MCP's own that the operator allows or has authorised (`methods`).
     pub methods: ExtraMethods,
+    /// The statistics instance name (`mcp_auth.<stats_prefix>.*`); `None`: the plugin's name.
+    pub stats_prefix: Option<String>,
 }
 
 impl FilterConfig {
@@ -359,6 +362,7 @@ impl FilterConfig {
                 .transpose()?,
             methods: ExtraMethods::from_config(raw.methods)?,
             jwt_authn: raw.jwt_authn,
+            stats_prefix: stats_prefix(raw.stats_prefix)?,
         })
     }
 }
@@ -452,6 +456,23 @@ fn path(field: &str, value: &str) -> Result<(), ConfigError> {
             field: field.to_owned(),
             value: value.to_owned(),
         })
+    }
+}
+
+/// One segment of a statistics name: Envoy's tag regexes split names on `.`, Prometheus allows
+/// `[a-zA-Z0-9_]` in labels.
+fn stats_prefix(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    match raw {
+        Some(name)
+            if name.is_empty()
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Err(out_of_range(
+                "stats_prefix",
+                &format!("`{name}` must be letters, digits and `_` only (it is one segment of a stats name)"),
+            ))
+        }
+        other => Ok(other),
     }
 }
 

@@ -384,8 +384,8 @@ impl Stream {
             body,
         );
         if let Some(audit) = audit {
-            host.observe(Observation::Authorized(audit.allowed));
-            log::info!("mcp-mesh-auth: audit {}", audit.to_json(&identity));
+            host.observe(Observation::Decided(&audit));
+            log::info!("mcp-mesh-auth: audit {}", audit.to_json());
         }
         let forward = match verdict {
             CallVerdict::Pass(forward) => forward,
