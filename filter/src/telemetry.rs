@@ -119,6 +119,18 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The filter state of every authenticated request: who, even where nothing is decided
+    /// (`initialize`, a `GET` stream).
+    pub fn properties(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("mcp_auth.principal", self.principal.clone()),
+            ("mcp_auth.issuer", self.issuer.clone()),
+            ("mcp_auth.client_id", self.client_id.clone()),
+        ]
+    }
+}
+
 /// What a list cut removed (or, in shadow mode, would have).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Removed {
@@ -190,17 +202,15 @@ impl Audit {
     /// The filter state Envoy keeps for the stream (as `wasm.<key>`), one field per key so that
     /// an access log format picks what it needs.
     pub fn properties(&self) -> Vec<(&'static str, String)> {
-        let mut properties = vec![
-            ("mcp_auth.principal", self.caller.principal.clone()),
-            ("mcp_auth.issuer", self.caller.issuer.clone()),
-            ("mcp_auth.client_id", self.caller.client_id.clone()),
+        let mut properties = self.caller.properties();
+        properties.extend([
             ("mcp_auth.method", self.method.clone()),
             ("mcp_auth.target", self.target.clone()),
             ("mcp_auth.decision", self.decision().to_owned()),
             ("mcp_auth.policies", self.policies.join(",")),
             ("mcp_auth.reason", self.reason.label().to_owned()),
             ("mcp_auth.shadow", self.shadow.to_string()),
-        ];
+        ]);
         if let Some(removed) = &self.removed {
             properties.push(("mcp_auth.removed", removed.count.to_string()));
             properties.push(("mcp_auth.removed_names", removed.names.join(",")));

@@ -85,6 +85,13 @@ def test_an_allowed_call_is_in_the_access_log_with_who_what_and_why(enforcing, s
         "tools/call", "policy_permit", "developers", "false")
 
 
+def test_an_authenticated_request_without_a_decision_still_names_its_caller(enforcing, signing_key):
+    token = signing_key.sign(claims(enforcing, sub="dave", groups=[]))
+    McpSession(enforcing.url("/mcp"), token).open()
+    entry = access_log(enforcing, mcp_principal="dave", status=200)
+    assert (entry["mcp_client_id"], entry["mcp_decision"], entry["mcp_method"]) == ("test-client", None, None)
+
+
 def test_a_denied_call_is_in_the_access_log_with_the_deciding_policy(enforcing, signing_key):
     alice = session(enforcing, signing_key, "alice")
     before = decisions(enforcing, mode="enforce", decision="deny", reason="policy_forbid")

@@ -4,7 +4,7 @@
 
 use crate::rejection::Rejection;
 use crate::response::LocalResponse;
-use crate::telemetry::Audit;
+use crate::telemetry::{Audit, Caller};
 
 /// A host call that failed; `0` says which, for the 500 the request then gets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,8 +14,8 @@ pub struct HostError(pub &'static str);
 /// Something worth counting, and recording where Envoy's access logs read it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Observation<'a> {
-    /// A request authenticated.
-    Allowed,
+    /// A request authenticated, by this caller.
+    Allowed(&'a Caller),
     /// A request refused for its token.
     Rejected(&'a Rejection),
     /// An authorization decision: on one call, or on the items of one list answer.

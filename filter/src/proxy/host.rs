@@ -179,7 +179,7 @@ impl Host for ProxyHost<'_> {
     fn observe(&mut self, observation: Observation<'_>) {
         self.metrics.observe(observation);
         let properties = match observation {
-            Observation::Allowed => return,
+            Observation::Allowed(caller) => caller.properties(),
             Observation::Rejected(rejection) => telemetry::rejection_properties(rejection),
             Observation::Decided(audit) => {
                 self.decided = true;

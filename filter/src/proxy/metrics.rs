@@ -92,7 +92,7 @@ impl Metrics {
 
     pub fn observe(&self, observation: Observation<'_>) {
         match observation {
-            Observation::Allowed => add(self.authenticated, 1),
+            Observation::Allowed(_) => add(self.authenticated, 1),
             Observation::Rejected(rejection) => {
                 let name = telemetry::decision_counter(
                     &self.instance,
