@@ -509,7 +509,7 @@ mod tests {
         );
         assert_eq!(passed(verdict), guarded(11));
         let audit = audit.unwrap();
-        assert!(audit.allowed());
+        assert_eq!(audit.decision(), "allow");
         let line: Value = serde_json::from_str(&audit.to_json()).unwrap();
         assert_eq!(
             (
@@ -591,8 +591,8 @@ mod tests {
         );
         let audit = audit.unwrap();
         assert_eq!(
-            (audit.allowed(), audit.reason, audit.shadow),
-            (false, Reason::DefaultDeny, false)
+            (audit.decision(), audit.reason, audit.shadow),
+            ("deny", Reason::DefaultDeny, false)
         );
         let (_, audit) = run(
             &f,
@@ -622,8 +622,8 @@ mod tests {
         assert_eq!(passed(verdict), guarded(11), "the call goes on");
         let audit = audit.unwrap();
         assert_eq!(
-            (audit.allowed(), audit.reason, audit.shadow),
-            (false, Reason::PolicyForbid, true)
+            (audit.decision(), audit.reason, audit.shadow),
+            ("deny", Reason::PolicyForbid, true)
         );
         assert_eq!(audit.policies, ["policies[0]#1"]);
         let (verdict, audit) = run(

@@ -172,10 +172,6 @@ impl Audit {
         self.reason.decision()
     }
 
-    pub fn allowed(&self) -> bool {
-        self.decision() == "allow"
-    }
-
     /// The structured audit line: who, which client, what, the decision and why.
     pub fn to_json(&self) -> String {
         let mut line = json!({
