@@ -124,7 +124,7 @@ pub fn decide(
         ),
     };
     let reason = match (&audit, &answer, &listed) {
-        (Some(audit), _, _) if !audit.reason.is_empty() => audit.reason.clone(),
+        (Some(audit), _, _) if !audit.detail.is_empty() => audit.detail.clone(),
         (_, Some(answer), _) => format!(
             "no policy decided: the filter refuses the request itself: {}",
             answer

@@ -39,6 +39,20 @@ pub struct CedarSettings {
     pub role_claim: Option<String>,
     pub group_entity_type: Option<String>,
     pub multi_valued_claims: Option<Vec<String>>,
+    /// `enforce` (the default) or `shadow`: see [`CedarMode`].
+    #[serde(default)]
+    pub mode: CedarMode,
+}
+
+/// Whether Cedar's decisions are carried out. `shadow` evaluates, logs and counts every decision
+/// (marked `shadow`) but refuses no call and cuts no list, so that a team can roll a new policy
+/// set out and compare before it bites. Authentication is never shadowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CedarMode {
+    #[default]
+    Enforce,
+    Shadow,
 }
 
 /// Why the Cedar configuration is refused.
@@ -156,6 +170,8 @@ pub struct Authorizer {
     cedar: CedarAuthorizer,
     /// Whether a policy may read a claim that changes with every token (see `PER_TOKEN_CLAIMS`).
     reads_per_token_claims: bool,
+    /// `cedar.mode`: whether denials are carried out.
+    pub mode: CedarMode,
 }
 
 /// Claims every new token of the same principal changes. A decision that reads none of them is
@@ -212,6 +228,7 @@ impl Authorizer {
                 .unwrap_or_else(|| vec!["scp".into(), "scope".into()]),
             server,
             cedar: CedarAuthorizer::new(),
+            mode: settings.mode,
             // Conservative: any mention (`claim_exp`, `claimset_jti`, a string) counts.
             reads_per_token_claims: settings.policies.iter().any(|policy| {
                 PER_TOKEN_CLAIMS
@@ -581,6 +598,7 @@ resource
                 role_claim: None,
                 group_entity_type: None,
                 multi_valued_claims: None,
+                mode: CedarMode::Enforce,
             },
             Some("github"),
         )
@@ -974,6 +992,7 @@ resource
             role_claim: None,
             group_entity_type: None,
             multi_valued_claims: None,
+            mode: CedarMode::Enforce,
         }
     }
 

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::annotations::ToolAnnotations;
-use crate::authz::{Authorizer, Decision, Target};
+use crate::authz::{Authorizer, CedarMode, Decision, Target};
 use crate::binding::BindingError;
 use crate::config::FilterConfig;
 use crate::jsonrpc::{self, Message, RequestId, HEADER_MISMATCH, INVALID_PARAMS};
@@ -14,6 +14,7 @@ use crate::operation::{self, Feature, Kind, Operation, Use};
 use crate::rejection::Rejection;
 use crate::response::{self, LocalResponse};
 use crate::tasks::{self, Owner};
+use crate::telemetry::{Audit, Caller, Reason};
 use crate::verify::VerifiedToken;
 
 /// JSON-RPC "Method not found".
@@ -69,44 +70,6 @@ pub enum CallVerdict {
     Refuse(LocalResponse),
 }
 
-/// One authorization decision, for the audit log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Audit {
-    pub method: String,
-    pub target: String,
-    pub allowed: bool,
-    pub policies: Vec<String>,
-    pub reason: String,
-}
-
-impl Audit {
-    /// The structured audit line: who, which client, what, the decision and the deciding policies.
-    pub fn to_json(&self, identity: &VerifiedToken) -> String {
-        let claim = |name: &str| {
-            identity
-                .claims
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-        };
-        let client = ["client_id", "azp", "cid"]
-            .iter()
-            .map(|c| claim(c))
-            .find(|c| !c.is_empty())
-            .unwrap_or_default();
-        json!({
-            "subject": identity.subject.as_deref().unwrap_or_default(),
-            "client_id": client,
-            "method": self.method,
-            "target": self.target,
-            "decision": if self.allowed { "allow" } else { "deny" },
-            "policies": self.policies,
-            "reason": self.reason,
-        })
-        .to_string()
-    }
-}
-
 /// The verdict on one MCP POST. Without an authorizer (no `cedar` section) the filter decides no
 /// method: `tool_scopes` still apply and task ids are still bound when `binding_key` is set.
 pub fn decide(
@@ -159,7 +122,7 @@ pub fn decide(
             let message = format!(
                 "method `{method}` is not known to mcp-mesh-auth; list it under `methods` in the filter configuration to allow or authorise it"
             );
-            let audit = call.audit(String::new(), false, vec![], "method unknown to the filter");
+            let audit = call.audit(String::new(), vec![], Reason::UnknownMethod);
             (
                 refuse(
                     UNKNOWN_METHOD_STATUS,
@@ -210,13 +173,16 @@ impl Call<'_> {
         })
     }
 
-    fn audit(&self, target: String, allowed: bool, policies: Vec<String>, reason: &str) -> Audit {
+    fn audit(&self, target: String, policies: Vec<String>, reason: Reason) -> Audit {
         Audit {
+            caller: Caller::of(self.identity),
             method: self.method.to_owned(),
             target,
-            allowed,
             policies,
-            reason: reason.to_owned(),
+            reason,
+            detail: String::new(),
+            shadow: false,
+            removed: None,
         }
     }
 
@@ -235,8 +201,7 @@ impl Call<'_> {
         };
         for tool in uses.iter().filter(|u| u.kind == Kind::Item(Feature::Tool)) {
             if let Some(refusal) = missing_tool_scopes(self.config, self.identity, &tool.target) {
-                let audit =
-                    self.audit(tool.target.to_string(), false, vec![], "insufficient_scope");
+                let audit = self.audit(tool.target.to_string(), vec![], Reason::InsufficientScope);
                 return (CallVerdict::Refuse(refusal), Some(audit));
             }
         }
@@ -254,6 +219,7 @@ impl Call<'_> {
         let Some(authz) = self.authz else {
             return pass(forward);
         };
+        let shadow = authz.mode == CedarMode::Shadow;
         let caller = match authz.caller(self.identity) {
             Ok(caller) => caller,
             Err(err) => {
@@ -264,8 +230,12 @@ impl Call<'_> {
                     ),
                     None => err.to_string(),
                 };
-                let reason = format!("no policy decided: {err}");
-                let audit = self.audit(targets(), false, vec![], &reason);
+                let mut audit = self.audit(targets(), vec![], Reason::UnusableCaller);
+                audit.detail = format!("no policy decided: {err}");
+                audit.shadow = shadow;
+                if shadow {
+                    return (CallVerdict::Pass(forward), Some(audit));
+                }
                 return (self.denied(&message), Some(audit));
             }
         };
@@ -291,9 +261,17 @@ impl Call<'_> {
             .map(|(d, item)| d.reason(&principal, item))
             .collect();
         let denied = uses.iter().zip(&decisions).find(|(_, d)| !d.allowed);
-        let audit = self.audit(targets(), denied.is_none(), policies, &reason.join("; "));
+        let why = match denied {
+            None => Reason::PolicyPermit,
+            Some((_, decision)) => denial_reason(decision),
+        };
+        let mut audit = self.audit(targets(), policies, why);
+        audit.detail = reason.join("; ");
+        audit.shadow = shadow;
         match denied {
             None => (CallVerdict::Pass(forward), Some(audit)),
+            // Shadow mode: the denial is logged and counted, the call goes on.
+            Some(_) if shadow => (CallVerdict::Pass(forward), Some(audit)),
             Some((denied, decision)) => {
                 let message = denial(denied, decision);
                 (self.denied(&message), Some(audit))
@@ -328,7 +306,7 @@ impl Call<'_> {
                         },
                     ),
                 };
-                let audit = self.audit(sealed.to_owned(), true, vec![], "the caller's own task");
+                let audit = self.audit(sealed.to_owned(), vec![], Reason::OwnTask);
                 (CallVerdict::Pass(forward), Some(audit))
             }
             Err(err) => {
@@ -336,7 +314,8 @@ impl Call<'_> {
                     BindingError::Malformed(_) => 400,
                     BindingError::Foreign(_) => 403,
                 };
-                let audit = self.audit(sealed.to_owned(), false, vec![], &err.to_string());
+                let mut audit = self.audit(sealed.to_owned(), vec![], Reason::ForeignTask);
+                audit.detail = err.to_string();
                 (
                     refuse(status, self.id, INVALID_PARAMS, &err.to_string()),
                     Some(audit),
@@ -368,6 +347,17 @@ impl Call<'_> {
 
 fn pass(forward: Forward) -> (CallVerdict, Option<Audit>) {
     (CallVerdict::Pass(forward), None)
+}
+
+/// Why Cedar said no, as the logs and metrics label it (the same cases as [`denial`]).
+fn denial_reason(decision: &Decision) -> Reason {
+    if !decision.errors.is_empty() {
+        Reason::PolicyError
+    } else if !decision.policies.is_empty() {
+        Reason::PolicyForbid
+    } else {
+        Reason::DefaultDeny
+    }
 }
 
 /// Why Cedar said no, in words the caller can act on; which policy stays in the log.
@@ -421,7 +411,7 @@ fn missing_tool_scopes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
+    use serde_json::{json, Map};
 
     struct Fixture {
         config: FilterConfig,
@@ -538,8 +528,8 @@ mod tests {
         );
         assert_eq!(passed(verdict), guarded(11));
         let audit = audit.unwrap();
-        assert!(audit.allowed);
-        let line: Value = serde_json::from_str(&audit.to_json(&identity(&[], ""))).unwrap();
+        assert_eq!(audit.decision(), "allow");
+        let line: Value = serde_json::from_str(&audit.to_json()).unwrap();
         assert_eq!(
             (
                 line["subject"].as_str(),
@@ -549,7 +539,8 @@ mod tests {
             (Some("alice"), Some("vscode"), Some("allow"))
         );
         assert_eq!(line["target"], "echo");
-        assert_eq!(line["reason"], "permitted by `policies[0]#0`");
+        assert_eq!(line["reason"], "policy_permit");
+        assert_eq!(line["detail"], "permitted by `policies[0]#0`");
     }
 
     #[test]
@@ -596,6 +587,88 @@ mod tests {
         );
     }
 
+    fn shadow_fixture(policies: &[&str]) -> Fixture {
+        let mut f = fixture(policies);
+        let raw = json!({
+            "resource": "https://mcp.example.com/mcp",
+            "issuers": [{"issuer": "https://mcp.example.com", "jwks": {"cluster": "a", "path": "/jwks"}}],
+            "required_scopes": ["mcp:tools"],
+            "tool_scopes": {"delete_*": ["mcp:admin"]},
+            "cedar": {"policies": policies, "mode": "shadow"},
+            "binding_key": KEY,
+        });
+        f.config = FilterConfig::from_json(raw.to_string().as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_default_deny_and_a_forbid_are_audited_with_their_reason() {
+        let f = fixture(&[DEVS]);
+        let (_, audit) = run(
+            &f,
+            &identity(&[], "mcp:tools"),
+            &json_headers(),
+            call("echo"),
+        );
+        let audit = audit.unwrap();
+        assert_eq!(
+            (audit.decision(), audit.reason, audit.shadow),
+            ("deny", Reason::DefaultDeny, false)
+        );
+        let (_, audit) = run(
+            &f,
+            &identity(&["mcp-developers"], "mcp:tools"),
+            &json_headers(),
+            call("get-env"),
+        );
+        assert_eq!(audit.unwrap().reason, Reason::PolicyForbid);
+        let (_, audit) = run(
+            &f,
+            &identity(&["mcp-developers"], "mcp:tools"),
+            &json_headers(),
+            call("echo"),
+        );
+        assert_eq!(audit.unwrap().reason, Reason::PolicyPermit);
+    }
+
+    #[test]
+    fn in_shadow_mode_a_denied_call_passes_and_is_audited_as_a_shadow_deny() {
+        let f = shadow_fixture(&[DEVS]);
+        let (verdict, audit) = run(
+            &f,
+            &identity(&["mcp-developers"], "mcp:tools"),
+            &json_headers(),
+            call("get-env"),
+        );
+        assert_eq!(passed(verdict), guarded(11), "the call goes on");
+        let audit = audit.unwrap();
+        assert_eq!(
+            (audit.decision(), audit.reason, audit.shadow),
+            ("deny", Reason::PolicyForbid, true)
+        );
+        assert_eq!(audit.policies, ["policies[0]#1"]);
+        let (verdict, audit) = run(
+            &f,
+            &identity(&[], "mcp:tools"),
+            &json_headers(),
+            call("echo"),
+        );
+        passed(verdict);
+        assert_eq!(audit.unwrap().reason, Reason::DefaultDeny);
+    }
+
+    #[test]
+    fn shadow_mode_does_not_shadow_scopes_or_unknown_methods() {
+        let f = shadow_fixture(&[ALL]);
+        let who = identity(&["mcp-developers"], "mcp:tools");
+        let (verdict, audit) = run(&f, &who, &json_headers(), call("delete_all"));
+        assert_eq!(refused(verdict).0, 403, "tool_scopes still step up");
+        assert!(!audit.unwrap().shadow);
+        let (verdict, audit) = run(&f, &who, &json_headers(), request("x/unknown", json!({})));
+        assert_eq!(refused(verdict).0, UNKNOWN_METHOD_STATUS);
+        assert!(!audit.unwrap().shadow);
+    }
+
     #[test]
     fn a_default_deny_is_logged_with_who_what_and_that_no_policy_permitted_it() {
         let f = fixture(&[DEVS]);
@@ -608,8 +681,9 @@ mod tests {
         assert_eq!(refused(verdict).0, 403);
         let audit = audit.unwrap();
         assert!(audit.policies.is_empty());
+        assert_eq!(audit.reason, Reason::DefaultDeny);
         assert_eq!(
-            audit.reason,
+            audit.detail,
             r#"no policy permits Client::"alice" `call_tool` on Tool::"echo" (default deny)"#
         );
     }
@@ -652,12 +726,13 @@ mod tests {
         );
         let audit = audit.unwrap();
         assert!(audit.policies.is_empty());
+        assert_eq!(audit.reason, Reason::UnusableCaller);
         assert!(
             audit
-                .reason
+                .detail
                 .starts_with("no policy decided: the token has no `sub`"),
             "{}",
-            audit.reason
+            audit.detail
         );
         let decision = Decision {
             allowed: false,
@@ -730,7 +805,7 @@ mod tests {
                 message,
                 format!("method `{method}` is not known to mcp-mesh-auth; list it under `methods` in the filter configuration to allow or authorise it")
             );
-            assert_eq!(audit.unwrap().reason, "method unknown to the filter");
+            assert_eq!(audit.unwrap().reason, Reason::UnknownMethod);
         }
     }
 
@@ -1065,7 +1140,7 @@ mod tests {
             challenge.contains("scope=\"mcp:tools mcp:admin\""),
             "{challenge}"
         );
-        assert_eq!(audit.unwrap().reason, "insufficient_scope");
+        assert_eq!(audit.unwrap().reason, Reason::InsufficientScope);
         let (verdict, _) = run(
             &f,
             &identity(&[], "mcp:tools mcp:admin"),

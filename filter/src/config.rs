@@ -106,6 +106,7 @@ struct RawConfig {
     #[serde(default)]
     methods: BTreeMap<String, Value>,
     denial_help: Option<String>,
+    stats_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +203,8 @@ pub struct FilterConfig {
     pub methods: ExtraMethods,
     /// Text or URL for end users, sent in the `data` of every authorization denial.
     pub denial_help: Option<String>,
+    /// The statistics instance name (`mcp_auth.<stats_prefix>.*`); `None`: the plugin's name.
+    pub stats_prefix: Option<String>,
 }
 
 impl FilterConfig {
@@ -374,6 +377,7 @@ impl FilterConfig {
             methods: ExtraMethods::from_config(raw.methods)?,
             jwt_authn: raw.jwt_authn,
             denial_help: raw.denial_help,
+            stats_prefix: stats_prefix(raw.stats_prefix)?,
         })
     }
 }
@@ -467,6 +471,23 @@ fn path(field: &str, value: &str) -> Result<(), ConfigError> {
             field: field.to_owned(),
             value: value.to_owned(),
         })
+    }
+}
+
+/// One segment of a statistics name: Envoy's tag regexes split names on `.`, Prometheus allows
+/// `[a-zA-Z0-9_]` in labels.
+fn stats_prefix(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    match raw {
+        Some(name)
+            if name.is_empty()
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Err(out_of_range(
+                "stats_prefix",
+                &format!("`{name}` must be letters, digits and `_` only (it is one segment of a stats name)"),
+            ))
+        }
+        other => Ok(other),
     }
 }
 

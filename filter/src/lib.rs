@@ -27,6 +27,7 @@ pub mod rejection;
 pub mod response;
 pub mod sse;
 pub mod tasks;
+pub mod telemetry;
 pub mod token_cache;
 pub mod tool_scopes;
 pub mod unique_json;

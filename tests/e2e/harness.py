@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -240,12 +241,10 @@ class Envoy:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def counter(self, name: str) -> int:
-        text = requests.get(f"http://127.0.0.1:{self.admin_port}/stats?filter={name}", timeout=5).text
-        for line in text.splitlines():
-            key, _, value = line.partition(": ")
-            if key.endswith(name):
-                return int(value)
-        return 0
+        """A filter counter, `name` without its `mcp_auth.<instance>.` prefix, summed over instances."""
+        pattern = r"mcp_auth\.[^.]+\." + re.escape(name) + "$"
+        text = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": pattern}, timeout=5).text
+        return sum(int(line.partition(": ")[2]) for line in text.splitlines() if ": " in line)
 
     def stop(self):
         self.process.stop()

@@ -73,14 +73,14 @@ def _unsigned(payload):
 @pytest.mark.parametrize("reason", ["malformed", "bad_signature", "expired", "not_yet_valid", "untrusted_issuer",
                                     "wrong_audience", "unknown_key", "algorithm_refused"])
 def test_each_bad_token_is_refused_with_invalid_token(envoy, signing_key, reason):
-    before = envoy.counter(f"mcp_auth.rejected.{reason}")
+    before = envoy.counter(f"decisions_total.enforce.unauthenticated.{reason}")
     response = mcp_post(envoy, bad_tokens(envoy, signing_key)[reason])
     assert response.status_code == 401
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith(f'Bearer resource_metadata="{envoy.origin}/.well-known/oauth-protected-resource/mcp"')
     assert 'error="invalid_token"' in challenge and "error_description=" in challenge
     assert response.json()["error"] == "invalid_token"
-    assert envoy.counter(f"mcp_auth.rejected.{reason}") == before + 1
+    assert envoy.counter(f"decisions_total.enforce.unauthenticated.{reason}") == before + 1
 
 
 def test_a_token_in_the_query_string_is_never_accepted(envoy, signing_key):
@@ -139,7 +139,7 @@ def test_a_rotated_key_is_picked_up_on_first_use(envoy, jwks, signing_key):
     # tools/list without a session is the server's 400, which proves the request got through.
     assert response.status_code != 401, response.text
     assert jwks.requests > before, "the unknown kid made the filter refetch the JWKS"
-    assert envoy.counter("mcp_auth.jwks_fetch.success") >= 2
+    assert envoy.counter("jwks_fetches_total.success") >= 2
 
 
 def test_cached_keys_keep_working_while_the_jwks_server_is_down(log_dir, everything, signing_key):
@@ -152,8 +152,8 @@ def test_cached_keys_keep_working_while_the_jwks_server_is_down(log_dir, everyth
         proxy.wait_ready()
         assert McpSession(proxy.url("/mcp"), signing_key.sign(claims(proxy))).open().session_id
         jwks.stop()
-        failures = proxy.counter("mcp_auth.jwks_fetch.failure")
-        wait_until(lambda: proxy.counter("mcp_auth.jwks_fetch.failure") > failures, 15, "a failed JWKS refresh")
+        failures = proxy.counter("jwks_fetches_total.failure")
+        wait_until(lambda: proxy.counter("jwks_fetches_total.failure") > failures, 15, "a failed JWKS refresh")
         fresh = signing_key.sign(claims(proxy))  # never seen before: verified with the kept keys
         session = McpSession(proxy.url("/mcp"), fresh).open()
         assert "echo" in [t["name"] for t in session.request("tools/list")["result"]["tools"]]

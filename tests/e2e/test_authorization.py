@@ -77,7 +77,7 @@ def test_an_allowed_call_passes(envoy, signing_key):
 
 def test_a_forbidden_call_gets_the_jsonrpc_403(envoy, signing_key):
     alice = session(envoy, signing_key, "alice")
-    before = envoy.counter("mcp_auth.authz.denied")
+    before = envoy.counter("decisions_total.enforce.deny.policy_forbid")
     response = alice.post({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "get-env", "arguments": {}}})
     assert response.status_code == 403
     answer = response.json()
@@ -85,7 +85,7 @@ def test_a_forbidden_call_gets_the_jsonrpc_403(envoy, signing_key):
     # The message says which kind of denial it was, never which policy (that is in the log).
     assert answer["error"]["message"].startswith("call denied by authorization policy: a policy forbids")
     assert "get-env" in answer["error"]["message"]
-    assert envoy.counter("mcp_auth.authz.denied") == before + 1
+    assert envoy.counter("decisions_total.enforce.deny.policy_forbid") == before + 1
     audit = [line for line in envoy.process.log().splitlines() if "audit" in line and '"target":"get-env"' in line]
     assert audit and '"decision":"deny"' in audit[-1] and '"subject":"alice"' in audit[-1]
     assert "policies[1]#0" in audit[-1], "the deciding forbid is named in the log"

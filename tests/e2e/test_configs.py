@@ -111,6 +111,20 @@ def test_a_token_for_one_team_is_refused_by_the_other(tmp_path, log_dir, everyth
         assert call("sales-tools", "sales-tools") == "200"
         assert call("engineering-tools", "sales-tools") == "401"
         assert call("sales-tools", "engineering-tools") == "401"
+
+        # Each team's filter counts under its own instance label: nothing is shared.
+        text = subprocess.run(["curl", "-fs", f"http://127.0.0.1:{admin}/stats/prometheus"],
+                              capture_output=True, text=True, timeout=30).stdout
+        series = {name: float(value) for name, _, value in
+                  (line.rpartition(" ") for line in text.splitlines() if line.startswith("mcp_auth_"))}
+        for team, other in (("engineering", "sales"), ("sales", "engineering")):
+            label = f'mcp_auth_instance="mcp_mesh_auth_{team}"'
+            assert series[f"mcp_auth_authenticated_total{{{label}}}"] == 1, sorted(series)
+            refused = {name: value for name, value in series.items() if name.startswith("mcp_auth_decisions_total{")
+                       and label in name and 'decision="unauthenticated"' in name and value}
+            # The other team's token, refused once here (and nowhere counted twice).
+            assert refused == {f'mcp_auth_decisions_total{{{label},mode="enforce",decision="unauthenticated",'
+                               f'reason="untrusted_issuer"}}': 1}, refused
     finally:
         envoy.stop()
         for server in jwks.values():

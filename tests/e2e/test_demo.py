@@ -1,12 +1,13 @@
 """`make demo`'s stack (scripts/demo.sh, envoy/demo.yaml) driven by real MCP clients."""
 
+import json
 import signal
 
 import pytest
 import requests
 
 from democlients import CLIENTS, DEMO_PORTS, EXPECTED, run_client, start_demo
-from harness import port_open, wait_until
+from harness import ROOT, port_open, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,22 @@ def test_a_real_client_signs_in_and_sees_exactly_what_its_user_may_use(demo, cli
     if forbidden:
         assert not seen["forbidden"]["ok"], seen
         assert "denied by authorization policy" in seen["forbidden"]["error"] or "403" in seen["forbidden"]["error"]
+
+
+def test_the_demo_log_shows_allowed_and_denied_calls_at_its_log_level(demo):
+    """Envoy runs at `-l warning`, which hides the filter's own lines: its JSON access log says who
+    was allowed or denied what."""
+    _, allowed, forbidden = EXPECTED["alice"]
+    run_client(next(iter(CLIENTS)), "alice", allowed, forbidden)
+
+    def decisions():
+        lines = (ROOT / ".demo" / "envoy.log").read_text(errors="replace").splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        # The demo's users are `<provider>:<name>`.
+        return {(e["mcp_target"], e["mcp_decision"], e["status"]) for e in entries
+                if (e.get("mcp_principal") or "").endswith(":alice") and e.get("mcp_method") == "tools/call"}
+    wanted = {(allowed, "allow", 200), (forbidden, "deny", 403)}
+    wait_until(lambda: wanted <= decisions(), 10, "the access log lines of alice's calls")
 
 
 def test_the_typescript_sdk_goes_through_the_401_and_gets_a_refresh_token(demo):

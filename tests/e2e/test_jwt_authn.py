@@ -81,7 +81,7 @@ def test_a_token_jwt_authn_verified_is_served_and_authorized(envoy, signing_key)
     denied = alice.post({"jsonrpc": "2.0", "id": 6, "method": "tools/call",
                          "params": {"name": "get-env", "arguments": {}}})
     assert denied.status_code == 403
-    assert envoy.counter("mcp_auth.allowed") >= 3
+    assert envoy.counter("authenticated_total") >= 3
 
 
 def test_no_token_gets_the_mcp_401(envoy):

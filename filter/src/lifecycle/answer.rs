@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use super::{Host, Observation, Step, Stream, SESSION_HEADER};
+use crate::authz::CedarMode;
 use crate::binding::Purpose;
 use crate::call_gate::{AnswerWork, PendingAnswer};
 use crate::engine::Engine;
@@ -18,6 +19,7 @@ use crate::operation::Kind;
 use crate::response;
 use crate::sse;
 use crate::tasks::{self, Owner};
+use crate::telemetry::{Audit, Caller, Reason, Removed};
 use crate::unique_json;
 
 /// The parts of a response head the lifecycle needs.
@@ -58,6 +60,8 @@ pub(super) struct Cutting {
     events: Events,
     /// Whether the cut list was logged (once, when its answer has passed).
     audited: bool,
+    /// What the cut removed so far (in shadow mode: would have removed).
+    removed: Removed,
     /// The start of what `Events::Worked` writes (see `sse::Output`).
     output: sse::Output,
     /// Bytes of the host's buffer already fed to the filter (the buffer grows while paused).
@@ -106,6 +110,7 @@ pub(super) fn on_headers(
                 pending: None,
                 events: Events::Cut(SseFilter::without_answer(max)),
                 audited: false,
+                removed: Removed::default(),
                 output: sse::Output::default(),
                 consumed: 0,
                 out: Vec::new(),
@@ -124,6 +129,7 @@ pub(super) fn on_headers(
                     pending: Some(pending),
                     events: Events::Cut(filter),
                     audited: false,
+                    removed: Removed::default(),
                     output: sse::Output::default(),
                     consumed: 0,
                     out: Vec::new(),
@@ -135,6 +141,7 @@ pub(super) fn on_headers(
                 pending: Some(pending),
                 events: Events::Worked(sse::Splitter::new(max)),
                 audited: false,
+                removed: Removed::default(),
                 output: sse::Output::default(),
                 consumed: 0,
                 out: Vec::new(),
@@ -225,10 +232,12 @@ fn withhold(host: &mut dyn Host, body_size: usize) -> Step {
     Step::Continue
 }
 
-/// Decides a list's items for the caller; without Cedar (no list is then cut) every item passes.
+/// Decides a list's items for the caller and notes in `removed` the ones it may not use; without
+/// Cedar (no list is then cut) every item passes, and in shadow mode every item passes too.
 fn keeper<'e>(
     engine: &'e mut Engine,
     identity: &'e crate::verify::VerifiedToken,
+    removed: &'e mut Removed,
 ) -> impl FnMut(Kind, &[Value]) -> Vec<bool> + 'e {
     let Engine {
         config,
@@ -239,7 +248,16 @@ fn keeper<'e>(
     let authz = config.authorizer.as_deref();
     move |kind: Kind, items: &[Value]| match authz {
         Some(authz) => {
-            list_decisions::keep_listed(authz, list_memo, annotations, identity, kind, items)
+            let keep =
+                list_decisions::keep_listed(authz, list_memo, annotations, identity, kind, items);
+            for (item, _) in items.iter().zip(&keep).filter(|(_, kept)| !**kept) {
+                let name = item.get(kind.id_key()).and_then(Value::as_str);
+                removed.add(name.unwrap_or("(unnamed)"));
+            }
+            match authz.mode {
+                CedarMode::Enforce => keep,
+                CedarMode::Shadow => vec![true; items.len()],
+            }
         }
         None => vec![true; items.len()],
     }
@@ -292,9 +310,16 @@ fn cut(
         }
         Ok(Some(size)) => {
             if let Events::Cut(filter) = &cutting.events {
-                if let (Some(count), false) = (filter.answer(), cutting.audited) {
+                if let (Some(_), false) = (filter.answer(), cutting.audited) {
                     cutting.audited = true;
-                    audit_list(stream, host, &cutting, count.kept, count.removed);
+                    if let Some(PendingAnswer {
+                        work: AnswerWork::Cut(kind),
+                        ..
+                    }) = &cutting.pending
+                    {
+                        let removed = std::mem::take(&mut cutting.removed);
+                        audit_list(stream, engine, host, *kind, removed);
+                    }
                 }
             }
             let nothing_to_write = size == 0 && cutting.out.is_empty();
@@ -329,7 +354,7 @@ fn feed(
     match &mut cutting.events {
         Events::Cut(filter) => {
             let dropped = filter.dropped();
-            let mut keep = keeper(engine, identity);
+            let mut keep = keeper(engine, identity, &mut cutting.removed);
             let keep: &mut Keep<'_> = &mut keep;
             let mut out = filter.feed(fresh, keep).map_err(|e| e.to_string())?;
             if end_of_stream {
@@ -409,29 +434,31 @@ fn foreign_list(message: &Value, work: &AnswerWork) -> Option<&'static str> {
     .find(|key| result.get(*key).is_some_and(Value::is_array))
 }
 
-/// Logs the cut of one list, once: the answer has passed.
-fn audit_list(
-    stream: &Stream,
-    host: &mut dyn Host,
-    cutting: &Cutting,
-    kept: usize,
-    removed: usize,
-) {
-    let Some(PendingAnswer {
-        work: AnswerWork::Cut(kind),
-        ..
-    }) = &cutting.pending
-    else {
+/// Logs, counts and records the cut of one list, once: the answer has passed.
+fn audit_list(stream: &Stream, engine: &Engine, host: &mut dyn Host, kind: Kind, removed: Removed) {
+    let Some(identity) = &stream.identity else {
         return;
     };
-    host.observe(Observation::Filtered(removed));
-    log::info!(
-        "mcp-mesh-auth: audit {}",
-        serde_json::json!({
-            "subject": stream.identity.as_ref().and_then(|i| i.subject.as_deref()),
-            "method": format!("{}/list", kind.list_key()),
-            "listed": kept, "removed": removed})
-    );
+    let audit = Audit {
+        caller: Caller::of(identity),
+        method: format!("{}/list", kind.list_key()),
+        target: String::new(),
+        policies: Vec::new(),
+        reason: if removed.count > 0 {
+            Reason::ListCut
+        } else {
+            Reason::ListWhole
+        },
+        detail: String::new(),
+        shadow: engine
+            .config
+            .authorizer
+            .as_deref()
+            .is_some_and(|authz| authz.mode == CedarMode::Shadow),
+        removed: Some(removed),
+    };
+    host.observe(Observation::Decided(&audit));
+    log::info!("mcp-mesh-auth: audit {}", audit.to_json());
 }
 
 fn fail_cutting(
@@ -479,7 +506,11 @@ fn whole(stream: &mut Stream, engine: &mut Engine, host: &mut dyn Host) -> Step 
     if error_status && !carries_result(&body) {
         return Step::Continue;
     }
-    let worked = work_message(engine, &identity, &pending, &body);
+    let mut removed = Removed::default();
+    let worked = work_message(engine, &identity, &pending, &body, &mut removed);
+    if let (Ok(_), AnswerWork::Cut(kind)) = (&worked, &pending.work) {
+        audit_list(stream, engine, host, *kind, removed);
+    }
     match worked {
         Ok(None) => Step::Continue,
         Ok(Some(new_body)) => {
@@ -510,11 +541,12 @@ fn work_message(
     identity: &crate::verify::VerifiedToken,
     pending: &PendingAnswer,
     body: &[u8],
+    removed: &mut Removed,
 ) -> Result<Option<Vec<u8>>, Failure> {
     if let AnswerWork::Cut(kind) = pending.work {
         let id = RequestId::from_request(&pending.request_id)
             .ok_or_else(|| "the request id is not canonical".to_owned())?;
-        let mut keep = keeper(engine, identity);
+        let mut keep = keeper(engine, identity, removed);
         let filtered = list_filter::filter_json(body, &id, kind, &mut keep)
             .map_err(|err: FilterError| err.to_string())?;
         return Ok(filtered.body);

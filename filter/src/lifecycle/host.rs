@@ -4,23 +4,22 @@
 
 use crate::rejection::Rejection;
 use crate::response::LocalResponse;
+use crate::telemetry::{Audit, Caller};
 
 /// A host call that failed; `0` says which, for the 500 the request then gets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the proxy refused to {0}")]
 pub struct HostError(pub &'static str);
 
-/// Something worth counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Something worth counting, and recording where Envoy's access logs read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Observation<'a> {
-    /// A request authenticated.
-    Allowed,
+    /// A request authenticated, by this caller.
+    Allowed(&'a Caller),
     /// A request refused for its token.
     Rejected(&'a Rejection),
-    /// A Cedar decision on one call.
-    Authorized(bool),
-    /// Items cut out of one list answer.
-    Filtered(usize),
+    /// An authorization decision: on one call, or on the items of one list answer.
+    Decided(&'a Audit),
 }
 
 pub trait Host {

@@ -27,6 +27,7 @@ use crate::jsonrpc::INVALID_REQUEST;
 use crate::rejection::Rejection;
 use crate::response::{self, LocalResponse};
 use crate::tasks::Owner;
+use crate::telemetry::Caller;
 use crate::verify::VerifiedToken;
 
 pub use answer::ResponseHead;
@@ -296,7 +297,7 @@ impl Stream {
             None if head.is_preflight => Request::Bodiless,
             None => Request::Public,
             Some(identity) => {
-                host.observe(Observation::Allowed);
+                host.observe(Observation::Allowed(&Caller::of(&identity)));
                 let route = route::route(&engine.config, &head);
                 if let Err(refusal) = self.bind_session(engine, host, &identity, &head) {
                     return self.refuse(host, &head, &refusal);
@@ -384,8 +385,8 @@ impl Stream {
             body,
         );
         if let Some(audit) = audit {
-            host.observe(Observation::Authorized(audit.allowed));
-            log::info!("mcp-mesh-auth: audit {}", audit.to_json(&identity));
+            host.observe(Observation::Decided(&audit));
+            log::info!("mcp-mesh-auth: audit {}", audit.to_json());
         }
         let forward = match verdict {
             CallVerdict::Pass(forward) => forward,

@@ -27,6 +27,8 @@ struct FakeHost {
     resumed: usize,
     trailers_removed: usize,
     observed: Vec<String>,
+    /// The authorization decisions, as the access log and the metrics get them.
+    audits: Vec<crate::telemetry::Audit>,
 }
 
 impl Host for FakeHost {
@@ -71,6 +73,9 @@ impl Host for FakeHost {
     }
     fn observe(&mut self, observation: Observation<'_>) {
         self.observed.push(format!("{observation:?}"));
+        if let Observation::Decided(audit) = observation {
+            self.audits.push(audit.clone());
+        }
     }
 }
 
@@ -1090,4 +1095,149 @@ fn a_repeated_header_the_decision_reads_is_refused_and_other_paths_get_nothing()
 
 fn head_of(method: &str, path: &str) -> RequestHead {
     head(method, path, "https://inline.example.com")
+}
+
+fn shadow_engine(mode: Mode) -> Engine {
+    engine(
+        mode,
+        json!({"cedar": {"policies": POLICIES, "mode": "shadow"}}),
+    )
+}
+
+#[test]
+fn in_shadow_mode_a_forbidden_call_passes_in_every_framing_and_mode_and_is_recorded_as_a_deny() {
+    for mode in MODES {
+        for framing in FRAMINGS {
+            let (mut engine, mut host, mut stream) =
+                (shadow_engine(mode), FakeHost::default(), Stream::default());
+            let steps = drive(
+                &mut engine,
+                &mut host,
+                &mut stream,
+                post(),
+                &call("rm"),
+                framing,
+            );
+            assert!(
+                host.sent.is_empty(),
+                "{mode:?} {framing:?}: {:?}",
+                host.sent
+            );
+            assert_eq!(steps.last(), Some(&Step::Continue), "{mode:?} {framing:?}");
+            assert!(!stream.is_answered());
+            let [audit] = host.audits.as_slice() else {
+                panic!("one decision expected: {:?}", host.audits);
+            };
+            assert_eq!(
+                (audit.decision(), audit.reason.label(), audit.shadow),
+                ("deny", "default_deny", true)
+            );
+            assert_eq!(
+                (audit.caller.principal.as_str(), audit.target.as_str()),
+                ("alice", "rm")
+            );
+        }
+    }
+}
+
+#[test]
+fn shadow_mode_does_not_shadow_authentication() {
+    for mode in MODES {
+        let (mut engine, mut host, mut stream) =
+            (shadow_engine(mode), FakeHost::default(), Stream::default());
+        let mut head = post();
+        head.authorization.clear();
+        stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS);
+        assert_eq!(host.status(), Some(401));
+        assert!(
+            host.observed[0].starts_with("Rejected"),
+            "{:?}",
+            host.observed
+        );
+    }
+}
+
+/// A `tools/list` answer in JSON (`chunk: None`) or as an event stream in chunks: what reached the
+/// client, and the decisions recorded.
+fn list_answer(mut engine: Engine, chunk: Option<usize>) -> (String, Vec<crate::telemetry::Audit>) {
+    let mut host = FakeHost::default();
+    let mut stream = Stream::default();
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).to_string();
+    drive(
+        &mut engine,
+        &mut host,
+        &mut stream,
+        post(),
+        body.as_bytes(),
+        Framing::LastChunk,
+    );
+    let answer = tools_list_answer(json!(7));
+    let seen = match chunk {
+        None => {
+            stream.on_response_headers(&mut engine, &mut host, &json_head(), false);
+            host.response_body = answer.into_bytes();
+            let size = host.response_body.len();
+            stream.on_response_body(&mut engine, &mut host, size, true);
+            std::mem::take(&mut host.response_body)
+        }
+        Some(chunk) => {
+            stream.on_response_headers(&mut engine, &mut host, &sse_head(), false);
+            let sse = format!("data: {answer}\n\n");
+            stream_answer(
+                &mut engine,
+                &mut host,
+                &mut stream,
+                sse.as_bytes(),
+                chunk,
+                false,
+            )
+        }
+    };
+    assert!(host.sent.is_empty(), "{:?}", host.sent);
+    (String::from_utf8(seen).unwrap(), host.audits)
+}
+
+#[test]
+fn a_cut_list_is_recorded_once_with_what_was_removed_and_for_whom() {
+    for mode in MODES {
+        for chunk in [None, Some(5), Some(4096)] {
+            let (seen, audits) = list_answer(engine(mode, json!({})), chunk);
+            assert!(seen.contains("echo") && !seen.contains("\"rm\""), "{seen}");
+            let [audit] = audits.as_slice() else {
+                panic!("{mode:?} {chunk:?}: one list decision expected: {audits:?}");
+            };
+            let removed = audit.removed.as_ref().unwrap();
+            assert_eq!(
+                (removed.count, removed.names.as_slice()),
+                (1, ["rm".to_owned()].as_slice())
+            );
+            assert_eq!(
+                (
+                    audit.reason.label(),
+                    audit.shadow,
+                    audit.caller.principal.as_str()
+                ),
+                ("list_cut", false, "alice")
+            );
+            assert_eq!(audit.method, "tools/list");
+        }
+    }
+}
+
+#[test]
+fn in_shadow_mode_a_list_passes_whole_and_records_what_would_have_been_cut() {
+    for mode in MODES {
+        for chunk in [None, Some(5), Some(4096)] {
+            let (seen, audits) = list_answer(shadow_engine(mode), chunk);
+            assert!(seen.contains("echo") && seen.contains("\"rm\""), "{seen}");
+            let [audit] = audits.as_slice() else {
+                panic!("{mode:?} {chunk:?}: one list decision expected: {audits:?}");
+            };
+            assert_eq!(
+                audit.removed.as_ref().map(|r| r.names.clone()),
+                Some(vec!["rm".to_owned()])
+            );
+            assert_eq!((audit.reason.label(), audit.shadow), ("list_cut", true));
+        }
+    }
 }

@@ -63,6 +63,12 @@ extern "C" {
         grpc_status: i32,
     ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -193,4 +199,11 @@ pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Failed> {
         NOT_FOUND => Ok(None),
         other => Err(Failed(other)),
     }
+}
+
+/// Sets a property of the current stream: Envoy keeps it as filter state `wasm.<path>`, where
+/// access logs (`%FILTER_STATE(wasm.<path>:PLAIN)%`) and CEL read it.
+pub fn set_property(path: &str, value: &str) -> Result<(), Failed> {
+    // SAFETY: `path` and `value` are valid slices for the duration of the call.
+    status(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }

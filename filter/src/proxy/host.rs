@@ -11,6 +11,14 @@ use super::abi::{self, Failed};
 use super::metrics::Metrics;
 use crate::lifecycle::{Host, HostError, Observation};
 use crate::response::LocalResponse;
+use crate::telemetry;
+
+/// The host's clock in microseconds, for the decision time histogram only.
+pub fn now_us() -> Option<u64> {
+    let now = hostcalls::get_current_time().ok()?;
+    let since_epoch = now.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since_epoch.as_micros()).ok()
+}
 
 /// Wall-clock milliseconds from the host, or `None` when the host cannot tell (then nothing
 /// time-dependent may be decided: fail closed).
@@ -71,6 +79,8 @@ pub struct ProxyHost<'m> {
     pub metrics: &'m Metrics,
     send: Option<LocalResponse>,
     resume: bool,
+    /// An authorization decision was made in this callback (its time goes to the histogram).
+    pub decided: bool,
 }
 
 impl<'m> ProxyHost<'m> {
@@ -79,6 +89,7 @@ impl<'m> ProxyHost<'m> {
             metrics,
             send: None,
             resume: false,
+            decided: false,
         }
     }
 
@@ -164,7 +175,21 @@ impl Host for ProxyHost<'_> {
         Ok(())
     }
 
+    /// Counts, and records the decision as filter state for Envoy's access logs.
     fn observe(&mut self, observation: Observation<'_>) {
         self.metrics.observe(observation);
+        let properties = match observation {
+            Observation::Allowed(caller) => caller.properties(),
+            Observation::Rejected(rejection) => telemetry::rejection_properties(rejection),
+            Observation::Decided(audit) => {
+                self.decided = true;
+                audit.properties()
+            }
+        };
+        for (key, value) in properties {
+            if let Err(failed) = abi::set_property(key, &value) {
+                log::warn!("mcp-mesh-auth: could not record {key} for the access log: {failed:?}");
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
+use super::abi;
 use super::host;
 use super::http::HttpFilter;
 use super::jwks_fetch;
@@ -20,6 +21,7 @@ use crate::binding::BindingKey;
 use crate::config::FilterConfig;
 use crate::engine::Engine;
 use crate::lifecycle::Hold;
+use crate::telemetry;
 use crate::waiters::{Waiter, Waiters};
 
 /// Fine enough that a cold start waits little for its first keys, cheap when nothing is due.
@@ -107,6 +109,22 @@ fn per_proxy_binding_key() -> Option<BindingKey> {
     read().or_else(|| BindingKey::from_base64(&text).ok())
 }
 
+/// The statistics instance name when `stats_prefix` is not set: the plugin's `name` in the Envoy
+/// configuration (each filter instance has its own), else its root id.
+fn plugin_instance() -> String {
+    let property = |name: &str| {
+        abi::get_property(&[name])
+            .ok()
+            .flatten()
+            .and_then(|value| String::from_utf8(value).ok())
+            .filter(|value| !value.is_empty())
+    };
+    let raw = property("plugin_name")
+        .or_else(|| property("plugin_root_id"))
+        .unwrap_or_default();
+    telemetry::instance_name(&raw)
+}
+
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
@@ -148,10 +166,11 @@ impl RootContext for Root {
                     config.issuers.len(),
                     self.context_id
                 );
+                let instance = config.stats_prefix.clone().unwrap_or_else(plugin_instance);
                 self.vm = Some(Rc::new(RefCell::new(Vm {
                     engine: Engine::new(config),
                     waiters: Waiters::default(),
-                    metrics: Metrics::define(),
+                    metrics: Metrics::define(&instance),
                     fetches: Default::default(),
                 })));
                 // The first tick fetches the keys; fetching here would also fetch from VMs that

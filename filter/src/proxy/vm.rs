@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::host::{Deferred, ProxyHost};
+use super::host::{self, Deferred, ProxyHost};
 use super::metrics::Metrics;
 use crate::engine::Engine;
 use crate::lifecycle::{Step, Stream};
@@ -43,7 +43,11 @@ pub fn step(
         ..
     } = &mut *state;
     let mut host = ProxyHost::new(metrics);
+    let started = host::now_us();
     let step = callback(&mut current, engine, &mut host);
+    if let (true, Some(started), Some(ended)) = (host.decided, started, host::now_us()) {
+        metrics.decision_time(ended.saturating_sub(started));
+    }
     if let Step::Hold {
         issuer,
         deadline_ms,
