@@ -229,6 +229,14 @@ pub async fn login_page<S: Store>(
             }
             see_other(&url)
         }
+        // The person is here and can retry: a page, not an error sent to their client.
+        Err(err) if err.is_transient() => {
+            tracing::error!(error = %err, "upstream login could not start");
+            pages::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The identity provider is unreachable; try again later.",
+            )
+        }
         Err(err) => {
             tracing::error!(error = %err, "upstream login could not start");
             let back = Back::of(&state, &pending);
@@ -816,6 +824,11 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let users = dir.path().join("users.yaml");
             std::fs::write(&users, "users:\n- {username: alice, password: pw, email: alice@example.com, name: Alice}\n").unwrap();
+            let upstream = Upstream::new(Some(Box::new(DevUsers::load(&users).unwrap())));
+            Self::with(dir, issuer, upstream).await
+        }
+
+        async fn with(dir: tempfile::TempDir, issuer: &str, upstream: Upstream) -> Self {
             let url = format!("sqlite://{}/auth.db", dir.path().display());
             let store = SqliteStore::open(&url).await.unwrap();
             store
@@ -831,7 +844,6 @@ mod tests {
                 serde_yaml::from_str(&format!("issuer: {issuer}\nresources: [{A}, {B}]\n"))
                     .unwrap();
             let config = Config::resolve(file, Overrides::default()).unwrap();
-            let upstream = Upstream::new(Some(Box::new(DevUsers::load(&users).unwrap())));
             let app = crate::http::router(
                 config,
                 KeyRing::ephemeral(),
@@ -1018,6 +1030,31 @@ mod tests {
                 "{path}: the cluster's endpoints are not under the public prefix"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_identity_provider_is_a_503_page_at_the_login_start_and_in_readyz() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = crate::idp::oidc::unreachable_for_tests(dir.path());
+        let mut server = Server::with(
+            dir,
+            "https://auth.example.com",
+            Upstream::new(Some(Box::new(upstream))),
+        )
+        .await;
+        let (status, login, _) = server.get(&authorize(&format!("&resource={A}"))).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (status, location, page) = server.get(&login).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(location, "", "the person is told here, not sent anywhere");
+        assert!(
+            page.contains("The identity provider is unreachable; try again later."),
+            "{page}"
+        );
+        assert!(!page.contains("127.0.0.1"), "no upstream detail: {page}");
+        let (status, _, body) = server.get("/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "identity provider unreachable");
     }
 
     #[tokio::test]

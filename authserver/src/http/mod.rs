@@ -309,16 +309,39 @@ async fn register<S: Store>(
         .into_response()
 }
 
-/// Whether the database answers. The cause of a failure goes to the log only: the probe is
-/// unauthenticated and the error text can name hosts, users and files.
+/// Longest the readiness probe waits for the identity provider's discovery: under the probe's
+/// own timeout (`timeoutSeconds: 3` in the shipped manifest), so a provider that does not
+/// answer reads as not ready rather than as a probe that hangs.
+const READINESS_IDP_BUDGET: Duration = Duration::from_secs(2);
+
+/// Whether the database answers and a login can start (see `IdentityProvider::readiness`). The
+/// cause of a failure goes to the log only: the probe is unauthenticated and the error text can
+/// name hosts, users and files.
 async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness probe: database unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+    if let Err(err) = state.store.ping().await {
+        tracing::warn!(error = %err, "readiness probe: database unavailable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
+    }
+    if let Some(provider) = state.upstream.provider() {
+        let verdict = tokio::time::timeout(READINESS_IDP_BUDGET, provider.readiness()).await;
+        let cause = match verdict {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(_) => Some(format!(
+                "no answer within {}s",
+                READINESS_IDP_BUDGET.as_secs()
+            )),
+        };
+        if let Some(cause) = cause {
+            tracing::warn!(error = %cause, "readiness probe: identity provider unreachable");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity provider unreachable",
+            )
+                .into_response();
         }
     }
+    (StatusCode::OK, "ready").into_response()
 }
 
 async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
