@@ -1,13 +1,23 @@
 """What a platform team meets when deploying: readiness that tells the truth about the identity
 provider and the database, clear start-up errors, and (further down) the image the project builds."""
 
+import gzip
+import hashlib
+import io
+import json
+import os
+import struct
 import subprocess
+import sys
+import tarfile
 
+import pytest
 import requests
+import yaml
 
 from authstack import AUTHSERVER, REDIRECT, AuthServer, pkce
 from browser import Browser
-from harness import free_port, wait_until
+from harness import ROOT, Process, free_port, port_open, wait_until
 from test_federation import server_config, start_idp
 
 
@@ -64,3 +74,115 @@ def test_an_unreachable_postgresql_stops_the_start_naming_the_host_and_not_the_p
     assert f"cannot connect to PostgreSQL at 127.0.0.1:{closed}" in result.stderr, result.stderr
     assert "Connection refused" in result.stderr
     assert "hunter2-secret" not in result.stderr + result.stdout
+
+
+# The image. `make test` assembles it around the debug binary (the static release build that
+# `make image` ships takes minutes with LTO); the static binary's own checks run when it is there.
+STATIC = ROOT / "target" / "x86_64-unknown-linux-gnu" / "release" / "mcp-mesh-authserver"
+
+
+def build_image(binary, out):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "image.py"), str(binary), str(out), "0.1.0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def read_image(out):
+    """The manifest, config and root filesystem of the layout's one image, each checked against its digest."""
+    layout = out / "layout"
+
+    def blob(descriptor):
+        data = (layout / "blobs" / "sha256" / descriptor["digest"].removeprefix("sha256:")).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == descriptor["digest"].removeprefix("sha256:")
+        assert len(data) == descriptor["size"]
+        return data
+
+    assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    [entry] = json.loads((layout / "index.json").read_text())["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "0.1.0"
+    manifest = json.loads(blob(entry))
+    config = json.loads(blob(manifest["config"]))
+    [layer] = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    rootfs = gzip.decompress(blob(layer))
+    assert config["rootfs"]["diff_ids"] == [f"sha256:{hashlib.sha256(rootfs).hexdigest()}"]
+    return entry["digest"], config, rootfs
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    out = tmp_path_factory.mktemp("image") / "image"
+    stdout = build_image(AUTHSERVER, out)
+    digest, config, rootfs = read_image(out)
+    root = out.parent / "rootfs"
+    with tarfile.open(fileobj=io.BytesIO(rootfs)) as tar:
+        tar.extractall(root, filter="tar")
+    return {"out": out, "stdout": stdout, "digest": digest, "config": config, "rootfs": rootfs, "root": root}
+
+
+def test_the_image_runs_as_a_non_root_user_with_the_server_as_entrypoint(image):
+    config = image["config"]["config"]
+    assert config["User"] == "65532:65532"
+    assert config["Entrypoint"] == ["/usr/local/bin/mcp-mesh-authserver"]
+    assert image["config"]["os"] == "linux" and image["config"]["architecture"] == "amd64"
+    with tarfile.open(fileobj=io.BytesIO(image["rootfs"])) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert "bin/sh" not in members and not any(name.startswith("bin/") for name in members), "no shell"
+    assert members["usr/local/bin/mcp-mesh-authserver"].mode == 0o755
+    assert "nonroot:x:65532:65532:" in (image["root"] / "etc" / "passwd").read_text()
+    assert members["var/lib/mcp-auth"].uid == 65532, "the SQLite directory is the user's"
+
+
+def test_the_istio_manifest_is_pinned_to_the_image_digest_and_runs_as_its_user(image):
+    rendered = image["out"].parent / "istio" / "authserver.yaml"
+    documents = list(yaml.safe_load_all(rendered.read_text()))
+    [deployment] = [d for d in documents if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == f"ghcr.io/example/mcp-mesh-authserver:0.1.0@{image['digest']}"
+    assert image["digest"] in image["stdout"]
+    assert f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}" == image["config"]["config"]["User"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_the_same_binary_gives_the_same_image_digest(image, tmp_path):
+    build_image(AUTHSERVER, tmp_path / "again")
+    assert read_image(tmp_path / "again")[0] == image["digest"]
+
+
+def test_the_binary_from_the_image_layer_starts_and_answers_healthz(image, log_dir, tmp_path):
+    binary = image["root"] / "usr" / "local" / "bin" / "mcp-mesh-authserver"
+    assert "--config" in subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=30).stdout
+    port = free_port()
+    server = Process("authserver-from-image", [str(binary), "--issuer", f"http://127.0.0.1:{port}",
+                                               "--resource", f"http://127.0.0.1:{port}/mcp", "--listen", f"127.0.0.1:{port}",
+                                               "--database", f"sqlite://{tmp_path}/auth.db?mode=rwc"], log_dir)
+    try:
+        wait_until(lambda: port_open(port) or (not server.alive() and pytest.fail(server.log())), 30, "the server from the image")
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).text == "ok"
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not STATIC.exists(), reason="`make image` builds the static binary")
+def test_the_shipped_binary_is_static_and_runs_alone_in_its_image_as_the_non_root_user(tmp_path):
+    with open(STATIC, "rb") as elf:
+        header = elf.read(64)
+        assert header[:4] == b"\x7fELF"
+        phoff, phentsize, phnum = struct.unpack_from("<Q", header, 32)[0], *struct.unpack_from("<HH", header, 54)
+        elf.seek(phoff)
+        types = [struct.unpack_from("<I", elf.read(phentsize))[0] for _ in range(phnum)]
+    assert 3 not in types, "no PT_INTERP: no dynamic loader, no libc needed in the image"
+    build_image(STATIC, tmp_path / "image")
+    _, _, rootfs = read_image(tmp_path / "image")
+    root = tmp_path / "rootfs"
+    with tarfile.open(fileobj=io.BytesIO(rootfs)) as tar:
+        tar.extractall(root, filter="tar")
+    if os.geteuid() != 0:
+        pytest.skip("chroot needs root")
+    # Nothing but the layer: no shell, no libc, the image's user.
+    result = subprocess.run(["chroot", "--userspec=65532:65532", str(root), "/usr/local/bin/mcp-mesh-authserver", "--version"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "mcp-mesh-authserver" in result.stdout, result.stderr
