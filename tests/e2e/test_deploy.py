@@ -1,6 +1,7 @@
 """What a platform team meets when deploying: readiness that tells the truth about the identity
 provider and the database, clear start-up errors, and (further down) the image the project builds."""
 
+import collections
 import gzip
 import hashlib
 import io
@@ -10,14 +11,18 @@ import struct
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 
+import jwt
 import pytest
 import requests
 import yaml
 
-from authstack import AUTHSERVER, REDIRECT, AuthServer, pkce
+from authstack import AUTHSERVER, REDIRECT, AuthServer, claims_of, pkce, write_key
 from browser import Browser
-from harness import ROOT, Process, free_port, port_open, wait_until
+from harness import ROOT, Envoy, McpSession, Process, free_port, port_open, wait_until
+from test_authserver import POLICIES, AuthServer as DevAuthServer
 from test_federation import server_config, start_idp
 
 
@@ -186,3 +191,102 @@ def test_the_shipped_binary_is_static_and_runs_alone_in_its_image_as_the_non_roo
     result = subprocess.run(["chroot", "--userspec=65532:65532", str(root), "/usr/local/bin/mcp-mesh-authserver", "--version"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "mcp-mesh-authserver" in result.stdout, result.stderr
+
+
+# Signing-key rotation under traffic, as docs/runbooks.md describes it: publish, switch, overlap, retire.
+ACCESS_SECONDS = 10  # short, so the overlap is seconds; long enough that retiring early would be seen
+class Traffic(threading.Thread):
+    """Machine-client traffic: a fresh token (straight from the server, retried while it restarts),
+    then an MCP call through Envoy + the filter with every token still held that is not about to
+    expire. A refused call with an unexpired token is a dropped valid token."""
+
+    def __init__(self, token_url, session, client):
+        super().__init__(daemon=True)
+        self.token_url, self.session, self.client = token_url, session, client
+        self.held = []  # (token, exp, kid), oldest first
+        self.dropped = []
+        self.calls = collections.Counter()  # accepted calls per signing kid
+        self.stopping = threading.Event()
+
+    def token(self):
+        try:
+            response = requests.post(self.token_url, auth=(self.client["client_id"], self.client["client_secret"]),
+                                     data={"grant_type": "client_credentials", "scope": "mcp:tools"}, timeout=10)
+        except requests.ConnectionError:
+            return None  # the server is restarting; a client retries
+        assert response.status_code == 200, response.text
+        token = response.json()["access_token"]
+        return token, claims_of(token)["exp"], jwt.get_unverified_header(token)["kid"]
+
+    def run(self):
+        while not self.stopping.is_set():
+            fresh = self.token()
+            if fresh:
+                self.held.append(fresh)
+            # Keep the oldest live token and the two newest; skip one within a second of expiry.
+            live = [held for held in self.held if held[1] > time.time() + 1]
+            self.held = live[:1] + live[1:][-2:]
+            for token, exp, kid in self.held:
+                self.session.token = token
+                answer = self.session.post({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                            "params": {"name": "echo", "arguments": {"message": "rotate"}}})
+                if answer.status_code == 200:
+                    self.calls[kid] += 1
+                elif exp > time.time():
+                    self.dropped.append((kid, answer.status_code, answer.text[:200]))
+
+
+def test_a_signing_key_rotation_under_traffic_drops_no_valid_token(log_dir, everything, tmp_path):
+    port = free_port()
+    proxy = Envoy(log_dir, backend_port=everything, jwks_port=port, name="envoy-rotation",
+                  jwks={"path": "/.well-known/jwks.json", "refresh_seconds": 2},
+                  filter_config={"cedar": {"policies": POLICIES}})
+    key_a, key_b = write_key(tmp_path / "a.pem", "ec"), write_key(tmp_path / "b.pem", "rsa")
+    lifetimes = {"lifetimes": {"access_seconds": ACCESS_SECONDS}}
+    servers = []
+
+    def deploy(keys):
+        """A rolling update of the one replica: stop, start with `keys` (the first signs)."""
+        if servers:
+            servers[-1].stop()
+        servers.append(DevAuthServer(log_dir, tmp_path, proxy.origin, proxy.resource, port, keys,
+                                     name=f"authserver-rotation-{len(servers)}", extra=lifetimes))
+
+    def jwks_fetched_after_deploy():
+        """Waits for two JWKS fetches by the filter after now: one started after the deploy."""
+        fetched = proxy.counter("cluster.authserver.upstream_rq_completed")
+        wait_until(lambda: proxy.counter("cluster.authserver.upstream_rq_completed") >= fetched + 2, 30,
+                   "the filter's JWKS refresh")
+
+    deploy([key_a])
+    proxy.wait_ready()
+    base = f"http://127.0.0.1:{port}"
+    client = requests.post(f"{base}/oauth/register", timeout=10, json={
+        "client_name": "rotation", "redirect_uris": ["https://jobs.example.com/cb"], "scope": "mcp:tools",
+        "token_endpoint_auth_method": "client_secret_basic", "grant_types": ["client_credentials"]}).json()
+    first = requests.post(f"{base}/oauth/token", auth=(client["client_id"], client["client_secret"]),
+                          data={"grant_type": "client_credentials", "scope": "mcp:tools"}, timeout=10).json()
+    kid_a = jwt.get_unverified_header(first["access_token"])["kid"]
+    traffic = Traffic(f"{base}/oauth/token", McpSession(proxy.url("/mcp"), first["access_token"]).open(), client)
+    traffic.start()
+    try:
+        wait_until(lambda: traffic.calls[kid_a] >= 5, 30, "traffic signed by A")
+        deploy([key_a, key_b])  # 1. publish B; A still signs
+        jwks_fetched_after_deploy()  # the filter knows B before any token is signed with it
+        deploy([key_b, key_a])  # 2. switch: B signs, A stays published for A's live tokens
+        kid_b = wait_until(lambda: next((kid for kid in traffic.calls if kid != kid_a), None), 30, "traffic signed by B")
+        last_a = max(exp for _, exp, kid in traffic.held if kid == kid_a)
+        assert last_a > time.time(), "an A token is still live and in use after the switch"
+        # 3. overlap: A is retired only once every token it signed has expired.
+        wait_until(lambda: time.time() > last_a + 1, ACCESS_SECONDS + 5, "A's last token to expire")
+        calls_before = traffic.calls[kid_b]
+        deploy([key_b])  # 4. retire A
+        jwks_fetched_after_deploy()
+        wait_until(lambda: traffic.calls[kid_b] >= calls_before + 5, 30, "traffic after A is retired")
+    finally:
+        traffic.stopping.set()
+        traffic.join(30)
+        servers[-1].stop()
+        proxy.stop()
+    assert traffic.dropped == [], f"valid tokens refused during the rotation: {traffic.dropped[:5]}"
+    assert traffic.calls[kid_a] >= 5 and traffic.calls[kid_b] >= 5, traffic.calls
