@@ -361,11 +361,13 @@ impl Config {
 }
 
 /// The issuer's path becomes a route prefix: only plain segments (letters, digits, `-._~`), so
-/// that it can neither be read as a route pattern (`{id}`, `*rest`) nor hide an empty segment.
+/// that it can neither be read as a route pattern (`{id}`, `*rest`) nor hide an empty segment,
+/// and none starting with a dot, so that it cannot land on the well-known routes themselves.
 fn check_issuer_path(issuer_text: &str, path: &str) -> Result<(), ConfigError> {
     let path = path.trim_end_matches('/');
     let plain = |segment: &str| {
         !segment.is_empty()
+            && !segment.starts_with('.')
             && segment
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
@@ -376,7 +378,7 @@ fn check_issuer_path(issuer_text: &str, path: &str) -> Result<(), ConfigError> {
         Err(invalid(
             "issuer",
             format!(
-                "`{issuer_text}`: its path must be plain segments (letters, digits, `-._~`) separated by single slashes"
+                "`{issuer_text}`: its path must be plain segments (letters, digits, `-._~`, not starting with a dot) separated by single slashes"
             ),
         ))
     }
@@ -448,6 +450,7 @@ mod tests {
             "http://host/%7Bid%7D",
             "http://host/a/*rest",
             "http://host/a:b",
+            "http://host/.well-known/openid-configuration",
         ] {
             let err = Config::resolve(
                 file(&format!(
