@@ -10,6 +10,7 @@ import yaml
 from authstack import REDIRECT, AuthServer, pkce, query
 from browser import Browser
 from harness import ENVOY_BIN, Process, free_port, wait_until
+from test_federation import server_config, start_idp
 
 USERS = "users:\n- {username: alice, password: password, email: alice@example.com, name: Alice, groups: [mcp-developers]}\n"
 
@@ -135,3 +136,38 @@ def test_registration_the_dev_login_code_flow_and_refresh_work_under_the_issuer_
     again = requests.post(metadata["token_endpoint"], auth=auth, timeout=10, data={
         "grant_type": "refresh_token", "refresh_token": refreshed["refresh_token"]})
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("mode", ["prefix-kept", "prefix-stripped"])
+def test_a_federated_login_comes_back_to_the_callback_under_the_issuer_path(mode, log_dir, tmp_path):
+    server_port, idp_port = free_port(), free_port()
+    public_port = server_port if mode == "prefix-kept" else free_port()
+    public = f"http://127.0.0.1:{public_port}"
+    issuer = f"{public}/auth"
+    idp_origin = f"http://127.0.0.1:{idp_port}"
+    idp = start_idp(log_dir, "okta", idp_port, [f"{issuer}/oauth/callback"])  # only the callback under the path
+    Browser.idp_origins.add(idp_origin)
+    config = server_config(tmp_path, issuer, f"{public}/mcp", f"{idp_origin}/oauth2/default", "okta", "gateway-secret")
+    server = AuthServer(log_dir, tmp_path, config, server_port, [], name=f"authserver-fed-path-{mode}")
+    envoy = stripping_envoy(log_dir, public_port, server_port, free_port()) if mode == "prefix-stripped" else None
+    try:
+        metadata = metadata_of(public)
+        client = requests.post(metadata["registration_endpoint"], json={"redirect_uris": [REDIRECT]}, timeout=10).json()
+        verifier, challenge = pkce()
+        url = requests.Request("GET", metadata["authorization_endpoint"], params={
+            "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+            "code_challenge": challenge, "code_challenge_method": "S256", "resource": f"{public}/mcp",
+            "scope": "mcp:tools offline_access"}).prepare().url
+        landing = Browser().authorize(url, "alice", finish_at=REDIRECT)
+        answer = query(landing)
+        assert answer.get("iss") == issuer and "code" in answer, landing
+        tokens = requests.post(metadata["token_endpoint"], timeout=15, data={
+            "grant_type": "authorization_code", "code": answer["code"], "redirect_uri": REDIRECT,
+            "code_verifier": verifier, "client_id": client["client_id"], "resource": f"{public}/mcp"})
+        assert tokens.status_code == 200, tokens.text
+        assert jwt.decode(tokens.json()["access_token"], options={"verify_signature": False})["groups"] == ["mcp-developers"]
+    finally:
+        if envoy:
+            envoy.stop()
+        server.stop()
+        idp.stop()
