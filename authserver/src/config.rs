@@ -239,6 +239,7 @@ impl Config {
                 format!("`{issuer_text}` must be an http(s) URL without query or fragment"),
             ));
         }
+        check_issuer_path(&issuer_text, issuer.path())?;
         let resources = if overrides.resources.is_empty() {
             file.resources
         } else {
@@ -340,6 +341,43 @@ impl Config {
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer_str())
     }
+
+    /// The issuer's path without a trailing slash: "" for an issuer at a host's root, "/auth"
+    /// for `https://host/auth`. The endpoints are served under it as well as at the root.
+    pub fn issuer_path(&self) -> &str {
+        self.issuer.path().trim_end_matches('/')
+    }
+
+    /// `<issuer path><path>`: where a browser is sent or a form posts to. Relative to the origin
+    /// and never to the request path, so it is right whether the proxy in front keeps the
+    /// issuer's path prefix or strips it: the browser only ever sees the public URL.
+    pub fn local_path(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer_path())
+    }
+}
+
+/// The issuer's path becomes a route prefix: only plain segments (letters, digits, `-._~`), so
+/// that it can neither be read as a route pattern (`{id}`, `*rest`) nor hide an empty segment,
+/// and none starting with a dot, so that it cannot land on the well-known routes themselves.
+fn check_issuer_path(issuer_text: &str, path: &str) -> Result<(), ConfigError> {
+    let path = path.trim_end_matches('/');
+    let plain = |segment: &str| {
+        !segment.is_empty()
+            && !segment.starts_with('.')
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
+    if path.is_empty() || path.split('/').skip(1).all(plain) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "issuer",
+            format!(
+                "`{issuer_text}`: its path must be plain segments (letters, digits, `-._~`, not starting with a dot) separated by single slashes"
+            ),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +407,66 @@ mod tests {
             config.endpoint("/oauth/token"),
             "http://localhost:8080/oauth/token"
         );
+    }
+
+    #[test]
+    fn an_issuer_with_a_path_puts_every_endpoint_and_link_under_it() {
+        for issuer in ["http://host:8080/auth", "http://host:8080/auth/"] {
+            let config = Config::resolve(
+                file(&format!(
+                    "issuer: {issuer}\nresources: [http://host:8080/mcp]\n"
+                )),
+                Overrides::default(),
+            )
+            .unwrap();
+            assert_eq!(config.issuer_str(), "http://host:8080/auth");
+            assert_eq!(config.issuer_path(), "/auth");
+            assert_eq!(
+                config.endpoint("/oauth/register"),
+                "http://host:8080/auth/oauth/register"
+            );
+            assert_eq!(
+                config.local_path("/oauth/login?request=r"),
+                "/auth/oauth/login?request=r"
+            );
+        }
+        let root = Config::resolve(
+            file("issuer: http://host\nresources: [http://host/mcp]\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(root.issuer_path(), "");
+        assert_eq!(root.local_path("/oauth/consent"), "/oauth/consent");
+    }
+
+    #[test]
+    fn an_issuer_path_that_is_not_plain_segments_is_refused() {
+        for issuer in [
+            "http://host/a//b",
+            "http://host/%7Bid%7D",
+            "http://host/a/*rest",
+            "http://host/a:b",
+            "http://host/.well-known/openid-configuration",
+        ] {
+            let err = Config::resolve(
+                file(&format!(
+                    "issuer: \"{issuer}\"\nresources: [http://host/mcp]\n"
+                )),
+                Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().starts_with("`issuer`"), "{issuer}: {err}");
+            assert!(
+                err.to_string().contains("plain segments"),
+                "{issuer}: {err}"
+            );
+        }
+        let nested = Config::resolve(
+            file("issuer: http://host/tenants/a-1\nresources: [http://host/mcp]\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(nested.issuer_path(), "/tenants/a-1");
     }
 
     #[test]

@@ -73,9 +73,10 @@ class Browser:
             raise AssertionError(f"no form at {response.url}: {html[:500]}")
         action = urljoin(response.url, form.group(1).replace("&amp;", "&"))
         fields = dict(HIDDEN_RE.findall(html))
-        if 'action="/oauth/consent"' in html:
+        # The authorization server's forms post under its issuer's path (`/auth/oauth/login`).
+        if re.search(r'action="[^"]*/oauth/consent"', html):
             fields["approve" if approve else "deny"] = "1"
-        elif 'action="/oauth/login"' in html:
+        elif re.search(r'action="[^"]*/oauth/login"', html):
             if response.status_code == 401:
                 raise AssertionError("the login was refused")
             fields.update(username=username, password=password)

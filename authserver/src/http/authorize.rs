@@ -145,7 +145,11 @@ pub async fn authorize<S: Store>(
     {
         return store_failure(err);
     }
-    let mut response = see_other(&format!("/oauth/login?request={request_id}"));
+    let mut response = see_other(
+        &state
+            .config
+            .local_path(&format!("/oauth/login?request={request_id}")),
+    );
     if new_browser {
         set_browser_cookie(&mut response, &browser_id);
     }
@@ -200,7 +204,12 @@ pub async fn login_page<S: Store>(
         );
     };
     match provider.start().await {
-        Ok(Start::Form) => pages::login(request_id, &csrf(&browser_id, request_id), None),
+        Ok(Start::Form) => pages::login(
+            &state.config.local_path("/oauth/login"),
+            request_id,
+            &csrf(&browser_id, request_id),
+            None,
+        ),
         Ok(Start::Redirect {
             url,
             pending: secrets,
@@ -219,6 +228,14 @@ pub async fn login_page<S: Store>(
                 return store_failure(err);
             }
             see_other(&url)
+        }
+        // The person is here and can retry: a page, not an error sent to their client.
+        Err(err) if err.is_transient() => {
+            tracing::error!(error = %err, "upstream login could not start");
+            pages::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The identity provider is unreachable; try again later.",
+            )
         }
         Err(err) => {
             tracing::error!(error = %err, "upstream login could not start");
@@ -366,6 +383,7 @@ pub async fn login_submit<S: Store>(
             Metrics::bump(&state.metrics.logins_failed);
             tracing::info!("dev login failed");
             return pages::login(
+                &state.config.local_path("/oauth/login"),
                 &form.request,
                 &token,
                 Some("Unknown user or wrong password."),
@@ -411,7 +429,11 @@ async fn after_sign_in<S: Store>(
     if let Err(err) = state.store.save_sign_in(request_id, &signed_in).await {
         return store_failure(err);
     }
-    see_other(&format!("/oauth/consent?request={request_id}"))
+    see_other(
+        &state
+            .config
+            .local_path(&format!("/oauth/consent?request={request_id}")),
+    )
 }
 
 pub async fn consent_page<S: Store>(
@@ -437,7 +459,12 @@ pub async fn consent_page<S: Store>(
         resource: &pending.resource,
         scope: &scope,
     });
-    pages::consent(&view, request_id, &csrf(&browser_id, request_id))
+    pages::consent(
+        &view,
+        &state.config.local_path("/oauth/consent"),
+        request_id,
+        &csrf(&browser_id, request_id),
+    )
 }
 
 #[derive(Deserialize)]
@@ -790,9 +817,18 @@ mod tests {
 
     impl Server {
         async fn start() -> Self {
+            Self::start_at("https://auth.example.com").await
+        }
+
+        async fn start_at(issuer: &str) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let users = dir.path().join("users.yaml");
             std::fs::write(&users, "users:\n- {username: alice, password: pw, email: alice@example.com, name: Alice}\n").unwrap();
+            let upstream = Upstream::new(Some(Box::new(DevUsers::load(&users).unwrap())));
+            Self::with(dir, issuer, upstream).await
+        }
+
+        async fn with(dir: tempfile::TempDir, issuer: &str, upstream: Upstream) -> Self {
             let url = format!("sqlite://{}/auth.db", dir.path().display());
             let store = SqliteStore::open(&url).await.unwrap();
             store
@@ -804,12 +840,10 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            let file: FileConfig = serde_yaml::from_str(&format!(
-                "issuer: https://auth.example.com\nresources: [{A}, {B}]\n"
-            ))
-            .unwrap();
+            let file: FileConfig =
+                serde_yaml::from_str(&format!("issuer: {issuer}\nresources: [{A}, {B}]\n"))
+                    .unwrap();
             let config = Config::resolve(file, Overrides::default()).unwrap();
-            let upstream = Upstream::new(Some(Box::new(DevUsers::load(&users).unwrap())));
             let app = crate::http::router(
                 config,
                 KeyRing::ephemeral(),
@@ -904,6 +938,123 @@ mod tests {
 
     fn authorize(extra: &str) -> String {
         format!("/oauth/authorize?response_type=code&client_id=c1&redirect_uri={CB}&code_challenge={CHALLENGE}&code_challenge_method=S256&state=st{extra}")
+    }
+
+    #[tokio::test]
+    async fn under_an_issuer_path_every_redirect_and_form_stays_under_it() {
+        let mut server = Server::start_at("https://auth.example.com/auth").await;
+        let (status, login, _) = server
+            .get(&format!("/auth{}", authorize(&format!("&resource={A}"))))
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let request_id = login
+            .strip_prefix("/auth/oauth/login?request=")
+            .unwrap_or_else(|| panic!("{login}"))
+            .to_owned();
+        let (status, _, page) = server.get(&login).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains(r#"action="/auth/oauth/login""#), "{page}");
+        let csrf = server.csrf(&request_id);
+        let form = [
+            ("request", request_id.as_str()),
+            ("csrf", &csrf),
+            ("username", "alice"),
+            ("password", "pw"),
+        ];
+        // A proxy that strips the prefix delivers the same form at the root.
+        let (status, consent, _) = server.post("/oauth/login", &form).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(
+            consent.starts_with("/auth/oauth/consent?request="),
+            "{consent}"
+        );
+        let (status, _, page) = server.get(&consent).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains(r#"action="/auth/oauth/consent""#), "{page}");
+        let form = [
+            ("request", request_id.as_str()),
+            ("csrf", &csrf),
+            ("approve", "1"),
+        ];
+        let (status, landing, _) = server.post("/auth/oauth/consent", &form).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(
+            landing.starts_with(CB) && landing.contains("code="),
+            "{landing}"
+        );
+        assert!(
+            landing.contains("iss=https%3A%2F%2Fauth.example.com%2Fauth"),
+            "{landing}"
+        );
+    }
+
+    #[tokio::test]
+    async fn under_an_issuer_path_metadata_is_found_and_names_endpoints_under_it() {
+        let mut server = Server::start_at("https://auth.example.com/auth").await;
+        for path in [
+            "/.well-known/oauth-authorization-server/auth",
+            "/.well-known/openid-configuration/auth",
+            "/auth/.well-known/openid-configuration",
+            "/.well-known/oauth-authorization-server",
+        ] {
+            let (status, _, body) = server.get(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            let metadata: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(metadata["issuer"], "https://auth.example.com/auth");
+            for (name, endpoint) in [
+                ("authorization_endpoint", "/oauth/authorize"),
+                ("token_endpoint", "/oauth/token"),
+                ("registration_endpoint", "/oauth/register"),
+                ("revocation_endpoint", "/oauth/revoke"),
+                ("introspection_endpoint", "/oauth/introspect"),
+                ("jwks_uri", "/.well-known/jwks.json"),
+            ] {
+                assert_eq!(
+                    metadata[name],
+                    format!("https://auth.example.com/auth{endpoint}"),
+                    "{path} {name}"
+                );
+            }
+        }
+        for path in [
+            "/auth/.well-known/jwks.json",
+            "/.well-known/jwks.json",
+            "/metrics",
+        ] {
+            assert_eq!(server.get(path).await.0, StatusCode::OK, "{path}");
+        }
+        for path in ["/auth/metrics", "/auth/readyz"] {
+            assert_eq!(
+                server.get(path).await.0,
+                StatusCode::NOT_FOUND,
+                "{path}: the cluster's endpoints are not under the public prefix"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_identity_provider_is_a_503_page_at_the_login_start_and_in_readyz() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = crate::idp::oidc::unreachable_for_tests(dir.path());
+        let mut server = Server::with(
+            dir,
+            "https://auth.example.com",
+            Upstream::new(Some(Box::new(upstream))),
+        )
+        .await;
+        let (status, login, _) = server.get(&authorize(&format!("&resource={A}"))).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (status, location, page) = server.get(&login).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(location, "", "the person is told here, not sent anywhere");
+        assert!(
+            page.contains("The identity provider is unreachable; try again later."),
+            "{page}"
+        );
+        assert!(!page.contains("127.0.0.1"), "no upstream detail: {page}");
+        let (status, _, body) = server.get("/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "identity provider unreachable");
     }
 
     #[tokio::test]

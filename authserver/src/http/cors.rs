@@ -9,11 +9,13 @@ use std::time::Duration;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// Whether scripts from any origin may call `path`.
+/// Whether scripts from any origin may call `path`. Matched by suffix, so the endpoints served
+/// under an issuer's path (`/auth/oauth/token`) are open as at the root.
 pub fn is_api_path(path: &str) -> bool {
-    matches!(path, "/oauth/register" | "/oauth/token" | "/oauth/revoke")
-        || path.starts_with("/.well-known/")
-        || path.ends_with("/.well-known/openid-configuration")
+    ["/oauth/register", "/oauth/token", "/oauth/revoke"]
+        .iter()
+        .any(|api| path.ends_with(api))
+        || path.contains("/.well-known/")
 }
 
 /// The layer: preflights answered, `Access-Control-Allow-Origin` on the API paths only.
@@ -47,6 +49,9 @@ mod tests {
             "/.well-known/oauth-authorization-server/tenant",
             "/.well-known/jwks.json",
             "/tenant/.well-known/openid-configuration",
+            "/tenant/.well-known/jwks.json",
+            "/tenant/oauth/token",
+            "/tenant/oauth/register",
         ] {
             assert!(is_api_path(path), "{path}");
         }
@@ -55,6 +60,8 @@ mod tests {
             "/oauth/login",
             "/oauth/consent",
             "/oauth/callback",
+            "/tenant/oauth/authorize",
+            "/tenant/oauth/consent",
             "/metrics",
             "/readyz",
         ] {

@@ -100,7 +100,7 @@ pub fn router<S: Store>(
 ) -> Router {
     let limiter = RateLimiter::new(config.registration.per_minute);
     let limits = config.server.clone();
-    let issuer_path = config.issuer.path().trim_end_matches('/').to_owned();
+    let issuer_path = config.issuer_path().to_owned();
     let client_documents = MetadataFetcher::new(config.client_metadata.clone());
     let state = Arc::new(AppState {
         config,
@@ -113,7 +113,10 @@ pub fn router<S: Store>(
         metrics: Metrics::default(),
         clock,
     });
-    let mut app = Router::new()
+    // The protocol endpoints, at the root and, for an issuer with a path, under the path too:
+    // a proxy that keeps the prefix (`/auth/oauth/token`) and one that strips it (the shipped
+    // Envoy and Istio routes send `/oauth/*` and `/.well-known/*` as they are) both reach them.
+    let endpoints = Router::new()
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::<S>),
@@ -142,13 +145,13 @@ pub fn router<S: Store>(
             "/oauth/login",
             get(authorize::login_page::<S>).post(authorize::login_submit::<S>),
         )
-        .route("/oauth/callback", get(authorize::callback::<S>))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready::<S>))
-        .route("/metrics", get(metrics::<S>));
+        .route("/oauth/callback", get(authorize::callback::<S>));
+    let mut app = endpoints.clone();
     if !issuer_path.is_empty() {
-        // RFC 8414 §3.1 path insertion, and the OIDC form appended to the issuer.
+        // RFC 8414 §3.1 path insertion at the root; the OIDC form (the well-known path appended
+        // to the issuer) comes with the nested copy.
         app = app
+            .nest(&issuer_path, endpoints)
             .route(
                 &format!("/.well-known/oauth-authorization-server{issuer_path}"),
                 get(metadata::<S>),
@@ -156,12 +159,14 @@ pub fn router<S: Store>(
             .route(
                 &format!("/.well-known/openid-configuration{issuer_path}"),
                 get(metadata::<S>),
-            )
-            .route(
-                &format!("{issuer_path}/.well-known/openid-configuration"),
-                get(metadata::<S>),
             );
     }
+    // Probes and metrics are for the cluster, not for clients: only at the root, so a proxy
+    // forwarding the issuer's prefix does not publish them.
+    app = app
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready::<S>))
+        .route("/metrics", get(metrics::<S>));
     app.with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
@@ -304,16 +309,39 @@ async fn register<S: Store>(
         .into_response()
 }
 
-/// Whether the database answers. The cause of a failure goes to the log only: the probe is
-/// unauthenticated and the error text can name hosts, users and files.
+/// Longest the readiness probe waits for the identity provider's discovery: under the probe's
+/// own timeout (`timeoutSeconds: 3` in the shipped manifest), so a provider that does not
+/// answer reads as not ready rather than as a probe that hangs.
+const READINESS_IDP_BUDGET: Duration = Duration::from_secs(2);
+
+/// Whether the database answers and a login can start (see `IdentityProvider::readiness`). The
+/// cause of a failure goes to the log only: the probe is unauthenticated and the error text can
+/// name hosts, users and files.
 async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness probe: database unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+    if let Err(err) = state.store.ping().await {
+        tracing::warn!(error = %err, "readiness probe: database unavailable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
+    }
+    if let Some(provider) = state.upstream.provider() {
+        let verdict = tokio::time::timeout(READINESS_IDP_BUDGET, provider.readiness()).await;
+        let cause = match verdict {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(_) => Some(format!(
+                "no answer within {}s",
+                READINESS_IDP_BUDGET.as_secs()
+            )),
+        };
+        if let Some(cause) = cause {
+            tracing::warn!(error = %cause, "readiness probe: identity provider unreachable");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity provider unreachable",
+            )
+                .into_response();
         }
     }
+    (StatusCode::OK, "ready").into_response()
 }
 
 async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {

@@ -46,8 +46,9 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 /// The consent page: who is signing in, which client asks (its name is its own claim), where
-/// the answer goes, which MCP server it wants, and for what.
-pub fn consent(view: &ConsentView, request_id: &str, csrf: &str) -> Response {
+/// the answer goes, which MCP server it wants, and for what. The form posts to `action` (the
+/// consent endpoint under the issuer's path).
+pub fn consent(view: &ConsentView, action: &str, request_id: &str, csrf: &str) -> Response {
     let items: String = view
         .scopes
         .iter()
@@ -69,10 +70,11 @@ pub fn consent(view: &ConsentView, request_id: &str, csrf: &str) -> Response {
          <p>{name} wants to use the MCP server <strong id=\"resource\">{resource}</strong> on your behalf.</p>\
          <p>Client <code id=\"client-id\">{client_id}</code>, of <strong id=\"client-host\">{host}</strong>.</p>\
          <p>It asks to:</p><ul class=\"scopes\" id=\"scopes\">{items}</ul>\
-         <form method=\"post\" action=\"/oauth/consent\">\
+         <form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"request\" value=\"{request}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button type=\"submit\" name=\"approve\" value=\"1\">Allow</button>\
          <button type=\"submit\" name=\"deny\" value=\"1\">Deny</button></form>",
+        action = escape(action),
         user = escape(&view.user),
         resource = escape(&view.resource),
         client_id = escape(&view.client_id),
@@ -83,17 +85,19 @@ pub fn consent(view: &ConsentView, request_id: &str, csrf: &str) -> Response {
     page(StatusCode::OK, "Allow access?", &body)
 }
 
-/// The `dev` upstream's login form.
-pub fn login(request_id: &str, csrf: &str, error: Option<&str>) -> Response {
+/// The `dev` upstream's login form, posting to `action` (the login endpoint under the issuer's
+/// path).
+pub fn login(action: &str, request_id: &str, csrf: &str, error: Option<&str>) -> Response {
     let error_html = error
         .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", escape(e)))
         .unwrap_or_default();
     let body = format!(
-        "<h1>Sign in</h1>{error_html}<form method=\"post\" action=\"/oauth/login\">\
+        "<h1>Sign in</h1>{error_html}<form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"request\" value=\"{request}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <label>Username<input name=\"username\" autocomplete=\"username\" required></label>\
          <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
          <button type=\"submit\">Sign in</button></form>",
+        action = escape(action),
         request = escape(request_id),
         csrf = escape(csrf),
     );

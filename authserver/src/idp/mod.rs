@@ -46,6 +46,13 @@ pub trait IdentityProvider: Send + Sync {
 
     fn start(&self) -> BoxFuture<'_, Result<Start, UpstreamError>>;
 
+    /// Whether a login can start: what `/readyz` reports. Providers whose endpoints are all in
+    /// the configuration (checked at start) are ready; an OpenID provider is once its discovery
+    /// has been fetched.
+    fn readiness(&self) -> BoxFuture<'_, Result<(), UpstreamError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// A username and password from our login form.
     fn check_password(&self, _username: &str, _password: &str) -> Password {
         Password::NotOffered

@@ -441,6 +441,20 @@ impl IdentityProvider for OidcUpstream {
         })
     }
 
+    /// Ready once discovery has been fetched, even if it is now older than its refresh time: a
+    /// provider that goes down later leaves the server ready (token refreshes of machine
+    /// clients and the JWKS the filters fetch need no provider, and logins get a clear page),
+    /// while a server that never reached it (a wrong `issuer_url`, no route, no DNS) is kept
+    /// out of rotation, so a bad rollout stops there.
+    fn readiness(&self) -> BoxFuture<'_, Result<(), UpstreamError>> {
+        Box::pin(async move {
+            if self.metadata.read().await.is_some() {
+                return Ok(());
+            }
+            self.metadata().await.map(|_| ())
+        })
+    }
+
     fn finish<'a>(
         &'a self,
         code: &'a str,
@@ -621,6 +635,23 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// A provider on a closed local port, for tests of what an outage looks like.
+#[cfg(test)]
+pub(crate) fn unreachable_for_tests(dir: &std::path::Path) -> OidcUpstream {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap();
+    let secret = dir.join("upstream-secret");
+    std::fs::write(&secret, "s").unwrap();
+    let settings = serde_json::from_value(serde_json::json!({
+        "issuer_url": format!("http://127.0.0.1:{port}/oauth2/default"),
+        "client_id": "c", "client_secret_file": secret, "allow_http_issuer": true,
+    }))
+    .unwrap();
+    OidcUpstream::new(settings, "https://auth.example.com").unwrap()
 }
 
 #[cfg(test)]
