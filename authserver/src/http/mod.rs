@@ -457,24 +457,29 @@ impl<S: Store> AppState<S> {
         }
         match self.store.client(client_id).await {
             Ok(Some(client)) => {
-                // Marks the client used, so the purge of never-used registrations spares it.
-                // Failing to record that must not fail the request.
-                let now = self.clock.now();
-                let mark = needs_use_mark(
-                    client.created_at,
-                    now,
-                    self.config.registration.unused_client_seconds,
-                    self.config.server.purge_interval_seconds,
-                );
-                if mark {
-                    if let Err(err) = self.store.client_used(client_id, now).await {
-                        tracing::warn!(error = %err, "could not record that a client was used");
-                    }
-                }
+                self.mark_used(&client).await;
                 Lookup::Found(client)
             }
             Ok(None) => Lookup::Unknown,
             Err(err) => Lookup::StoreDown(err),
+        }
+    }
+
+    /// Records that a registered client was used (found for a flow, or authenticated), so the
+    /// purge of never-used registrations spares it. Failing to record that must not fail the
+    /// request.
+    pub async fn mark_used(&self, client: &StoredClient) {
+        let now = self.clock.now();
+        let mark = needs_use_mark(
+            client.created_at,
+            now,
+            self.config.registration.unused_client_seconds,
+            self.config.server.purge_interval_seconds,
+        );
+        if mark {
+            if let Err(err) = self.store.client_used(&client.client_id, now).await {
+                tracing::warn!(error = %err, "could not record that a client was used");
+            }
         }
     }
 }

@@ -258,7 +258,7 @@ async fn refresh<S: Store>(
             .find_refresh(&token_hash, now)
             .await
             .map_err(store_failure)?;
-        let (mut grant, family_id, family_issued_at, expires_at) =
+        let (mut grant, access_scope, family_id, family_issued_at, expires_at) =
             match decide_refresh(found, &ask, &policy, now) {
                 Err(refusal) => return Err(refuse(state, refusal).await),
                 Ok(RefreshDecision::Resend { grant, sealed }) => {
@@ -266,10 +266,11 @@ async fn refresh<S: Store>(
                 }
                 Ok(RefreshDecision::Rotate {
                     grant,
+                    access_scope,
                     family_id,
                     family_issued_at,
                     expires_at,
-                }) => (grant, family_id, family_issued_at, expires_at),
+                }) => (grant, access_scope, family_id, family_issued_at, expires_at),
             };
         let upstream_sealed = match recheck_upstream(state, &family_id, &grant.user).await {
             Ok(Some((user, sealed))) => {
@@ -281,12 +282,12 @@ async fn refresh<S: Store>(
                 tracing::warn!(client_id = %client.client_id, "a federated family has no stored upstream session: refresh refused");
                 return Err(Refusal::NoUpstreamSession.into());
             }
-            Err(UpstreamCheck::Failed(err)) if err.is_transient() => {
-                // Nothing was claimed: the same refresh token works once the IdP is back.
-                tracing::warn!(error = %err, "upstream unreachable during refresh");
+            Err(UpstreamCheck::Failed(err)) if !err.ends_session() => {
+                // Nothing was claimed: the same refresh token works once the IdP answers again.
+                tracing::warn!(error = %err, client_id = %client.client_id, "the identity provider could not re-check a refresh; nothing revoked");
                 return Err(OAuthError::new(
                     ErrorCode::TemporarilyUnavailable,
-                    "the identity provider is unreachable; try again shortly",
+                    "the identity provider could not be asked; try again shortly",
                 ));
             }
             Err(UpstreamCheck::Failed(err)) => {
@@ -303,7 +304,11 @@ async fn refresh<S: Store>(
                 ));
             }
         };
-        let access_token = sign_access(state, &grant).await?;
+        let access = Grant {
+            scope: access_scope,
+            ..grant.clone()
+        };
+        let access_token = sign_access(state, &access).await?;
         let successor = random_token(32);
         let successor_sealed =
             Sealer::derived(SUCCESSOR_KEY_LABEL, token.as_bytes()).seal(successor.as_bytes());
@@ -322,7 +327,7 @@ async fn refresh<S: Store>(
             .await
             .map_err(store_failure)?;
         if rotated {
-            return Ok(issued(state, &grant, access_token, Some(&successor)));
+            return Ok(issued(state, &access, access_token, Some(&successor)));
         }
     }
     Err(Refusal::Unknown(Credential::RefreshToken).into())
@@ -690,7 +695,11 @@ async fn authenticate<S: Store>(
         .ok_or_else(invalid_client)?;
     let presented = sha256_hex(&secret);
     match &client.secret_sha256 {
-        Some(stored) if constant_time_eq(stored.as_bytes(), presented.as_bytes()) => Ok(client),
+        Some(stored) if constant_time_eq(stored.as_bytes(), presented.as_bytes()) => {
+            // A machine client that only ever authenticates here is in use too.
+            state.mark_used(&client).await;
+            Ok(client)
+        }
         _ => Err(invalid_client()),
     }
 }
@@ -786,12 +795,15 @@ mod tests {
         /// The router over a fresh SQLite store holding a machine client `m2m` (secret `s3cret`)
         /// and a public client `app`.
         async fn app() -> (tempfile::TempDir, Router) {
-            app_at(std::sync::Arc::new(crate::oauth::SystemClock)).await
+            let (dir, app, _) = app_at(std::sync::Arc::new(crate::oauth::SystemClock)).await;
+            (dir, app)
         }
 
+        /// The router over a fresh store (also returned) holding a confidential `m2m` client
+        /// and a public `app`, both registered at the clock's "now".
         async fn app_at(
             clock: std::sync::Arc<dyn crate::oauth::Clock>,
-        ) -> (tempfile::TempDir, Router) {
+        ) -> (tempfile::TempDir, Router, SqliteStore) {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(&format!("sqlite://{}/auth.db", dir.path().display()))
                 .await
@@ -813,7 +825,7 @@ mod tests {
                     client_id: id.into(),
                     secret_sha256: secret,
                     metadata,
-                    created_at: 0,
+                    created_at: clock.now(),
                 };
                 store.save_client(&client).await.unwrap();
             }
@@ -827,11 +839,12 @@ mod tests {
                 router(
                     config,
                     KeyRing::ephemeral(),
-                    store,
+                    store.clone(),
                     Upstream::new(None),
                     None,
                     clock,
                 ),
+                store,
             )
         }
 
@@ -940,7 +953,7 @@ mod tests {
         #[tokio::test]
         async fn an_access_token_is_introspected_inactive_from_its_expiry_on() {
             let clock = std::sync::Arc::new(crate::oauth::clock::ManualClock::at(1_000_000));
-            let (_dir, app) = app_at(clock.clone()).await;
+            let (_dir, app, _) = app_at(clock.clone()).await;
             let (_, issued) = form(&app, "/oauth/token", "grant_type=client_credentials").await;
             let token = issued["access_token"].as_str().unwrap().to_owned();
             let lifetime = issued["expires_in"].as_i64().unwrap();
@@ -950,6 +963,27 @@ mod tests {
             clock.advance(1);
             let (_, answer) = form(&app, "/oauth/introspect", &format!("token={token}")).await;
             assert_eq!(answer, json!({"active": false}), "at expiry");
+        }
+
+        #[tokio::test]
+        async fn a_machine_client_that_only_authenticates_is_not_purged_as_unused() {
+            use crate::oauth::Clock;
+            use crate::store::housekeeping::{Housekeeping, PurgeCutoffs};
+            const WEEK: u64 = 7 * 24 * 3600;
+            let clock = std::sync::Arc::new(crate::oauth::clock::ManualClock::at(1_000_000));
+            let (_dir, app, store) = app_at(clock.clone()).await;
+            let (status, _) = form(&app, "/oauth/token", "grant_type=client_credentials").await;
+            assert_eq!(status, 200);
+            clock.advance(2 * WEEK as i64);
+            let purged = store
+                .purge(PurgeCutoffs::at(clock.now(), WEEK))
+                .await
+                .unwrap();
+            assert_eq!(purged.clients, 1, "the public client nobody used goes");
+            assert!(
+                store.client("m2m").await.unwrap().is_some(),
+                "the machine client stays"
+            );
         }
 
         #[tokio::test]

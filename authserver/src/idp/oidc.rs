@@ -126,6 +126,15 @@ impl UpstreamError {
         matches!(self, Self::Unreachable { .. })
     }
 
+    /// The provider said the user's session is over (their grant revoked, the user disabled or
+    /// unassigned): the only refresh failures that end our grant family. Anything else — an
+    /// outage page, `temporarily_unavailable`, a rotated client secret, keys mid-rotation, a rate
+    /// limit — says nothing against the user, and revoking on it would log everyone out during a
+    /// provider incident.
+    pub fn ends_session(&self) -> bool {
+        matches!(self, Self::SessionEnded(_) | Self::NotAssigned)
+    }
+
     /// The OAuth error our client sees: a code and a fixed description. The variant's own text
     /// (provider answers, error chains, our redirect URI) is for the log only.
     pub fn for_client(&self) -> OAuthError {
@@ -718,6 +727,28 @@ mod tests {
             detail: "d".into()
         }
         .is_transient());
+    }
+
+    #[test]
+    fn only_an_ended_session_ends_a_family_not_an_outage_or_a_misconfiguration() {
+        assert!(UpstreamError::SessionEnded("revoked".into()).ends_session());
+        assert!(UpstreamError::NotAssigned.ends_session());
+        for passing in [
+            UpstreamError::Unreachable {
+                issuer: "i".into(),
+                detail: "d".into(),
+            },
+            UpstreamError::Other {
+                error: "temporarily_unavailable".into(),
+                description: "maintenance".into(),
+            },
+            UpstreamError::InvalidClient {
+                method: "client_secret_basic".into(),
+            },
+            UpstreamError::IdToken("unknown kid".into()),
+        ] {
+            assert!(!passing.ends_session(), "{passing}");
+        }
     }
 
     #[test]

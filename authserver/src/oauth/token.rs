@@ -137,8 +137,11 @@ pub struct Ask<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshDecision {
     /// Claim the token and replace it with a successor for `grant` expiring at `expires_at`.
+    /// `grant` is the family's, scope unchanged (RFC 6749 §6: the new refresh token has the old
+    /// one's scope); `access_scope` is what the access token gets (narrower if asked).
     Rotate {
         grant: Grant,
+        access_scope: String,
         family_id: String,
         family_issued_at: i64,
         expires_at: i64,
@@ -178,9 +181,10 @@ pub fn decide_refresh(
     if found.expires_at <= now || found.family_issued_at.saturating_add(policy.absolute) <= now {
         return Err(Refusal::Expired(credential));
     }
-    let grant = checked(found.grant, ask, credential)?;
+    let access_scope = checked(found.grant.clone(), ask, credential)?.scope;
     Ok(RefreshDecision::Rotate {
-        grant,
+        grant: found.grant,
+        access_scope,
         expires_at: policy.expiry(now, found.family_issued_at),
         family_id: found.family_id,
         family_issued_at: found.family_issued_at,
@@ -430,13 +434,20 @@ mod tests {
         let refusal = decide_refresh(Some(fresh()), &other, &POLICY, NOW).unwrap_err();
         assert_eq!(refusal, Refusal::OtherResource("https://other/mcp".into()));
         assert_eq!(OAuthError::from(refusal).code, ErrorCode::InvalidTarget);
-        let narrower = Scope::parse("offline_access").unwrap();
-        let Ok(RefreshDecision::Rotate { grant, .. }) =
-            decide_refresh(Some(fresh()), &ask(Some(&narrower)), &POLICY, NOW)
+        let narrower = Scope::parse("mcp:tools").unwrap();
+        let Ok(RefreshDecision::Rotate {
+            grant,
+            access_scope,
+            ..
+        }) = decide_refresh(Some(fresh()), &ask(Some(&narrower)), &POLICY, NOW)
         else {
             panic!()
         };
-        assert_eq!(grant.scope, "offline_access");
+        assert_eq!(access_scope, "mcp:tools", "the access token is narrowed");
+        assert_eq!(
+            grant.scope, "mcp:tools offline_access",
+            "the family keeps its scope (RFC 6749 §6)"
+        );
     }
 
     #[test]
