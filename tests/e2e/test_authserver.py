@@ -117,10 +117,35 @@ def test_token_endpoint_errors_follow_rfc_6749(stack):
     assert scope.status_code == 400 and scope.json()["error"] == "invalid_scope"
     grant = requests.post(proxy.url("/oauth/token"), data={"grant_type": "password"}, timeout=10)
     assert grant.status_code == 400 and grant.json()["error"] == "unsupported_grant_type"
-    metrics = requests.get(f"{stack['server'].url}/metrics", timeout=10).text
-    errors = int(re.search(r"^mcp_authserver_token_errors_total (\d+)$", metrics, re.M).group(1))
-    assert errors >= 4
     assert requests.get(f"{stack['server'].url}/readyz", timeout=10).status_code == 200
+
+
+def scrape(stack):
+    """Every sample of `/metrics`, by series (name and labels as exposed)."""
+    text = requests.get(f"{stack['server'].url}/metrics", timeout=10).text
+    return {series: float(value) for series, value in re.findall(r"^(mcp_authserver_\S+) (\S+)$", text, re.M)}
+
+
+def test_metrics_count_token_answers_by_grant_type_and_error_code(stack):
+    proxy = stack["proxy"]
+    client = register_m2m(proxy)
+    before = scrape(stack)
+    wrong = requests.post(proxy.url("/oauth/token"), auth=(client["client_id"], "wrong"),
+                          data={"grant_type": "client_credentials"}, timeout=10)
+    assert wrong.status_code == 401
+    m2m_token(proxy, client)
+    unknown = requests.post(proxy.url("/oauth/token"), data={"grant_type": "x\"}"}, timeout=10)
+    assert unknown.status_code == 400
+    after = scrape(stack)
+
+    def moved(series):
+        return after.get(series, 0) - before.get(series, 0)
+    assert moved('mcp_authserver_token_errors_total{grant_type="client_credentials",error="invalid_client"}') == 1
+    assert moved('mcp_authserver_tokens_issued_total{grant_type="client_credentials"}') == 1
+    assert moved('mcp_authserver_token_errors_total{grant_type="other",error="unsupported_grant_type"}') == 1
+    assert moved("mcp_authserver_token_request_duration_seconds_count") == 3
+    assert moved('mcp_authserver_token_request_duration_seconds_bucket{le="+Inf"}') == 3
+    assert not any('x"' in series for series in after), "a client-chosen grant_type became a label"
 
 
 def test_a_restart_keeps_clients_and_a_key_rotation_keeps_old_tokens_valid(stack):

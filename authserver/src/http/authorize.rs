@@ -68,7 +68,7 @@ pub async fn authorize<S: Store>(
             )
         }
         Lookup::Refused(reason) => return pages::error(StatusCode::BAD_REQUEST, &reason),
-        Lookup::StoreDown(err) => return store_failure(err),
+        Lookup::StoreDown(err) => return store_failure(&state, err),
     };
     let registered = redirect_uris(&client);
     let redirect_uri = match param("redirect_uri") {
@@ -143,7 +143,7 @@ pub async fn authorize<S: Store>(
         )
         .await
     {
-        return store_failure(err);
+        return store_failure(&state, err);
     }
     let mut response = see_other(
         &state
@@ -225,7 +225,7 @@ pub async fn login_page<S: Store>(
                 .save_upstream_login(&key, &login, state.clock.now() + REQUEST_SECONDS)
                 .await
             {
-                return store_failure(err);
+                return store_failure(&state, err);
             }
             see_other(&url)
         }
@@ -277,7 +277,7 @@ pub async fn callback<S: Store>(
                 "This sign-in answer was already used or has expired. Start again from your MCP client.",
             )
         }
-        Err(err) => return store_failure(err),
+        Err(err) => return store_failure(&state, err),
     };
     let (_, pending, _) = match load(&state, &headers, &login.request_id).await {
         Ok(found) => found,
@@ -305,6 +305,7 @@ pub async fn callback<S: Store>(
         Ok(found) => found,
         Err(err) => {
             Metrics::bump(&state.metrics.logins_failed);
+            state.metrics.upstream_failed(&err);
             tracing::warn!(error = %err, client_id = %pending.client_id, "upstream login failed");
             let _ = state.store.delete_request(&login.request_id).await;
             return refuse(&state, &back, &pending.client_id, false, err.for_client()).await;
@@ -421,13 +422,13 @@ async fn after_sign_in<S: Store>(
         .await
     {
         Ok(scope) => scope.map(|s| Scope::from_stored(&s)),
-        Err(err) => return store_failure(err),
+        Err(err) => return store_failure(state, err),
     };
     if consent::is_remembered(remembered.as_ref(), &Scope::from_stored(&pending.scope)) {
         return issue_code(state, request_id, pending, signed_in).await;
     }
     if let Err(err) = state.store.save_sign_in(request_id, &signed_in).await {
-        return store_failure(err);
+        return store_failure(state, err);
     }
     see_other(
         &state
@@ -514,7 +515,7 @@ pub async fn consent_submit<S: Store>(
         )
         .await
     {
-        return store_failure(err);
+        return store_failure(&state, err);
     }
     issue_code(&state, &form.request, pending, signed_in).await
 }
@@ -538,7 +539,7 @@ async fn issue_code<S: Store>(
             .save_upstream_tokens(&family_id, &sealed, state.clock.now())
             .await
         {
-            return store_failure(err);
+            return store_failure(state, err);
         }
     }
     let code = random_token(32);
@@ -561,7 +562,7 @@ async fn issue_code<S: Store>(
         )
         .await
     {
-        return store_failure(err);
+        return store_failure(state, err);
     }
     let _ = state.store.delete_request(request_id).await;
     tracing::info!(client_id = %pending.client_id, subject = %grant.user.subject, "authorization code issued");
@@ -583,7 +584,7 @@ async fn refuse<S: Store>(
         match state.store.client_approved(client_id).await {
             Ok(true) => Standing::ApprovedBefore,
             Ok(false) => Standing::NeverApproved,
-            Err(store) => return store_failure(store),
+            Err(store) => return store_failure(state, store),
         }
     };
     match decide::error_delivery(standing) {
@@ -681,7 +682,7 @@ async fn load<S: Store>(
                 "This sign-in has expired or is unknown. Start again from your MCP client.",
             ))
         }
-        Err(err) => return Err(store_failure(err)),
+        Err(err) => return Err(store_failure(state, err)),
     };
     match browser(headers) {
         Some(browser_id) if browser_id == stored.browser_id => {
@@ -746,8 +747,9 @@ fn redirect_uris(client: &StoredClient) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn store_failure(err: crate::store::StoreError) -> Response {
+fn store_failure<S>(state: &AppState<S>, err: crate::store::StoreError) -> Response {
     tracing::error!(error = %err, "storage failure during authorization");
+    state.metrics.database_failed("authorization");
     store_failure_page()
 }
 

@@ -4,12 +4,12 @@
 pub mod authorize;
 pub mod cors;
 pub mod limiter;
+pub mod metrics;
 pub mod pages;
 pub mod serve;
 pub mod token;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,23 +72,7 @@ pub struct AppState<S> {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    registrations: AtomicU64,
-    registrations_refused: AtomicU64,
-    pub tokens_issued: AtomicU64,
-    pub token_errors: AtomicU64,
-    pub logins_failed: AtomicU64,
-    pub consents_denied: AtomicU64,
-    pub families_revoked: AtomicU64,
-}
-
-impl Metrics {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
+pub use metrics::Metrics;
 
 pub fn router<S: Store>(
     config: Config,
@@ -259,7 +243,7 @@ async fn register<S: Store>(
     let source = source_address(peer.ip(), &headers, state.config.server.trusted_proxy_hops);
     let issued_at = state.clock.now();
     if !state.limiter.allow(source, issued_at) {
-        Metrics::bump(&state.metrics.registrations_refused);
+        state.metrics.registration_refused("rate_limited");
         return OAuthError::new(
             ErrorCode::SlowDown,
             "too many registrations from this address; retry in a minute",
@@ -275,8 +259,9 @@ async fn register<S: Store>(
     {
         Ok(registration) => registration,
         Err(err) => {
-            Metrics::bump(&state.metrics.registrations_refused);
-            return OAuthError::from(err).into_response();
+            let err = OAuthError::from(err);
+            state.metrics.registration_refused(err.code.as_str());
+            return err.into_response();
         }
     };
     let client_id = random_token(16);
@@ -290,9 +275,10 @@ async fn register<S: Store>(
     };
     if let Err(err) = state.store.save_client(&stored).await {
         tracing::error!(error = %err, "could not store a registered client");
+        state.metrics.database_failed("registration");
         return OAuthError::unavailable().into_response();
     }
-    Metrics::bump(&state.metrics.registrations);
+    state.metrics.registered();
     tracing::info!(client_id = %client_id, client_name = ?registration.metadata.client_name, "client registered");
     let mut response = metadata;
     response.insert("client_id".into(), json!(client_id));
@@ -320,6 +306,7 @@ const READINESS_IDP_BUDGET: Duration = Duration::from_secs(2);
 async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     if let Err(err) = state.store.ping().await {
         tracing::warn!(error = %err, "readiness probe: database unavailable");
+        state.metrics.database_failed("readiness");
         return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
     }
     if let Some(provider) = state.upstream.provider() {
@@ -345,54 +332,14 @@ async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
 }
 
 async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
-    let m = &state.metrics;
-    let counters = [
-        (
-            "registrations_total",
-            "clients registered",
-            &m.registrations,
-        ),
-        (
-            "registrations_refused_total",
-            "registrations refused (invalid or rate-limited)",
-            &m.registrations_refused,
-        ),
-        (
-            "tokens_issued_total",
-            "access tokens issued",
-            &m.tokens_issued,
-        ),
-        (
-            "token_errors_total",
-            "token requests refused",
-            &m.token_errors,
-        ),
-        (
-            "logins_failed_total",
-            "failed upstream logins",
-            &m.logins_failed,
-        ),
-        (
-            "consents_denied_total",
-            "consents denied",
-            &m.consents_denied,
-        ),
-        (
-            "families_revoked_total",
-            "grant families revoked (replay, reuse or revocation)",
-            &m.families_revoked,
-        ),
-    ];
-    let body: String = counters
-        .iter()
-        .map(|(name, help, value)| {
-            format!(
-                "# HELP mcp_authserver_{name} {help}\n# TYPE mcp_authserver_{name} counter\nmcp_authserver_{name} {}\n",
-                value.load(Ordering::Relaxed)
-            )
-        })
-        .collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 impl IntoResponse for OAuthError {
@@ -614,6 +561,38 @@ mod tests {
         let (status, _, body) = send(&app, post("/oauth/register", "10.0.0.5", CLIENT)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["error"], "temporarily_unavailable");
+    }
+
+    #[tokio::test]
+    async fn metrics_say_why_registrations_were_refused() {
+        let (app, _store) = app("registration: {per_minute: 1}").await;
+        let insecure = r#"{"redirect_uris": ["http://app.example.com/cb"]}"#;
+        assert_eq!(
+            send(&app, post("/oauth/register", "10.0.0.5", insecure))
+                .await
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            send(&app, post("/oauth/register", "10.0.0.5", CLIENT))
+                .await
+                .0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let (status, headers, body) =
+            send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        let text = body.as_str().unwrap();
+        assert!(text.contains(
+            "mcp_authserver_registrations_refused_total{reason=\"invalid_redirect_uri\"} 1\n"
+        ));
+        assert!(text
+            .contains("mcp_authserver_registrations_refused_total{reason=\"rate_limited\"} 1\n"));
+        assert!(text.contains("mcp_authserver_registrations_total 0\n"));
     }
 
     #[tokio::test]

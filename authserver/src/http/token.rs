@@ -8,6 +8,7 @@
 //! a storage error or a crash, and a retry whose answer was lost gets the same successor back.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{FromRequest, Request, State};
@@ -22,6 +23,7 @@ use serde_json::{json, Map};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::Sealer;
+use crate::http::metrics::grant_label;
 use crate::http::{hex, random_token, AppState, Lookup, Metrics};
 use crate::idp::oidc::{UpstreamError, UpstreamTokens};
 use crate::oauth::grant::{access_claims, Grant, User};
@@ -87,10 +89,19 @@ pub async fn token<S: Store>(
     headers: HeaderMap,
     OAuthForm(request): OAuthForm<TokenRequest>,
 ) -> Response {
+    let started = Instant::now();
+    let grant_type = grant_label(request.grant_type.as_deref());
     match grant(&state, &headers, &request).await {
-        Ok(response) => response,
+        Ok(response) => {
+            state
+                .metrics
+                .token_answered(grant_type, Ok(()), started.elapsed());
+            response
+        }
         Err(error) => {
-            Metrics::bump(&state.metrics.token_errors);
+            state
+                .metrics
+                .token_answered(grant_type, Err(error.code), started.elapsed());
             tracing::warn!(
                 client_id = %caller(&headers, request.client_id.as_deref()),
                 grant_type = request.grant_type.as_deref().unwrap_or("-"),
@@ -158,7 +169,6 @@ async fn client_credentials<S: Store>(
     claims.insert("exp".into(), json!(now + lifetime as i64));
     claims.insert("jti".into(), json!(random_token(16)));
     let access_token = sign(state, claims).await?;
-    Metrics::bump(&state.metrics.tokens_issued);
     tracing::debug!(client_id = %client.client_id, resource = %resource, "client_credentials token issued");
     Ok(answer_json(
         json!({"access_token": access_token, "token_type": "Bearer",
@@ -200,7 +210,7 @@ async fn authorization_code<S: Store>(
         .store
         .redeem_code(&sha256_hex(code), now)
         .await
-        .map_err(store_failure)?;
+        .map_err(|err| store_failure(state, err))?;
     let (grant, family_id) = match decide_code(redeemed, &ask) {
         Ok(decided) => decided,
         Err(refusal) => return Err(refuse(state, refusal).await),
@@ -213,7 +223,7 @@ async fn authorization_code<S: Store>(
             .store
             .save_refresh(&sha256_hex(&token), &grant, &family_id, expires_at, now)
             .await
-            .map_err(store_failure)?;
+            .map_err(|err| store_failure(state, err))?;
         Some(token)
     } else {
         None
@@ -257,7 +267,7 @@ async fn refresh<S: Store>(
             .store
             .find_refresh(&token_hash, now)
             .await
-            .map_err(store_failure)?;
+            .map_err(|err| store_failure(state, err))?;
         let (mut grant, access_scope, family_id, family_issued_at, expires_at) =
             match decide_refresh(found, &ask, &policy, now) {
                 Err(refusal) => return Err(refuse(state, refusal).await),
@@ -283,6 +293,7 @@ async fn refresh<S: Store>(
                 return Err(Refusal::NoUpstreamSession.into());
             }
             Err(UpstreamCheck::Failed(err)) if !err.ends_session() => {
+                state.metrics.upstream_failed(&err);
                 // Nothing was claimed: the same refresh token works once the IdP answers again.
                 tracing::warn!(error = %err, client_id = %client.client_id, "the identity provider could not re-check a refresh; nothing revoked");
                 return Err(OAuthError::new(
@@ -291,6 +302,7 @@ async fn refresh<S: Store>(
                 ));
             }
             Err(UpstreamCheck::Failed(err)) => {
+                state.metrics.upstream_failed(&err);
                 tracing::info!(error = %err, client_id = %client.client_id, "upstream refused the refresh");
                 if claimed_meanwhile(state, &token_hash).await? {
                     // A concurrent refresh rotated the token (and the upstream session with it).
@@ -298,7 +310,7 @@ async fn refresh<S: Store>(
                 }
                 revoke_family(state, &family_id, "upstream session ended")
                     .await
-                    .map_err(store_failure)?;
+                    .map_err(|err| store_failure(state, err))?;
                 return Err(OAuthError::invalid_grant(
                     "the identity provider ended the session; sign in again",
                 ));
@@ -325,7 +337,7 @@ async fn refresh<S: Store>(
             .store
             .rotate_refresh(&token_hash, &rotation, now)
             .await
-            .map_err(store_failure)?;
+            .map_err(|err| store_failure(state, err))?;
         if rotated {
             return Ok(issued(state, &access, access_token, Some(&successor)));
         }
@@ -363,7 +375,7 @@ async fn claimed_meanwhile<S: Store>(
         .store
         .find_refresh(token_hash, state.clock.now())
         .await
-        .map_err(store_failure)?;
+        .map_err(|err| store_failure(state, err))?;
     Ok(found.is_some_and(|found| found.used_at.is_some()))
 }
 
@@ -425,7 +437,7 @@ async fn recheck_upstream<S: Store>(
 async fn refuse<S: Store>(state: &AppState<S>, refusal: Refusal) -> OAuthError {
     if let Some(family_id) = refusal.family_to_revoke() {
         if let Err(err) = revoke_family(state, family_id, &refusal.to_string()).await {
-            return store_failure(err);
+            return store_failure(state, err);
         }
     }
     refusal.into()
@@ -482,7 +494,6 @@ fn issued<S>(
     if let Some(refresh_token) = refresh_token {
         body["refresh_token"] = json!(refresh_token);
     }
-    Metrics::bump(&state.metrics.tokens_issued);
     tracing::debug!(client_id = %grant.client_id, subject = %grant.user.subject, "tokens issued");
     answer_json(body)
 }
@@ -547,12 +558,12 @@ async fn revocation<S: Store>(
         .store
         .refresh_family(&sha256_hex(token))
         .await
-        .map_err(store_failure)?;
+        .map_err(|err| store_failure(state, err))?;
     match found {
         Some((family_id, owner)) if owner == client.client_id => {
             revoke_family(state, &family_id, "revoked by the client")
                 .await
-                .map_err(store_failure)?;
+                .map_err(|err| store_failure(state, err))?;
         }
         // Another client's token: not revoked, and nothing told (§2.1: the client is refused).
         Some(_) => {
@@ -619,7 +630,7 @@ async fn introspection<S: Store>(
             .store
             .find_refresh(&sha256_hex(token), state.clock.now())
             .await
-            .map_err(store_failure)?
+            .map_err(|err| store_failure(state, err))?
         {
             Some(stored) => Found::Refresh(Box::new(stored)),
             None => Found::Nothing,
@@ -650,7 +661,7 @@ async fn identify<S: Store>(
     let client_id = client_id.ok_or_else(invalid_client)?;
     match state.find_client(client_id).await {
         Lookup::Found(client) if client.secret_sha256.is_none() => Ok(client),
-        Lookup::StoreDown(err) => Err(store_failure(err)),
+        Lookup::StoreDown(err) => Err(store_failure(state, err)),
         _ => Err(invalid_client()),
     }
 }
@@ -670,8 +681,9 @@ async fn revoke_family<S: Store>(
     Ok(())
 }
 
-fn store_failure(err: StoreError) -> OAuthError {
+fn store_failure<S>(state: &AppState<S>, err: StoreError) -> OAuthError {
     tracing::error!(error = %err, "storage failure at the token endpoint");
+    state.metrics.database_failed("token");
     OAuthError::unavailable()
 }
 
@@ -691,7 +703,7 @@ async fn authenticate<S: Store>(
         .store
         .client(&client_id)
         .await
-        .map_err(store_failure)?
+        .map_err(|err| store_failure(state, err))?
         .ok_or_else(invalid_client)?;
     let presented = sha256_hex(&secret);
     match &client.secret_sha256 {
