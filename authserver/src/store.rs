@@ -126,8 +126,6 @@ pub trait Store: Housekeeping + Clone + Send + Sync + 'static {
         scope: &str,
         now: i64,
     ) -> impl Future<Output = Io<()>> + Send;
-    /// Whether any user ever approved `client_id` (only then are its errors redirected).
-    fn client_approved(&self, client_id: &str) -> impl Future<Output = Io<bool>> + Send;
     fn save_code(
         &self,
         code_sha256: &str,
@@ -418,12 +416,10 @@ mod tests {
     #[tokio::test]
     async fn consent_is_kept_per_user_client_and_resource() {
         let (_dir, store) = store().await;
-        assert!(!store.client_approved("c1").await.unwrap());
         store
             .save_consent("dev:alice", "c1", "https://mcp/a", "mcp:tools", 1)
             .await
             .unwrap();
-        assert!(store.client_approved("c1").await.unwrap());
         assert_eq!(
             store
                 .consent("dev:alice", "c1", "https://mcp/a")

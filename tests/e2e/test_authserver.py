@@ -255,17 +255,18 @@ def test_a_denied_consent_goes_back_with_access_denied(stack):
     ({"scope": "mcp:admin"}, "invalid_scope"),
     ({"response_type": "token"}, "unsupported_response_type"),
 ])
-def test_authorization_errors_go_back_to_the_client_with_state_and_iss(stack, overrides, error):
-    """For a client a user approved; errors of one nobody approved are shown instead
-    (test_authorize_hardening.py)."""
+def test_authorization_errors_are_shown_with_their_code_never_redirected(stack, overrides, error):
+    """Even for a client a user approved before: a link's errors are a page at the server, not
+    a redirect (RFC 9700 §4.11.2); only the answer to the consent page goes back
+    (test_a_denied_consent_goes_back_with_access_denied)."""
     proxy = stack["proxy"]
     client = register_public(proxy)
     login(proxy, client)
     _, challenge = pkce()
     response = requests.get(authorize_url(proxy, client, challenge, **overrides), allow_redirects=False, timeout=10)
-    assert response.status_code == 303
-    answer = query(response.headers["location"])
-    assert (answer["error"], answer["state"], answer["iss"]) == (error, "st-123", proxy.origin)
+    assert response.status_code == 400 and "location" not in response.headers
+    assert response.headers["content-type"].startswith("text/html")
+    assert error in response.text, "the page names the error"
 
 
 def test_an_unknown_client_or_redirect_uri_is_shown_not_redirected(stack):

@@ -116,7 +116,7 @@ pub async fn authorize<S: Store>(
     };
     let accepted = match decide::check(&query, &offer) {
         Ok(accepted) => accepted,
-        Err(err) => return refuse(&state, &back, &client.client_id, false, err).await,
+        Err(err) => return refuse(&back, Standing::NotAnswered, err),
     };
 
     let (browser_id, new_browser) = match browser(&headers) {
@@ -240,7 +240,7 @@ pub async fn login_page<S: Store>(
         Err(err) => {
             tracing::error!(error = %err, "upstream login could not start");
             let back = Back::of(&state, &pending);
-            refuse(&state, &back, &pending.client_id, false, err.for_client()).await
+            refuse(&back, Standing::NotAnswered, err.for_client())
         }
     }
 }
@@ -308,33 +308,19 @@ pub async fn callback<S: Store>(
             state.metrics.upstream_failed(&err);
             tracing::warn!(error = %err, client_id = %pending.client_id, "upstream login failed");
             let _ = state.store.delete_request(&login.request_id).await;
-            return refuse(&state, &back, &pending.client_id, false, err.for_client()).await;
+            return refuse(&back, Standing::NotAnswered, err.for_client());
         }
     };
     if user.subject.is_empty() {
         tracing::error!("the identity provider did not send the configured subject_claim; check upstream.subject_claim");
-        return refuse(
-            &state,
-            &back,
-            &pending.client_id,
-            false,
-            OAuthError::server_error(),
-        )
-        .await;
+        return refuse(&back, Standing::NotAnswered, OAuthError::server_error());
     }
     let sealed_upstream = match &state.sealer {
         Some(sealer) => match serde_json::to_vec(&tokens) {
             Ok(plain) => Some(STANDARD.encode(sealer.seal(&plain))),
             Err(err) => {
                 tracing::error!(error = %err, "upstream tokens could not be serialized");
-                return refuse(
-                    &state,
-                    &back,
-                    &pending.client_id,
-                    false,
-                    OAuthError::server_error(),
-                )
-                .await;
+                return refuse(&back, Standing::NotAnswered, OAuthError::server_error());
             }
         },
         None => None,
@@ -502,7 +488,7 @@ pub async fn consent_submit<S: Store>(
         tracing::info!(client_id = %pending.client_id, "consent denied");
         let back = Back::of(&state, &pending);
         let denied = OAuthError::new(ErrorCode::AccessDenied, "the user denied access");
-        return refuse(&state, &back, &pending.client_id, true, denied).await;
+        return refuse(&back, Standing::UserAnswered, denied);
     }
     if let Err(err) = state
         .store
@@ -569,24 +555,9 @@ async fn issue_code<S: Store>(
     Back::of(state, &pending).with(&[("code", &code)])
 }
 
-/// An error answer: to the client's redirect URI if a person has vouched for the client (or
-/// just answered its consent page), else shown here (no open redirector, RFC 9700 §4.11.2).
-async fn refuse<S: Store>(
-    state: &AppState<S>,
-    back: &Back<'_>,
-    client_id: &str,
-    user_answered: bool,
-    err: OAuthError,
-) -> Response {
-    let standing = if user_answered {
-        Standing::UserAnswered
-    } else {
-        match state.store.client_approved(client_id).await {
-            Ok(true) => Standing::ApprovedBefore,
-            Ok(false) => Standing::NeverApproved,
-            Err(store) => return store_failure(state, store),
-        }
-    };
+/// An error answer: to the client's redirect URI once the person just answered its consent
+/// page, else shown here (no open redirector, RFC 9700 §4.11.2).
+fn refuse(back: &Back<'_>, standing: Standing, err: OAuthError) -> Response {
     match decide::error_delivery(standing) {
         Delivery::Redirect => back.with(&[
             ("error", err.code.as_str()),
@@ -1060,7 +1031,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn errors_of_a_client_nobody_approved_are_shown_not_redirected() {
+    async fn errors_before_the_consent_answer_are_shown_not_redirected_even_once_approved() {
         let mut server = Server::start().await;
         let bad = format!("&resource={A}&scope=mcp:admin");
         let (status, location, body) = server.get(&authorize(&bad)).await;
@@ -1081,11 +1052,10 @@ mod tests {
 
         let (status, location, _) = server.get(&authorize(&bad)).await;
         assert_eq!(
-            status,
-            StatusCode::SEE_OTHER,
-            "an approved client gets its errors"
+            (status, location.as_str()),
+            (StatusCode::BAD_REQUEST, ""),
+            "approved once (by anyone, its registrant too) is no licence to redirect a link's errors"
         );
-        assert!(location.starts_with(CB) && location.contains("error=invalid_scope"));
     }
 
     #[tokio::test]

@@ -133,15 +133,14 @@ pub fn echoable_state(state: Option<&str>) -> Option<&str> {
     state.filter(|s| s.len() <= MAX_STATE)
 }
 
-/// What the server knows of the client when an error happens after its redirect URI was found
-/// registered (before that, errors are always shown).
+/// Where the person at the browser stands when an error happens after the client's redirect URI
+/// was found registered (before that, errors are always shown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
-    /// A registered redirect URI, but no user ever approved this client.
-    NeverApproved,
-    /// Some user approved this client before (a stored consent exists).
-    ApprovedBefore,
-    /// The person at the browser just answered this client's consent page.
+    /// They have not answered this client's consent page in this request (they may have signed
+    /// in, or be on the way back from the identity provider).
+    NotAnswered,
+    /// They just answered this client's consent page.
     UserAnswered,
 }
 
@@ -154,13 +153,15 @@ pub enum Delivery {
     Page,
 }
 
-/// Errors go to the redirect URI only for a client a person has vouched for. Anyone can register
-/// a client with any redirect URI; redirecting its errors would make this server an open
-/// redirector (RFC 9700 §4.11.2), so they are shown instead.
+/// Errors go to the redirect URI only once the person at the browser has answered the client's
+/// consent page in this very request. Anyone can register a client with any redirect URI, and
+/// anyone can approve their own client once: redirecting errors on an earlier approval (by
+/// whoever gave it) would still make this server an open redirector for a link an attacker sends
+/// (RFC 9700 §4.11.2), so until then errors are a page at the server.
 pub fn error_delivery(standing: Standing) -> Delivery {
     match standing {
-        Standing::ApprovedBefore | Standing::UserAnswered => Delivery::Redirect,
-        Standing::NeverApproved => Delivery::Page,
+        Standing::UserAnswered => Delivery::Redirect,
+        Standing::NotAnswered => Delivery::Page,
     }
 }
 
@@ -325,9 +326,8 @@ mod tests {
     }
 
     #[test]
-    fn only_a_vouched_for_client_gets_its_errors_redirected() {
-        assert_eq!(error_delivery(Standing::NeverApproved), Delivery::Page);
-        assert_eq!(error_delivery(Standing::ApprovedBefore), Delivery::Redirect);
+    fn errors_are_redirected_only_once_the_person_answered_the_consent_page() {
+        assert_eq!(error_delivery(Standing::NotAnswered), Delivery::Page);
         assert_eq!(error_delivery(Standing::UserAnswered), Delivery::Redirect);
     }
 

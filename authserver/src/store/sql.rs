@@ -118,14 +118,6 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn client_approved(&self, client_id: &str) -> Result<bool, StoreError> {
-                let row = sqlx::query("SELECT 1 AS found FROM consents WHERE client_id = $1 LIMIT 1")
-                    .bind(client_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.is_some())
-            }
-
             async fn save_code(
                 &self,
                 code_sha256: &str,
