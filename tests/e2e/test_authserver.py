@@ -428,6 +428,13 @@ def test_a_metadata_document_on_a_private_address_is_refused(stack, tmp_path):
         # Refused, and the visitor is not told why (an internal-network oracle); the log is.
         assert "could not be retrieved" in response.text and "loopback" not in response.text
         assert "private or loopback address" in server.process.log()
+        # At the token endpoint a document that cannot be retrieved is a 503 to retry, not an
+        # `invalid_client` a client would take as final (and drop its sessions over).
+        token = requests.post(f"{server.url}/oauth/token", data={
+            "grant_type": "authorization_code", "client_id": params["client_id"], "code": "c",
+            "code_verifier": "v" * 43, "redirect_uri": REDIRECT}, timeout=10)
+        assert (token.status_code, token.json()["error"]) == (503, "temporarily_unavailable"), token.text
+        assert "loopback" not in token.text
     finally:
         server.stop()
 

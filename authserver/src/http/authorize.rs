@@ -67,7 +67,9 @@ pub async fn authorize<S: Store>(
                 "This client is not registered here. Register it again from your MCP client.",
             )
         }
-        Lookup::Refused(reason) => return pages::error(StatusCode::BAD_REQUEST, &reason),
+        Lookup::Refused(reason) | Lookup::Unreachable(reason) => {
+            return pages::error(StatusCode::BAD_REQUEST, &reason)
+        }
         Lookup::StoreDown(err) => return store_failure(&state, err),
     };
     let registered = redirect_uris(&client);

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
-use crate::client_documents::{self, MetadataFetcher};
+use crate::client_documents::{self, MetadataError, MetadataFetcher};
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::http::limiter::{source_address, RateLimiter};
@@ -380,8 +380,11 @@ pub fn random_token(bytes: usize) -> String {
 pub enum Lookup {
     Found(StoredClient),
     Unknown,
-    /// A metadata document that could not be used, and why.
+    /// A metadata document that is unusable as published (not a URL, invalid), and why.
     Refused(String),
+    /// A metadata document that could not be retrieved (for the visitor: no more than that,
+    /// whatever the reason). Possibly passing: not a reason to call the client unknown.
+    Unreachable(String),
     StoreDown(StoreError),
 }
 
@@ -398,7 +401,14 @@ impl<S: Store> AppState<S> {
                 }),
                 Err(err) => {
                     tracing::info!(error = %err, "client metadata document refused");
-                    Lookup::Refused(err.public_description())
+                    match err {
+                        MetadataError::Fetch { .. } | MetadataError::PrivateAddress { .. } => {
+                            Lookup::Unreachable(err.public_description())
+                        }
+                        MetadataError::NotAUrl(_) | MetadataError::Invalid { .. } => {
+                            Lookup::Refused(err.public_description())
+                        }
+                    }
                 }
             };
         }

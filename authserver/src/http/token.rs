@@ -662,6 +662,11 @@ async fn identify<S: Store>(
     match state.find_client(client_id).await {
         Lookup::Found(client) if client.secret_sha256.is_none() => Ok(client),
         Lookup::StoreDown(err) => Err(store_failure(state, err)),
+        // The client's own host is down: a retry may work, so not `invalid_client` (which
+        // clients take as final and drop their sessions over).
+        Lookup::Unreachable(reason) => {
+            Err(OAuthError::new(ErrorCode::TemporarilyUnavailable, reason))
+        }
         _ => Err(invalid_client()),
     }
 }
