@@ -89,6 +89,20 @@ impl Federated<'_> {
     }
 }
 
+/// The user a refresh found, checked to be the family's: a refresh that names no subject (no
+/// new ID token, say) keeps the family's; one that names another is refused as an ended
+/// session, so another person's groups are never merged into this family.
+pub fn same_person(previous: &User, mut user: User) -> Result<User, UpstreamError> {
+    if user.subject.is_empty() {
+        user.subject.clone_from(&previous.subject);
+    } else if user.subject != previous.subject {
+        return Err(UpstreamError::SessionEnded(
+            "the refreshed session names another subject".into(),
+        ));
+    }
+    Ok(user)
+}
+
 /// Where users log in (the `upstream` section of the configuration).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -121,4 +135,31 @@ pub fn from_config(
         )),
         None => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(subject: &str, groups: &[&str]) -> User {
+        User {
+            subject: subject.into(),
+            email: None,
+            name: None,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            roles: vec![],
+        }
+    }
+
+    #[test]
+    fn a_refresh_naming_another_subject_ends_the_session_and_none_keeps_ours() {
+        let alice = user("alice", &["devs"]);
+        let kept = same_person(&alice, user("", &["ops"])).unwrap();
+        assert_eq!(
+            (kept.subject.as_str(), kept.groups),
+            ("alice", vec!["ops".to_owned()])
+        );
+        let err = same_person(&alice, user("mallory", &["admins"])).unwrap_err();
+        assert!(err.ends_session(), "{err}");
+    }
 }

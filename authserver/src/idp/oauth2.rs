@@ -186,10 +186,8 @@ impl OAuth2Upstream {
             .request_async(&self.http)
             .await
             .map_err(|err| self.token_error(err, true))?;
-        let mut user = self.user(response.access_token().secret()).await?;
-        if user.subject != previous.subject {
-            user.subject.clone_from(&previous.subject);
-        }
+        let user =
+            super::same_person(previous, self.user(response.access_token().secret()).await?)?;
         let refresh = response
             .refresh_token()
             .map(|t| t.secret().clone())

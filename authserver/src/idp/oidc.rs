@@ -336,13 +336,10 @@ impl OidcUpstream {
             }
             None => Map::new(),
         };
-        let mut user = self
+        let user = self
             .user(&client, &id_claims, response.access_token().secret())
             .await?;
-        if user.subject.is_empty() || user.subject != previous.subject {
-            // Without a new ID token the subject comes from elsewhere or not at all: keep ours.
-            user.subject.clone_from(&previous.subject);
-        }
+        let user = super::same_person(previous, user)?;
         let tokens = UpstreamTokens {
             refresh_token: response
                 .refresh_token()
@@ -382,7 +379,7 @@ impl OidcUpstream {
         let text = |claim: &str| find(claim).and_then(|v| v.as_str().map(str::to_owned));
         Ok(User {
             subject: text(&self.settings.subject_claim).unwrap_or_default(),
-            email: verified_email(find("email"), find("email_verified").as_ref()),
+            email: email_of(&sources),
             name: text("name"),
             groups: self
                 .settings
@@ -611,6 +608,18 @@ fn payload(token: &str) -> Map<String, Value> {
 /// The email address, only if the provider vouches for it (`email_verified`, OIDC Core §5.1;
 /// some providers send the flag as a string). An unverified address is anyone's to type in, and
 /// a policy or an MCP server matching on `email` would take it for the user's.
+/// The address of the first source that has one, if that same source says it is verified: one
+/// source's `email_verified` says nothing about another's `email`.
+fn email_of(sources: &[Map<String, Value>]) -> Option<String> {
+    sources
+        .iter()
+        .find_map(|claims| {
+            lookup(claims, "email")
+                .map(|email| verified_email(Some(email.clone()), lookup(claims, "email_verified")))
+        })
+        .flatten()
+}
+
 pub(crate) fn verified_email(email: Option<Value>, verified: Option<&Value>) -> Option<String> {
     let verified = match verified {
         Some(Value::Bool(flag)) => *flag,
@@ -804,6 +813,18 @@ mod tests {
         assert_eq!(verified_email(email(), Some(&json!("false"))), None);
         assert_eq!(verified_email(email(), None), None, "no flag, no email");
         assert_eq!(verified_email(None, Some(&json!(true))), None);
+    }
+
+    #[test]
+    fn the_verified_flag_counts_only_for_the_address_of_its_own_source() {
+        let claims = |value: Value| value.as_object().cloned().unwrap();
+        let id_token = claims(json!({"email": "ceo@example.com"}));
+        let userinfo = claims(json!({"email": "me@example.com", "email_verified": true}));
+        assert_eq!(email_of(&[id_token.clone(), userinfo.clone()]), None);
+        assert_eq!(
+            email_of(&[userinfo, id_token]).as_deref(),
+            Some("me@example.com")
+        );
     }
 
     #[test]
