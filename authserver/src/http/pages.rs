@@ -35,7 +35,15 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         status,
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http: https:; frame-ancestors 'none'"),
+            // No `form-action`: Chromium applies it to the redirect that follows a form post, and
+            // after Allow (or a sign-in with remembered consent) that redirect goes to the
+            // client's URI, which may use a private-use scheme (`cursor://…`, RFC 8252 §7.1) a
+            // source list cannot name. Every value on these pages is escaped and no script runs
+            // (`default-src 'none'`), so no injected form exists to be retargeted.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
             (header::X_FRAME_OPTIONS, "DENY"),
             (header::CACHE_CONTROL, "no-store"),
             (header::REFERRER_POLICY, "no-referrer"),
@@ -139,6 +147,19 @@ mod tests {
         assert_eq!(
             escape("<script>alert('x')</script>&\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+    }
+
+    #[test]
+    fn pages_run_no_script_and_frame_nowhere_but_let_the_answer_reach_a_private_use_scheme() {
+        let response = login("/oauth/login", "r", "c", None);
+        let policy = response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
+        assert!(
+            !policy.contains("form-action"),
+            "Chromium would block the redirect to `cursor://…` after the post: {policy}"
         );
     }
 }
