@@ -151,6 +151,17 @@ pub trait Store: Housekeeping + Clone + Send + Sync + 'static {
         token_sha256: &str,
         now: i64,
     ) -> impl Future<Output = Io<Option<StoredRefresh>>> + Send;
+    /// Takes the lease on an unused refresh token until `until` (unless another request holds
+    /// a live one): only the holder asks the identity provider with the family's upstream
+    /// session. `false` when the token is leased by another request, used, or unknown.
+    fn lease_refresh(
+        &self,
+        token_sha256: &str,
+        now: i64,
+        until: i64,
+    ) -> impl Future<Output = Io<bool>> + Send;
+    /// Gives a lease back (the provider could not be asked): the next request need not wait.
+    fn release_refresh_lease(&self, token_sha256: &str) -> impl Future<Output = Io<()>> + Send;
     /// Claims `old_sha256` and stores its successor in one transaction, with the family's new
     /// upstream session if there is one; `false` when another request claimed it first (or it
     /// died meanwhile), in which case nothing is written.

@@ -259,9 +259,12 @@ async fn refresh<S: Store>(
     };
     let token_hash = sha256_hex(token);
     let policy = refresh_policy(state);
-    // Twice at most: a request that loses the claim to a concurrent one looks again, and then
-    // finds the winner's successor to hand back.
-    for _ in 0..2 {
+    // A request that loses the claim to a concurrent one looks again, and then finds the
+    // winner's successor to hand back; one that finds the provider being asked for this token
+    // by another waits for that answer (at most `LEASE_WAITS` polls).
+    let mut claims_lost = 0;
+    let mut waits = 0;
+    while claims_lost < 2 {
         let now = state.clock.now();
         let found = state
             .store
@@ -282,6 +285,25 @@ async fn refresh<S: Store>(
                     expires_at,
                 }) => (grant, access_scope, family_id, family_issued_at, expires_at),
             };
+        let federated = state.upstream.federated().is_some();
+        if federated {
+            let leased = state
+                .store
+                .lease_refresh(&token_hash, now, now + LEASE_SECONDS)
+                .await
+                .map_err(|err| store_failure(state, err))?;
+            if !leased {
+                waits += 1;
+                if waits > LEASE_WAITS {
+                    return Err(OAuthError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        "another request is refreshing this token; try again shortly",
+                    ));
+                }
+                tokio::time::sleep(LEASE_POLL).await;
+                continue;
+            }
+        }
         let upstream_sealed = match recheck_upstream(state, &family_id, &grant.user).await {
             Ok(Some((user, sealed))) => {
                 grant.user = user;
@@ -296,6 +318,9 @@ async fn refresh<S: Store>(
                 state.metrics.upstream_failed(&err);
                 // Nothing was claimed: the same refresh token works once the IdP answers again.
                 tracing::warn!(error = %err, client_id = %client.client_id, "the identity provider could not re-check a refresh; nothing revoked");
+                if let Err(err) = state.store.release_refresh_lease(&token_hash).await {
+                    tracing::warn!(error = %err, "could not release a refresh lease (it expires by itself)");
+                }
                 return Err(OAuthError::new(
                     ErrorCode::TemporarilyUnavailable,
                     "the identity provider could not be asked; try again shortly",
@@ -341,9 +366,17 @@ async fn refresh<S: Store>(
         if rotated {
             return Ok(issued(state, &access, access_token, Some(&successor)));
         }
+        claims_lost += 1;
     }
     Err(Refusal::Unknown(Credential::RefreshToken).into())
 }
+
+/// How long a federated refresh holds its token while it asks the identity provider: the
+/// request timeout, so a lease outlives no request that could still use it.
+const LEASE_SECONDS: i64 = 30;
+/// How often, and how many times, a request for a token another request holds looks again.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+const LEASE_WAITS: u32 = 500;
 
 /// The answer to a retry within the grace: a fresh access token and the successor the first
 /// attempt stored, which only the old token can unseal.
@@ -821,6 +854,15 @@ mod tests {
         async fn app_at(
             clock: std::sync::Arc<dyn crate::oauth::Clock>,
         ) -> (tempfile::TempDir, Router, SqliteStore) {
+            app_with(clock, Upstream::new(None), None).await
+        }
+
+        /// As [`app_at`], with an identity provider and the sealer of upstream sessions.
+        async fn app_with(
+            clock: std::sync::Arc<dyn crate::oauth::Clock>,
+            upstream: Upstream,
+            sealer: Option<crate::crypto::Sealer>,
+        ) -> (tempfile::TempDir, Router, SqliteStore) {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(&format!("sqlite://{}/auth.db", dir.path().display()))
                 .await
@@ -857,8 +899,8 @@ mod tests {
                     config,
                     KeyRing::ephemeral(),
                     store.clone(),
-                    Upstream::new(None),
-                    None,
+                    upstream,
+                    sealer,
                     clock,
                 ),
                 store,
@@ -1000,6 +1042,115 @@ mod tests {
             assert!(
                 store.client("m2m").await.unwrap().is_some(),
                 "the machine client stays"
+            );
+        }
+
+        /// A provider that rotates its refresh tokens and takes a second use of one for a replay
+        /// (Auth0, Keycloak, Okta without a grace): it ends the session of any second caller.
+        struct RotatingProvider(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+        impl crate::idp::IdentityProvider for RotatingProvider {
+            fn is_federated(&self) -> bool {
+                true
+            }
+
+            fn start(&self) -> crate::idp::BoxFuture<'_, Result<crate::idp::Start, UpstreamError>> {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn finish<'a>(
+                &'a self,
+                _code: &'a str,
+                _nonce: &'a str,
+                _verifier: &'a str,
+            ) -> crate::idp::BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>
+            {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn refresh<'a>(
+                &'a self,
+                _tokens: &'a UpstreamTokens,
+                previous: &'a User,
+            ) -> crate::idp::BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>
+            {
+                Box::pin(async move {
+                    let uses = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if uses > 0 {
+                        return Err(UpstreamError::SessionEnded("refresh token reused".into()));
+                    }
+                    let rotated = UpstreamTokens {
+                        refresh_token: Some("upstream-2".into()),
+                    };
+                    Ok((previous.clone(), rotated))
+                })
+            }
+        }
+
+        #[tokio::test]
+        async fn concurrent_federated_refreshes_ask_the_provider_once_and_share_one_successor() {
+            let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let sealer = crate::crypto::Sealer::derived("test", b"upstream sessions");
+            let upstream_session = serde_json::to_vec(&UpstreamTokens {
+                refresh_token: Some("upstream-1".into()),
+            })
+            .unwrap();
+            let sealed = sealer.seal(&upstream_session);
+            let (_dir, app, store) = app_with(
+                std::sync::Arc::new(crate::oauth::SystemClock),
+                Upstream::new(Some(Box::new(RotatingProvider(calls.clone())))),
+                Some(sealer),
+            )
+            .await;
+            let now = crate::oauth::Clock::now(&crate::oauth::SystemClock);
+            let grant = Grant {
+                client_id: "m2m".into(),
+                resource: RESOURCE.into(),
+                scope: "mcp:tools offline_access".into(),
+                user: User {
+                    subject: "okta|alice".into(),
+                    email: None,
+                    name: None,
+                    groups: vec!["mcp-developers".into()],
+                    roles: vec![],
+                },
+                redirect_uri: String::new(),
+                code_challenge: String::new(),
+            };
+            store
+                .save_refresh(&sha256_hex("rt-1"), &grant, "fam", now + 3600, now)
+                .await
+                .unwrap();
+            store
+                .save_upstream_tokens("fam", &sealed, now)
+                .await
+                .unwrap();
+            let mut requests = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let app = app.clone();
+                requests.spawn(async move {
+                    form(
+                        &app,
+                        "/oauth/token",
+                        "grant_type=refresh_token&refresh_token=rt-1",
+                    )
+                    .await
+                });
+            }
+            let answers = requests.join_all().await;
+            let successors: std::collections::BTreeSet<String> = answers
+                .iter()
+                .map(|(status, body)| {
+                    assert_eq!(*status, 200, "{body}");
+                    body["refresh_token"].as_str().unwrap().to_owned()
+                })
+                .collect();
+            assert_eq!(successors.len(), 1, "one successor for every request");
+            assert_eq!(
+                calls.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "the provider was asked once, with the one upstream session"
             );
         }
 

@@ -199,6 +199,34 @@ macro_rules! sql_store {
                 }))
             }
 
+            async fn lease_refresh(
+                &self,
+                token_sha256: &str,
+                now: i64,
+                until: i64,
+            ) -> Result<bool, StoreError> {
+                // One conditional UPDATE: of two requests (or replicas), one takes the lease.
+                let taken = sqlx::query(
+                    "UPDATE refresh_tokens SET leased_until = $3 \
+                     WHERE token_sha256 = $1 AND used = 0 AND (leased_until IS NULL OR leased_until <= $2)",
+                )
+                .bind(token_sha256)
+                .bind(now)
+                .bind(until)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(taken == 1)
+            }
+
+            async fn release_refresh_lease(&self, token_sha256: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE refresh_tokens SET leased_until = NULL WHERE token_sha256 = $1")
+                    .bind(token_sha256)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn rotate_refresh(
                 &self,
                 old_sha256: &str,
