@@ -242,7 +242,13 @@ class Envoy:
 
     def counter(self, name: str) -> int:
         """A filter counter, `name` without its `mcp_auth.<instance>.` prefix, summed over instances."""
-        pattern = r"mcp_auth\.[^.]+\." + re.escape(name) + "$"
+        return self._stat_sum(r"mcp_auth\.[^.]+\." + re.escape(name) + "$")
+
+    def envoy_counter(self, name: str) -> int:
+        """One of Envoy's own statistics by its full name (`cluster.authserver.upstream_rq_completed`)."""
+        return self._stat_sum("^" + re.escape(name) + "$")
+
+    def _stat_sum(self, pattern: str) -> int:
         text = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": pattern}, timeout=5).text
         return sum(int(line.partition(": ")[2]) for line in text.splitlines() if ": " in line)
 

@@ -254,8 +254,8 @@ def test_a_signing_key_rotation_under_traffic_drops_no_valid_token(log_dir, ever
 
     def jwks_fetched_after_deploy():
         """Waits for two JWKS fetches by the filter after now: one started after the deploy."""
-        fetched = proxy.counter("cluster.authserver.upstream_rq_completed")
-        wait_until(lambda: proxy.counter("cluster.authserver.upstream_rq_completed") >= fetched + 2, 30,
+        fetched = proxy.envoy_counter("cluster.authserver.upstream_rq_completed")
+        wait_until(lambda: proxy.envoy_counter("cluster.authserver.upstream_rq_completed") >= fetched + 2, 30,
                    "the filter's JWKS refresh")
 
     deploy([key_a])

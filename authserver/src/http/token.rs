@@ -321,9 +321,14 @@ async fn refresh<S: Store>(
                 if let Err(err) = state.store.release_refresh_lease(&token_hash).await {
                     tracing::warn!(error = %err, "could not release a refresh lease (it expires by itself)");
                 }
+                let description = if err.is_transient() {
+                    "the identity provider is unreachable; try again shortly"
+                } else {
+                    "the identity provider could not re-check the session; try again shortly"
+                };
                 return Err(OAuthError::new(
                     ErrorCode::TemporarilyUnavailable,
-                    "the identity provider could not be asked; try again shortly",
+                    description,
                 ));
             }
             Err(UpstreamCheck::Failed(err)) => {
