@@ -40,7 +40,20 @@ pub fn source_address(peer: IpAddr, headers: &HeaderMap, trusted_proxy_hops: usi
         .unwrap_or(peer)
 }
 
-/// A fixed one-minute window per source address.
+/// The budget an address draws on: an IPv6 address's /64 (one host is usually given a whole
+/// /64, and could otherwise take a fresh budget per address), an IPv4 address as it is (an
+/// IPv4-mapped IPv6 peer counts as its IPv4 address).
+fn budget_key(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(_) => source,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// A fixed one-minute window per source address (per /64 for IPv6).
 pub struct RateLimiter {
     per_minute: u32,
     windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
@@ -62,7 +75,7 @@ impl RateLimiter {
         if windows.len() > MAX_TRACKED {
             windows.retain(|_, (start, _)| now - *start < WINDOW_SECONDS);
         }
-        let (start, count) = windows.entry(source).or_insert((now, 0));
+        let (start, count) = windows.entry(budget_key(source)).or_insert((now, 0));
         if now - *start >= WINDOW_SECONDS {
             *start = now;
             *count = 0;
@@ -128,6 +141,27 @@ mod tests {
         assert_eq!(
             source_address(peer, &forwarded(&["1.1.1.1, nonsense"]), 1),
             peer
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_cannot_rotate_addresses_within_its_64_for_fresh_budgets() {
+        let limiter = RateLimiter::new(2);
+        assert!(limiter.allow(ip("2001:db8:1:2::1"), 0));
+        assert!(limiter.allow(ip("2001:db8:1:2::ffff:1"), 0));
+        assert!(
+            !limiter.allow(ip("2001:db8:1:2:abcd::7"), 0),
+            "the same /64 shares one budget"
+        );
+        assert!(
+            limiter.allow(ip("2001:db8:1:3::1"), 0),
+            "another /64 has its own"
+        );
+        assert!(limiter.allow(ip("::ffff:192.0.2.1"), 0));
+        assert!(limiter.allow(ip("192.0.2.1"), 0));
+        assert!(
+            !limiter.allow(ip("192.0.2.1"), 0),
+            "an IPv4-mapped peer is its IPv4 address"
         );
     }
 }
