@@ -548,11 +548,33 @@ fn answer_json(body: serde_json::Value) -> Response {
         .into_response()
 }
 
+/// The form of RFC 7009 revocation and RFC 7662 introspection: one token, and the caller's
+/// client credentials when they are not in `Authorization` (`token_type_hint` is ignored: both
+/// kinds of token are told apart without it).
 #[derive(Debug, Deserialize)]
-pub struct RevokeRequest {
+pub struct TokenForm {
     token: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+}
+
+/// The answer of a revocation or introspection endpoint; a refusal is logged with the caller
+/// and the reason (never the token) before it is answered.
+fn answer(
+    result: Result<Response, OAuthError>,
+    headers: &HeaderMap,
+    form: &TokenForm,
+    what: &str,
+) -> Response {
+    result.unwrap_or_else(|error| {
+        tracing::warn!(
+            client_id = %caller(headers, form.client_id.as_deref()),
+            error = %error.code,
+            reason = %error.description,
+            "{what} refused"
+        );
+        error.into_response()
+    })
 }
 
 /// RFC 7009: revoking a refresh token revokes its family. Access tokens are self-contained JWTs
@@ -561,26 +583,16 @@ pub struct RevokeRequest {
 pub async fn revoke<S: Store>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
-    OAuthForm(request): OAuthForm<RevokeRequest>,
+    OAuthForm(request): OAuthForm<TokenForm>,
 ) -> Response {
-    match revocation(&state, &headers, &request).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(
-                client_id = %caller(&headers, request.client_id.as_deref()),
-                error = %error.code,
-                reason = %error.description,
-                "revocation refused"
-            );
-            error.into_response()
-        }
-    }
+    let result = revocation(&state, &headers, &request).await;
+    answer(result, &headers, &request, "revocation")
 }
 
 async fn revocation<S: Store>(
     state: &Arc<AppState<S>>,
     headers: &HeaderMap,
-    request: &RevokeRequest,
+    request: &TokenForm,
 ) -> Result<Response, OAuthError> {
     let client = identify(
         state,
@@ -618,39 +630,22 @@ async fn revocation<S: Store>(
     Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct IntrospectRequest {
-    token: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-}
-
 /// RFC 7662: for confidential clients (resource servers) that authenticate (§2.1). Access tokens
 /// are checked against the server's own keys and clock, refresh tokens looked up by hash;
 /// `token_type_hint` is not needed to find either and is ignored (§2.1 allows it).
 pub async fn introspect<S: Store>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
-    OAuthForm(request): OAuthForm<IntrospectRequest>,
+    OAuthForm(request): OAuthForm<TokenForm>,
 ) -> Response {
-    match introspection(&state, &headers, &request).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(
-                client_id = %caller(&headers, request.client_id.as_deref()),
-                error = %error.code,
-                reason = %error.description,
-                "introspection refused"
-            );
-            error.into_response()
-        }
-    }
+    let result = introspection(&state, &headers, &request).await;
+    answer(result, &headers, &request, "introspection")
 }
 
 async fn introspection<S: Store>(
     state: &Arc<AppState<S>>,
     headers: &HeaderMap,
-    request: &IntrospectRequest,
+    request: &TokenForm,
 ) -> Result<Response, OAuthError> {
     let client = authenticate(
         state,
