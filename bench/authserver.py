@@ -13,7 +13,7 @@ a throw-away PostgreSQL cluster (started as tests/e2e/test_replicas.py starts it
 
 Each figure is the median of BENCH_ROUNDS interleaved rounds (cc_es256, cc_rs256, refresh, then
 again), with the rounds' range. Per run: requests/s, p50/p99 latency, non-2xx answers and socket
-errors, connections, and CPU time per request of the server (and of PostgreSQL's processes) from
+errors, connections (and connections opened per request, so that churn cannot hide), and CPU time per request of the server (and of PostgreSQL's processes) from
 /proc/<pid>/stat before and after. BENCH_CORES "1,2": the server on CPU 0 (wrk on CPU 1), then on
 CPUs 0-1 (wrk unpinned). Then "where the time goes": `perf record` of the server under each
 workload at 2 cores, its samples grouped by what the code does (signing, SQLite, PostgreSQL client,
@@ -67,6 +67,16 @@ WRK_CPUS = {1: "1", 2: "0-1"}
 RESOURCE = "https://mcp.example.com/mcp"
 USERS = "users:\n- {username: alice, password: password, email: alice@example.com, name: Alice, groups: [mcp-developers]}\n"
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tcp_passive_opens() -> int:
+    """Connections the kernel accepted, machine-wide (`Tcp: PassiveOpens` of /proc/net/snmp). The
+    delta over a run is an upper bound of the connections wrk opened to the server: if the server
+    closed keep-alive connections, wrk's reconnects would show here and the run would time TCP
+    set-up instead of the token endpoint."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Tcp:")]
+    header, values = lines[0], lines[1]
+    return int(values[header.index("PassiveOpens")])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -183,6 +193,7 @@ def wrk(server: Server, cores: int, script: str, args: list[str], duration: str,
         database: Postgres | None) -> dict:
     server_before = cpu_seconds(server.pid)
     db_before = database.cpu() if database else 0.0
+    opened_before = tcp_passive_opens()
     out = subprocess.run(["taskset", "-c", WRK_CPUS[cores], "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}",
                           f"-d{duration}", "--latency", "-s", str(ROOT / "bench" / script),
                           server.url + "/oauth/token", "--", *args],
@@ -195,6 +206,7 @@ def wrk(server: Server, cores: int, script: str, args: list[str], duration: str,
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": _latency(out, "50%"), "p99_ms": _latency(out, "99%"),
         "requests": done, "connections": CONNECTIONS,
+        "cx_per_rq": (tcp_passive_opens() - opened_before) / max(done, 1),
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
         "socket_errors": sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
         "server_cpu_us_per_request": (cpu_seconds(server.pid) - server_before) / max(done, 1) * 1e6,
@@ -357,8 +369,8 @@ def main() -> int:
 
 def print_table(results: dict) -> None:
     print("\n| store | cores | workload | req/s (range) | p50 ms | p99 ms | server CPU µs/req | PostgreSQL CPU µs/req"
-          " | non-2xx | socket errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          " | connections/req | non-2xx | socket errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for store, levels in results["stores"].items():
         for cores, level in levels.items():
             for workload in WORKLOADS:
@@ -368,7 +380,7 @@ def print_table(results: dict) -> None:
                 print(f"| {store} | {cores} | {workload} | {r['rps']['median']:.0f} ({r['rps']['min']:.0f}–"
                       f"{r['rps']['max']:.0f}) | {r['p50_ms']['median']:.2f} | {r['p99_ms']['median']:.2f} | "
                       f"{r['server_cpu_us_per_request']['median']:.0f} | {pg_cpu} | "
-                      f"{r['non_2xx_total']} | {r['socket_errors_total']} |")
+                      f"{r['cx_per_rq']['max']:.4f} | {r['non_2xx_total']} | {r['socket_errors_total']} |")
     for store, levels in results["stores"].items():
         for cores, level in levels.items():
             for workload, prof in level.get("profile", {}).items():
