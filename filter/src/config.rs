@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::authz::{Authorizer, CedarConfigError, CedarSettings};
 use crate::binding::{BindingKey, BindingKeyError};
+use crate::cors::{CorsConfigError, CorsPolicy, CorsSettings};
 use crate::jwks::{JwksError, KeySet};
 use crate::operation::{ExtraMethods, MethodConfigError};
 use crate::tool_scopes::ToolScopes;
@@ -66,6 +67,8 @@ pub enum ConfigError {
     BindingKey(#[from] BindingKeyError),
     #[error("{0}")]
     Methods(#[from] MethodConfigError),
+    #[error("{0}")]
+    Cors(#[from] CorsConfigError),
 }
 
 #[derive(Deserialize)]
@@ -107,6 +110,7 @@ struct RawConfig {
     methods: BTreeMap<String, Value>,
     denial_help: Option<String>,
     stats_prefix: Option<String>,
+    cors: Option<CorsSettings>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +209,8 @@ pub struct FilterConfig {
     pub denial_help: Option<String>,
     /// The statistics instance name (`mcp_auth.<stats_prefix>.*`); `None`: the plugin's name.
     pub stats_prefix: Option<String>,
+    /// The browser origins that may call the endpoint (`cors`); `None`: no origin may.
+    pub cors: Option<CorsPolicy>,
 }
 
 impl FilterConfig {
@@ -378,6 +384,7 @@ impl FilterConfig {
             jwt_authn: raw.jwt_authn,
             denial_help: raw.denial_help,
             stats_prefix: stats_prefix(raw.stats_prefix)?,
+            cors: raw.cors.map(CorsPolicy::from_settings).transpose()?,
         })
     }
 }

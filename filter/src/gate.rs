@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::call_gate::CallHeaders;
 use crate::config::FilterConfig;
+use crate::cors::Grant;
 use crate::key_store::KeyStore;
 use crate::rejection::Rejection;
 use crate::response::{self, LocalResponse};
@@ -25,6 +26,8 @@ pub struct RequestHead {
     pub authorization: Vec<String>,
     /// Whether the request is a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`).
     pub is_preflight: bool,
+    /// Every `Origin` header value, in order (a browser sends one on a cross-origin request).
+    pub origins: Vec<String>,
     /// What the body decision needs of the headers (`Content-Type`, `Mcp-Method`, `Mcp-Name`).
     pub call: CallHeaders,
     /// Whether the request names another method in a header (`X-HTTP-Method-Override` and
@@ -115,11 +118,19 @@ pub fn decide(
         .iter()
         .map(|(h, _)| h.clone())
         .collect();
-    if is_public(config, path) || head.is_preflight {
+    if is_public(config, path) {
         return Verdict::Forward(Forward {
             remove: strip_identity,
             ..Forward::default()
         });
+    }
+    if head.is_preflight {
+        // Answered here: a preflight carries no token, so it never reaches the server.
+        let grant = Grant::of(config.cors.as_ref(), &head.origins);
+        return Verdict::Respond {
+            response: grant.preflight(config.cors.as_ref()),
+            rejection: None,
+        };
     }
     match authenticate(config, head, query, keys, cache, now_ms, kid_refetch) {
         Ok(identity) => {
@@ -620,17 +631,53 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_preflight_passes_without_a_token() {
-        let mut h = harness(json!({}));
-        let head = RequestHead {
+    fn preflight(path: &str, origin: &str) -> RequestHead {
+        RequestHead {
             method: "OPTIONS".into(),
-            path: "/mcp".into(),
+            path: path.into(),
             is_preflight: true,
+            origins: vec![origin.into()],
             ..RequestHead::default()
+        }
+    }
+
+    #[test]
+    fn a_preflight_on_a_protected_path_is_answered_here_without_a_token() {
+        let cors = json!({"cors": {"allowed_origins": ["https://inspector.example.com"]}});
+        let mut h = harness(cors);
+        let answered = |verdict| match verdict {
+            Verdict::Respond {
+                response,
+                rejection: None,
+            } => response.status,
+            other => panic!("a preflight went on: {other:?}"),
         };
+        assert_eq!(
+            answered(h.run(&preflight("/mcp", "https://inspector.example.com"))),
+            204
+        );
+        assert_eq!(
+            answered(h.run(&preflight("/mcp", "https://evil.example"))),
+            403
+        );
+        assert_eq!(
+            answered(h.run(&preflight("/elsewhere", "https://evil.example"))),
+            403,
+            "every protected path, not only the MCP one"
+        );
+        let mut without = harness(json!({}));
+        assert_eq!(
+            answered(without.run(&preflight("/mcp", "https://inspector.example.com"))),
+            403,
+            "no cors section: no origin"
+        );
+    }
+
+    #[test]
+    fn a_preflight_on_a_public_path_is_the_servers_business() {
+        let mut h = harness(json!({"public_paths": ["/static/"]}));
         assert!(matches!(
-            h.run(&head),
+            h.run(&preflight("/static/app.js", "https://any.example")),
             Verdict::Forward(Forward { identity: None, .. })
         ));
     }

@@ -10,6 +10,7 @@ pub mod binding;
 pub mod call_gate;
 pub mod claims;
 pub mod config;
+pub mod cors;
 pub mod engine;
 pub mod envoy_claims;
 pub mod es384;

@@ -38,6 +38,8 @@ pub trait Host {
     /// Replaces the first `size` bytes of the buffered response body with `body`.
     fn replace_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
+    /// Adds a value to a response header, keeping the ones it has (`Vary`).
+    fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
     /// Answers the stream locally.
     fn send(&mut self, response: &LocalResponse) -> Result<(), HostError>;
     fn observe(&mut self, observation: Observation<'_>);

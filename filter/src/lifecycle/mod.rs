@@ -21,6 +21,7 @@ use std::rc::Rc;
 
 use crate::binding::Purpose;
 use crate::call_gate::{self, CallHeaders, CallVerdict};
+use crate::cors::Grant;
 use crate::engine::Engine;
 use crate::gate::{self, Forward, KidRefetch, RequestHead, Verdict};
 use crate::jsonrpc::INVALID_REQUEST;
@@ -72,7 +73,7 @@ enum Request {
     Public,
     /// An authenticated MCP `POST`: its body is decided once complete.
     Mcp(CallHeaders),
-    /// Authenticated, and must carry no body (`GET`, `DELETE`, a CORS preflight, ...).
+    /// Authenticated, and must carry no body (`GET`, `DELETE`, ...).
     Bodiless,
     /// Decided and let through.
     Released,
@@ -99,6 +100,8 @@ pub struct Stream {
     body_bytes: usize,
     identity: Option<Rc<VerifiedToken>>,
     answer: Answer,
+    /// What the request's browser origin may read of the answer.
+    cors: Grant,
 }
 
 impl Default for Stream {
@@ -109,6 +112,7 @@ impl Default for Stream {
             body_bytes: 0,
             identity: None,
             answer: Answer::Pass,
+            cors: Grant::NotCrossOrigin,
         }
     }
 }
@@ -127,6 +131,7 @@ impl Stream {
             return self.answer(host, &internal_error("request headers arrived twice"));
         }
         self.ended = end_of_stream;
+        self.cors = Grant::of(engine.config.cors.as_ref(), &head.origins);
         let wait_ms = i64::try_from(engine.config.jwks_wait_ms).unwrap_or(i64::MAX);
         let hold = Hold::Until(now_ms.saturating_add(wait_ms));
         self.decide_head(
@@ -217,9 +222,16 @@ impl Stream {
         head: &ResponseHead,
         end_of_stream: bool,
     ) -> Step {
-        if matches!(self.request, Request::Answered) {
-            // Our own answer on its way out.
-            return Step::Continue;
+        match self.request {
+            // Our own answer on its way out, its CORS headers set when it was made.
+            Request::Answered => return Step::Continue,
+            // Outside the protected space: not ours to change.
+            Request::Public => {}
+            _ => {
+                if let Err(err) = self.cross_origin(host) {
+                    return self.answer(host, &internal_error(&err.to_string()));
+                }
+            }
         }
         answer::on_headers(self, engine, host, head, end_of_stream)
     }
@@ -294,7 +306,6 @@ impl Stream {
             return self.answer(host, &internal_error(&err.to_string()));
         }
         self.request = match forward.identity {
-            None if head.is_preflight => Request::Bodiless,
             None => Request::Public,
             Some(identity) => {
                 host.observe(Observation::Allowed(&Caller::of(&identity)));
@@ -441,10 +452,25 @@ impl Stream {
     fn answer(&mut self, host: &mut dyn Host, response: &LocalResponse) -> Step {
         self.request = Request::Answered;
         self.answer = Answer::Pass;
-        if let Err(err) = host.send(response) {
+        if let Err(err) = host.send(&self.cors.decorate(response)) {
             log::error!("mcp-mesh-auth: could not answer locally: {err}");
         }
         Step::Pause
+    }
+
+    /// Puts the filter's `Access-Control-*` headers on the server's answer to a cross-origin
+    /// request, in place of the server's: an origin the operator did not list reads nothing.
+    fn cross_origin(&self, host: &mut dyn Host) -> Result<(), HostError> {
+        let Some(changes) = self.cors.upstream_changes() else {
+            return Ok(());
+        };
+        for (name, value) in changes {
+            host.set_response_header(name, value.as_deref())?;
+        }
+        if self.cors.varies() {
+            host.add_response_header("vary", "origin")?;
+        }
+        Ok(())
     }
 
     /// Opens the sealed `Mcp-Session-Id` a client presents and hands the server its own id.

@@ -67,6 +67,11 @@ impl Host for FakeHost {
             .push((name.to_owned(), value.map(str::to_owned)));
         Ok(())
     }
+    fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.response_headers
+            .push((format!("+{name}"), Some(value.to_owned())));
+        Ok(())
+    }
     fn send(&mut self, response: &LocalResponse) -> Result<(), HostError> {
         self.sent.push(response.clone());
         Ok(())
@@ -1239,5 +1244,133 @@ fn in_shadow_mode_a_list_passes_whole_and_records_what_would_have_been_cut() {
             );
             assert_eq!((audit.reason.label(), audit.shadow), ("list_cut", true));
         }
+    }
+}
+
+const INSPECTOR: &str = "https://inspector.example.com";
+
+fn cors_engine(mode: Mode) -> Engine {
+    engine(mode, json!({"cors": {"allowed_origins": [INSPECTOR]}}))
+}
+
+fn from_origin(mut head: RequestHead, origin: &str) -> RequestHead {
+    head.origins = vec![origin.into()];
+    head
+}
+
+fn sent_header<'a>(response: &'a LocalResponse, name: &str) -> Option<&'a str> {
+    response
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn a_refusal_is_readable_by_an_allowed_origin_so_its_login_can_start() {
+    for mode in MODES {
+        let mut engine = cors_engine(mode);
+        let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+        let mut unauthenticated = from_origin(post(), INSPECTOR);
+        unauthenticated.authorization.clear();
+        stream.on_request_headers(&mut engine, &mut host, unauthenticated, false, NOW_MS);
+        let refusal = host.sent.last().unwrap();
+        assert_eq!(refusal.status, 401);
+        assert_eq!(
+            sent_header(refusal, "access-control-allow-origin"),
+            Some(INSPECTOR)
+        );
+        assert!(sent_header(refusal, "access-control-expose-headers")
+            .unwrap()
+            .contains("www-authenticate"));
+
+        let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+        let mut other = from_origin(post(), "https://evil.example");
+        other.authorization.clear();
+        stream.on_request_headers(&mut engine, &mut host, other, false, NOW_MS);
+        let refusal = host.sent.last().unwrap();
+        assert_eq!(refusal.status, 401);
+        assert_eq!(sent_header(refusal, "access-control-allow-origin"), None);
+    }
+}
+
+#[test]
+fn the_servers_answer_carries_the_filters_cors_headers_not_its_own() {
+    for mode in MODES {
+        for (origin, expected) in [
+            (Some(INSPECTOR), Some(INSPECTOR)),
+            (Some("https://evil.example"), None),
+        ] {
+            let mut engine = cors_engine(mode);
+            let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+            let head = from_origin(post(), origin.unwrap_or_default());
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+            drive(
+                &mut engine,
+                &mut host,
+                &mut stream,
+                head,
+                body.as_bytes(),
+                Framing::LastChunk,
+            );
+            assert!(host.sent.is_empty(), "{mode:?}: {:?}", host.sent);
+            stream.on_response_headers(&mut engine, &mut host, &json_head(), false);
+            let set = |name: &str| {
+                host.response_headers
+                    .iter()
+                    .rfind(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            };
+            assert_eq!(
+                set("access-control-allow-origin"),
+                Some(expected.map(str::to_owned)),
+                "{mode:?} {origin:?}: the server's own value is always replaced"
+            );
+            assert_eq!(set("access-control-allow-credentials"), Some(None));
+            assert_eq!(set("+vary").is_some(), expected.is_some());
+        }
+    }
+}
+
+#[test]
+fn answers_to_requests_without_an_origin_are_left_alone() {
+    let mut engine = cors_engine(Mode::HoldHeaders);
+    let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    drive(
+        &mut engine,
+        &mut host,
+        &mut stream,
+        post(),
+        body.as_bytes(),
+        Framing::LastChunk,
+    );
+    stream.on_response_headers(&mut engine, &mut host, &json_head(), false);
+    assert!(host
+        .response_headers
+        .iter()
+        .all(|(name, _)| !name.contains("access-control") && !name.contains("vary")));
+}
+
+#[test]
+fn a_preflight_is_answered_and_nothing_of_it_goes_upstream() {
+    for mode in MODES {
+        let mut engine = cors_engine(mode);
+        let (mut host, mut stream) = (FakeHost::default(), Stream::default());
+        let preflight = RequestHead {
+            method: "OPTIONS".into(),
+            path: "/mcp".into(),
+            is_preflight: true,
+            origins: vec![INSPECTOR.into()],
+            ..RequestHead::default()
+        };
+        let step = stream.on_request_headers(&mut engine, &mut host, preflight, true, NOW_MS);
+        assert_eq!(step, Step::Pause);
+        assert_eq!(host.status(), Some(204));
+        assert!(stream.is_answered());
+        assert_eq!(
+            stream.on_request_body(&mut engine, &mut host, 10, true),
+            Step::Pause
+        );
     }
 }

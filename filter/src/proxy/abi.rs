@@ -52,6 +52,13 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         details_data: *const u8,
@@ -153,6 +160,20 @@ pub fn set_map_value(kind: MapType, name: &str, value: Option<&str>) -> Result<(
             ),
             None => proxy_remove_header_map_value(kind as u32, name.as_ptr(), name.len()),
         }
+    })
+}
+
+/// Adds a value to one header, keeping those it has.
+pub fn add_map_value(kind: MapType, name: &str, value: &str) -> Result<(), Failed> {
+    // SAFETY: `name` and `value` are valid slices for the duration of the call.
+    status(unsafe {
+        proxy_add_header_map_value(
+            kind as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
     })
 }
 

@@ -170,6 +170,11 @@ impl Host for ProxyHost<'_> {
             .map_err(|_| HostError("change a response header"))
     }
 
+    fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        abi::add_map_value(MapType::HttpResponseHeaders, name, value)
+            .map_err(|_| HostError("add a response header"))
+    }
+
     fn send(&mut self, response: &LocalResponse) -> Result<(), HostError> {
         self.send = Some(response.clone());
         Ok(())

@@ -147,6 +147,7 @@ fn request_head(headers: Vec<(String, String)>) -> RequestHead {
                 head.method_override = true
             }
             "mcp-session-id" => head.session_ids.push(value),
+            "origin" => head.origins.push(value),
             _ => {}
         }
     }
