@@ -151,6 +151,12 @@ pub fn generate(input: &SchemaInput) -> (Value, Vec<String>) {
             );
         }
     }
+    // The delegation chain (`claims::delegation_attributes`): present only on delegated tokens.
+    claims.insert("actor".to_owned(), optional(CedarType::String));
+    claims.insert(
+        "actor_chain".to_owned(),
+        optional(CedarType::Set(Box::new(CedarType::String))),
+    );
     let tool_arguments = tool_arguments(&input.tools, &mut warnings);
 
     let base = |kind: Kind| {

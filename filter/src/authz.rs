@@ -261,7 +261,8 @@ impl Authorizer {
             .find_map(|claim| token.claims.get(*claim).and_then(Value::as_str))
             .ok_or(AuthzError::NoPrincipal)?;
         let uid = entity_uid("Client", id).ok_or(AuthzError::NoPrincipal)?;
-        let context = claims::claim_attributes(&token.claims, &self.multi_valued);
+        let mut context = claims::claim_attributes(&token.claims, &self.multi_valued);
+        context.extend(claims::delegation_attributes(&token.claims));
         let parents: HashSet<EntityUid> = claims::groups(
             &token.claims,
             self.group_claim.as_deref(),
@@ -631,6 +632,69 @@ resource
 
     fn allowed(authz: &Authorizer, who: &VerifiedToken, target: &Target<'_>) -> bool {
         authz.decide(&authz.caller(who).unwrap(), target).allowed
+    }
+
+    #[test]
+    fn an_agent_may_act_only_for_the_users_a_policy_names() {
+        let authz = authorizer(
+            &[
+                r#"permit(principal in THVGroup::"mcp-developers", action == Action::"call_tool", resource == Tool::"search")
+                 when { context has actor && context.actor == "agent-7" };"#,
+                r#"forbid(principal, action, resource)
+                 when { context has actor_chain && context.actor_chain.contains("untrusted-bot") };"#,
+                r#"permit(principal == Client::"alice", action, resource) unless { context has actor };"#,
+            ],
+            None,
+        );
+        let delegated = |sub: &str, groups: &[&str], act: Value| {
+            token(json!({"sub": sub, "groups": groups, "act": act}))
+        };
+        let agent = json!({"sub": "agent-7"});
+        assert!(allowed(
+            &authz,
+            &delegated("bob", &["mcp-developers"], agent.clone()),
+            &tool("search")
+        ));
+        assert!(!allowed(
+            &authz,
+            &delegated("bob", &["mcp-developers"], agent.clone()),
+            &tool("delete")
+        ));
+        assert!(
+            !allowed(
+                &authz,
+                &delegated("carol", &["sales"], agent.clone()),
+                &tool("search")
+            ),
+            "the agent acts for developers only"
+        );
+        assert!(!allowed(
+            &authz,
+            &delegated("bob", &["mcp-developers"], json!({"sub": "agent-9"})),
+            &tool("search")
+        ));
+        let through_bot = json!({"sub": "agent-7", "act": {"sub": "untrusted-bot"}});
+        assert!(
+            !allowed(
+                &authz,
+                &delegated("bob", &["mcp-developers"], through_bot),
+                &tool("search")
+            ),
+            "an earlier actor in the chain counts too"
+        );
+        assert!(
+            allowed(&authz, &user("alice", &[]), &tool("delete")),
+            "alice herself"
+        );
+        assert!(
+            !allowed(&authz, &delegated("alice", &[], agent), &tool("delete")),
+            "but not an agent acting for her"
+        );
+        let odd = token(json!({"sub": "bob", "groups": ["mcp-developers"], "act": "agent-7"}));
+        assert!(
+            !allowed(&authz, &odd, &tool("search")),
+            "`act` names its actor in `sub`"
+        );
     }
 
     #[test]

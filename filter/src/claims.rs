@@ -87,6 +87,43 @@ pub fn claim_attributes(
     attributes
 }
 
+/// Longest delegation chain read from `act`: deeper actors are not named to policies.
+const MAX_ACTORS: usize = 8;
+
+/// Who acts for the token's subject (RFC 8693 §4.1 `act`), for policies that grant an agent
+/// something only on behalf of some users: `actor` is the party presenting the token (the
+/// outermost `act.sub`), `actor_chain` every actor from the current one back to the first.
+/// A token without `act` (the subject acts for itself) has neither attribute, so policies test
+/// `context has actor`. Only `sub` names an actor: the other members of `act` are identity
+/// details, not the identity.
+pub fn delegation_attributes(claims: &Map<String, Value>) -> Vec<(String, RestrictedExpression)> {
+    let mut chain = Vec::new();
+    let mut act = claims.get("act");
+    while let Some(Value::Object(actor)) = act {
+        let Some(Value::String(sub)) = actor.get("sub") else {
+            break;
+        };
+        if chain.len() == MAX_ACTORS {
+            break;
+        }
+        chain.push(sub.clone());
+        act = actor.get("act");
+    }
+    let Some(current) = chain.first().cloned() else {
+        return Vec::new();
+    };
+    vec![
+        (
+            "actor".to_owned(),
+            RestrictedExpression::new_string(current),
+        ),
+        (
+            "actor_chain".to_owned(),
+            RestrictedExpression::new_set(chain.into_iter().map(RestrictedExpression::new_string)),
+        ),
+    ]
+}
+
 /// Tool or prompt arguments: scalars as `arg_<key>`; objects and arrays only as
 /// `arg_<key>_present: true` (their content is the server's business, not the policy's).
 pub fn argument_attributes(
