@@ -47,8 +47,8 @@ def example(*names):
     return [yaml.safe_load((CHART / f"values-{name}.yaml").read_text()) for name in names]
 
 
-def render_text(values):
-    with helm.Chart.load(CHART) as chart, helm.Config(storage_driver="memory", namespace=NAMESPACE) as config:
+def render_text(values, source=CHART):
+    with helm.Chart.load(source) as chart, helm.Config(storage_driver="memory", namespace=NAMESPACE) as config:
         return config.install(chart, RELEASE, values, dry_run="client", namespace=NAMESPACE)["manifest"]
 
 
@@ -56,9 +56,9 @@ def render(values):
     return [doc for doc in yaml.safe_load_all(render_text(values)) if doc]
 
 
-def refusal(values):
+def refusal(values, source=CHART):
     with pytest.raises(helm.HelmError) as refused:
-        render_text(values)
+        render_text(values, source)
     return str(refused.value)
 
 
@@ -136,6 +136,16 @@ def test_every_rendered_object_passes_the_kubernetes_and_istio_schemas(layers, p
 def test_helm_lint_finds_nothing_in_the_chart(pinned):
     report = helm.lint(CHART, merged(*example("sqlite", "two-teams"), pinned), strict=True, namespace=NAMESPACE)
     assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+def test_the_packaged_chart_renders_and_refuses_as_the_directory_does(pinned, tmp_path):
+    """`make chart`'s package: what `helm push` sends and `helm install` takes."""
+    archive = helm.package(CHART, destination=tmp_path)
+    assert Path(archive).name == "mcp-mesh-auth-0.1.0.tgz"
+    values = merged(*example("postgres"), pinned)
+    assert render_text(values, archive) == render_text(values)
+    values["authserver"]["database"]["type"] = "sqlite"
+    assert "at '/authserver/replicas': maximum: got 3, want 1" in refusal(values, archive)
 
 
 def test_the_checkers_refuse_broken_objects(sqlite, tmp_path):
