@@ -22,7 +22,7 @@
 
 {{/* The Service's name inside the cluster: the filters fetch the JWKS there. */}}
 {{- define "mma.authserver.host" -}}
-{{- printf "%s.%s.svc.cluster.local" (include "mma.authserver" .) .Release.Namespace -}}
+{{- printf "%s.%s.svc.%s" (include "mma.authserver" .) .Release.Namespace .Values.mesh.clusterDomain -}}
 {{- end -}}
 
 {{- define "mma.labels" -}}
