@@ -22,7 +22,8 @@ import yaml
 
 from authstack import AUTHSERVER, write_key
 from harness import ROOT, WASM, Process, free_port, wait_until
-from test_federation import start_idp
+from test_federation import PROFILES, start_idp
+from test_replicas import database as postgres_url  # noqa: F401 (a fixture: a throw-away PostgreSQL)
 
 CHART = ROOT / "deploy" / "helm" / "mcp-mesh-auth"
 CHECKER = ROOT / "tests" / "chart" / "check-manifests.mjs"
@@ -333,13 +334,34 @@ def test_a_filter_configuration_the_filter_refuses_is_caught_before_a_cluster(tw
     assert result.returncode == 2 and "clock_skew_seconds" in result.stderr, result.stdout + result.stderr
 
 
+def pod_secrets(docs, workdir, database_url):
+    """What an operator puts in the Secrets the pod names: a fresh key per signing key listed, a
+    random encryption key, the IdP client's secret, the database URL."""
+    spec = pod(docs)
+    made = {}
+    for volume in spec["volumes"]:
+        for source in volume.get("projected", {}).get("sources", []):
+            for item in source["secret"]["items"]:
+                if item["path"].startswith("signing/"):
+                    content = write_key(workdir / item["key"], "ec").read_bytes()
+                else:
+                    content = {"encryption.key": base64.b64encode(os.urandom(32)), "upstream-client-secret": b"gateway-secret\n"}[item["path"]]
+                made.setdefault(source["secret"]["name"], {})[item["key"]] = content
+    for env in spec["containers"][0].get("env", []):
+        ref = env["valueFrom"]["secretKeyRef"]
+        made.setdefault(ref["name"], {})[ref["key"]] = database_url.encode()
+    return made
+
+
 def lay_out_pod(docs, root, secrets):
-    """The files the kubelet would give the container, under `root`: the ConfigMap's items, the
-    Secrets' keys at their projected paths with their mode, and empty directories for the rest."""
+    """The files and environment the kubelet would give the container, under `root`: the
+    ConfigMap's items, the Secrets' keys at their projected paths with their mode, empty
+    directories for the other volumes, variables from Secret keys."""
     spec = pod(docs)
     volumes = {v["name"]: v for v in spec["volumes"]}
     config_map = only(docs, "ConfigMap")
-    for mount in spec["containers"][0]["volumeMounts"]:
+    container = spec["containers"][0]
+    for mount in container["volumeMounts"]:
         target = root / mount["mountPath"].lstrip("/")
         target.mkdir(parents=True)
         volume = volumes[mount["name"]]
@@ -352,32 +374,37 @@ def lay_out_pod(docs, root, secrets):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(secrets[source["secret"]["name"]][item["key"]])
                 path.chmod(volume["projected"]["defaultMode"])
-    return spec["containers"][0]
+    env = {e["name"]: secrets[e["valueFrom"]["secretKeyRef"]["name"]][e["valueFrom"]["secretKeyRef"]["key"]].decode()
+           for e in container.get("env", [])}
+    return container, env
 
 
-def test_the_rendered_configuration_starts_the_real_server_on_the_files_the_pod_mounts(sqlite, log_dir, tmp_path):
-    """The binary, given the rendered ConfigMap as the Deployment mounts it (paths under a temporary
-    root, the IdP's address pointed at a real OpenID provider), starts, answers the probes' paths,
-    and writes its database on the volume."""
+@pytest.mark.parametrize("database, profile", [("sqlite", "okta"), ("postgres", "entra")])
+def test_the_rendered_configuration_starts_the_real_server_on_what_the_pod_gets(database, profile, pinned, request, log_dir, tmp_path):
+    """The binary, given the rendered ConfigMap and Secrets as the Deployment hands them over
+    (paths under a temporary root, the IdP's address pointed at a real OpenID provider shaped like
+    the example's, PostgreSQL a real one), starts, answers the probes' paths, and keeps its
+    database where the chart says."""
+    docs = render(merged(*example(database), pinned))
+    # With a password (trust authentication ignores it): the server must log the URL masked.
+    database_url = request.getfixturevalue("postgres_url").replace("mcp@", "mcp:pg-Secret-9@") if database == "postgres" else None
     idp_port, port = free_port(), free_port()
-    idp = start_idp(log_dir, "okta", idp_port, [])
+    idp = start_idp(log_dir, profile, idp_port, [])
     root = tmp_path / "pod"
-    key = write_key(tmp_path / "current.pem", "ec").read_bytes()
-    secrets = {"authserver-keys": {"current.pem": key},
-               "authserver-secrets": {"encryption.key": base64.b64encode(os.urandom(32)), "upstream-client-secret": b"gateway-secret\n"}}
-    container = lay_out_pod(sqlite, root, secrets)
+    secrets = pod_secrets(docs, tmp_path, database_url)
+    container, env = lay_out_pod(docs, root, secrets)
     mounts = re.compile("|".join(re.escape(m["mountPath"]) + "/" for m in container["volumeMounts"]))
 
     def in_root(text):
         return mounts.sub(lambda found: f"{root}{found.group()}", text)
     [config_path] = [in_root(a) for a in container["args"] if a.endswith(".yaml")]
     config = yaml.safe_load(in_root(Path(config_path).read_text()))
-    config["upstream"]["issuer_url"] = f"http://127.0.0.1:{idp_port}/oauth2/default"
+    config["upstream"]["issuer_url"] = f"http://127.0.0.1:{idp_port}{PROFILES[profile]['path']}"
     config["upstream"]["allow_http_issuer"] = True
     Path(config_path).write_text(yaml.safe_dump(config))
     assert urlparse(f"//{config['listen']}").port == container["ports"][0]["containerPort"] == 9000
     args = [in_root(a) for a in container["args"]]
-    server = Process("authserver-chart", [str(AUTHSERVER), *args, "--listen", f"127.0.0.1:{port}"], log_dir)
+    server = Process(f"authserver-chart-{database}", [str(AUTHSERVER), *args, "--listen", f"127.0.0.1:{port}"], log_dir, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
 
@@ -388,14 +415,25 @@ def test_the_rendered_configuration_starts_the_real_server_on_the_files_the_pod_
                 return requests.get(base + container["readinessProbe"]["httpGet"]["path"], timeout=3).status_code == 200
             except requests.RequestException:
                 return False
-        wait_until(ready, 30, "the authorization server's readiness probe")
+        wait_until(ready, 20, "the authorization server's readiness probe")
         assert requests.get(base + container["livenessProbe"]["httpGet"]["path"], timeout=3).status_code == 200
         assert requests.get(f"{base}/.well-known/oauth-authorization-server", timeout=3).json()["issuer"] == "https://mcp.example.com"
-        database = Path(urlparse(config["database"]).path)
-        assert database.is_file() and database.stat().st_mode & 0o077 == 0
+        keys = requests.get(f"{base}/.well-known/jwks.json", timeout=3).json()["keys"]
+        assert len(keys) == len(config["signing_keys"]), "every mounted signing key is published"
         log = server.log()
-        assert key.decode().splitlines()[1] not in log
-        assert secrets["authserver-secrets"]["encryption.key"].decode() not in log and "gateway-secret" not in log
+        if database == "sqlite":
+            file = Path(urlparse(config["database"]).path)
+            assert file.is_file() and file.stat().st_mode & 0o077 == 0
+        else:
+            assert "postgres://mcp:" in log and not (root / "var").exists()
+        for contents in secrets.values():
+            for secret in contents.values():
+                text = secret.decode().strip()
+                if "PRIVATE KEY" in text:
+                    text = text.splitlines()[1]
+                elif text.startswith("postgres://"):
+                    text = urlparse(text).password
+                assert text not in log
     finally:
         server.stop()
         idp.stop()
