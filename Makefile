@@ -12,7 +12,7 @@ WASM      := target/wasm32-wasip1/release/mcp_mesh_auth_filter.wasm
 NODE_DEPS := tests/node_modules/.package-lock.json
 FILTER    := mcp-mesh-auth-filter
 
-.PHONY: help demo oci image tools wasm authserver cli test unit-test wasm-unit-test e2e-test lint fmt clean bench bench-authserver fuzz
+.PHONY: help demo oci image chart tools wasm authserver cli test unit-test wasm-unit-test e2e-test lint fmt clean bench bench-authserver fuzz
 
 help:
 	@echo "make demo   - the local stack on http://localhost:8080/mcp (Ctrl-C stops it)"
@@ -21,6 +21,7 @@ help:
 	@echo "make cli    - build the policy tool target/debug/mcp-mesh-auth (schema, validate, test, explain)"
 	@echo "make oci    - the filter as an OCI image for Istio, and the Istio manifests pinned to it"
 	@echo "make image  - the authorization server as an OCI image (static binary, non-root), istio/authserver.yaml pinned to it"
+	@echo "make chart  - the Helm chart deploy/helm/mcp-mesh-auth packaged as target/chart/mcp-mesh-auth-<version>.tgz"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - requests/s and latency: plain Envoy vs native jwt_authn+mcp+rbac vs this filter,"
 	@echo "              then make bench-authserver: the token endpoint on SQLite and PostgreSQL"
@@ -76,6 +77,12 @@ AUTHSERVER_STATIC := target/x86_64-unknown-linux-gnu/release/mcp-mesh-authserver
 image:
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu -p mcp-mesh-authserver
 	python3 scripts/image.py $(AUTHSERVER_STATIC) target/image 0.1.0
+
+# The Helm chart as a package, made by Helm's own Go SDK (helm-python-sdk, requirements.txt): install
+# it as is, or `helm push` it to an OCI registry. No helm binary is needed here.
+chart: $(VENV)/.installed
+	@mkdir -p target/chart
+	$(PYTHON) -c 'import helm_python as h; print(h.package("deploy/helm/mcp-mesh-auth", destination="target/chart"))'
 
 e2e-test: tools wasm authserver cli
 	cd tests/e2e && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ../../$(VENV)/bin/pytest -q -p no:cacheprovider
