@@ -56,6 +56,8 @@ pub struct FileConfig {
     pub encryption_key_file: Option<PathBuf>,
     #[serde(default)]
     pub server: ServerConfig,
+    /// Enterprise-managed authorization: the identity providers whose ID-JAGs are accepted.
+    pub enterprise: Option<EnterpriseConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -177,6 +179,101 @@ impl ServerConfig {
     }
 }
 
+/// Enterprise-managed authorization (Okta cross-app access, the MCP `enterprise-managed-
+/// authorization` extension): the `jwt-bearer` grant accepts an ID-JAG from one of `issuers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseConfig {
+    pub issuers: Vec<EnterpriseIssuer>,
+    /// An ID-JAG living longer than this (`exp - iat`) is refused: its `jti` is remembered until
+    /// it expires, and an assertion meant to be exchanged at once has no use for a long life.
+    #[serde(default = "default_max_assertion_seconds")]
+    pub max_assertion_seconds: u64,
+}
+
+fn default_max_assertion_seconds() -> u64 {
+    3600
+}
+
+/// One enterprise identity provider whose ID-JAGs are trusted. Its claims are mapped like the
+/// `oidc` upstream's (`subject_claim`, `groups_claim`, `roles_claim`), and `groups.prefix`
+/// applies, so the same Cedar policies decide for its users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseIssuer {
+    /// The `iss` of its ID-JAGs, exactly.
+    pub issuer: String,
+    /// Where its signing keys are; default: `jwks_uri` of its OpenID discovery document.
+    pub jwks_uri: Option<String>,
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    pub groups_claim: Option<String>,
+    pub roles_claim: Option<String>,
+    /// Development only: an `http://` issuer and keys URL.
+    #[serde(default)]
+    pub allow_http_issuer: bool,
+}
+
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+
+impl EnterpriseConfig {
+    /// Refuses a section that would trust nothing, or what is not an issuer: a typo here must
+    /// stop the server, not accept or refuse every assertion in silence.
+    fn check(&self, our_issuer: &str) -> Result<(), ConfigError> {
+        if self.issuers.is_empty() {
+            return Err(invalid(
+                "enterprise.issuers",
+                "list at least one identity provider (or remove `enterprise`)",
+            ));
+        }
+        if self.max_assertion_seconds == 0 {
+            return Err(invalid(
+                "enterprise.max_assertion_seconds",
+                "must be at least 1",
+            ));
+        }
+        let ours = our_issuer.trim_end_matches('/');
+        for (index, entry) in self.issuers.iter().enumerate() {
+            for (what, text) in std::iter::once(("issuer", &entry.issuer))
+                .chain(entry.jwks_uri.iter().map(|uri| ("jwks_uri", uri)))
+            {
+                let url = Url::parse(text).map_err(|err| {
+                    invalid(
+                        "enterprise.issuers",
+                        format!("{what} `{text}` is not a URL: {err}"),
+                    )
+                })?;
+                if url.scheme() != "https" && !(entry.allow_http_issuer && url.scheme() == "http") {
+                    return Err(invalid(
+                        "enterprise.issuers",
+                        format!("{what} `{text}` must be https (allow_http_issuer is for local tests only)"),
+                    ));
+                }
+            }
+            // An authorization server never takes its own assertions for grants (ID-JAG draft,
+            // "Cross-Domain Use"): that would turn any token of ours into a wider one.
+            if entry.issuer.trim_end_matches('/') == ours {
+                return Err(invalid(
+                    "enterprise.issuers",
+                    format!("`{}` is this server's own issuer", entry.issuer),
+                ));
+            }
+            if self.issuers[..index]
+                .iter()
+                .any(|other| other.issuer == entry.issuer)
+            {
+                return Err(invalid(
+                    "enterprise.issuers",
+                    format!("`{}` is listed twice", entry.issuer),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Values given on the command line or in the environment; they win over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -203,6 +300,7 @@ pub struct Config {
     pub client_metadata: FetchPolicy,
     pub encryption_key_file: Option<PathBuf>,
     pub server: ServerConfig,
+    pub enterprise: Option<EnterpriseConfig>,
 }
 
 impl Config {
@@ -279,6 +377,9 @@ impl Config {
             ));
         }
         file.server.check()?;
+        if let Some(enterprise) = &file.enterprise {
+            enterprise.check(issuer.as_str())?;
+        }
         // Without the key no upstream session is kept, so refreshes could never be re-checked
         // with the identity provider (a user removed from a group upstream would keep it here).
         if matches!(
@@ -320,6 +421,7 @@ impl Config {
             client_metadata: file.client_metadata,
             encryption_key_file: file.encryption_key_file,
             server: file.server,
+            enterprise: file.enterprise,
         })
     }
 
