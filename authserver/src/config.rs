@@ -586,6 +586,49 @@ mod tests {
     }
 
     #[test]
+    fn an_enterprise_section_must_trust_real_issuers_other_than_this_server() {
+        let resolve = |enterprise: &str| {
+            Config::resolve(
+                file(&format!(
+                    "issuer: https://auth.example.com\nresources: [https://auth.example.com/mcp]\nenterprise: {enterprise}\n"
+                )),
+                Overrides::default(),
+            )
+        };
+        let config = resolve(
+            "{issuers: [{issuer: https://acme.okta.com/oauth2/default, groups_claim: groups}]}",
+        )
+        .unwrap();
+        let enterprise = config.enterprise.unwrap();
+        assert_eq!(enterprise.max_assertion_seconds, 3600);
+        assert_eq!(enterprise.issuers[0].subject_claim, "sub");
+        assert_eq!(enterprise.issuers[0].jwks_uri, None, "discovered");
+        for (section, why) in [
+            ("{issuers: []}", "at least one"),
+            ("{issuers: [{issuer: http://idp.example.com}]}", "must be https"),
+            ("{issuers: [{issuer: https://idp.example.com, jwks_uri: http://idp.example.com/k}]}", "must be https"),
+            ("{issuers: [{issuer: not a url}]}", "is not a URL"),
+            ("{issuers: [{issuer: \"https://auth.example.com/\"}]}", "own issuer"),
+            ("{issuers: [{issuer: https://a.example.com}, {issuer: https://a.example.com}]}", "listed twice"),
+            ("{issuers: [{issuer: https://a.example.com}], max_assertion_seconds: 0}", "at least 1"),
+        ] {
+            let err = resolve(section).unwrap_err().to_string();
+            assert!(err.starts_with("`enterprise."), "{section}: {err}");
+            assert!(err.contains(why), "{section}: {err}");
+        }
+        assert!(
+            resolve("{issuers: [{issuer: http://127.0.0.1:9100/oauth2/default, allow_http_issuer: true}]}").is_ok(),
+            "http for local tests"
+        );
+        assert!(serde_yaml::from_str::<FileConfig>(
+            "enterprise: {issuers: [{issuer: x, group_claim: g}]}\n"
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field `group_claim`"));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let err =
             Config::resolve(file("resources: [http://a/mcp]\n"), Overrides::default()).unwrap_err();

@@ -1,0 +1,440 @@
+//! The enterprise identity providers whose ID-JAGs the `jwt-bearer` grant accepts (the
+//! `enterprise` section): each one's signing keys, fetched from its `jwks_uri` or its OpenID
+//! discovery document with the `openidconnect` crate, cached, refetched when an assertion names a
+//! key the cache lacks (the provider rotated), and checked against an assertion's signature. What
+//! the verified assertion says is decided in `oauth::id_jag`.
+
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{
+    CoreJsonWebKeySet, CoreJsonWebKeyUse, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{IssuerUrl, JsonWebKey, JsonWebKeySetUrl, SignatureVerificationError};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::config::{EnterpriseConfig, EnterpriseIssuer};
+use crate::idp::oidc::{error_chain, http_client};
+use crate::oauth::id_jag::{Assertion, AssertionError};
+use crate::oauth::identity::ClaimMapping;
+
+/// Keys are fetched again after this, so a provider's planned rotations are seen.
+const KEYS_TTL: Duration = Duration::from_secs(600);
+/// An assertion naming a key the cache lacks refetches the keys at most this often: a stream of
+/// made-up `kid`s must not turn this server into a load generator against the provider.
+const UNKNOWN_KEY_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// The trusted issuers and the limits their assertions are held to.
+pub struct Enterprise {
+    issuers: Vec<TrustedIssuer>,
+    pub max_assertion_seconds: i64,
+}
+
+impl Enterprise {
+    pub fn new(config: &EnterpriseConfig) -> Self {
+        Self {
+            issuers: config
+                .issuers
+                .iter()
+                .cloned()
+                .map(TrustedIssuer::new)
+                .collect(),
+            max_assertion_seconds: i64::try_from(config.max_assertion_seconds).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The issuer an assertion claims, if it is trusted (exact match, as RFC 8414 compares).
+    pub fn issuer(&self, iss: &str) -> Result<&TrustedIssuer, AssertionError> {
+        self.issuers
+            .iter()
+            .find(|trusted| trusted.settings.issuer == iss)
+            .ok_or_else(|| AssertionError::UnknownIssuer(format!("`{iss}`")))
+    }
+}
+
+/// Why an assertion's signature could not be checked or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Refused(#[from] AssertionError),
+    /// No keys were ever fetched: a retry may work (`temporarily_unavailable`); the detail is for
+    /// the log only.
+    #[error("the signing keys of {issuer} could not be fetched ({detail}); check its jwks_uri or discovery document and this server's network")]
+    Unreachable { issuer: String, detail: String },
+}
+
+/// One trusted identity provider and its cached keys.
+pub struct TrustedIssuer {
+    settings: EnterpriseIssuer,
+    /// [`UNKNOWN_KEY_COOLDOWN`]; shorter in tests, which cannot wait for it.
+    cooldown: Duration,
+    keys: RwLock<Option<Keys>>,
+    /// One fetch at a time: requests that find the keys stale wait for it, then use its result.
+    fetching: Mutex<()>,
+}
+
+struct Keys {
+    set: CoreJsonWebKeySet,
+    fetched: Instant,
+}
+
+/// What an assertion's signature is, against one key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signature {
+    Valid,
+    Invalid,
+    /// No key of the set has the assertion's `kid` and fits its algorithm.
+    NoKey,
+}
+
+impl TrustedIssuer {
+    fn new(settings: EnterpriseIssuer) -> Self {
+        Self {
+            settings,
+            cooldown: UNKNOWN_KEY_COOLDOWN,
+            keys: RwLock::new(None),
+            fetching: Mutex::new(()),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    /// Where this provider's assertions name the user: the same settings, read the same way,
+    /// as the `oidc` upstream's.
+    pub fn mapping(&self) -> ClaimMapping<'_> {
+        ClaimMapping {
+            subject: &self.settings.subject_claim,
+            groups: self.settings.groups_claim.as_deref(),
+            roles: self.settings.roles_claim.as_deref(),
+        }
+    }
+
+    /// Checks `assertion`'s signature with this provider's keys; a key the cache lacks makes
+    /// one refetch (at most every [`UNKNOWN_KEY_COOLDOWN`]) before the assertion is refused.
+    pub async fn verify(&self, assertion: &Assertion) -> Result<(), VerifyError> {
+        let (mut verdict, fetched) = self.check_cached(assertion).await?;
+        if verdict == Signature::NoKey && fetched.elapsed() >= self.cooldown {
+            self.refresh(Some(fetched)).await?;
+            verdict = self.check_cached(assertion).await?.0;
+        }
+        match verdict {
+            Signature::Valid => Ok(()),
+            Signature::Invalid => Err(AssertionError::BadSignature.into()),
+            Signature::NoKey => Err(AssertionError::UnknownKey(
+                assertion
+                    .kid
+                    .as_deref()
+                    .map_or_else(|| "(no kid)".to_owned(), |kid| format!("`{kid}`")),
+            )
+            .into()),
+        }
+    }
+
+    /// The verdict with the cached keys (fetched first if there are none or they are stale),
+    /// and when those keys were fetched.
+    async fn check_cached(
+        &self,
+        assertion: &Assertion,
+    ) -> Result<(Signature, Instant), VerifyError> {
+        let fresh = |keys: &Option<Keys>| {
+            keys.as_ref()
+                .filter(|keys| keys.fetched.elapsed() < KEYS_TTL)
+                .map(|keys| (check_signature(&keys.set, assertion), keys.fetched))
+        };
+        if let Some(verdict) = fresh(&*self.keys.read().await) {
+            return Ok(verdict);
+        }
+        let stale = self.keys.read().await.as_ref().map(|keys| keys.fetched);
+        self.refresh(stale).await?;
+        let keys = self.keys.read().await;
+        keys.as_ref()
+            .map(|keys| (check_signature(&keys.set, assertion), keys.fetched))
+            .ok_or_else(|| VerifyError::Unreachable {
+                issuer: self.settings.issuer.clone(),
+                detail: "no keys".into(),
+            })
+    }
+
+    /// Fetches the keys unless another request did since `seen` (when the keys this request
+    /// looked at were fetched). A failed fetch keeps the keys there were — an outage of the
+    /// provider does not stop assertions signed by keys already known — and is an error only
+    /// when there are none.
+    async fn refresh(&self, seen: Option<Instant>) -> Result<(), VerifyError> {
+        let _one_at_a_time = self.fetching.lock().await;
+        let current = self.keys.read().await.as_ref().map(|keys| keys.fetched);
+        if current.is_some() && current != seen {
+            return Ok(());
+        }
+        match self.fetch().await {
+            Ok(set) => {
+                let fetched = Instant::now();
+                tracing::info!(issuer = %self.settings.issuer, keys = set.keys().len(), "enterprise identity provider keys fetched");
+                *self.keys.write().await = Some(Keys { set, fetched });
+                Ok(())
+            }
+            Err(detail) => {
+                let mut keys = self.keys.write().await;
+                match keys.as_mut() {
+                    Some(kept) => {
+                        tracing::warn!(issuer = %self.settings.issuer, error = %detail, "enterprise identity provider keys could not be refreshed; the known ones stay in use");
+                        // Not again before the cooldown: the provider may be down.
+                        kept.fetched = Instant::now()
+                            .checked_sub(KEYS_TTL.saturating_sub(self.cooldown))
+                            .unwrap_or_else(Instant::now);
+                        Ok(())
+                    }
+                    None => Err(VerifyError::Unreachable {
+                        issuer: self.settings.issuer.clone(),
+                        detail,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The key set at `jwks_uri`, or at the one the discovery document names.
+    async fn fetch(&self) -> Result<CoreJsonWebKeySet, String> {
+        let http = http_client()?;
+        match &self.settings.jwks_uri {
+            Some(uri) => {
+                let url = JsonWebKeySetUrl::new(uri.clone()).map_err(|err| err.to_string())?;
+                CoreJsonWebKeySet::fetch_async(&url, &http)
+                    .await
+                    .map_err(|err| error_chain(&err))
+            }
+            None => {
+                let issuer =
+                    IssuerUrl::new(self.settings.issuer.clone()).map_err(|err| err.to_string())?;
+                CoreProviderMetadata::discover_async(issuer, &http)
+                    .await
+                    .map(|metadata| metadata.jwks().clone())
+                    .map_err(|err| error_chain(&err))
+            }
+        }
+    }
+}
+
+/// Checks the signature with the keys whose `kid` is the assertion's (any key, if it names
+/// none), that may sign (`use` absent or `sig`) and fit the algorithm (the JWK's own `alg`, if it
+/// pins one, included).
+fn check_signature(set: &CoreJsonWebKeySet, assertion: &Assertion) -> Signature {
+    let Ok(alg) = serde_json::from_value::<CoreJwsSigningAlgorithm>(assertion.alg.clone().into())
+    else {
+        return Signature::NoKey;
+    };
+    let mut verdict = Signature::NoKey;
+    let candidates = set.keys().iter().filter(|key| {
+        let kid_fits = match &assertion.kid {
+            Some(kid) => key.key_id().is_some_and(|id| id.as_str() == kid),
+            None => true,
+        };
+        kid_fits && matches!(key.key_use(), None | Some(CoreJsonWebKeyUse::Signature))
+    });
+    for key in candidates {
+        match key.verify_signature(&alg, &assertion.signing_input, &assertion.signature) {
+            Ok(()) => return Signature::Valid,
+            Err(SignatureVerificationError::CryptoError(_)) => verdict = Signature::Invalid,
+            Err(_) => {}
+        }
+    }
+    verdict
+}
+
+/// A real P-256 key pair for tests: its public JWK and tokens it signs.
+#[cfg(test)]
+pub(crate) mod testing {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    use serde_json::{json, Value};
+
+    pub struct Key {
+        signing: p256::ecdsa::SigningKey,
+        pub kid: &'static str,
+    }
+
+    impl Key {
+        pub fn new(kid: &'static str) -> Self {
+            Self {
+                signing: p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng),
+                kid,
+            }
+        }
+
+        pub fn jwk(&self) -> Value {
+            let point = self.signing.verifying_key().to_encoded_point(false);
+            let b64 = |bytes: Option<&p256::FieldBytes>| {
+                URL_SAFE_NO_PAD.encode(bytes.map(|b| &b[..]).unwrap_or_default())
+            };
+            json!({"kty": "EC", "crv": "P-256", "use": "sig", "kid": self.kid,
+                   "x": b64(point.x()), "y": b64(point.y())})
+        }
+
+        /// A compact ES256 JWS of `claims` under `header` (`alg` added).
+        pub fn sign(&self, mut header: Value, claims: &Value) -> String {
+            header["alg"] = json!("ES256");
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let signature: p256::ecdsa::Signature = self.signing.sign(input.as_bytes());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+        }
+    }
+
+    /// A JWKS document served over HTTP on a local port, changeable while it is served.
+    pub struct JwksServer {
+        pub url: String,
+        pub document: std::sync::Arc<std::sync::Mutex<Value>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl JwksServer {
+        pub async fn start(keys: &[&Key]) -> Self {
+            let document = std::sync::Arc::new(std::sync::Mutex::new(Self::keys(keys)));
+            let served = document.clone();
+            let app = axum::Router::new().route(
+                "/jwks",
+                axum::routing::get(move || {
+                    let document = served.lock().unwrap().clone();
+                    async move { axum::Json(document) }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+            Self {
+                url,
+                document,
+                task,
+            }
+        }
+
+        fn keys(keys: &[&Key]) -> Value {
+            json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()})
+        }
+
+        /// The provider rotates: from now on it publishes `keys`.
+        pub fn publish(&self, keys: &[&Key]) {
+            *self.document.lock().unwrap() = Self::keys(keys);
+        }
+
+        pub fn stop(&self) {
+            self.task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Key;
+    use super::*;
+    use serde_json::json;
+
+    fn signed(key: &Key, kid: Option<&str>) -> Assertion {
+        let mut header = json!({"typ": "oauth-id-jag+jwt"});
+        if let Some(kid) = kid {
+            header["kid"] = json!(kid);
+        }
+        Assertion::parse(&key.sign(header, &json!({"iss": "https://idp"}))).unwrap()
+    }
+
+    fn set(keys: &[&Key]) -> CoreJsonWebKeySet {
+        serde_json::from_value(json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()}))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_signature_verifies_only_with_the_named_published_key() {
+        let (current, previous, stranger) = (Key::new("k2"), Key::new("k1"), Key::new("k2"));
+        let published = set(&[&previous, &current]);
+        assert_eq!(
+            check_signature(&published, &signed(&current, Some("k2"))),
+            Signature::Valid
+        );
+        assert_eq!(
+            check_signature(&published, &signed(&previous, None)),
+            Signature::Valid,
+            "no kid: any published key"
+        );
+        assert_eq!(
+            check_signature(&published, &signed(&stranger, Some("k2"))),
+            Signature::Invalid,
+            "another key under a published kid"
+        );
+        assert_eq!(
+            check_signature(&published, &signed(&current, Some("k3"))),
+            Signature::NoKey,
+            "a kid the provider does not publish (yet)"
+        );
+        let mut tampered = signed(&current, Some("k2"));
+        tampered.signing_input[3] ^= 1;
+        assert_eq!(check_signature(&published, &tampered), Signature::Invalid);
+        let mut wrong_alg = signed(&current, Some("k2"));
+        wrong_alg.alg = "RS256".into();
+        assert_eq!(
+            check_signature(&published, &wrong_alg),
+            Signature::NoKey,
+            "an EC key never checks an RSA signature"
+        );
+    }
+
+    #[test]
+    fn an_encryption_key_never_checks_a_signature() {
+        let key = Key::new("k1");
+        let mut jwk = key.jwk();
+        jwk["use"] = json!("enc");
+        let published: CoreJsonWebKeySet =
+            serde_json::from_value(json!({ "keys": [jwk] })).unwrap();
+        assert_eq!(
+            check_signature(&published, &signed(&key, Some("k1"))),
+            Signature::NoKey
+        );
+    }
+
+    fn trusted(jwks_uri: &str) -> TrustedIssuer {
+        let settings = serde_json::from_value(json!({
+            "issuer": "https://idp.example.com", "jwks_uri": jwks_uri, "allow_http_issuer": true,
+        }))
+        .unwrap();
+        TrustedIssuer {
+            cooldown: Duration::ZERO,
+            ..TrustedIssuer::new(settings)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_fetched_and_known_keys_outlive_an_outage() {
+        let (k1, k2) = (Key::new("k1"), Key::new("k2"));
+        let jwks = testing::JwksServer::start(&[&k1]).await;
+        let issuer = trusted(&jwks.url);
+        issuer.verify(&signed(&k1, Some("k1"))).await.unwrap();
+        jwks.publish(&[&k2]);
+        issuer.verify(&signed(&k2, Some("k2"))).await.unwrap();
+        assert!(
+            matches!(
+                issuer.verify(&signed(&k1, Some("k1"))).await,
+                Err(VerifyError::Refused(AssertionError::UnknownKey(_)))
+            ),
+            "a key the provider withdrew no longer verifies"
+        );
+        jwks.stop();
+        issuer.verify(&signed(&k2, Some("k2"))).await.unwrap();
+        assert!(
+            matches!(
+                issuer.verify(&signed(&Key::new("k3"), Some("k3"))).await,
+                Err(VerifyError::Refused(AssertionError::UnknownKey(_)))
+            ),
+            "an outage leaves the known keys, refuses the unknown one"
+        );
+        let never_reached = trusted(&jwks.url);
+        assert!(matches!(
+            never_reached.verify(&signed(&k2, Some("k2"))).await,
+            Err(VerifyError::Unreachable { .. })
+        ));
+    }
+}
