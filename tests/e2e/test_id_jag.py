@@ -8,6 +8,7 @@ single sign-on to the client is its own authorization code flow. A second provid
 issuer our server does not trust."""
 
 import asyncio
+import threading
 from urllib.parse import urlencode
 
 import httpx2
@@ -20,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from authstack import REDIRECT, AuthServer, claims_of, pkce, query, write_key
 from browser import Browser
 from harness import ROOT, Envoy, Process, free_port, port_open, wait_until
+from test_replicas import database  # noqa: F401 (the fixture: a throw-away PostgreSQL)
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"
@@ -246,3 +248,44 @@ def test_a_client_not_authenticated_gets_nothing_for_a_good_assertion(stack):
         "grant_type": JWT_BEARER, "assertion": assertion, "client_id": stack["client"]["client_id"]})
     assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
     assert exchange(stack, assertion).status_code == 200, "the refusal did not spend it"
+
+
+def test_an_id_jag_sent_to_two_replicas_at_once_is_exchanged_once(stack, log_dir, database, tmp_path_factory):
+    """The `jti` record is in the shared PostgreSQL: one replica exchanges, the other refuses."""
+    idp = stack["idp"]
+    workdir = tmp_path_factory.mktemp("id-jag-replicas")
+    key = write_key(workdir / "signing.pem", "ec")
+    ports = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{ports[0]}"
+    resource = "https://mcp.example.com/mcp"
+    config = {"issuer": issuer, "resources": [resource], "database": database,
+              "registration": {"confidential_clients": True},
+              "enterprise": {"issuers": [{"issuer": idp.issuer, "allow_http_issuer": True}]}}
+    replicas = [AuthServer(log_dir, workdir, config, port, [key], name=f"authserver-id-jag-{n}")
+                for n, port in enumerate(ports)]
+    try:
+        client = requests.post(f"{replicas[0].url}/oauth/register", timeout=10, json={
+            "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_basic",
+            "grant_types": [JWT_BEARER]}).json()
+        idp.admin(client="mcp-agent", audience=issuer, as_client_id=client["client_id"])
+        id_token = idp.sign_in("alice")
+        for _ in range(3):
+            assertion = idp.id_jag(id_token, issuer, resource)
+            answers, start = [], threading.Barrier(2)
+
+            def present(replica):
+                start.wait()
+                answers.append(requests.post(f"{replica.url}/oauth/token", timeout=10,
+                                             auth=(client["client_id"], client["client_secret"]),
+                                             data={"grant_type": JWT_BEARER, "assertion": assertion}))
+            threads = [threading.Thread(target=present, args=(replica,)) for replica in replicas]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert sorted(answer.status_code for answer in answers) == [200, 400], [a.text for a in answers]
+            refused = next(answer for answer in answers if answer.status_code == 400)
+            assert "already used" in refused.json()["error_description"]
+    finally:
+        for replica in replicas:
+            replica.stop()
