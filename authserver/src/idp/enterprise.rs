@@ -68,10 +68,12 @@ pub struct TrustedIssuer {
     /// [`UNKNOWN_KEY_COOLDOWN`]; shorter in tests, which cannot wait for it.
     cooldown: Duration,
     keys: RwLock<Option<Keys>>,
-    /// One fetch at a time: requests that find the keys stale wait for it, then use its result.
-    fetching: Mutex<()>,
+    /// When the keys were last asked for, successfully or not; held while they are, so one
+    /// request fetches and the others wait for its result.
+    last_attempt: Mutex<Option<Instant>>,
 }
 
+/// The keys of the last successful fetch.
 struct Keys {
     set: CoreJsonWebKeySet,
     fetched: Instant,
@@ -92,7 +94,7 @@ impl TrustedIssuer {
             settings,
             cooldown: UNKNOWN_KEY_COOLDOWN,
             keys: RwLock::new(None),
-            fetching: Mutex::new(()),
+            last_attempt: Mutex::new(None),
         }
     }
 
@@ -111,12 +113,13 @@ impl TrustedIssuer {
     }
 
     /// Checks `assertion`'s signature with this provider's keys; a key the cache lacks makes
-    /// one refetch (at most every [`UNKNOWN_KEY_COOLDOWN`]) before the assertion is refused.
+    /// one refetch (unless the keys were asked for within the cooldown) before the assertion is
+    /// refused.
     pub async fn verify(&self, assertion: &Assertion) -> Result<(), VerifyError> {
-        let (mut verdict, fetched) = self.check_cached(assertion).await?;
-        if verdict == Signature::NoKey && fetched.elapsed() >= self.cooldown {
-            self.refresh(Some(fetched)).await?;
-            verdict = self.check_cached(assertion).await?.0;
+        let mut verdict = self.check(assertion).await?;
+        if verdict == Signature::NoKey {
+            self.refresh().await?;
+            verdict = self.check(assertion).await?;
         }
         match verdict {
             Signature::Valid => Ok(()),
@@ -131,65 +134,60 @@ impl TrustedIssuer {
         }
     }
 
-    /// The verdict with the cached keys (fetched first if there are none or they are stale),
-    /// and when those keys were fetched.
-    async fn check_cached(
-        &self,
-        assertion: &Assertion,
-    ) -> Result<(Signature, Instant), VerifyError> {
-        let fresh = |keys: &Option<Keys>| {
-            keys.as_ref()
-                .filter(|keys| keys.fetched.elapsed() < KEYS_TTL)
-                .map(|keys| (check_signature(&keys.set, assertion), keys.fetched))
-        };
-        if let Some(verdict) = fresh(&*self.keys.read().await) {
-            return Ok(verdict);
+    /// The verdict of the cached keys, refreshed first when they are older than [`KEYS_TTL`]
+    /// (and used as they are if the refresh fails).
+    async fn check(&self, assertion: &Assertion) -> Result<Signature, VerifyError> {
+        let verdict = |keys: &Keys| check_signature(&keys.set, assertion);
+        {
+            let keys = self.keys.read().await;
+            if let Some(keys) = keys.as_ref().filter(|k| k.fetched.elapsed() < KEYS_TTL) {
+                return Ok(verdict(keys));
+            }
         }
-        let stale = self.keys.read().await.as_ref().map(|keys| keys.fetched);
-        self.refresh(stale).await?;
+        self.refresh().await?;
         let keys = self.keys.read().await;
         keys.as_ref()
-            .map(|keys| (check_signature(&keys.set, assertion), keys.fetched))
-            .ok_or_else(|| VerifyError::Unreachable {
-                issuer: self.settings.issuer.clone(),
-                detail: "no keys".into(),
-            })
+            .map(verdict)
+            .ok_or_else(|| self.unreachable("no keys"))
     }
 
-    /// Fetches the keys unless another request did since `seen` (when the keys this request
-    /// looked at were fetched). A failed fetch keeps the keys there were — an outage of the
-    /// provider does not stop assertions signed by keys already known — and is an error only
-    /// when there are none.
-    async fn refresh(&self, seen: Option<Instant>) -> Result<(), VerifyError> {
-        let _one_at_a_time = self.fetching.lock().await;
-        let current = self.keys.read().await.as_ref().map(|keys| keys.fetched);
-        if current.is_some() && current != seen {
-            return Ok(());
+    /// Fetches the keys, unless they were asked for within the cooldown (by this request's
+    /// predecessors, or by one it waited for): a stream of made-up `kid`s, or an outage, costs
+    /// the provider one request per cooldown. A failed fetch keeps the keys there were — an
+    /// outage does not stop assertions signed by keys already known — and is an error only when
+    /// there are none.
+    async fn refresh(&self) -> Result<(), VerifyError> {
+        let mut last_attempt = self.last_attempt.lock().await;
+        let have_keys = self.keys.read().await.is_some();
+        if last_attempt.is_some_and(|at| at.elapsed() < self.cooldown) {
+            return if have_keys {
+                Ok(())
+            } else {
+                Err(self.unreachable("the last fetch failed moments ago"))
+            };
         }
+        *last_attempt = Some(Instant::now());
         match self.fetch().await {
             Ok(set) => {
-                let fetched = Instant::now();
                 tracing::info!(issuer = %self.settings.issuer, keys = set.keys().len(), "enterprise identity provider keys fetched");
-                *self.keys.write().await = Some(Keys { set, fetched });
+                *self.keys.write().await = Some(Keys {
+                    set,
+                    fetched: Instant::now(),
+                });
                 Ok(())
             }
-            Err(detail) => {
-                let mut keys = self.keys.write().await;
-                match keys.as_mut() {
-                    Some(kept) => {
-                        tracing::warn!(issuer = %self.settings.issuer, error = %detail, "enterprise identity provider keys could not be refreshed; the known ones stay in use");
-                        // Not again before the cooldown: the provider may be down.
-                        kept.fetched = Instant::now()
-                            .checked_sub(KEYS_TTL.saturating_sub(self.cooldown))
-                            .unwrap_or_else(Instant::now);
-                        Ok(())
-                    }
-                    None => Err(VerifyError::Unreachable {
-                        issuer: self.settings.issuer.clone(),
-                        detail,
-                    }),
-                }
+            Err(detail) if have_keys => {
+                tracing::warn!(issuer = %self.settings.issuer, error = %detail, "enterprise identity provider keys could not be refreshed; the known ones stay in use");
+                Ok(())
             }
+            Err(detail) => Err(self.unreachable(&detail)),
+        }
+    }
+
+    fn unreachable(&self, detail: &str) -> VerifyError {
+        VerifyError::Unreachable {
+            issuer: self.settings.issuer.clone(),
+            detail: detail.to_owned(),
         }
     }
 
@@ -288,16 +286,20 @@ pub(crate) mod testing {
     pub struct JwksServer {
         pub url: String,
         pub document: std::sync::Arc<std::sync::Mutex<Value>>,
+        /// Requests served so far.
+        pub fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         task: tokio::task::JoinHandle<()>,
     }
 
     impl JwksServer {
         pub async fn start(keys: &[&Key]) -> Self {
             let document = std::sync::Arc::new(std::sync::Mutex::new(Self::keys(keys)));
-            let served = document.clone();
+            let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (served, counted) = (document.clone(), fetches.clone());
             let app = axum::Router::new().route(
                 "/jwks",
                 axum::routing::get(move || {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let document = served.lock().unwrap().clone();
                     async move { axum::Json(document) }
                 }),
@@ -310,6 +312,7 @@ pub(crate) mod testing {
             Self {
                 url,
                 document,
+                fetches,
                 task,
             }
         }
@@ -396,22 +399,42 @@ mod tests {
         );
     }
 
-    fn trusted(jwks_uri: &str) -> TrustedIssuer {
+    fn trusted(jwks_uri: &str, cooldown: Duration) -> TrustedIssuer {
         let settings = serde_json::from_value(json!({
             "issuer": "https://idp.example.com", "jwks_uri": jwks_uri, "allow_http_issuer": true,
         }))
         .unwrap();
         TrustedIssuer {
-            cooldown: Duration::ZERO,
+            cooldown,
             ..TrustedIssuer::new(settings)
         }
+    }
+
+    #[tokio::test]
+    async fn made_up_key_ids_cost_the_provider_one_fetch_per_cooldown() {
+        let known = Key::new("k1");
+        let jwks = testing::JwksServer::start(&[&known]).await;
+        let issuer = trusted(&jwks.url, UNKNOWN_KEY_COOLDOWN);
+        let fetches = || jwks.fetches.load(std::sync::atomic::Ordering::SeqCst);
+        issuer.verify(&signed(&known, Some("k1"))).await.unwrap();
+        for n in 0..5 {
+            let forged = Key::new("made-up");
+            assert!(matches!(
+                issuer
+                    .verify(&signed(&forged, Some(&format!("k{n}x"))))
+                    .await,
+                Err(VerifyError::Refused(AssertionError::UnknownKey(_)))
+            ));
+        }
+        assert_eq!(fetches(), 1, "the first fetch, none for the made-up kids");
+        jwks.stop();
     }
 
     #[tokio::test]
     async fn a_rotated_key_is_fetched_and_known_keys_outlive_an_outage() {
         let (k1, k2) = (Key::new("k1"), Key::new("k2"));
         let jwks = testing::JwksServer::start(&[&k1]).await;
-        let issuer = trusted(&jwks.url);
+        let issuer = trusted(&jwks.url, Duration::ZERO);
         issuer.verify(&signed(&k1, Some("k1"))).await.unwrap();
         jwks.publish(&[&k2]);
         issuer.verify(&signed(&k2, Some("k2"))).await.unwrap();
@@ -431,7 +454,7 @@ mod tests {
             ),
             "an outage leaves the known keys, refuses the unknown one"
         );
-        let never_reached = trusted(&jwks.url);
+        let never_reached = trusted(&jwks.url, Duration::ZERO);
         assert!(matches!(
             never_reached.verify(&signed(&k2, Some("k2"))).await,
             Err(VerifyError::Unreachable { .. })
