@@ -127,7 +127,7 @@ async fn grant<S: Store>(
         Some("client_credentials") => client_credentials(state, headers, request).await,
         Some("authorization_code") => authorization_code(state, headers, request).await,
         Some("refresh_token") => refresh(state, headers, request).await,
-        Some(JWT_BEARER) if state.enterprise.is_some() => jwt_bearer(state, headers, request).await,
+        Some(JWT_BEARER) => jwt_bearer(state, headers, request).await,
         Some(other) => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant type `{other}` is not supported here"),
@@ -226,17 +226,12 @@ async fn jwt_bearer<S: Store>(
         }
     })?;
     let registered = client.metadata["scope"].as_str().map(Scope::from_stored);
-    let offered: Scope = state.config.scopes.iter().map(String::as_str).collect();
-    let scopes = match &registered {
-        Some(registered) => offered.intersection(registered),
-        None => offered,
-    }
-    .without("offline_access");
     let expect = Expectations {
         issuer: state.config.issuer_str(),
         client_id: &client.client_id,
         resources: &state.config.resources,
-        scopes: &scopes,
+        scopes: &state.config.scopes,
+        registered: registered.as_ref(),
         max_lifetime: enterprise.max_assertion_seconds,
     };
     let asked = asked_scope(request)?;
@@ -255,7 +250,7 @@ async fn jwt_bearer<S: Store>(
         return Err(AssertionError::Replayed.into());
     }
     let access_token = sign_access(state, &decision.grant).await?;
-    tracing::info!(client_id = %client.client_id, issuer = %issuer.issuer(), subject = %decision.grant.user.subject, resource = %decision.grant.resource, "ID-JAG exchanged");
+    tracing::info!(client_id = %client.client_id, issuer = %issuer.issuer(), resource = %decision.grant.resource, "ID-JAG exchanged");
     Ok(issued(state, &decision.grant, access_token, None))
 }
 

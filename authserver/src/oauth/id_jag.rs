@@ -189,9 +189,24 @@ pub struct Expectations<'a> {
     pub client_id: &'a str,
     /// The MCP servers tokens are issued for.
     pub resources: &'a [String],
-    /// The scopes this client may get: offered by the server, within its registration.
-    pub scopes: &'a Scope,
+    /// The scopes the server offers.
+    pub scopes: &'a [String],
+    /// The `scope` the client registered, if it did: its scopes stay within it.
+    pub registered: Option<&'a Scope>,
     pub max_lifetime: i64,
+}
+
+impl Expectations<'_> {
+    /// What this client may get: offered, within its registration, and never `offline_access`
+    /// (no refresh token is issued for an ID-JAG).
+    fn allowed_scopes(&self) -> Scope {
+        let offered: Scope = self.scopes.iter().map(String::as_str).collect();
+        match self.registered {
+            Some(registered) => offered.intersection(registered),
+            None => offered,
+        }
+        .without("offline_access")
+    }
 }
 
 /// What the client asked for next to the assertion.
@@ -240,7 +255,7 @@ pub fn decide(
         return Err(AssertionError::AuthorizationDetails);
     }
     let resource = resource(claims.get("resource"), ask.resource, expect.resources)?;
-    let scope = scope(claims.get("scope"), ask.scope, expect.scopes)?;
+    let scope = scope(claims.get("scope"), ask.scope, &expect.allowed_scopes())?;
     let user = mapping.user(std::slice::from_ref(claims));
     if user.subject.is_empty() {
         return Err(AssertionError::NoSubject(mapping.subject.to_owned()));
@@ -472,13 +487,16 @@ mod tests {
 
     struct Setup {
         resources: Vec<String>,
-        scopes: Scope,
+        scopes: Vec<String>,
+        registered: Scope,
     }
 
     fn setup() -> Setup {
+        let owned = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
         Setup {
-            resources: vec![MCP.to_owned(), "https://mcp.example.com/other".to_owned()],
-            scopes: Scope::parse("mcp:tools mcp:read").unwrap(),
+            resources: owned(&[MCP, "https://mcp.example.com/other"]),
+            scopes: owned(&["mcp:tools", "mcp:read", "mcp:admin", "offline_access"]),
+            registered: Scope::parse("mcp:tools mcp:read offline_access").unwrap(),
         }
     }
 
@@ -495,6 +513,7 @@ mod tests {
             client_id: "agent",
             resources: &setup.resources,
             scopes: &setup.scopes,
+            registered: Some(&setup.registered),
             max_lifetime: 3600,
         };
         decide(assertion, &expect, &ask, &MAPPING, now)
