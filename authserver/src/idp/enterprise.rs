@@ -47,7 +47,7 @@ impl Enterprise {
         self.issuers
             .iter()
             .find(|trusted| trusted.settings.issuer == iss)
-            .ok_or_else(|| AssertionError::UnknownIssuer(format!("`{iss}`")))
+            .ok_or_else(|| AssertionError::unknown_issuer(iss))
     }
 }
 
@@ -124,13 +124,7 @@ impl TrustedIssuer {
         match verdict {
             Signature::Valid => Ok(()),
             Signature::Invalid => Err(AssertionError::BadSignature.into()),
-            Signature::NoKey => Err(AssertionError::UnknownKey(
-                assertion
-                    .kid
-                    .as_deref()
-                    .map_or_else(|| "(no kid)".to_owned(), |kid| format!("`{kid}`")),
-            )
-            .into()),
+            Signature::NoKey => Err(AssertionError::unknown_key(assertion.kid.as_deref()).into()),
         }
     }
 

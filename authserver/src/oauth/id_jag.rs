@@ -95,6 +95,18 @@ pub enum AssertionError {
     },
 }
 
+impl AssertionError {
+    /// An `iss` no configured issuer has (quoted, cut: it is the client's text).
+    pub fn unknown_issuer(iss: &str) -> Self {
+        Self::UnknownIssuer(quoted(iss))
+    }
+
+    /// A `kid` (or none) no published key of the issuer has.
+    pub fn unknown_key(kid: Option<&str>) -> Self {
+        Self::UnknownKey(kid.map_or_else(|| "(no kid)".to_owned(), quoted))
+    }
+}
+
 impl From<AssertionError> for OAuthError {
     /// RFC 6749 §5.2 and RFC 7521 §4.1.1: a bad assertion is `invalid_grant`; a resource this
     /// server does not serve `invalid_target` (RFC 8707); nothing left to grant `invalid_scope`.
