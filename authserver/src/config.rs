@@ -56,6 +56,8 @@ pub struct FileConfig {
     pub encryption_key_file: Option<PathBuf>,
     #[serde(default)]
     pub server: ServerConfig,
+    /// Enterprise-managed authorization: the identity providers whose ID-JAGs are accepted.
+    pub enterprise: Option<EnterpriseConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -177,6 +179,101 @@ impl ServerConfig {
     }
 }
 
+/// Enterprise-managed authorization (Okta cross-app access, the MCP `enterprise-managed-
+/// authorization` extension): the `jwt-bearer` grant accepts an ID-JAG from one of `issuers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseConfig {
+    pub issuers: Vec<EnterpriseIssuer>,
+    /// An ID-JAG living longer than this (`exp - iat`) is refused: its `jti` is remembered until
+    /// it expires, and an assertion meant to be exchanged at once has no use for a long life.
+    #[serde(default = "default_max_assertion_seconds")]
+    pub max_assertion_seconds: u64,
+}
+
+fn default_max_assertion_seconds() -> u64 {
+    3600
+}
+
+/// One enterprise identity provider whose ID-JAGs are trusted. Its claims are mapped like the
+/// `oidc` upstream's (`subject_claim`, `groups_claim`, `roles_claim`), and `groups.prefix`
+/// applies, so the same Cedar policies decide for its users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseIssuer {
+    /// The `iss` of its ID-JAGs, exactly.
+    pub issuer: String,
+    /// Where its signing keys are; default: `jwks_uri` of its OpenID discovery document.
+    pub jwks_uri: Option<String>,
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    pub groups_claim: Option<String>,
+    pub roles_claim: Option<String>,
+    /// Development only: an `http://` issuer and keys URL.
+    #[serde(default)]
+    pub allow_http_issuer: bool,
+}
+
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+
+impl EnterpriseConfig {
+    /// Refuses a section that would trust nothing, or what is not an issuer: a typo here must
+    /// stop the server, not accept or refuse every assertion in silence.
+    fn check(&self, our_issuer: &str) -> Result<(), ConfigError> {
+        if self.issuers.is_empty() {
+            return Err(invalid(
+                "enterprise.issuers",
+                "list at least one identity provider (or remove `enterprise`)",
+            ));
+        }
+        if self.max_assertion_seconds == 0 {
+            return Err(invalid(
+                "enterprise.max_assertion_seconds",
+                "must be at least 1",
+            ));
+        }
+        let ours = our_issuer.trim_end_matches('/');
+        for (index, entry) in self.issuers.iter().enumerate() {
+            for (what, text) in std::iter::once(("issuer", &entry.issuer))
+                .chain(entry.jwks_uri.iter().map(|uri| ("jwks_uri", uri)))
+            {
+                let url = Url::parse(text).map_err(|err| {
+                    invalid(
+                        "enterprise.issuers",
+                        format!("{what} `{text}` is not a URL: {err}"),
+                    )
+                })?;
+                if url.scheme() != "https" && !(entry.allow_http_issuer && url.scheme() == "http") {
+                    return Err(invalid(
+                        "enterprise.issuers",
+                        format!("{what} `{text}` must be https (allow_http_issuer is for local tests only)"),
+                    ));
+                }
+            }
+            // An authorization server never takes its own assertions for grants (ID-JAG draft,
+            // "Cross-Domain Use"): that would turn any token of ours into a wider one.
+            if entry.issuer.trim_end_matches('/') == ours {
+                return Err(invalid(
+                    "enterprise.issuers",
+                    format!("`{}` is this server's own issuer", entry.issuer),
+                ));
+            }
+            if self.issuers[..index]
+                .iter()
+                .any(|other| other.issuer == entry.issuer)
+            {
+                return Err(invalid(
+                    "enterprise.issuers",
+                    format!("`{}` is listed twice", entry.issuer),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Values given on the command line or in the environment; they win over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -203,6 +300,7 @@ pub struct Config {
     pub client_metadata: FetchPolicy,
     pub encryption_key_file: Option<PathBuf>,
     pub server: ServerConfig,
+    pub enterprise: Option<EnterpriseConfig>,
 }
 
 impl Config {
@@ -279,6 +377,9 @@ impl Config {
             ));
         }
         file.server.check()?;
+        if let Some(enterprise) = &file.enterprise {
+            enterprise.check(issuer.as_str())?;
+        }
         // Without the key no upstream session is kept, so refreshes could never be re-checked
         // with the identity provider (a user removed from a group upstream would keep it here).
         if matches!(
@@ -320,6 +421,7 @@ impl Config {
             client_metadata: file.client_metadata,
             encryption_key_file: file.encryption_key_file,
             server: file.server,
+            enterprise: file.enterprise,
         })
     }
 
@@ -481,6 +583,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.issuer_str(), "https://auth.example.com");
+    }
+
+    #[test]
+    fn an_enterprise_section_must_trust_real_issuers_other_than_this_server() {
+        let resolve = |enterprise: &str| {
+            Config::resolve(
+                file(&format!(
+                    "issuer: https://auth.example.com\nresources: [https://auth.example.com/mcp]\nenterprise: {enterprise}\n"
+                )),
+                Overrides::default(),
+            )
+        };
+        let config = resolve(
+            "{issuers: [{issuer: https://acme.okta.com/oauth2/default, groups_claim: groups}]}",
+        )
+        .unwrap();
+        let enterprise = config.enterprise.unwrap();
+        assert_eq!(enterprise.max_assertion_seconds, 3600);
+        assert_eq!(enterprise.issuers[0].subject_claim, "sub");
+        assert_eq!(enterprise.issuers[0].jwks_uri, None, "discovered");
+        for (section, why) in [
+            ("{issuers: []}", "at least one"),
+            ("{issuers: [{issuer: http://idp.example.com}]}", "must be https"),
+            ("{issuers: [{issuer: https://idp.example.com, jwks_uri: http://idp.example.com/k}]}", "must be https"),
+            ("{issuers: [{issuer: not a url}]}", "is not a URL"),
+            ("{issuers: [{issuer: \"https://auth.example.com/\"}]}", "own issuer"),
+            ("{issuers: [{issuer: https://a.example.com}, {issuer: https://a.example.com}]}", "listed twice"),
+            ("{issuers: [{issuer: https://a.example.com}], max_assertion_seconds: 0}", "at least 1"),
+        ] {
+            let err = resolve(section).unwrap_err().to_string();
+            assert!(err.starts_with("`enterprise."), "{section}: {err}");
+            assert!(err.contains(why), "{section}: {err}");
+        }
+        assert!(
+            resolve("{issuers: [{issuer: http://127.0.0.1:9100/oauth2/default, allow_http_issuer: true}]}").is_ok(),
+            "http for local tests"
+        );
+        assert!(serde_yaml::from_str::<FileConfig>(
+            "enterprise: {issuers: [{issuer: x, group_claim: g}]}\n"
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field `group_claim`"));
     }
 
     #[test]

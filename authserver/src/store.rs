@@ -201,6 +201,15 @@ pub trait Store: Housekeeping + Clone + Send + Sync + 'static {
         now: i64,
     ) -> impl Future<Output = Io<()>> + Send;
     fn upstream_tokens(&self, family_id: &str) -> impl Future<Output = Io<Option<Vec<u8>>>> + Send;
+    /// Records an assertion (an ID-JAG, by `key_sha256`) as used until `expires_at`, in one
+    /// statement, so two requests or two replicas cannot both use it: `false` when it was used
+    /// already (and has not expired by `now`).
+    fn use_assertion(
+        &self,
+        key_sha256: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> impl Future<Output = Io<bool>> + Send;
     fn ping(&self) -> impl Future<Output = Io<()>> + Send;
 }
 
@@ -401,6 +410,22 @@ mod tests {
             None,
             "a replayed state is refused"
         );
+    }
+
+    #[tokio::test]
+    async fn an_assertion_is_used_once_until_it_expires() {
+        let (_dir, store) = store().await;
+        assert!(store.use_assertion("a", 100, 10).await.unwrap());
+        assert!(
+            !store.use_assertion("a", 100, 50).await.unwrap(),
+            "a replay while it lives"
+        );
+        assert!(store.use_assertion("b", 100, 50).await.unwrap());
+        assert!(
+            store.use_assertion("a", 300, 100).await.unwrap(),
+            "a dead record does not block a later assertion with the same jti"
+        );
+        assert!(!store.use_assertion("a", 300, 200).await.unwrap());
     }
 
     #[tokio::test]

@@ -48,7 +48,9 @@ def database(log_dir):
     def up():
         if not server.alive():
             raise RuntimeError(server.log())
-        return port_open(port)
+        # The port opens before the server accepts sessions ("the database system is starting up").
+        return port_open(port) and subprocess.run([postgres_program("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                                                  capture_output=True, timeout=10).returncode == 0
     wait_until(up, 60, "postgres")
     yield f"postgres://mcp@127.0.0.1:{port}/postgres"
     server.stop()

@@ -8,8 +8,16 @@
 //                 (calculator-m2m / m2m-secret, client_credentials) — seeds 002 and 004.
 // An admin API changes users while tokens live: POST /admin/users/<id> {groups|roles|disabled},
 // POST /admin/users/<id>/revoke (destroys the user's grants).
+// PROFILE=okta also does Okta's cross-app access (enterprise-managed authorization): an RFC 8693
+// token exchange at its token endpoint turns a user's ID token, held by the client it was issued
+// to (mcp-agent / agent-secret), into an ID-JAG (`typ` oauth-id-jag+jwt) signed with the
+// provider's own key, for the authorization servers an admin linked to that client:
+// POST /admin/xaa {client, audience, as_client_id} links `client` to the authorization server
+// `audience`, where it is `as_client_id`; POST /admin/xaa {clock_offset} shifts the iat/exp of the
+// ID-JAGs it mints (a stale assertion, as from a skewed clock).
+import { generateKeyPairSync, randomUUID, sign } from 'node:crypto';
 import http from 'node:http';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.env.PORT ?? 9100);
 const profile = process.env.PROFILE ?? 'okta';
@@ -33,6 +41,21 @@ const users = {
 const grantsOf = {};
 const RESOURCE_SCOPES = ['mcp:tools', 'calculator.add', 'calculator.subtract'];
 
+// The provider's own signing key: it signs the ID tokens and the ID-JAGs, and is published at its
+// jwks_uri.
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `${profile}-${port}`, alg: 'RS256', use: 'sig' };
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
+const ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
+const crossAppAccess = profile === 'okta';
+const agentId = process.env.AGENT_CLIENT_ID ?? 'mcp-agent';
+const agentSecret = process.env.AGENT_CLIENT_SECRET ?? 'agent-secret';
+// The policy of cross-app access: which client may act for users at which authorization server
+// (and as which client there), the scopes it may be granted, and the ID-JAG clock.
+const xaa = { links: new Map(), scopes: ['mcp:tools', 'mcp:admin'], clockOffset: 0, lifetime: 300 };
+
 const provider = new Provider(`${origin}${prefix}`, {
   clients: [{
     client_id: clientId,
@@ -48,7 +71,16 @@ const provider = new Provider(`${origin}${prefix}`, {
     grant_types: ['client_credentials'],
     response_types: [],
     token_endpoint_auth_method: 'client_secret_basic',
+  }] : []), ...(crossAppAccess ? [{
+    client_id: agentId,
+    client_secret: agentSecret,
+    redirect_uris: redirectUris,
+    grant_types: ['authorization_code', TOKEN_EXCHANGE],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
   }] : [])],
+  jwks: { keys: [signingKey] },
+  discovery: crossAppAccess ? { identity_chaining_requested_token_types_supported: [ID_JAG] } : {},
   async findAccount(ctx, id) {
     const user = users[id];
     if (!user || user.disabled) return undefined;
@@ -92,11 +124,64 @@ const provider = new Provider(`${origin}${prefix}`, {
   issueRefreshToken: async (ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
 });
 provider.proxy = false;
+
+function signJwt(header, claims) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const input = `${encode({ ...header, alg: 'RS256', kid: signingKey.kid })}.${encode(claims)}`;
+  return `${input}.${sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`;
+}
+
+// RFC 8693 token exchange for an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant §4.3):
+// the subject token is an ID token this provider issued to the authenticated client; the policy
+// decides the audience (and the client's id there) and the scopes.
+async function exchangeForIdJag(ctx) {
+  const { client, params } = ctx.oidc;
+  if (params.requested_token_type !== ID_JAG) throw new errors.InvalidRequest(`requested_token_type must be ${ID_JAG}`);
+  if (params.subject_token_type !== ID_TOKEN) throw new errors.InvalidRequest(`subject_token_type must be ${ID_TOKEN}`);
+  let payload;
+  try {
+    ({ payload } = await provider.IdToken.validate(params.subject_token, client));
+  } catch (err) {
+    throw new errors.InvalidGrant(`the subject token is not an ID token issued to this client: ${err.message}`);
+  }
+  const now = Math.floor(Date.now() / 1000);
+  if (payload.exp <= now) throw new errors.InvalidGrant('the subject token expired');
+  const user = users[payload.sub];
+  if (!user || user.disabled) throw new errors.InvalidGrant('the user is disabled');
+  const asClient = xaa.links.get(`${client.clientId} ${params.audience}`);
+  if (!asClient) throw new errors.InvalidGrant('Audience validation failed');
+  if (!params.resource) throw new errors.InvalidTarget('resource is required');
+  const scope = (params.scope ?? '').split(' ').filter((s) => xaa.scopes.includes(s)).join(' ');
+  const iat = now + xaa.clockOffset;
+  const claims = {
+    iss: provider.issuer, sub: payload.sub, aud: params.audience, client_id: asClient, jti: randomUUID(),
+    iat, exp: iat + xaa.lifetime, resource: params.resource, ...(scope ? { scope } : {}),
+    auth_time: payload.auth_time, email: user.email, email_verified: user.emailVerified ?? true, name: user.name,
+    groups: user.groups,
+  };
+  ctx.body = {
+    issued_token_type: ID_JAG, access_token: signJwt({ typ: 'oauth-id-jag+jwt' }, claims), token_type: 'N_A',
+    ...(scope ? { scope } : {}), expires_in: xaa.lifetime,
+  };
+}
+if (crossAppAccess) {
+  provider.registerGrantType(TOKEN_EXCHANGE, exchangeForIdJag,
+    ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope']);
+}
 provider.on('grant.saved', (grant) => {
   (grantsOf[grant.accountId] ??= new Set()).add(grant.jti);
 });
 
 const callback = provider.callback();
+
+async function xaaAdmin(req, res) {
+  let body = '';
+  for await (const chunk of req) body += chunk;
+  const { client, audience, as_client_id: asClientId, clock_offset: clockOffset } = JSON.parse(body || '{}');
+  if (audience) xaa.links.set(`${client} ${audience}`, asClientId);
+  if (clockOffset !== undefined) xaa.clockOffset = clockOffset;
+  res.writeHead(204).end();
+}
 
 async function admin(req, res) {
   const [, , , id, action] = req.url.split('/');
@@ -117,6 +202,7 @@ async function admin(req, res) {
 
 http.createServer((req, res) => {
   if (req.url.startsWith('/admin/users/')) return admin(req, res).catch(() => res.writeHead(500).end());
+  if (req.url === '/admin/xaa' && crossAppAccess) return xaaAdmin(req, res).catch(() => res.writeHead(400).end());
   if (req.url === '/health') return res.writeHead(200).end('ok');
   if (req.url === `/.well-known/oauth-authorization-server${prefix}`) req.url = `${prefix}/.well-known/oauth-authorization-server`;
   if (!req.url.startsWith(prefix)) return res.writeHead(404).end();

@@ -30,6 +30,7 @@ pub fn grant_label(grant_type: Option<&str>) -> &'static str {
         Some("client_credentials") => "client_credentials",
         Some("authorization_code") => "authorization_code",
         Some("refresh_token") => "refresh_token",
+        Some(crate::oauth::id_jag::JWT_BEARER) => "jwt_bearer",
         Some(_) => "other",
         None => "none",
     }
@@ -365,6 +366,10 @@ mod tests {
     #[test]
     fn a_client_chosen_grant_type_never_becomes_a_label() {
         assert_eq!(grant_label(Some("refresh_token")), "refresh_token");
+        assert_eq!(
+            grant_label(Some("urn:ietf:params:oauth:grant-type:jwt-bearer")),
+            "jwt_bearer"
+        );
         assert_eq!(grant_label(Some("password\"}")), "other");
         assert_eq!(grant_label(None), "none");
     }

@@ -30,8 +30,10 @@ use crate::client_documents::{self, MetadataError, MetadataFetcher};
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::http::limiter::{source_address, RateLimiter};
+use crate::idp::enterprise::Enterprise;
 use crate::idp::{Federated, IdentityProvider};
 use crate::keys::KeyRing;
+use crate::oauth::id_jag::{ID_JAG_PROFILE, JWT_BEARER};
 use crate::oauth::registration::{self, ClientMetadata, Policy};
 use crate::oauth::{Clock, ErrorCode, OAuthError};
 use crate::store::housekeeping::needs_use_mark;
@@ -66,6 +68,8 @@ pub struct AppState<S> {
     /// Encrypts upstream tokens at rest (with an `oidc` upstream).
     pub sealer: Option<Sealer>,
     pub client_documents: MetadataFetcher,
+    /// The identity providers whose ID-JAGs the `jwt-bearer` grant accepts, if configured.
+    pub enterprise: Option<Enterprise>,
     limiter: RateLimiter,
     pub metrics: Metrics,
     /// Where every decision takes "now" from (a manual clock in tests).
@@ -86,6 +90,7 @@ pub fn router<S: Store>(
     let limits = config.server.clone();
     let issuer_path = config.issuer_path().to_owned();
     let client_documents = MetadataFetcher::new(config.client_metadata.clone());
+    let enterprise = config.enterprise.as_ref().map(Enterprise::new);
     let state = Arc::new(AppState {
         config,
         keys,
@@ -93,6 +98,7 @@ pub fn router<S: Store>(
         upstream,
         sealer,
         client_documents,
+        enterprise,
         limiter,
         metrics: Metrics::default(),
         clock,
@@ -193,7 +199,11 @@ async fn json_errors(response: Response) -> Response {
 
 async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     let config = &state.config;
-    let document = json!({
+    let mut grant_types = vec!["authorization_code", "refresh_token", "client_credentials"];
+    if state.enterprise.is_some() {
+        grant_types.push(JWT_BEARER);
+    }
+    let mut document = json!({
         "issuer": config.issuer_str(),
         "authorization_endpoint": config.endpoint("/oauth/authorize"),
         "token_endpoint": config.endpoint("/oauth/token"),
@@ -202,7 +212,7 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
         "jwks_uri": config.endpoint("/.well-known/jwks.json"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": grant_types,
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "introspection_endpoint": config.endpoint("/oauth/introspect"),
@@ -213,6 +223,11 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
         "client_id_metadata_document_supported": true,
         "subject_types_supported": ["public"],
     });
+    // The ID-JAG draft, "Authorization Server Metadata": the profile, never which issuers are
+    // trusted (that would publish the federation's topology).
+    if state.enterprise.is_some() {
+        document["authorization_grant_profiles_supported"] = json!([ID_JAG_PROFILE]);
+    }
     (
         [
             (header::CACHE_CONTROL, "public, max-age=300"),
@@ -253,6 +268,7 @@ async fn register<S: Store>(
     let policy = Policy {
         confidential_clients: state.config.registration.confidential_clients,
         scopes: &state.config.scopes,
+        jwt_bearer: state.enterprise.is_some(),
     };
     let registration = match ClientMetadata::parse(&body)
         .and_then(|metadata| registration::validate(metadata, &policy))

@@ -1,6 +1,7 @@
 //! `/oauth/token` (RFC 6749 §3.2) and `/oauth/revoke` (RFC 7009): authorization codes with PKCE,
-//! rotating refresh tokens whose reuse revokes the family, and `client_credentials` for
-//! confidential machine clients (seed 004), whose tokens carry the client as `sub`.
+//! rotating refresh tokens whose reuse revokes the family, `client_credentials` for
+//! confidential machine clients (seed 004), whose tokens carry the client as `sub`, and the
+//! `jwt-bearer` grant with an enterprise ID-JAG (RFC 7523, enterprise-managed authorization).
 //!
 //! The handlers parse, ask `oauth::token` for the decision, and carry it out. A refresh is
 //! decided on what the store holds before anything is written; the old token is claimed and its
@@ -25,8 +26,10 @@ use sha2::{Digest, Sha256};
 use crate::crypto::Sealer;
 use crate::http::metrics::grant_label;
 use crate::http::{hex, random_token, AppState, Lookup, Metrics};
+use crate::idp::enterprise::VerifyError;
 use crate::idp::oidc::{UpstreamError, UpstreamTokens};
 use crate::oauth::grant::{access_claims, Grant, User};
+use crate::oauth::id_jag::{self, Assertion, AssertionError, Expectations, JWT_BEARER};
 use crate::oauth::introspect::{Context as IntrospectionContext, Found};
 use crate::oauth::token::{
     decide_client_credentials, decide_code, decide_refresh, Ask, CodeAsk, Credential,
@@ -53,6 +56,7 @@ pub struct TokenRequest {
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
     refresh_token: Option<String>,
+    assertion: Option<String>,
 }
 
 /// A form body, or RFC 6749 §5.2 `invalid_request` JSON when it is not one (wrong content type,
@@ -123,6 +127,7 @@ async fn grant<S: Store>(
         Some("client_credentials") => client_credentials(state, headers, request).await,
         Some("authorization_code") => authorization_code(state, headers, request).await,
         Some("refresh_token") => refresh(state, headers, request).await,
+        Some(JWT_BEARER) => jwt_bearer(state, headers, request).await,
         Some(other) => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant type `{other}` is not supported here"),
@@ -144,9 +149,7 @@ async fn client_credentials<S: Store>(
     )
     .await?;
     let machine = MachineClient {
-        may_use_grant: client.metadata["grant_types"]
-            .as_array()
-            .is_some_and(|g| g.iter().any(|g| g == "client_credentials")),
+        may_use_grant: registered_for(&client, "client_credentials"),
         scope: Scope::from_stored(client.metadata["scope"].as_str().unwrap_or_default()),
     };
     let asked = asked_scope(request)?;
@@ -174,6 +177,88 @@ async fn client_credentials<S: Store>(
         json!({"access_token": access_token, "token_type": "Bearer",
                      "expires_in": lifetime, "scope": scope.to_string()}),
     ))
+}
+
+/// RFC 7523 §2.1 with an ID-JAG: a confidential client registered for the grant presents an
+/// assertion its enterprise identity provider signed for this server, this client, one of our
+/// resources and some scopes; the answer is an access token for that resource and the scopes
+/// the request, the assertion and the client share, with no refresh token (the ID-JAG draft: a
+/// fresh ID-JAG replaces it). No browser and no consent page: the IdP's policy was the consent.
+async fn jwt_bearer<S: Store>(
+    state: &Arc<AppState<S>>,
+    headers: &HeaderMap,
+    request: &TokenRequest,
+) -> Result<Response, OAuthError> {
+    let Some(enterprise) = state.enterprise.as_ref() else {
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "enterprise-managed authorization (ID-JAG) is not enabled here",
+        ));
+    };
+    let client = authenticate(
+        state,
+        headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )
+    .await?;
+    if !registered_for(&client, JWT_BEARER) {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            format!("this client is not registered for `{JWT_BEARER}`"),
+        ));
+    }
+    let Some(assertion) = request.assertion.as_deref() else {
+        return Err(OAuthError::invalid_request(
+            "assertion is required: the ID-JAG from the identity provider",
+        ));
+    };
+    let assertion = Assertion::parse(assertion)?;
+    let issuer = enterprise.issuer(assertion.issuer()?)?;
+    issuer.verify(&assertion).await.map_err(|err| match err {
+        VerifyError::Refused(refusal) => OAuthError::from(refusal),
+        VerifyError::Unreachable { .. } => {
+            tracing::warn!(error = %err, "an ID-JAG could not be checked");
+            OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the identity provider's signing keys could not be fetched; try again shortly",
+            )
+        }
+    })?;
+    let registered = client.metadata["scope"].as_str().map(Scope::from_stored);
+    let expect = Expectations {
+        issuer: state.config.issuer_str(),
+        client_id: &client.client_id,
+        resources: &state.config.resources,
+        scopes: &state.config.scopes,
+        registered: registered.as_ref(),
+        max_lifetime: enterprise.max_assertion_seconds,
+    };
+    let asked = asked_scope(request)?;
+    let ask = id_jag::Ask {
+        resource: request.resource.as_deref(),
+        scope: asked.as_ref(),
+    };
+    let now = state.clock.now();
+    let decision = id_jag::decide(&assertion, &expect, &ask, &issuer.mapping(), now)?;
+    let fresh = state
+        .store
+        .use_assertion(&decision.replay_key, decision.replay_until, now)
+        .await
+        .map_err(|err| store_failure(state, err))?;
+    if !fresh {
+        return Err(AssertionError::Replayed.into());
+    }
+    let access_token = sign_access(state, &decision.grant).await?;
+    tracing::info!(client_id = %client.client_id, issuer = %issuer.issuer(), resource = %decision.grant.resource, "ID-JAG exchanged");
+    Ok(issued(state, &decision.grant, access_token, None))
+}
+
+/// Whether a registered client listed `grant_type` among its `grant_types`.
+fn registered_for(client: &StoredClient, grant_type: &str) -> bool {
+    client.metadata["grant_types"]
+        .as_array()
+        .is_some_and(|grants| grants.iter().any(|g| g == grant_type))
 }
 
 async fn authorization_code<S: Store>(
@@ -854,14 +939,16 @@ mod tests {
         async fn app_at(
             clock: std::sync::Arc<dyn crate::oauth::Clock>,
         ) -> (tempfile::TempDir, Router, SqliteStore) {
-            app_with(clock, Upstream::new(None), None).await
+            app_with(clock, Upstream::new(None), None, "").await
         }
 
-        /// As [`app_at`], with an identity provider and the sealer of upstream sessions.
+        /// As [`app_at`], with an identity provider, the sealer of upstream sessions and more
+        /// configuration (YAML).
         async fn app_with(
             clock: std::sync::Arc<dyn crate::oauth::Clock>,
             upstream: Upstream,
             sealer: Option<crate::crypto::Sealer>,
+            yaml: &str,
         ) -> (tempfile::TempDir, Router, SqliteStore) {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(&format!("sqlite://{}/auth.db", dir.path().display()))
@@ -879,6 +966,11 @@ mod tests {
                     None,
                     json!({"redirect_uris": ["http://127.0.0.1/cb"]}),
                 ),
+                (
+                    "agent",
+                    Some(hex(&sha2::Sha256::digest(b"agent-secret"))),
+                    json!({"grant_types": [JWT_BEARER]}),
+                ),
             ] {
                 let client = StoredClient {
                     client_id: id.into(),
@@ -889,7 +981,7 @@ mod tests {
                 store.save_client(&client).await.unwrap();
             }
             let file: FileConfig = serde_yaml::from_str(&format!(
-                "issuer: https://auth.example.com\nresources: [{RESOURCE}]\n"
+                "issuer: https://auth.example.com\nresources: [{RESOURCE}]\n{yaml}"
             ))
             .unwrap();
             let config = Config::resolve(file, Overrides::default()).unwrap();
@@ -913,14 +1005,25 @@ mod tests {
             content_type: &str,
             body: impl Into<Body>,
         ) -> (u16, Value) {
-            let request = Request::post(path)
-                .header("content-type", content_type)
-                .header(
+            post_as(app, Some("m2m:s3cret"), path, content_type, body).await
+        }
+
+        /// A POST with `credentials` (`id:secret`) as Basic authentication, if any.
+        async fn post_as(
+            app: &Router,
+            credentials: Option<&str>,
+            path: &str,
+            content_type: &str,
+            body: impl Into<Body>,
+        ) -> (u16, Value) {
+            let mut request = Request::post(path).header("content-type", content_type);
+            if let Some(credentials) = credentials {
+                request = request.header(
                     "authorization",
-                    format!("Basic {}", STANDARD.encode("m2m:s3cret")),
-                )
-                .body(body.into())
-                .unwrap();
+                    format!("Basic {}", STANDARD.encode(credentials)),
+                );
+            }
+            let request = request.body(body.into()).unwrap();
             let response = app.clone().oneshot(request).await.unwrap();
             let status = response.status().as_u16();
             let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -1038,7 +1141,10 @@ mod tests {
                 .purge(PurgeCutoffs::at(clock.now(), WEEK))
                 .await
                 .unwrap();
-            assert_eq!(purged.clients, 1, "the public client nobody used goes");
+            assert_eq!(
+                purged.clients, 2,
+                "the public client and the enterprise agent nobody used go"
+            );
             assert!(
                 store.client("m2m").await.unwrap().is_some(),
                 "the machine client stays"
@@ -1101,6 +1207,7 @@ mod tests {
                 std::sync::Arc::new(crate::oauth::SystemClock),
                 Upstream::new(Some(Box::new(RotatingProvider(calls.clone())))),
                 Some(sealer),
+                "",
             )
             .await;
             let now = crate::oauth::Clock::now(&crate::oauth::SystemClock);
@@ -1152,6 +1259,198 @@ mod tests {
                 1,
                 "the provider was asked once, with the one upstream session"
             );
+        }
+
+        mod id_jag {
+            use super::*;
+            use crate::idp::enterprise::testing::{JwksServer, Key};
+            use crate::oauth::clock::ManualClock;
+            use crate::oauth::id_jag::ID_JAG_TYP;
+
+            const T0: i64 = 1_700_000_000;
+            const IDP: &str = "https://idp.example.com/oauth2/default";
+
+            fn claims(jti: &str) -> Value {
+                json!({"iss": IDP, "sub": "00u1alice", "aud": "https://auth.example.com",
+                       "client_id": "agent", "jti": jti, "iat": T0, "exp": T0 + 300,
+                       "resource": RESOURCE, "scope": "mcp:tools mcp:admin",
+                       "groups": ["mcp-developers", "Everyone"]})
+            }
+
+            fn exchange_body(assertion: &str, extra: &str) -> String {
+                format!("grant_type={JWT_BEARER}&assertion={assertion}{extra}")
+            }
+
+            async fn exchange(app: &Router, as_client: Option<&str>, body: &str) -> (u16, Value) {
+                post_as(
+                    app,
+                    as_client,
+                    "/oauth/token",
+                    "application/x-www-form-urlencoded",
+                    body.to_owned(),
+                )
+                .await
+            }
+
+            fn payload(token: &Value) -> Value {
+                let part = token.as_str().unwrap().split('.').nth(1).unwrap();
+                serde_json::from_slice(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(part)
+                        .unwrap(),
+                )
+                .unwrap()
+            }
+
+            async fn metadata(app: &Router) -> Value {
+                let request = Request::get("/.well-known/oauth-authorization-server")
+                    .body(Body::empty())
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                serde_json::from_slice(&bytes).unwrap()
+            }
+
+            #[tokio::test]
+            async fn an_id_jag_is_exchanged_once_for_a_token_of_its_user_resource_and_scope() {
+                let idp = Key::new("idp-1");
+                let jwks = JwksServer::start(&[&idp]).await;
+                let clock = std::sync::Arc::new(ManualClock::at(T0 + 5));
+                let yaml = format!(
+                    "scopes: [mcp:tools, mcp:admin, offline_access]\ngroups: {{prefix: mcp-}}\n\
+                     enterprise: {{issuers: [{{issuer: \"{IDP}\", jwks_uri: \"{}\", allow_http_issuer: true, groups_claim: groups}}]}}\n",
+                    jwks.url
+                );
+                let (_dir, app, _) =
+                    app_with(clock.clone(), Upstream::new(None), None, &yaml).await;
+                let header = json!({"typ": ID_JAG_TYP, "kid": "idp-1"});
+                let agent = Some("agent:agent-secret");
+
+                let good = idp.sign(header.clone(), &claims("j-1"));
+                let body = exchange_body(&good, "&scope=mcp:tools+offline_access");
+                let (status, issued) = exchange(&app, agent, &body).await;
+                assert_eq!(status, 200, "{issued}");
+                assert_eq!(issued["scope"], "mcp:tools", "asked ∩ granted ∩ offered");
+                assert!(
+                    issued.get("refresh_token").is_none(),
+                    "a fresh ID-JAG replaces it"
+                );
+                let token = payload(&issued["access_token"]);
+                assert_eq!(token["aud"], RESOURCE);
+                assert_eq!(token["sub"], "00u1alice");
+                assert_eq!(token["client_id"], "agent");
+                assert_eq!(token["iss"], "https://auth.example.com");
+                assert_eq!(
+                    token["groups"],
+                    json!(["mcp-developers"]),
+                    "prefix-filtered"
+                );
+
+                let (status, replayed) = exchange(&app, agent, &body).await;
+                assert_eq!(
+                    (status, replayed["error"].as_str()),
+                    (400, Some("invalid_grant"))
+                );
+                assert!(replayed["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("already used"));
+
+                let refused = |assertion: String, who: Option<&'static str>| {
+                    let app = app.clone();
+                    async move {
+                        let (status, body) =
+                            exchange(&app, who, &exchange_body(&assertion, "")).await;
+                        (
+                            status,
+                            body["error"].as_str().unwrap_or_default().to_owned(),
+                            body["error_description"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        )
+                    }
+                };
+                let forged = Key::new("idp-1").sign(header.clone(), &claims("j-2"));
+                let (status, error, why) = refused(forged, agent).await;
+                assert_eq!((status, error.as_str()), (400, "invalid_grant"));
+                assert!(why.contains("signature"), "{why}");
+
+                let mut stranger = claims("j-3");
+                stranger["iss"] = json!("https://evil.example.com");
+                let (_, error, why) = refused(idp.sign(header.clone(), &stranger), agent).await;
+                assert_eq!(error, "invalid_grant");
+                assert!(why.contains("not a trusted"), "{why}");
+
+                let (_, error, _) = refused(
+                    idp.sign(json!({"typ": "JWT", "kid": "idp-1"}), &claims("j-4")),
+                    agent,
+                )
+                .await;
+                assert_eq!(error, "invalid_grant", "an ID token is no ID-JAG");
+
+                let (status, error, _) =
+                    refused(idp.sign(header.clone(), &claims("j-5")), Some("m2m:s3cret")).await;
+                assert_eq!(
+                    (status, error.as_str()),
+                    (400, "unauthorized_client"),
+                    "not registered for the grant"
+                );
+
+                let public = format!(
+                    "{}&client_id=app",
+                    exchange_body(&idp.sign(header.clone(), &claims("j-6")), "")
+                );
+                let (status, public) = exchange(&app, None, &public).await;
+                assert_eq!(
+                    (status, public["error"].as_str()),
+                    (401, Some("invalid_client")),
+                    "confidential clients only"
+                );
+
+                clock.advance(300 + crate::oauth::id_jag::CLOCK_SKEW_SECONDS);
+                let (_, error, why) =
+                    refused(idp.sign(header.clone(), &claims("j-7")), agent).await;
+                assert_eq!(error, "invalid_grant");
+                assert!(why.contains("expired"), "{why}");
+
+                let advertised = metadata(&app).await;
+                assert!(advertised["grant_types_supported"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(JWT_BEARER)));
+                assert_eq!(
+                    advertised["authorization_grant_profiles_supported"],
+                    json!(["urn:ietf:params:oauth:grant-profile:id-jag"])
+                );
+                jwks.stop();
+            }
+
+            #[tokio::test]
+            async fn without_an_enterprise_section_the_grant_is_unsupported_and_not_advertised() {
+                let (_dir, app) = app().await;
+                let assertion = Key::new("k").sign(json!({"typ": ID_JAG_TYP}), &claims("j"));
+                let (status, body) = exchange(
+                    &app,
+                    Some("agent:agent-secret"),
+                    &exchange_body(&assertion, ""),
+                )
+                .await;
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (400, Some("unsupported_grant_type"))
+                );
+                let advertised = metadata(&app).await;
+                assert!(!advertised["grant_types_supported"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(JWT_BEARER)));
+                assert!(advertised
+                    .get("authorization_grant_profiles_supported")
+                    .is_none());
+            }
         }
 
         #[tokio::test]

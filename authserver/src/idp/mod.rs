@@ -3,6 +3,7 @@
 //! handlers neither know nor match on which it is.
 
 pub mod dev;
+pub mod enterprise;
 pub mod oauth2;
 pub mod oidc;
 

@@ -25,6 +25,8 @@ pub(crate) use mcp_mesh_claims::lookup;
 
 use crate::idp::{BoxFuture, IdentityProvider, Start};
 use crate::oauth::grant::User;
+use crate::oauth::identity::ClaimMapping;
+pub(crate) use crate::oauth::identity::{strings, verified_email};
 use crate::oauth::{ErrorCode, OAuthError};
 
 /// The `oidc` upstream section of the configuration.
@@ -368,34 +370,19 @@ impl OidcUpstream {
                 }
             }
         }
-        let find = |claim: &str| {
-            sources
-                .iter()
-                .find_map(|claims| lookup(claims, claim).cloned())
-        };
         if id_claims.contains_key("_claim_names") {
             tracing::warn!("the identity provider sent a groups overage link instead of groups (Entra ID: use app roles or filter the groups claim to the app's groups)");
         }
-        let text = |claim: &str| find(claim).and_then(|v| v.as_str().map(str::to_owned));
-        Ok(User {
-            subject: text(&self.settings.subject_claim).unwrap_or_default(),
-            email: email_of(&sources),
-            name: text("name"),
-            groups: self
-                .settings
-                .groups_claim
-                .as_deref()
-                .and_then(find)
-                .map(strings)
-                .unwrap_or_default(),
-            roles: self
-                .settings
-                .roles_claim
-                .as_deref()
-                .and_then(find)
-                .map(strings)
-                .unwrap_or_default(),
-        })
+        Ok(self.mapping().user(&sources))
+    }
+
+    /// Where this provider's claims name the user (shared with enterprise ID-JAGs).
+    fn mapping(&self) -> ClaimMapping<'_> {
+        ClaimMapping {
+            subject: &self.settings.subject_claim,
+            groups: self.settings.groups_claim.as_deref(),
+            roles: self.settings.roles_claim.as_deref(),
+        }
     }
 
     async fn userinfo(&self, endpoint: &str, access_token: &str) -> Map<String, Value> {
@@ -605,45 +592,6 @@ fn payload(token: &str) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// The email address, only if the provider vouches for it (`email_verified`, OIDC Core §5.1;
-/// some providers send the flag as a string). An unverified address is anyone's to type in, and
-/// a policy or an MCP server matching on `email` would take it for the user's.
-/// The address of the first source that has one, if that same source says it is verified: one
-/// source's `email_verified` says nothing about another's `email`.
-fn email_of(sources: &[Map<String, Value>]) -> Option<String> {
-    sources
-        .iter()
-        .find_map(|claims| {
-            lookup(claims, "email")
-                .map(|email| verified_email(Some(email.clone()), lookup(claims, "email_verified")))
-        })
-        .flatten()
-}
-
-pub(crate) fn verified_email(email: Option<Value>, verified: Option<&Value>) -> Option<String> {
-    let verified = match verified {
-        Some(Value::Bool(flag)) => *flag,
-        Some(Value::String(flag)) => flag.eq_ignore_ascii_case("true"),
-        _ => false,
-    };
-    match email {
-        Some(Value::String(email)) if verified => Some(email),
-        _ => None,
-    }
-}
-
-/// An array of strings, or a space-separated string.
-pub(crate) fn strings(value: Value) -> Vec<String> {
-    match value {
-        Value::Array(items) => items
-            .into_iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        Value::String(text) => text.split_ascii_whitespace().map(str::to_owned).collect(),
-        _ => Vec::new(),
-    }
-}
-
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
     let mut source = err.source();
@@ -693,25 +641,6 @@ mod tests {
         assert!(
             check_issuer(&settings("http://127.0.0.1/x")).is_err(),
             "http only with the dev switch"
-        );
-    }
-
-    #[test]
-    fn groups_may_be_arrays_strings_url_keys_or_dot_paths() {
-        let claims = json!({"groups": ["a", "b"], "scp": "x y", "https://example.com/roles": ["r"], "realm_access": {"roles": ["k"]}});
-        let claims = claims.as_object().unwrap();
-        assert_eq!(
-            strings(lookup(claims, "groups").unwrap().clone()),
-            ["a", "b"]
-        );
-        assert_eq!(strings(lookup(claims, "scp").unwrap().clone()), ["x", "y"]);
-        assert_eq!(
-            strings(lookup(claims, "https://example.com/roles").unwrap().clone()),
-            ["r"]
-        );
-        assert_eq!(
-            strings(lookup(claims, "realm_access.roles").unwrap().clone()),
-            ["k"]
         );
     }
 
@@ -795,35 +724,6 @@ mod tests {
         assert_eq!(
             UpstreamError::NotAssigned.for_client().code,
             ErrorCode::AccessDenied
-        );
-    }
-
-    #[test]
-    fn an_email_is_passed_on_only_when_the_provider_verified_it() {
-        let email = || Some(json!("alice@example.com"));
-        assert_eq!(
-            verified_email(email(), Some(&json!(true))).as_deref(),
-            Some("alice@example.com")
-        );
-        assert_eq!(
-            verified_email(email(), Some(&json!("true"))).as_deref(),
-            Some("alice@example.com")
-        );
-        assert_eq!(verified_email(email(), Some(&json!(false))), None);
-        assert_eq!(verified_email(email(), Some(&json!("false"))), None);
-        assert_eq!(verified_email(email(), None), None, "no flag, no email");
-        assert_eq!(verified_email(None, Some(&json!(true))), None);
-    }
-
-    #[test]
-    fn the_verified_flag_counts_only_for_the_address_of_its_own_source() {
-        let claims = |value: Value| value.as_object().cloned().unwrap();
-        let id_token = claims(json!({"email": "ceo@example.com"}));
-        let userinfo = claims(json!({"email": "me@example.com", "email_verified": true}));
-        assert_eq!(email_of(&[id_token.clone(), userinfo.clone()]), None);
-        assert_eq!(
-            email_of(&[userinfo, id_token]).as_deref(),
-            Some("me@example.com")
         );
     }
 

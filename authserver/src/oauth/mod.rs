@@ -6,6 +6,8 @@ pub mod clock;
 pub mod consent;
 pub mod error;
 pub mod grant;
+pub mod id_jag;
+pub mod identity;
 pub mod introspect;
 pub mod registration;
 pub mod scope;

@@ -6,6 +6,7 @@
 use serde_json::{json, Map, Value};
 use url::{Host, Url};
 
+use crate::oauth::id_jag::JWT_BEARER;
 use crate::oauth::{ErrorCode, OAuthError, Scope};
 
 /// Longest `client_name`, `software_id`, `software_version`, in characters.
@@ -19,7 +20,7 @@ pub const MAX_CONTACTS: usize = 8;
 pub const MAX_CONTACT_CHARS: usize = 256;
 /// Longest `scope`, in bytes.
 pub const MAX_SCOPE_BYTES: usize = 1024;
-/// Most entries in `grant_types` or `response_types` (there are only three grants to name).
+/// Most entries in `grant_types` or `response_types` (there are only four grants to name).
 pub const MAX_TYPES: usize = 8;
 
 /// An RFC 7591 §3.2.2 error: `invalid_redirect_uri` or `invalid_client_metadata`. The message
@@ -84,6 +85,8 @@ pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
     ClientCredentials,
+    /// RFC 7523 with an ID-JAG (enterprise-managed authorization).
+    JwtBearer,
 }
 
 impl GrantType {
@@ -92,6 +95,7 @@ impl GrantType {
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::JwtBearer => JWT_BEARER,
         }
     }
 }
@@ -187,6 +191,7 @@ impl ClientMetadata {
                         "authorization_code" => Ok(GrantType::AuthorizationCode),
                         "refresh_token" => Ok(GrantType::RefreshToken),
                         "client_credentials" => Ok(GrantType::ClientCredentials),
+                        JWT_BEARER => Ok(GrantType::JwtBearer),
                         other => Err(metadata_error(
                             "grant_types",
                             format!("grant type {} is not supported", quoted(other)),
@@ -345,6 +350,8 @@ fn web_uri(object: &Map<String, Value>, field: &str) -> Result<Option<String>, R
 pub struct Policy<'a> {
     pub confidential_clients: bool,
     pub scopes: &'a [String],
+    /// Whether ID-JAGs are accepted (an `enterprise` section is configured).
+    pub jwt_bearer: bool,
 }
 
 /// Metadata the policy accepts, and whether the client gets a secret.
@@ -378,6 +385,23 @@ pub fn validate(
             "grant_types",
             "client_credentials needs a confidential client",
         ));
+    }
+    if metadata.grant_types.contains(&GrantType::JwtBearer) {
+        // The ID-JAG draft: for confidential clients only, so that an identity provider naming a
+        // client in an assertion does not hand that client's access to whoever holds it.
+        let refusal = if !policy.jwt_bearer {
+            Some("enterprise-managed authorization (ID-JAG) is not enabled here")
+        } else if !confidential {
+            Some("the jwt-bearer grant (ID-JAG) needs a confidential client")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            return Err(metadata_error(
+                "grant_types",
+                format!("`{JWT_BEARER}`: {reason}"),
+            ));
+        }
     }
     if let Some(scope) = &metadata.scope {
         let offered = Scope::parse(&policy.scopes.join(" ")).unwrap_or_default();
@@ -432,6 +456,7 @@ mod tests {
         Policy {
             confidential_clients: confidential,
             scopes,
+            jwt_bearer: true,
         }
     }
 
@@ -636,6 +661,33 @@ mod tests {
         assert!(register(request, true).unwrap().confidential);
         let public_m2m = json!({"redirect_uris": ["https://a.example.com/cb"], "grant_types": ["client_credentials"]});
         assert!(register(public_m2m, true).is_err());
+    }
+
+    #[test]
+    fn the_jwt_bearer_grant_is_for_confidential_clients_where_id_jags_are_accepted() {
+        let agent = json!({"redirect_uris": ["https://a.example.com/cb"], "token_endpoint_auth_method": "client_secret_post",
+                           "grant_types": [JWT_BEARER]});
+        let registered = register(agent.clone(), true).unwrap();
+        assert_eq!(
+            registered.metadata.to_json()["grant_types"],
+            json!([JWT_BEARER])
+        );
+        let public =
+            json!({"redirect_uris": ["https://a.example.com/cb"], "grant_types": [JWT_BEARER]});
+        assert!(register(public, true)
+            .unwrap_err()
+            .to_string()
+            .contains("needs a confidential client"));
+        let without = Policy {
+            jwt_bearer: false,
+            ..policy(true)
+        };
+        let err = validate(
+            ClientMetadata::parse(agent.to_string().as_bytes()).unwrap(),
+            &without,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not enabled here"), "{err}");
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub fn needs_use_mark(
 pub struct Purged {
     pub auth_requests: u64,
     pub upstream_logins: u64,
+    /// ID-JAGs remembered against replay, once expired.
+    pub used_assertions: u64,
     pub codes: u64,
     pub refresh_tokens: u64,
     pub upstream_tokens: u64,
@@ -71,6 +73,7 @@ impl Purged {
     pub fn total(&self) -> u64 {
         self.auth_requests
             + self.upstream_logins
+            + self.used_assertions
             + self.codes
             + self.refresh_tokens
             + self.upstream_tokens
@@ -81,7 +84,8 @@ impl Purged {
 
 /// The store's housekeeping statements (implemented with the rest of the SQL in `sql.rs`).
 pub trait Housekeeping {
-    /// Deletes what is dead at `cutoffs`: expired requests and upstream logins; codes expired
+    /// Deletes what is dead at `cutoffs`: expired requests, upstream logins and used-assertion
+    /// records (an expired assertion is refused for its expiry already); codes expired
     /// before `dead_before`; refresh tokens of families whose newest token expired, or that were
     /// revoked, before `dead_before`; upstream tokens of revoked families and of families with
     /// no refresh token left; revocations with nothing left to revoke; clients never used.
@@ -120,6 +124,7 @@ pub fn spawn<S: super::Store>(
                     total = purged.total(),
                     auth_requests = purged.auth_requests,
                     upstream_logins = purged.upstream_logins,
+                    used_assertions = purged.used_assertions,
                     codes = purged.codes,
                     refresh_tokens = purged.refresh_tokens,
                     upstream_tokens = purged.upstream_tokens,
@@ -240,6 +245,12 @@ mod tests {
             .save_upstream_login("live", &login(), NOW + 600)
             .await
             .unwrap();
+        // Used assertions: remembered until they expire (then refused for their expiry).
+        store.use_assertion("old", NOW, NOW - 300).await.unwrap();
+        store
+            .use_assertion("live", NOW + 60, NOW - 10)
+            .await
+            .unwrap();
         // Codes: kept a day past expiry (replay evidence), then deleted.
         store
             .save_code("old", &grant(), "f-code", NOW - day - 1)
@@ -312,6 +323,7 @@ mod tests {
             Purged {
                 auth_requests: 1,
                 upstream_logins: 1,
+                used_assertions: 1,
                 codes: 1,
                 refresh_tokens: 3,
                 upstream_tokens: 4,
@@ -343,6 +355,10 @@ mod tests {
         assert!(store.client("unused-old").await.unwrap().is_none());
         assert!(store.client("unused-young").await.unwrap().is_some());
         assert!(store.client("used-old").await.unwrap().is_some());
+        assert!(
+            !store.use_assertion("live", NOW + 60, NOW).await.unwrap(),
+            "a live assertion is still remembered"
+        );
 
         let again = store.purge(PurgeCutoffs::at(NOW, WEEK)).await.unwrap();
         assert_eq!(again.total(), 0, "a purge deletes only what is dead");

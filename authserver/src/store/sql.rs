@@ -363,6 +363,18 @@ macro_rules! sql_store {
                 Ok(row.map(|row| row.try_get("sealed")).transpose()?)
             }
 
+            async fn use_assertion(&self, key_sha256: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+                // A record already dead (not yet purged) gives way; a live one is a replay.
+                let stored = sqlx::query("INSERT INTO used_assertions (key_sha256, expires_at) VALUES ($1, $2) ON CONFLICT (key_sha256) DO UPDATE SET expires_at = excluded.expires_at WHERE used_assertions.expires_at <= $3")
+                    .bind(key_sha256)
+                    .bind(expires_at)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(stored == 1)
+            }
+
             async fn ping(&self) -> Result<(), StoreError> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
@@ -422,9 +434,10 @@ macro_rules! sql_store {
             ) -> Result<$crate::store::Purged, StoreError> {
                 // One short statement per table (no long write lock); the order matters: tokens
                 // before the upstream sessions and revocations that outlive them.
-                let statements: [(&str, i64); 7] = [
+                let statements: [(&str, i64); 8] = [
                     ("DELETE FROM auth_requests WHERE expires_at <= $1", cutoffs.now),
                     ("DELETE FROM upstream_logins WHERE expires_at <= $1", cutoffs.now),
+                    ("DELETE FROM used_assertions WHERE expires_at <= $1", cutoffs.now),
                     ("DELETE FROM codes WHERE expires_at <= $1", cutoffs.dead_before),
                     (
                         "DELETE FROM refresh_tokens WHERE family_id IN \
@@ -448,7 +461,7 @@ macro_rules! sql_store {
                         cutoffs.unused_clients_before,
                     ),
                 ];
-                let mut counts = [0u64; 7];
+                let mut counts = [0u64; 8];
                 for ((statement, cutoff), count) in statements.iter().zip(counts.iter_mut()) {
                     *count = sqlx::query(statement)
                         .bind(cutoff)
@@ -456,11 +469,12 @@ macro_rules! sql_store {
                         .await?
                         .rows_affected();
                 }
-                let [auth_requests, upstream_logins, codes, refresh_tokens, upstream_tokens, revoked_families, clients] =
+                let [auth_requests, upstream_logins, used_assertions, codes, refresh_tokens, upstream_tokens, revoked_families, clients] =
                     counts;
                 Ok($crate::store::Purged {
                     auth_requests,
                     upstream_logins,
+                    used_assertions,
                     codes,
                     refresh_tokens,
                     upstream_tokens,
