@@ -58,6 +58,11 @@ pub struct FileConfig {
     pub server: ServerConfig,
     /// Enterprise-managed authorization: the identity providers whose ID-JAGs are accepted.
     pub enterprise: Option<EnterpriseConfig>,
+    /// The platforms whose workload tokens authenticate machine clients.
+    pub workload_identity: Option<WorkloadIdentityConfig>,
+    /// Machine clients registered by the operator, authenticating with a key or as a workload.
+    #[serde(default)]
+    pub machine_clients: Vec<MachineClientConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -234,44 +239,247 @@ impl EnterpriseConfig {
                 "must be at least 1",
             ));
         }
-        let ours = our_issuer.trim_end_matches('/');
-        for (index, entry) in self.issuers.iter().enumerate() {
-            for (what, text) in std::iter::once(("issuer", &entry.issuer))
-                .chain(entry.jwks_uri.iter().map(|uri| ("jwks_uri", uri)))
-            {
-                let url = Url::parse(text).map_err(|err| {
-                    invalid(
-                        "enterprise.issuers",
-                        format!("{what} `{text}` is not a URL: {err}"),
-                    )
-                })?;
-                if url.scheme() != "https" && !(entry.allow_http_issuer && url.scheme() == "http") {
-                    return Err(invalid(
-                        "enterprise.issuers",
-                        format!("{what} `{text}` must be https (allow_http_issuer is for local tests only)"),
-                    ));
-                }
-            }
-            // An authorization server never takes its own assertions for grants (ID-JAG draft,
-            // "Cross-Domain Use"): that would turn any token of ours into a wider one.
-            if entry.issuer.trim_end_matches('/') == ours {
+        check_trusted_issuers("enterprise.issuers", &self.issuers, our_issuer)
+    }
+}
+
+/// Refuses what is not a trusted issuer: a URL that is not https (unless `allow_http_issuer`),
+/// this server itself (an authorization server never takes its own tokens for grants or client
+/// authentication: any token of ours would become a wider one), one listed twice.
+fn check_trusted_issuers(
+    field: &'static str,
+    issuers: &[EnterpriseIssuer],
+    our_issuer: &str,
+) -> Result<(), ConfigError> {
+    let ours = our_issuer.trim_end_matches('/');
+    for (index, entry) in issuers.iter().enumerate() {
+        for (what, text) in std::iter::once(("issuer", &entry.issuer))
+            .chain(entry.jwks_uri.iter().map(|uri| ("jwks_uri", uri)))
+        {
+            let url = Url::parse(text)
+                .map_err(|err| invalid(field, format!("{what} `{text}` is not a URL: {err}")))?;
+            if url.scheme() != "https" && !(entry.allow_http_issuer && url.scheme() == "http") {
                 return Err(invalid(
-                    "enterprise.issuers",
-                    format!("`{}` is this server's own issuer", entry.issuer),
-                ));
-            }
-            if self.issuers[..index]
-                .iter()
-                .any(|other| other.issuer == entry.issuer)
-            {
-                return Err(invalid(
-                    "enterprise.issuers",
-                    format!("`{}` is listed twice", entry.issuer),
+                    field,
+                    format!(
+                        "{what} `{text}` must be https (allow_http_issuer is for local tests only)"
+                    ),
                 ));
             }
         }
-        Ok(())
+        if entry.issuer.trim_end_matches('/') == ours {
+            return Err(invalid(
+                field,
+                format!("`{}` is this server's own issuer", entry.issuer),
+            ));
+        }
+        if issuers[..index]
+            .iter()
+            .any(|other| other.issuer == entry.issuer)
+        {
+            return Err(invalid(
+                field,
+                format!("`{}` is listed twice", entry.issuer),
+            ));
+        }
     }
+    Ok(())
+}
+
+/// Workload identity: tokens a platform issues to its workloads (Kubernetes service-account
+/// tokens projected for this server's issuer, SPIFFE JWT-SVIDs) authenticate the machine clients
+/// bound to them, so an agent running as a workload needs no secret and no browser.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadIdentityConfig {
+    /// The platforms' token issuers, with the same keys as `enterprise.issuers` (the claim
+    /// mappings aside: a workload's groups are its machine client's).
+    pub issuers: Vec<EnterpriseIssuer>,
+    /// A workload token living longer than this (`exp - iat`) is refused (Kubernetes projects
+    /// tokens for an hour by default).
+    #[serde(default = "default_max_workload_token_seconds")]
+    pub max_token_seconds: u64,
+}
+
+fn default_max_workload_token_seconds() -> u64 {
+    24 * 3600
+}
+
+/// The grant types a machine client may use: there is no user to send to a browser.
+const MACHINE_GRANTS: [&str; 3] = [
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    "urn:ietf:params:oauth:grant-type:token-exchange",
+];
+
+/// A machine client registered by the operator (the MCP client-credentials extension wants them
+/// registered out of band): it authenticates with a JWT (`private_key_jwt`, RFC 7523 §2.2) signed
+/// by its own key (`jwks` or `jwks_uri`), or as a workload (`workload`), never with a secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineClientConfig {
+    pub client_id: String,
+    pub client_name: Option<String>,
+    #[serde(default = "default_machine_grants")]
+    pub grant_types: Vec<String>,
+    /// The scopes its tokens may carry (space-separated); default: every scope offered but
+    /// `offline_access`.
+    pub scope: Option<String>,
+    /// Put in its tokens' `groups` claim, so Cedar policies name the client's group.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Its public keys (a JWK set).
+    pub jwks: Option<serde_json::Value>,
+    /// Where its public keys are published.
+    pub jwks_uri: Option<String>,
+    /// The workload it runs as.
+    pub workload: Option<WorkloadBinding>,
+    /// Development only: an `http://` `jwks_uri`.
+    #[serde(default)]
+    pub allow_http_jwks_uri: bool,
+}
+
+fn default_machine_grants() -> Vec<String> {
+    vec!["client_credentials".to_owned()]
+}
+
+/// A workload, as its platform's tokens name it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadBinding {
+    /// One of `workload_identity.issuers`.
+    pub issuer: String,
+    /// The token's `sub`, e.g. `system:serviceaccount:<namespace>:<name>`.
+    pub subject: String,
+}
+
+/// Each machine client has a unique id, exactly one way to authenticate, public keys only, and
+/// grant types a machine can use; a workload is bound to one client, of a trusted platform.
+fn check_machine_clients(
+    clients: &[MachineClientConfig],
+    workload: Option<&WorkloadIdentityConfig>,
+) -> Result<(), ConfigError> {
+    const FIELD: &str = "machine_clients";
+    for (index, client) in clients.iter().enumerate() {
+        let id = &client.client_id;
+        if id.trim().is_empty() || id.len() > 128 {
+            return Err(invalid(
+                FIELD,
+                format!("client_id `{id}` must be 1 to 128 characters"),
+            ));
+        }
+        if clients[..index].iter().any(|other| &other.client_id == id) {
+            return Err(invalid(FIELD, format!("client_id `{id}` is listed twice")));
+        }
+        let ways = [
+            client.jwks.is_some(),
+            client.jwks_uri.is_some(),
+            client.workload.is_some(),
+        ];
+        if ways.iter().filter(|way| **way).count() != 1 {
+            return Err(invalid(
+                FIELD,
+                format!("client `{id}` needs exactly one of `jwks`, `jwks_uri` or `workload`"),
+            ));
+        }
+        if let Some(jwks) = &client.jwks {
+            check_public_jwks(id, jwks)?;
+        }
+        if let Some(uri) = &client.jwks_uri {
+            let url = Url::parse(uri).map_err(|err| {
+                invalid(
+                    FIELD,
+                    format!("client `{id}`: jwks_uri `{uri}` is not a URL: {err}"),
+                )
+            })?;
+            if url.scheme() != "https" && !(client.allow_http_jwks_uri && url.scheme() == "http") {
+                return Err(invalid(
+                    FIELD,
+                    format!("client `{id}`: jwks_uri `{uri}` must be https (allow_http_jwks_uri is for local tests only)"),
+                ));
+            }
+        }
+        if let Some(binding) = &client.workload {
+            let trusted =
+                workload.is_some_and(|w| w.issuers.iter().any(|i| i.issuer == binding.issuer));
+            if !trusted {
+                return Err(invalid(
+                    FIELD,
+                    format!(
+                        "client `{id}`: workload issuer `{}` is not in `workload_identity.issuers`",
+                        binding.issuer
+                    ),
+                ));
+            }
+            if let Some(other) = clients[..index]
+                .iter()
+                .find(|c| c.workload.as_ref() == Some(binding))
+            {
+                return Err(invalid(
+                    FIELD,
+                    format!(
+                        "client `{id}`: workload `{}` is already bound to `{}`",
+                        binding.subject, other.client_id
+                    ),
+                ));
+            }
+        }
+        if client.grant_types.is_empty() {
+            return Err(invalid(
+                FIELD,
+                format!("client `{id}`: list its grant_types"),
+            ));
+        }
+        if let Some(grant) = client
+            .grant_types
+            .iter()
+            .find(|g| !MACHINE_GRANTS.contains(&g.as_str()))
+        {
+            return Err(invalid(
+                FIELD,
+                format!(
+                    "client `{id}`: grant type `{grant}` is not one a machine client can use ({})",
+                    MACHINE_GRANTS.join(", ")
+                ),
+            ));
+        }
+        if let Some(scope) = &client.scope {
+            crate::oauth::Scope::parse(scope)
+                .map_err(|err| invalid(FIELD, format!("client `{id}`: scope: {err}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// A JWK set of public keys: one pasted with its private part (`d`, or a symmetric `k`) would
+/// put the client's secret in the server's configuration.
+fn check_public_jwks(id: &str, jwks: &serde_json::Value) -> Result<(), ConfigError> {
+    let keys = jwks["keys"]
+        .as_array()
+        .filter(|keys| !keys.is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "machine_clients",
+                format!("client `{id}`: jwks must be a JWK set with at least one key in `keys`"),
+            )
+        })?;
+    for key in keys {
+        if key.get("d").is_some() || key.get("k").is_some() || key["kty"] == "oct" {
+            return Err(invalid(
+                "machine_clients",
+                format!("client `{id}`: jwks holds a private or symmetric key; give the public key only"),
+            ));
+        }
+    }
+    serde_json::from_value::<openidconnect::core::CoreJsonWebKeySet>(jwks.clone()).map_err(
+        |err| {
+            invalid(
+                "machine_clients",
+                format!("client `{id}`: jwks is not a JWK set: {err}"),
+            )
+        },
+    )?;
+    Ok(())
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -301,6 +509,8 @@ pub struct Config {
     pub encryption_key_file: Option<PathBuf>,
     pub server: ServerConfig,
     pub enterprise: Option<EnterpriseConfig>,
+    pub workload_identity: Option<WorkloadIdentityConfig>,
+    pub machine_clients: Vec<MachineClientConfig>,
 }
 
 impl Config {
@@ -380,6 +590,14 @@ impl Config {
         if let Some(enterprise) = &file.enterprise {
             enterprise.check(issuer.as_str())?;
         }
+        if let Some(workload) = &file.workload_identity {
+            check_trusted_issuers(
+                "workload_identity.issuers",
+                &workload.issuers,
+                issuer.as_str(),
+            )?;
+        }
+        check_machine_clients(&file.machine_clients, file.workload_identity.as_ref())?;
         // Without the key no upstream session is kept, so refreshes could never be re-checked
         // with the identity provider (a user removed from a group upstream would keep it here).
         if matches!(
@@ -422,6 +640,8 @@ impl Config {
             encryption_key_file: file.encryption_key_file,
             server: file.server,
             enterprise: file.enterprise,
+            workload_identity: file.workload_identity,
+            machine_clients: file.machine_clients,
         })
     }
 
@@ -583,6 +803,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.issuer_str(), "https://auth.example.com");
+    }
+
+    #[test]
+    fn machine_clients_need_one_public_way_to_authenticate_and_machine_grants() {
+        let resolve = |sections: &str| {
+            let yaml = format!(
+                "issuer: https://auth.example.com\nresources: [https://auth.example.com/mcp]\n\
+                 workload_identity: {{issuers: [{{issuer: https://k8s.example.com}}]}}\n{sections}"
+            );
+            Config::resolve(serde_yaml::from_str(&yaml).unwrap(), Overrides::default())
+                .map_err(|err| err.to_string())
+        };
+        let key = r#"{kty: EC, crv: P-256, x: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", y: "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        let ok = resolve(&format!(
+            "machine_clients:\n- {{client_id: a, jwks: {{keys: [{key}]}}}}\n\
+             - {{client_id: b, workload: {{issuer: https://k8s.example.com, subject: system:serviceaccount:x:y}}}}\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.machine_clients[0].grant_types, ["client_credentials"]);
+        for (clients, says) in [
+            ("- {client_id: a}".to_owned(), "exactly one of"),
+            (format!("- {{client_id: a, jwks: {{keys: [{key}]}}, jwks_uri: https://a.example.com/jwks}}"), "exactly one of"),
+            (format!("- {{client_id: a, jwks: {{keys: [{key}]}}}}\n- {{client_id: a, jwks: {{keys: [{key}]}}}}"), "listed twice"),
+            ("- {client_id: a, jwks: {keys: [{kty: oct, k: c2VjcmV0}]}}".to_owned(), "private or symmetric"),
+            (format!("- {{client_id: a, jwks: {{keys: [{}]}}}}", key.replace("}", ", d: c2VjcmV0}")), "private or symmetric"),
+            ("- {client_id: a, jwks: {keys: []}}".to_owned(), "at least one key"),
+            ("- {client_id: a, jwks_uri: http://a.example.com/jwks}".to_owned(), "must be https"),
+            ("- {client_id: a, workload: {issuer: https://other.example.com, subject: s}}".to_owned(), "not in `workload_identity.issuers`"),
+            ("- {client_id: a, workload: {issuer: https://k8s.example.com, subject: s}}\n- {client_id: b, workload: {issuer: https://k8s.example.com, subject: s}}".to_owned(), "already bound"),
+            (format!("- {{client_id: a, grant_types: [authorization_code], jwks: {{keys: [{key}]}}}}"), "not one a machine client can use"),
+        ] {
+            let err = resolve(&format!("machine_clients:\n{clients}\n")).unwrap_err();
+            assert!(err.starts_with("`machine_clients`") && err.contains(says), "{clients}: {err}");
+        }
+        let own = "issuer: https://auth.example.com\nresources: [https://auth.example.com/mcp]\n\
+                   workload_identity: {issuers: [{issuer: https://auth.example.com}]}\n";
+        let err =
+            Config::resolve(serde_yaml::from_str(own).unwrap(), Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("this server's own issuer"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -31,9 +31,10 @@ use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::http::limiter::{source_address, RateLimiter};
 use crate::idp::enterprise::Enterprise;
+use crate::idp::machine::MachineClients;
 use crate::idp::{Federated, IdentityProvider};
 use crate::keys::KeyRing;
-use crate::oauth::id_jag::{ID_JAG_PROFILE, JWT_BEARER};
+use crate::oauth::id_jag::{ASSERTION_ALGORITHMS, ID_JAG_PROFILE, JWT_BEARER};
 use crate::oauth::registration::{self, ClientMetadata, Policy};
 use crate::oauth::{Clock, ErrorCode, OAuthError};
 use crate::store::housekeeping::needs_use_mark;
@@ -70,6 +71,8 @@ pub struct AppState<S> {
     pub client_documents: MetadataFetcher,
     /// The identity providers whose ID-JAGs the `jwt-bearer` grant accepts, if configured.
     pub enterprise: Option<Enterprise>,
+    /// The operator's machine clients and the workload platforms that authenticate them.
+    pub machines: MachineClients,
     limiter: RateLimiter,
     pub metrics: Metrics,
     /// Where every decision takes "now" from (a manual clock in tests).
@@ -91,6 +94,7 @@ pub fn router<S: Store>(
     let issuer_path = config.issuer_path().to_owned();
     let client_documents = MetadataFetcher::new(config.client_metadata.clone());
     let enterprise = config.enterprise.as_ref().map(Enterprise::new);
+    let machines = MachineClients::new(&config);
     let state = Arc::new(AppState {
         config,
         keys,
@@ -99,6 +103,7 @@ pub fn router<S: Store>(
         sealer,
         client_documents,
         enterprise,
+        machines,
         limiter,
         metrics: Metrics::default(),
         clock,
@@ -203,6 +208,10 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     if state.enterprise.is_some() {
         grant_types.push(JWT_BEARER);
     }
+    let mut auth_methods = vec!["none", "client_secret_basic", "client_secret_post"];
+    if state.machines.any() {
+        auth_methods.push("private_key_jwt");
+    }
     let mut document = json!({
         "issuer": config.issuer_str(),
         "authorization_endpoint": config.endpoint("/oauth/authorize"),
@@ -213,7 +222,7 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": grant_types,
-        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "introspection_endpoint": config.endpoint("/oauth/introspect"),
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -227,6 +236,10 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     // trusted (that would publish the federation's topology).
     if state.enterprise.is_some() {
         document["authorization_grant_profiles_supported"] = json!([ID_JAG_PROFILE]);
+    }
+    // The MCP client-credentials extension: with JWT client authentication, the algorithms.
+    if state.machines.any() {
+        document["token_endpoint_auth_signing_alg_values_supported"] = json!(ASSERTION_ALGORITHMS);
     }
     (
         [

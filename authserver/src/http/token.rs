@@ -28,6 +28,7 @@ use crate::http::metrics::grant_label;
 use crate::http::{hex, random_token, AppState, Lookup, Metrics};
 use crate::idp::enterprise::VerifyError;
 use crate::idp::oidc::{UpstreamError, UpstreamTokens};
+use crate::oauth::client_assertion::{self, Presenter, CLIENT_ASSERTION_TYPE};
 use crate::oauth::grant::{access_claims, Grant, User};
 use crate::oauth::id_jag::{self, Assertion, AssertionError, Expectations, JWT_BEARER};
 use crate::oauth::introspect::{Context as IntrospectionContext, Found};
@@ -56,6 +57,8 @@ pub struct TokenRequest {
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
     refresh_token: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
     assertion: Option<String>,
 }
 
@@ -141,13 +144,7 @@ async fn client_credentials<S: Store>(
     headers: &HeaderMap,
     request: &TokenRequest,
 ) -> Result<Response, OAuthError> {
-    let client = authenticate(
-        state,
-        headers,
-        request.client_id.as_deref(),
-        request.client_secret.as_deref(),
-    )
-    .await?;
+    let client = authenticate_request(state, headers, request).await?;
     let machine = MachineClient {
         may_use_grant: registered_for(&client, "client_credentials"),
         scope: Scope::from_stored(client.metadata["scope"].as_str().unwrap_or_default()),
@@ -167,6 +164,9 @@ async fn client_credentials<S: Store>(
     claims.insert("aud".into(), json!(resource));
     claims.insert("client_id".into(), json!(client.client_id));
     claims.insert("scope".into(), json!(scope.to_string()));
+    if let Some(groups) = state.machines.groups(&client.client_id) {
+        claims.insert("groups".into(), json!(groups));
+    }
     claims.insert("iat".into(), json!(now));
     claims.insert("nbf".into(), json!(now));
     claims.insert("exp".into(), json!(now + lifetime as i64));
@@ -195,13 +195,7 @@ async fn jwt_bearer<S: Store>(
             "enterprise-managed authorization (ID-JAG) is not enabled here",
         ));
     };
-    let client = authenticate(
-        state,
-        headers,
-        request.client_id.as_deref(),
-        request.client_secret.as_deref(),
-    )
-    .await?;
+    let client = authenticate_request(state, headers, request).await?;
     if !registered_for(&client, JWT_BEARER) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
@@ -811,6 +805,98 @@ fn store_failure<S>(state: &AppState<S>, err: StoreError) -> OAuthError {
 }
 
 /// `client_secret_basic` or `client_secret_post`; a failure is RFC 6749's `invalid_client` (401).
+/// The client a request authenticates as (RFC 6749 §2.3): with a JWT it signed or its workload
+/// platform signed (RFC 7523 §2.2), or with its secret; never with both.
+async fn authenticate_request<S: Store>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    request: &TokenRequest,
+) -> Result<StoredClient, OAuthError> {
+    match (
+        request.client_assertion_type.as_deref(),
+        request.client_assertion.as_deref(),
+    ) {
+        (None, None) => {
+            authenticate(
+                state,
+                headers,
+                request.client_id.as_deref(),
+                request.client_secret.as_deref(),
+            )
+            .await
+        }
+        (Some(CLIENT_ASSERTION_TYPE), Some(assertion)) => {
+            if basic(headers).is_some() || request.client_secret.is_some() {
+                return Err(OAuthError::invalid_request(
+                    "authenticate with one method only: a client assertion or a secret",
+                ));
+            }
+            by_assertion(state, assertion, request.client_id.as_deref()).await
+        }
+        (Some(other), Some(_)) => Err(OAuthError::invalid_client(format!(
+            "client_assertion_type `{}` is not supported; use `{CLIENT_ASSERTION_TYPE}`",
+            other.chars().take(100).collect::<String>()
+        ))),
+        _ => Err(OAuthError::invalid_request(
+            "client_assertion and client_assertion_type go together",
+        )),
+    }
+}
+
+/// A machine client's JWT authentication: the presenter's keys verify it, `oauth::
+/// client_assertion` judges its claims, and a key-signed one is spent (its `jti` remembered).
+async fn by_assertion<S: Store>(
+    state: &AppState<S>,
+    text: &str,
+    client_id: Option<&str>,
+) -> Result<StoredClient, OAuthError> {
+    let refused = |err: AssertionError| {
+        tracing::info!(reason = %err, "client assertion refused");
+        OAuthError::invalid_client(err.to_string())
+    };
+    let assertion = client_assertion::parse(text).map_err(refused)?;
+    let presenter = Presenter::of(&assertion, &state.machines.platforms()).map_err(refused)?;
+    let verified = state
+        .machines
+        .verify(&assertion, &presenter)
+        .await
+        .map_err(|err| match err {
+            VerifyError::Refused(refusal) => refused(refusal),
+            VerifyError::Unreachable { .. } => {
+                tracing::warn!(error = %err, "a client assertion could not be checked");
+                OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the keys that sign this client's assertions could not be fetched; try again shortly",
+                )
+            }
+        })?;
+    if client_id.is_some_and(|id| id != verified.client.client_id) {
+        return Err(OAuthError::invalid_client(
+            "client_id is not the client the assertion authenticates",
+        ));
+    }
+    let token_endpoint = state.config.endpoint("/oauth/token");
+    let expect = client_assertion::Expectations {
+        issuer: state.config.issuer_str(),
+        token_endpoint: &token_endpoint,
+        max_lifetime: verified.max_lifetime,
+    };
+    let now = state.clock.now();
+    let accepted =
+        client_assertion::decide(&assertion, &expect, verified.single_use, now).map_err(refused)?;
+    if let Some((key, until)) = accepted.replay {
+        let fresh = state
+            .store
+            .use_assertion(&key, until, now)
+            .await
+            .map_err(|err| store_failure(state, err))?;
+        if !fresh {
+            return Err(refused(AssertionError::Replayed));
+        }
+    }
+    Ok(verified.client)
+}
+
 async fn authenticate<S: Store>(
     state: &AppState<S>,
     headers: &HeaderMap,
@@ -1450,6 +1536,170 @@ mod tests {
                 assert!(advertised
                     .get("authorization_grant_profiles_supported")
                     .is_none());
+            }
+        }
+
+        mod machine_clients {
+            use super::*;
+            use crate::idp::enterprise::testing::{JwksServer, Key};
+            use crate::oauth::client_assertion::CLIENT_ASSERTION_TYPE;
+            use crate::oauth::clock::ManualClock;
+
+            const T0: i64 = 1_700_000_000;
+            const ISSUER: &str = "https://auth.example.com";
+            const K8S: &str = "https://kubernetes.example.com";
+            const SALES: &str = "system:serviceaccount:agents:sales";
+
+            fn body(assertion: &str) -> String {
+                format!("grant_type=client_credentials&client_assertion_type={CLIENT_ASSERTION_TYPE}&client_assertion={assertion}")
+            }
+
+            async fn token(app: &Router, body: String) -> (u16, Value) {
+                post_as(
+                    app,
+                    None,
+                    "/oauth/token",
+                    "application/x-www-form-urlencoded",
+                    body,
+                )
+                .await
+            }
+
+            fn claims_of(token: &Value) -> Value {
+                let part = token.as_str().unwrap().split('.').nth(1).unwrap();
+                serde_json::from_slice(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(part)
+                        .unwrap(),
+                )
+                .unwrap()
+            }
+
+            /// A machine client `reporter` with its own key, and `sales` bound to a workload of
+            /// a platform whose keys `platform_jwks` serves.
+            async fn machines(key: &Key, platform_jwks: &str) -> Router {
+                let clock = std::sync::Arc::new(ManualClock::at(T0));
+                let yaml = format!(
+                    "workload_identity: {{issuers: [{{issuer: \"{K8S}\", jwks_uri: \"{platform_jwks}\", allow_http_issuer: true}}]}}\n\
+                     machine_clients:\n\
+                     - {{client_id: reporter, groups: [mcp-platform], jwks: {{keys: [{}]}}}}\n\
+                     - {{client_id: sales, scope: mcp:tools, workload: {{issuer: \"{K8S}\", subject: \"{SALES}\"}}}}\n",
+                    key.jwk()
+                );
+                app_with(clock, Upstream::new(None), None, &yaml).await.1
+            }
+
+            #[tokio::test]
+            async fn a_client_signs_for_itself_once_per_assertion_and_gets_its_groups() {
+                let (own, platform) = (Key::new("reporter-1"), Key::new("k8s-1"));
+                let jwks = JwksServer::start(&[&platform]).await;
+                let app = machines(&own, &jwks.url).await;
+                let assertion = own.sign(json!({"typ": "JWT", "kid": "reporter-1"}),
+                    &json!({"iss": "reporter", "sub": "reporter", "aud": ISSUER, "iat": T0, "exp": T0 + 60, "jti": "a-1"}));
+                let (status, issued) = token(&app, body(&assertion)).await;
+                assert_eq!(status, 200, "{issued}");
+                let claims = claims_of(&issued["access_token"]);
+                assert_eq!(
+                    (claims["sub"].as_str(), claims["client_id"].as_str()),
+                    (Some("reporter"), Some("reporter"))
+                );
+                assert_eq!(claims["groups"], json!(["mcp-platform"]));
+                assert_eq!(issued["scope"], "mcp:tools");
+                let (status, replayed) = token(&app, body(&assertion)).await;
+                assert_eq!(
+                    (status, replayed["error"].as_str()),
+                    (401, Some("invalid_client"))
+                );
+                assert!(replayed["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("already used"));
+
+                let forged = Key::new("reporter-1").sign(json!({"typ": "JWT", "kid": "reporter-1"}),
+                    &json!({"iss": "reporter", "sub": "reporter", "aud": ISSUER, "iat": T0, "exp": T0 + 60, "jti": "a-2"}));
+                let (status, refused) = token(&app, body(&forged)).await;
+                assert_eq!(
+                    (status, refused["error"].as_str()),
+                    (401, Some("invalid_client")),
+                    "{refused}"
+                );
+                let stranger = own.sign(json!({"kid": "reporter-1"}),
+                    &json!({"iss": "nobody", "sub": "nobody", "aud": ISSUER, "exp": T0 + 60, "jti": "a-3"}));
+                let (status, refused) = token(&app, body(&stranger)).await;
+                assert_eq!(
+                    (status, refused["error"].as_str()),
+                    (401, Some("invalid_client")),
+                    "{refused}"
+                );
+                let with_secret = format!("{}&client_secret=x", body(&assertion));
+                let (status, refused) = token(&app, with_secret).await;
+                assert_eq!(
+                    (status, refused["error"].as_str()),
+                    (400, Some("invalid_request")),
+                    "{refused}"
+                );
+            }
+
+            #[tokio::test]
+            async fn a_workload_token_of_a_trusted_platform_authenticates_its_bound_client() {
+                let (own, platform) = (Key::new("reporter-1"), Key::new("k8s-1"));
+                let jwks = JwksServer::start(&[&platform]).await;
+                let app = machines(&own, &jwks.url).await;
+                let projected = |subject: &str| {
+                    platform.sign(json!({"kid": "k8s-1"}),
+                    &json!({"iss": K8S, "sub": subject, "aud": [ISSUER], "iat": T0 - 60, "exp": T0 + 3540}))
+                };
+                let sales = projected(SALES);
+                for _ in 0..2 {
+                    let (status, issued) = token(&app, body(&sales)).await;
+                    assert_eq!(
+                        status, 200,
+                        "a projected token is reused until it expires: {issued}"
+                    );
+                    assert_eq!(claims_of(&issued["access_token"])["sub"], "sales");
+                }
+                let (status, refused) =
+                    token(&app, body(&projected("system:serviceaccount:agents:other"))).await;
+                assert_eq!(
+                    (status, refused["error"].as_str()),
+                    (401, Some("invalid_client"))
+                );
+                assert!(
+                    refused["error_description"]
+                        .as_str()
+                        .unwrap()
+                        .contains("no client is bound"),
+                    "{refused}"
+                );
+                let (status, refused) =
+                    token(&app, format!("{}&client_id=reporter", body(&sales))).await;
+                assert_eq!(
+                    (status, refused["error"].as_str()),
+                    (401, Some("invalid_client")),
+                    "{refused}"
+                );
+                let advertised = {
+                    let request = Request::get("/.well-known/oauth-authorization-server")
+                        .body(Body::empty())
+                        .unwrap();
+                    let response = app.clone().oneshot(request).await.unwrap();
+                    serde_json::from_slice::<Value>(
+                        &axum::body::to_bytes(response.into_body(), 1 << 20)
+                            .await
+                            .unwrap(),
+                    )
+                    .unwrap()
+                };
+                assert!(advertised["token_endpoint_auth_methods_supported"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("private_key_jwt")));
+                assert!(
+                    advertised["token_endpoint_auth_signing_alg_values_supported"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!("ES256"))
+                );
             }
         }
 

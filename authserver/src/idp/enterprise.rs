@@ -81,7 +81,7 @@ struct Keys {
 
 /// What an assertion's signature is, against one key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signature {
+pub(crate) enum Signature {
     Valid,
     Invalid,
     /// No key of the set has the assertion's `kid` and fits its algorithm.
@@ -89,7 +89,7 @@ enum Signature {
 }
 
 impl TrustedIssuer {
-    fn new(settings: EnterpriseIssuer) -> Self {
+    pub(crate) fn new(settings: EnterpriseIssuer) -> Self {
         Self {
             settings,
             cooldown: UNKNOWN_KEY_COOLDOWN,
@@ -210,7 +210,7 @@ impl TrustedIssuer {
 /// Checks the signature with the keys whose `kid` is the assertion's (any key, if it names
 /// none), that may sign (`use` absent or `sig`) and fit the algorithm (the JWK's own `alg`, if it
 /// pins one, included).
-fn check_signature(set: &CoreJsonWebKeySet, assertion: &Assertion) -> Signature {
+pub(crate) fn check_signature(set: &CoreJsonWebKeySet, assertion: &Assertion) -> Signature {
     let Ok(alg) = serde_json::from_value::<CoreJwsSigningAlgorithm>(assertion.alg.clone().into())
     else {
         return Signature::NoKey;

@@ -4,6 +4,7 @@
 
 pub mod dev;
 pub mod enterprise;
+pub mod machine;
 pub mod oauth2;
 pub mod oidc;
 

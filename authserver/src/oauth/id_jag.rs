@@ -30,7 +30,7 @@ pub const CLOCK_SKEW_SECONDS: i64 = 60;
 
 /// The asymmetric algorithms accepted (`none` and HMAC never: an enterprise IdP's assertion is
 /// checked against its published public keys only).
-const ALGORITHMS: [&str; 9] = [
+pub const ASSERTION_ALGORITHMS: [&str; 9] = [
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
 
@@ -39,8 +39,8 @@ const ALGORITHMS: [&str; 9] = [
 pub enum AssertionError {
     #[error("the assertion is not a signed JWT (compact JWS): {0}")]
     Malformed(String),
-    #[error("the assertion's JWS `typ` is {0}; an ID-JAG's must be `oauth-id-jag+jwt`")]
-    WrongType(String),
+    #[error("the assertion's JWS `typ` is {0}; {1}")]
+    WrongType(String, &'static str),
     #[error("the assertion is signed with {0}; accepted: RS256/384/512, PS256/384/512, ES256, ES384, EdDSA")]
     Algorithm(String),
     #[error("the assertion's JWS header has `crit` extensions this server does not understand")]
@@ -53,7 +53,7 @@ pub enum AssertionError {
     BadSignature,
     #[error("the assertion has no `{0}` claim, or not of the right type")]
     Missing(&'static str),
-    #[error("the assertion's `aud` is {0}; it must be this authorization server's issuer, {1}")]
+    #[error("the assertion's `aud` is {0}; it must be {1}")]
     Audience(String, String),
     #[error("the assertion was issued to client {0}, not to the client that presented it")]
     OtherClient(String),
@@ -79,6 +79,14 @@ pub enum AssertionError {
     NoSubject(String),
     #[error("the assertion was already used; get a fresh one from the identity provider")]
     Replayed,
+    #[error("a client assertion's `sub` ({0}) must be its `iss` ({1}): the client's own id (RFC 7523 §3)")]
+    SubjectNotIssuer(String, String),
+    #[error("no client is bound to workload {subject} of {issuer}")]
+    UnboundWorkload { issuer: String, subject: String },
+    #[error(
+        "client {0} is not registered here, or does not authenticate with a key (private_key_jwt)"
+    )]
+    UnknownClient(String),
     #[error("the assertion's resource {0} is not an MCP server this authorization server issues tokens for")]
     ResourceNotOurs(String),
     #[error("the resource {0} is not among those the assertion grants ({1})")]
@@ -134,9 +142,24 @@ pub struct Assertion {
 }
 
 impl Assertion {
-    /// Reads an assertion and checks its header: three base64url parts, JSON objects, the
-    /// ID-JAG `typ`, an accepted algorithm, no `crit`.
+    /// Reads an ID-JAG and checks its header: three base64url parts, JSON objects, the ID-JAG
+    /// `typ`, an accepted algorithm, no `crit`.
     pub fn parse(assertion: &str) -> Result<Self, AssertionError> {
+        Self::parse_typed(
+            assertion,
+            is_id_jag_type,
+            "an ID-JAG's must be `oauth-id-jag+jwt`",
+        )
+    }
+
+    /// Reads a JWT of the kind `accepts_typ` recognises (explicit typing, RFC 8725 §3.11: an
+    /// ID-JAG is never a client assertion and an access token neither), checked as [`Self::parse`]
+    /// does; `expected` says, for the refusal, which `typ` would do.
+    pub fn parse_typed(
+        assertion: &str,
+        accepts_typ: fn(Option<&str>) -> bool,
+        expected: &'static str,
+    ) -> Result<Self, AssertionError> {
         let malformed = |why: &str| AssertionError::Malformed(why.to_owned());
         let mut parts = assertion.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
@@ -153,14 +176,14 @@ impl Assertion {
         };
         let header_fields = object(header, "header")?;
         let text = |name: &str| header_fields.get(name).and_then(Value::as_str);
-        if !text("typ").is_some_and(is_id_jag_type) {
+        if !accepts_typ(text("typ")) || header_fields.get("typ").is_some_and(|t| !t.is_string()) {
             let found = header_fields
                 .get("typ")
                 .map_or_else(|| "absent".to_owned(), shown);
-            return Err(AssertionError::WrongType(found));
+            return Err(AssertionError::WrongType(found, expected));
         }
         let alg = text("alg").unwrap_or_default();
-        if !ALGORITHMS.contains(&alg) {
+        if !ASSERTION_ALGORITHMS.contains(&alg) {
             return Err(AssertionError::Algorithm(quoted(alg)));
         }
         if header_fields.contains_key("crit") {
@@ -186,10 +209,14 @@ impl Assertion {
     }
 }
 
+fn is_id_jag_type(typ: Option<&str>) -> bool {
+    typ.is_some_and(|typ| media_type(typ) == ID_JAG_TYP)
+}
+
 /// RFC 7515 §4.1.9: a media type, compared case-insensitively, `application/` optional.
-fn is_id_jag_type(typ: &str) -> bool {
+pub(crate) fn media_type(typ: &str) -> String {
     let typ = typ.to_ascii_lowercase();
-    typ.strip_prefix("application/").unwrap_or(&typ) == ID_JAG_TYP
+    typ.strip_prefix("application/").unwrap_or(&typ).to_owned()
 }
 
 /// What this server and the presenting client allow (from the configuration and the store).
@@ -253,12 +280,12 @@ pub fn decide(
 ) -> Result<Decision, AssertionError> {
     let claims = &assertion.claims;
     let issuer = assertion.issuer()?;
-    check_audience(claims.get("aud"), expect.issuer)?;
+    check_audience(claims.get("aud"), &[expect.issuer])?;
     let client_id = string(claims, "client_id")?;
     if client_id != expect.client_id {
         return Err(AssertionError::OtherClient(quoted(client_id)));
     }
-    check_times(claims, expect.max_lifetime, now)?;
+    check_times(claims, expect.max_lifetime, now, true)?;
     let jti = string(claims, "jti")?;
     if claims.contains_key("cnf") {
         return Err(AssertionError::ProofOfPossession);
@@ -287,32 +314,37 @@ pub fn decide(
     })
 }
 
-/// `aud` is our issuer, as a string or as an array of exactly that one string (the draft:
-/// several audiences would let one assertion be spent at several servers).
-fn check_audience(aud: Option<&Value>, issuer: &str) -> Result<(), AssertionError> {
-    let ours = match aud {
-        Some(Value::String(aud)) => aud == issuer,
-        Some(Value::Array(items)) => {
-            matches!(items.as_slice(), [Value::String(aud)] if aud == issuer)
-        }
+/// `aud` is one of `accepted` (our issuer; for a client assertion also our token endpoint), as a
+/// string or as an array of exactly that one string (the draft: several audiences would let one
+/// assertion be spent at several servers).
+pub(crate) fn check_audience(aud: Option<&Value>, accepted: &[&str]) -> Result<(), AssertionError> {
+    let ours = |aud: &String| accepted.contains(&aud.as_str());
+    let fits = match aud {
+        Some(Value::String(aud)) => ours(aud),
+        Some(Value::Array(items)) => matches!(items.as_slice(), [Value::String(aud)] if ours(aud)),
         _ => return Err(AssertionError::Missing("aud")),
     };
-    match (ours, aud) {
+    match (fits, aud) {
         (true, _) => Ok(()),
-        (false, Some(aud)) => Err(AssertionError::Audience(shown(aud), issuer.to_owned())),
+        (false, Some(aud)) => Err(AssertionError::Audience(shown(aud), accepted.join(" or "))),
         (false, None) => Err(AssertionError::Missing("aud")),
     }
 }
 
-/// `exp` and `iat` are required (the ID-JAG draft), `nbf` honoured if present, each with
-/// [`CLOCK_SKEW_SECONDS`] of leeway; and the assertion lives no longer than `max_lifetime`.
-fn check_times(
+/// `exp` is required, and `iat` where `iat_required` (the ID-JAG draft; RFC 7523 makes it
+/// optional), `nbf` honoured if present, each with [`CLOCK_SKEW_SECONDS`] of leeway; and the
+/// assertion lives no longer than `max_lifetime` (from `iat`, or from now without one).
+pub(crate) fn check_times(
     claims: &Map<String, Value>,
     max_lifetime: i64,
     now: i64,
+    iat_required: bool,
 ) -> Result<(), AssertionError> {
     let exp = number(claims, "exp")?;
-    let iat = number(claims, "iat")?;
+    let iat = match claims.get("iat") {
+        None if !iat_required => now,
+        _ => number(claims, "iat")?,
+    };
     if exp.saturating_add(CLOCK_SKEW_SECONDS) <= now {
         return Err(AssertionError::Expired(exp, now));
     }
@@ -395,7 +427,7 @@ fn scope(
     Ok(scope)
 }
 
-fn string<'a>(
+pub(crate) fn string<'a>(
     claims: &'a Map<String, Value>,
     name: &'static str,
 ) -> Result<&'a str, AssertionError> {
@@ -407,7 +439,10 @@ fn string<'a>(
 }
 
 /// A NumericDate (RFC 7519 §2), fractional seconds cut.
-fn number(claims: &Map<String, Value>, name: &'static str) -> Result<i64, AssertionError> {
+pub(crate) fn number(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<i64, AssertionError> {
     let value = claims.get(name).ok_or(AssertionError::Missing(name))?;
     value
         .as_i64()
@@ -416,7 +451,7 @@ fn number(claims: &Map<String, Value>, name: &'static str) -> Result<i64, Assert
 }
 
 /// An assertion's identity among all issuers': `jti` is unique per issuer only.
-fn replay_key(issuer: &str, jti: &str) -> String {
+pub(crate) fn replay_key(issuer: &str, jti: &str) -> String {
     let mut digest = Sha256::new();
     for part in [issuer, jti] {
         digest.update((part.len() as u64).to_be_bytes());
@@ -430,7 +465,7 @@ fn replay_key(issuer: &str, jti: &str) -> String {
 }
 
 /// A claim the client sent: a string as itself, anything else as JSON, quoted.
-fn shown(value: &Value) -> String {
+pub(crate) fn shown(value: &Value) -> String {
     match value {
         Value::String(text) => quoted(text),
         other => quoted(&other.to_string()),
@@ -438,7 +473,7 @@ fn shown(value: &Value) -> String {
 }
 
 /// A value the client sent, in backquotes and cut to a readable length.
-fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     let cut: String = text.chars().take(200).collect();
     if cut.len() < text.len() {
         format!("`{cut}…`")
@@ -564,16 +599,16 @@ mod tests {
         let parse = |header: Value| Assertion::parse(&token(header, claims())).unwrap_err();
         assert_eq!(
             parse(json!({"alg": "RS256", "typ": "JWT"})),
-            AssertionError::WrongType("`JWT`".into())
+            AssertionError::WrongType("`JWT`".into(), "an ID-JAG's must be `oauth-id-jag+jwt`")
         );
         assert_eq!(
             parse(json!({"alg": "RS256", "typ": "at+jwt"})),
-            AssertionError::WrongType("`at+jwt`".into()),
+            AssertionError::WrongType("`at+jwt`".into(), "an ID-JAG's must be `oauth-id-jag+jwt`"),
             "an access token of the IdP's is no grant"
         );
         assert_eq!(
             parse(json!({"alg": "RS256"})),
-            AssertionError::WrongType("absent".into())
+            AssertionError::WrongType("absent".into(), "an ID-JAG's must be `oauth-id-jag+jwt`")
         );
         assert!(Assertion::parse(&token(
             json!({"alg": "ES256", "typ": "application/OAuth-ID-JAG+JWT"}),

@@ -2,6 +2,7 @@
 //! database in sight, so every decision is a function a unit test can call.
 
 pub mod authorize;
+pub mod client_assertion;
 pub mod clock;
 pub mod consent;
 pub mod error;
