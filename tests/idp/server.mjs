@@ -183,6 +183,23 @@ async function xaaAdmin(req, res) {
   res.writeHead(204).end();
 }
 
+// A workload platform's token issuer, shaped like a Kubernetes cluster's (service-account token
+// projection): POST /admin/workload-token {namespace, serviceaccount, audience, lifetime?}
+// answers a token signed with this provider's key, `sub` system:serviceaccount:<ns>:<name>, its
+// keys published by this provider's discovery document as a cluster publishes them.
+async function workloadToken(req, res) {
+  let body = '';
+  for await (const chunk of req) body += chunk;
+  const { namespace, serviceaccount: name, audience, lifetime = 3600 } = JSON.parse(body || '{}');
+  const iat = Math.floor(Date.now() / 1000);
+  const claims = {
+    iss: provider.issuer, sub: `system:serviceaccount:${namespace}:${name}`, aud: [audience],
+    iat, nbf: iat, exp: iat + lifetime, jti: randomUUID(),
+    'kubernetes.io': { namespace, serviceaccount: { name, uid: randomUUID() } },
+  };
+  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: signJwt({}, claims) }));
+}
+
 async function admin(req, res) {
   const [, , , id, action] = req.url.split('/');
   const user = users[id];
@@ -203,6 +220,7 @@ async function admin(req, res) {
 http.createServer((req, res) => {
   if (req.url.startsWith('/admin/users/')) return admin(req, res).catch(() => res.writeHead(500).end());
   if (req.url === '/admin/xaa' && crossAppAccess) return xaaAdmin(req, res).catch(() => res.writeHead(400).end());
+  if (req.url === '/admin/workload-token') return workloadToken(req, res).catch(() => res.writeHead(400).end());
   if (req.url === '/health') return res.writeHead(200).end('ok');
   if (req.url === `/.well-known/oauth-authorization-server${prefix}`) req.url = `${prefix}/.well-known/oauth-authorization-server`;
   if (!req.url.startsWith(prefix)) return res.writeHead(404).end();
