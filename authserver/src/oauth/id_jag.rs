@@ -53,7 +53,7 @@ pub enum AssertionError {
     BadSignature,
     #[error("the assertion has no `{0}` claim, or not of the right type")]
     Missing(&'static str),
-    #[error("the assertion's `aud` is {0}; it must be {1}")]
+    #[error("the assertion's `aud` is {0}; it must be this authorization server's issuer, {1}")]
     Audience(String, String),
     #[error("the assertion was issued to client {0}, not to the client that presented it")]
     OtherClient(String),
@@ -326,7 +326,13 @@ pub(crate) fn check_audience(aud: Option<&Value>, accepted: &[&str]) -> Result<(
     };
     match (fits, aud) {
         (true, _) => Ok(()),
-        (false, Some(aud)) => Err(AssertionError::Audience(shown(aud), accepted.join(" or "))),
+        (false, Some(aud)) => {
+            let expected = match accepted {
+                [issuer, endpoint] => format!("{issuer} (or its token endpoint, {endpoint})"),
+                _ => accepted.join(" or "),
+            };
+            Err(AssertionError::Audience(shown(aud), expected))
+        }
         (false, None) => Err(AssertionError::Missing("aud")),
     }
 }
