@@ -9,6 +9,8 @@ use url::Url;
 
 use crate::client_documents::FetchPolicy;
 use crate::idp::UpstreamConfig;
+use crate::oauth::exchange::{Backend, TokenSource};
+use crate::oauth::Scope;
 
 /// A configuration the server refuses to start with; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,8 @@ pub struct FileConfig {
     pub encryption_key_file: Option<PathBuf>,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub token_exchange: TokenExchangeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -177,6 +181,173 @@ impl ServerConfig {
     }
 }
 
+/// RFC 8693 token exchange (`token_exchange`): which gateway clients may exchange a caller's
+/// access token for a token of which backend, with which scopes. Nothing is exchanged unless
+/// an audience lists the client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenExchangeConfig {
+    /// Longest life of an issued token; never past the subject token's `exp` either.
+    pub lifetime_seconds: u64,
+    /// The longest `act` chain an issued token may carry. 1 (the default): a token minted by
+    /// exchange is refused as a subject token; more lets backends exchange again, each actor
+    /// nested in the next.
+    pub max_actor_chain: usize,
+    /// Confidential clients declared here rather than registered (the gateways), so their
+    /// client IDs are known before the server starts; stored (or updated) at every start.
+    pub gateways: Vec<GatewayClient>,
+    pub audiences: Vec<Backend>,
+}
+
+/// A gateway client: its ID and the file holding its secret (a Kubernetes Secret mount).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayClient {
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+}
+
+/// The longest actor chain the filter names to policies (its `context.actor_chain`).
+const MAX_ACTOR_CHAIN: usize = 8;
+
+impl Default for TokenExchangeConfig {
+    fn default() -> Self {
+        Self {
+            lifetime_seconds: 300,
+            max_actor_chain: 1,
+            gateways: Vec::new(),
+            audiences: Vec::new(),
+        }
+    }
+}
+
+impl TokenExchangeConfig {
+    /// Refuses a section that could issue a token nobody meant: every audience names its
+    /// clients and scopes (scopes the server issues, never `offline_access`), no audience is
+    /// an MCP resource of this server (tokens for those come from a sign-in), and `upstream`
+    /// needs an `oidc` upstream to ask.
+    fn check(
+        &self,
+        resources: &[String],
+        scopes: &[String],
+        upstream: Option<&UpstreamConfig>,
+    ) -> Result<(), ConfigError> {
+        if self.lifetime_seconds == 0 {
+            return Err(invalid(
+                "token_exchange.lifetime_seconds",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=MAX_ACTOR_CHAIN).contains(&self.max_actor_chain) {
+            return Err(invalid(
+                "token_exchange.max_actor_chain",
+                format!(
+                    "`{}` must be between 1 and {MAX_ACTOR_CHAIN}",
+                    self.max_actor_chain
+                ),
+            ));
+        }
+        for (index, gateway) in self.gateways.iter().enumerate() {
+            let id = &gateway.client_id;
+            if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+                return Err(invalid(
+                    "token_exchange.gateways",
+                    format!("client_id `{id}` must be 1 to 200 printable characters"),
+                ));
+            }
+            if self.gateways[..index].iter().any(|g| &g.client_id == id) {
+                return Err(invalid(
+                    "token_exchange.gateways",
+                    format!("client_id `{id}` is declared twice"),
+                ));
+            }
+        }
+        for (index, backend) in self.audiences.iter().enumerate() {
+            check_backend(
+                backend,
+                &self.audiences[..index],
+                resources,
+                scopes,
+                upstream,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn check_backend(
+    backend: &Backend,
+    earlier: &[Backend],
+    resources: &[String],
+    scopes: &[String],
+    upstream: Option<&UpstreamConfig>,
+) -> Result<(), ConfigError> {
+    const FIELD: &str = "token_exchange.audiences";
+    let audience = &backend.audience;
+    let fail = |reason: String| Err(invalid(FIELD, format!("`{audience}`: {reason}")));
+    if audience.is_empty() {
+        return Err(invalid(FIELD, "an entry has an empty `audience`"));
+    }
+    if earlier.iter().any(|b| &b.audience == audience) {
+        return fail("listed twice".into());
+    }
+    if resources.contains(audience) {
+        return fail(
+            "is one of `resources`: tokens for an MCP resource come from a user's sign-in, not from exchange".into(),
+        );
+    }
+    if backend.clients.is_empty() {
+        return fail("`clients` is empty: list the client IDs that may exchange for it".into());
+    }
+    if backend.scopes.is_empty() {
+        return fail("`scopes` is empty: list the scopes its tokens may carry".into());
+    }
+    for scope in &backend.scopes {
+        if let Err(err) = Scope::parse(scope) {
+            return fail(format!("scopes: {err}"));
+        }
+        if scope == "offline_access" {
+            return fail(
+                "scopes: `offline_access` cannot be exchanged (no refresh token is issued)".into(),
+            );
+        }
+        if !scopes.contains(scope) {
+            return fail(format!(
+                "scopes: `{scope}` is not in `scopes`, so no subject token can carry it"
+            ));
+        }
+    }
+    match backend.issuer {
+        TokenSource::SelfSigned => {
+            if !backend.upstream_scopes.is_empty() || backend.upstream_resource.is_some() {
+                return fail(
+                    "`upstream_scopes` and `upstream_resource` are for `issuer: upstream`".into(),
+                );
+            }
+        }
+        TokenSource::Upstream => {
+            if !matches!(upstream, Some(UpstreamConfig::Oidc(_))) {
+                return fail(
+                    "`issuer: upstream` needs an `upstream` of type `oidc`: its refresh tokens get the user's tokens for the backend".into(),
+                );
+            }
+            if let Some(resource) = &backend.upstream_resource {
+                if let Err(err) = Url::parse(resource) {
+                    return fail(format!(
+                        "upstream_resource `{resource}` is not a URL: {err}"
+                    ));
+                }
+            }
+            for scope in &backend.upstream_scopes {
+                if let Err(err) = Scope::parse(scope) {
+                    return fail(format!("upstream_scopes: {err}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Values given on the command line or in the environment; they win over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -203,6 +374,7 @@ pub struct Config {
     pub client_metadata: FetchPolicy,
     pub encryption_key_file: Option<PathBuf>,
     pub server: ServerConfig,
+    pub token_exchange: TokenExchangeConfig,
 }
 
 impl Config {
@@ -278,7 +450,14 @@ impl Config {
                 "authorization codes live at most 600 seconds (RFC 6749 §4.1.2)",
             ));
         }
+        let scopes = if file.scopes.is_empty() {
+            vec!["mcp:tools".to_owned(), "offline_access".to_owned()]
+        } else {
+            file.scopes
+        };
         file.server.check()?;
+        file.token_exchange
+            .check(&resources, &scopes, file.upstream.as_ref())?;
         // Without the key no upstream session is kept, so refreshes could never be re-checked
         // with the identity provider (a user removed from a group upstream would keep it here).
         if matches!(
@@ -291,11 +470,6 @@ impl Config {
                 "required with an `oidc` or `oauth2` upstream: upstream tokens are stored encrypted",
             ));
         }
-        let scopes = if file.scopes.is_empty() {
-            vec!["mcp:tools".to_owned(), "offline_access".to_owned()]
-        } else {
-            file.scopes
-        };
         Ok(Self {
             issuer,
             listen: overrides
@@ -320,6 +494,7 @@ impl Config {
             client_metadata: file.client_metadata,
             encryption_key_file: file.encryption_key_file,
             server: file.server,
+            token_exchange: file.token_exchange,
         })
     }
 
@@ -334,6 +509,19 @@ impl Config {
             issuer: self.issuer_str(),
             access_seconds: self.lifetimes.access_seconds,
             group_prefix: self.groups.prefix.as_deref().unwrap_or(""),
+        }
+    }
+
+    /// What a token exchange takes from this configuration.
+    pub fn exchange_policy(&self) -> crate::oauth::exchange::Policy<'_> {
+        crate::oauth::exchange::Policy {
+            issuance: crate::oauth::grant::Issuance {
+                access_seconds: self.token_exchange.lifetime_seconds,
+                ..self.issuance()
+            },
+            resources: &self.resources,
+            backends: &self.token_exchange.audiences,
+            max_actor_chain: self.token_exchange.max_actor_chain,
         }
     }
 

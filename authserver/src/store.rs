@@ -201,6 +201,29 @@ pub trait Store: Housekeeping + Clone + Send + Sync + 'static {
         now: i64,
     ) -> impl Future<Output = Io<()>> + Send;
     fn upstream_tokens(&self, family_id: &str) -> impl Future<Output = Io<Option<Vec<u8>>>> + Send;
+    /// Whether a grant family was revoked: an access token of it is refused for exchange.
+    fn family_revoked(&self, family_id: &str) -> impl Future<Output = Io<bool>> + Send;
+    /// Takes the lease on a family's upstream session until `until` (unless another request
+    /// holds a live one): only the holder asks the identity provider with its refresh token for
+    /// a backend's token. `false` when another holds it, or no session is kept.
+    fn lease_upstream(
+        &self,
+        family_id: &str,
+        now: i64,
+        until: i64,
+    ) -> impl Future<Output = Io<bool>> + Send;
+    /// Stores the family's upstream session as the provider left it, and gives the lease back.
+    fn save_leased_upstream(
+        &self,
+        family_id: &str,
+        sealed: &[u8],
+        now: i64,
+    ) -> impl Future<Output = Io<()>> + Send;
+    /// Gives a lease back (the provider could not be asked): the next request need not wait.
+    fn release_upstream_lease(&self, family_id: &str) -> impl Future<Output = Io<()>> + Send;
+    /// Stores a client declared in the configuration, replacing what was stored under its ID;
+    /// it counts as used, so the purge of unused registrations spares it.
+    fn put_client(&self, client: &StoredClient) -> impl Future<Output = Io<()>> + Send;
     fn ping(&self) -> impl Future<Output = Io<()>> + Send;
 }
 

@@ -30,6 +30,7 @@ pub fn grant_label(grant_type: Option<&str>) -> &'static str {
         Some("client_credentials") => "client_credentials",
         Some("authorization_code") => "authorization_code",
         Some("refresh_token") => "refresh_token",
+        Some(crate::oauth::exchange::GRANT_TYPE) => "token_exchange",
         Some(_) => "other",
         None => "none",
     }

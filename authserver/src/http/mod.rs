@@ -193,6 +193,12 @@ async fn json_errors(response: Response) -> Response {
 
 async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     let config = &state.config;
+    let mut grant_types = vec!["authorization_code", "refresh_token", "client_credentials"];
+    // Token exchange only where some backend may be exchanged for: a grant no client can use
+    // is not advertised.
+    if !config.token_exchange.audiences.is_empty() {
+        grant_types.push(crate::oauth::exchange::GRANT_TYPE);
+    }
     let document = json!({
         "issuer": config.issuer_str(),
         "authorization_endpoint": config.endpoint("/oauth/authorize"),
@@ -202,7 +208,7 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
         "jwks_uri": config.endpoint("/.well-known/jwks.json"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": grant_types,
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "introspection_endpoint": config.endpoint("/oauth/introspect"),

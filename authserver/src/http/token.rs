@@ -25,8 +25,9 @@ use sha2::{Digest, Sha256};
 use crate::crypto::Sealer;
 use crate::http::metrics::grant_label;
 use crate::http::{hex, random_token, AppState, Lookup, Metrics};
-use crate::idp::oidc::{UpstreamError, UpstreamTokens};
-use crate::oauth::grant::{access_claims, Grant, User};
+use crate::idp::oidc::{BackendToken, UpstreamError, UpstreamTokens};
+use crate::oauth::exchange::{self, Backend, Decision, Subject};
+use crate::oauth::grant::{access_claims, Grant, User, SESSION_CLAIM};
 use crate::oauth::introspect::{Context as IntrospectionContext, Found};
 use crate::oauth::token::{
     decide_client_credentials, decide_code, decide_refresh, Ask, CodeAsk, Credential,
@@ -53,6 +54,11 @@ pub struct TokenRequest {
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
     refresh_token: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    requested_token_type: Option<String>,
+    audience: Option<String>,
+    actor_token: Option<String>,
 }
 
 /// A form body, or RFC 6749 §5.2 `invalid_request` JSON when it is not one (wrong content type,
@@ -123,6 +129,7 @@ async fn grant<S: Store>(
         Some("client_credentials") => client_credentials(state, headers, request).await,
         Some("authorization_code") => authorization_code(state, headers, request).await,
         Some("refresh_token") => refresh(state, headers, request).await,
+        Some(exchange::GRANT_TYPE) => token_exchange(state, headers, request).await,
         Some(other) => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant type `{other}` is not supported here"),
@@ -215,7 +222,7 @@ async fn authorization_code<S: Store>(
         Ok(decided) => decided,
         Err(refusal) => return Err(refuse(state, refusal).await),
     };
-    let access_token = sign_access(state, &grant).await?;
+    let access_token = sign_access(state, &grant, &family_id).await?;
     let refresh_token = if grant.has_scope("offline_access") {
         let token = random_token(32);
         let expires_at = refresh_policy(state).expiry(now, now);
@@ -274,9 +281,11 @@ async fn refresh<S: Store>(
         let (mut grant, access_scope, family_id, family_issued_at, expires_at) =
             match decide_refresh(found, &ask, &policy, now) {
                 Err(refusal) => return Err(refuse(state, refusal).await),
-                Ok(RefreshDecision::Resend { grant, sealed }) => {
-                    return resend(state, token, &grant, &sealed).await
-                }
+                Ok(RefreshDecision::Resend {
+                    grant,
+                    family_id,
+                    sealed,
+                }) => return resend(state, token, &grant, &family_id, &sealed).await,
                 Ok(RefreshDecision::Rotate {
                     grant,
                     access_scope,
@@ -350,7 +359,7 @@ async fn refresh<S: Store>(
             scope: access_scope,
             ..grant.clone()
         };
-        let access_token = sign_access(state, &access).await?;
+        let access_token = sign_access(state, &access, &family_id).await?;
         let successor = random_token(32);
         let successor_sealed =
             Sealer::derived(SUCCESSOR_KEY_LABEL, token.as_bytes()).seal(successor.as_bytes());
@@ -376,8 +385,9 @@ async fn refresh<S: Store>(
     Err(Refusal::Unknown(Credential::RefreshToken).into())
 }
 
-/// How long a federated refresh holds its token while it asks the identity provider: the
-/// request timeout, so a lease outlives no request that could still use it.
+/// How long a federated refresh holds its token (and a token exchange its sign-in's upstream
+/// session) while it asks the identity provider: the request timeout, so a lease outlives no
+/// request that could still use it.
 const LEASE_SECONDS: i64 = 30;
 /// How often, and how many times, a request for a token another request holds looks again.
 const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -389,6 +399,7 @@ async fn resend<S: Store>(
     state: &Arc<AppState<S>>,
     token: &str,
     grant: &Grant,
+    family_id: &str,
     sealed: &[u8],
 ) -> Result<Response, OAuthError> {
     let successor = Sealer::derived(SUCCESSOR_KEY_LABEL, token.as_bytes())
@@ -399,7 +410,7 @@ async fn resend<S: Store>(
             tracing::error!("a stored refresh successor does not open with its refresh token");
             OAuthError::server_error()
         })?;
-    let access_token = sign_access(state, grant).await?;
+    let access_token = sign_access(state, grant, family_id).await?;
     tracing::info!(client_id = %grant.client_id, "refresh retried within the grace: successor resent");
     Ok(issued(state, grant, access_token, Some(&successor)))
 }
@@ -501,13 +512,16 @@ fn asked_scope(request: &TokenRequest) -> Result<Option<Scope>, OAuthError> {
         .map_err(|err| OAuthError::invalid_scope(err.to_string()))
 }
 
-async fn sign_access<S: Store>(state: &AppState<S>, grant: &Grant) -> Result<String, OAuthError> {
+/// An access token for `grant`, naming the sign-in (`family_id`) it comes from.
+async fn sign_access<S: Store>(
+    state: &AppState<S>,
+    grant: &Grant,
+    family_id: &str,
+) -> Result<String, OAuthError> {
     let now = u64::try_from(state.clock.now()).unwrap_or_default();
-    sign(
-        state,
-        access_claims(&state.config.issuance(), grant, now, random_token(16)),
-    )
-    .await
+    let mut claims = access_claims(&state.config.issuance(), grant, now, random_token(16));
+    claims.insert(SESSION_CLAIM.into(), json!(family_id));
+    sign(state, claims).await
 }
 
 async fn sign<S: Store>(
@@ -546,6 +560,255 @@ fn answer_json(body: serde_json::Value) -> Response {
         Json(body),
     )
         .into_response()
+}
+
+/// RFC 8693 token exchange: an authenticated client the configuration lists for the backend it
+/// names presents the caller's access token and gets one for the backend (see
+/// `oauth::exchange`). The subject token's sign-in is looked up only once its signature holds.
+async fn token_exchange<S: Store>(
+    state: &Arc<AppState<S>>,
+    headers: &HeaderMap,
+    request: &TokenRequest,
+) -> Result<Response, OAuthError> {
+    let client = authenticate(
+        state,
+        headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )
+    .await?;
+    let scope = asked_scope(request)?;
+    let subject = match request.subject_token.as_deref() {
+        None => Subject::Absent,
+        Some(token) => match state.keys.verify("at+jwt", token).await {
+            None => Subject::Unverified,
+            Some(claims) => {
+                let session_revoked = match claims.get(SESSION_CLAIM).and_then(|s| s.as_str()) {
+                    Some(family_id) => state
+                        .store
+                        .family_revoked(family_id)
+                        .await
+                        .map_err(|err| store_failure(state, err))?,
+                    None => false,
+                };
+                Subject::Verified {
+                    claims,
+                    session_revoked,
+                }
+            }
+        },
+    };
+    let ask = exchange::Ask {
+        client_id: &client.client_id,
+        subject_token_type: request.subject_token_type.as_deref(),
+        requested_token_type: request.requested_token_type.as_deref(),
+        audience: request.audience.as_deref(),
+        resource: request.resource.as_deref(),
+        scope: scope.as_ref(),
+        actor_token: request.actor_token.is_some(),
+    };
+    let policy = state.config.exchange_policy();
+    match exchange::decide(&policy, &ask, subject, state.clock.now(), random_token(16))? {
+        Decision::Sign {
+            claims,
+            expires_in,
+            scope,
+            issued_token_type,
+        } => {
+            let subject = claims["sub"].clone();
+            let audience = claims["aud"].clone();
+            let access_token = sign(state, claims).await?;
+            tracing::debug!(client_id = %client.client_id, %subject, %audience, "token exchanged");
+            Ok(answer_json(
+                json!({"access_token": access_token, "issued_token_type": issued_token_type,
+                                  "token_type": "Bearer", "expires_in": expires_in, "scope": scope}),
+            ))
+        }
+        Decision::Upstream { backend, session } => {
+            upstream_exchange(state, &client.client_id, backend, &session).await
+        }
+    }
+}
+
+/// The identity provider's access token for `backend`, for the user of the sign-in `session`:
+/// the one kept while it has more than a minute to live, else a fresh one asked with the
+/// sign-in's upstream refresh token, under a lease, so that concurrent exchanges of one sign-in
+/// (a gateway's first burst of calls, several replicas) ask the provider once: a provider that
+/// rotates refresh tokens takes a second use for a replay. The provider's token goes to the
+/// gateway the configuration lists for this backend, never to the MCP client.
+async fn upstream_exchange<S: Store>(
+    state: &AppState<S>,
+    client_id: &str,
+    backend: &Backend,
+    session: &str,
+) -> Result<Response, OAuthError> {
+    let (Some(federated), Some(sealer)) = (state.upstream.federated(), state.sealer.as_ref())
+    else {
+        tracing::error!(
+            "an `issuer: upstream` audience without a federated upstream and its encryption key"
+        );
+        return Err(OAuthError::server_error());
+    };
+    let asked = backend.upstream_request();
+    let mut waits = 0;
+    loop {
+        let now = state.clock.now();
+        let tokens = kept_session(state, sealer, session).await?;
+        if let Some(kept) = tokens.backend_token(&backend.audience, &asked, now) {
+            return Ok(upstream_answer(client_id, backend, kept, now));
+        }
+        let leased = state
+            .store
+            .lease_upstream(session, now, now + LEASE_SECONDS)
+            .await
+            .map_err(|err| store_failure(state, err))?;
+        if !leased {
+            waits += 1;
+            if waits > LEASE_WAITS {
+                return Err(OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "another request is fetching this token; try again shortly",
+                ));
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+            continue;
+        }
+        // Read again under the lease: the previous holder may have just kept a fresh token.
+        let tokens = kept_session(state, sealer, session).await?;
+        let fetched = match tokens.backend_token(&backend.audience, &asked, now) {
+            Some(kept) => Ok((kept.clone(), None)),
+            None => federated
+                .backend_token(
+                    &tokens,
+                    backend.upstream_resource.as_deref(),
+                    &backend.upstream_scopes,
+                )
+                .await
+                .map(|(access, mut kept)| {
+                    let token = BackendToken {
+                        access_token: access.access_token,
+                        expires_at: now + access.expires_in.map_or(0, |s| s as i64),
+                        scope: access.scope,
+                        asked: asked.clone(),
+                    };
+                    kept.keep(&backend.audience, token.clone(), now);
+                    (token, Some(kept))
+                }),
+        };
+        let stored = match &fetched {
+            Ok((_, Some(kept))) => match serde_json::to_vec(kept) {
+                Ok(plain) => {
+                    state
+                        .store
+                        .save_leased_upstream(session, &sealer.seal(&plain), now)
+                        .await
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "an upstream session could not be serialized");
+                    state.store.release_upstream_lease(session).await
+                }
+            },
+            _ => state.store.release_upstream_lease(session).await,
+        };
+        if let Err(err) = stored {
+            // A rotated upstream refresh token that is not stored is lost: the sign-in must be
+            // redone once the provider refuses the old one. Nothing else to do but say so.
+            tracing::error!(error = %err, "could not store the upstream session after a backend token was fetched");
+        }
+        return match fetched {
+            Ok((token, _)) => Ok(upstream_answer(client_id, backend, &token, now)),
+            Err(err) => {
+                state.metrics.upstream_failed(&err);
+                tracing::warn!(error = %err, client_id, audience = %backend.audience, "the identity provider did not issue a backend token");
+                Err(err.for_exchange())
+            }
+        };
+    }
+}
+
+/// The upstream session kept for a sign-in, opened.
+async fn kept_session<S: Store>(
+    state: &AppState<S>,
+    sealer: &Sealer,
+    session: &str,
+) -> Result<UpstreamTokens, OAuthError> {
+    let sealed = state
+        .store
+        .upstream_tokens(session)
+        .await
+        .map_err(|err| store_failure(state, err))?
+        .ok_or_else(|| {
+            OAuthError::invalid_grant(
+                "the sign-in behind the subject_token kept no session with the identity provider; the user must sign in again",
+            )
+        })?;
+    sealer
+        .open(&sealed)
+        .ok()
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .ok_or_else(|| {
+            tracing::error!(
+                "a stored upstream session cannot be decrypted (was encryption_key_file changed?)"
+            );
+            OAuthError::server_error()
+        })
+}
+
+/// The RFC 8693 §2.2.1 answer with the provider's token (its lifetime unknown: no `expires_in`).
+fn upstream_answer(client_id: &str, backend: &Backend, token: &BackendToken, now: i64) -> Response {
+    let mut body = json!({"access_token": token.access_token, "issued_token_type": exchange::ACCESS_TOKEN_TYPE,
+                          "token_type": "Bearer"});
+    if token.expires_at > now {
+        body["expires_in"] = json!(token.expires_at - now);
+    }
+    if let Some(scope) = &token.scope {
+        body["scope"] = json!(scope);
+    }
+    tracing::debug!(client_id, audience = %backend.audience, "token exchanged for the identity provider's");
+    answer_json(body)
+}
+
+/// Stores the gateways `token_exchange.gateways` declares (their secret hashed, as a
+/// registration's), so that they authenticate like any confidential client; run at start.
+pub async fn provision_gateways<S: Store>(
+    store: &S,
+    config: &crate::config::Config,
+    now: i64,
+) -> anyhow::Result<()> {
+    /// A secret shorter than this is refused: it would be guessable.
+    const MIN_SECRET_BYTES: usize = 16;
+    for gateway in &config.token_exchange.gateways {
+        let path = &gateway.client_secret_file;
+        let secret = std::fs::read_to_string(path)
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "token_exchange.gateways: `{}`: client_secret_file {}: {err}",
+                    gateway.client_id,
+                    path.display()
+                )
+            })?
+            .trim()
+            .to_owned();
+        if secret.len() < MIN_SECRET_BYTES {
+            anyhow::bail!(
+                "token_exchange.gateways: `{}`: client_secret_file {} holds {} bytes; use at least {MIN_SECRET_BYTES} random ones (`openssl rand -base64 32`)",
+                gateway.client_id,
+                path.display(),
+                secret.len()
+            );
+        }
+        let client = StoredClient {
+            client_id: gateway.client_id.clone(),
+            secret_sha256: Some(sha256_hex(&secret)),
+            metadata: json!({"client_name": "token exchange gateway (token_exchange.gateways)",
+                             "grant_types": [exchange::GRANT_TYPE],
+                             "token_endpoint_auth_method": "client_secret_basic"}),
+            created_at: now,
+        };
+        store.put_client(&client).await?;
+        tracing::info!(client_id = %client.client_id, "token exchange gateway client stored");
+    }
+    Ok(())
 }
 
 /// The form of RFC 7009 revocation and RFC 7662 introspection: one token, and the caller's
@@ -1082,6 +1345,7 @@ mod tests {
                     }
                     let rotated = UpstreamTokens {
                         refresh_token: Some("upstream-2".into()),
+                        ..UpstreamTokens::default()
                     };
                     Ok((previous.clone(), rotated))
                 })
@@ -1094,6 +1358,7 @@ mod tests {
             let sealer = crate::crypto::Sealer::derived("test", b"upstream sessions");
             let upstream_session = serde_json::to_vec(&UpstreamTokens {
                 refresh_token: Some("upstream-1".into()),
+                ..UpstreamTokens::default()
             })
             .unwrap();
             let sealed = sealer.seal(&upstream_session);

@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod clock;
 pub mod consent;
 pub mod error;
+pub mod exchange;
 pub mod grant;
 pub mod introspect;
 pub mod registration;
