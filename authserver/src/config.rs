@@ -672,6 +672,114 @@ mod tests {
     }
 
     #[test]
+    fn token_exchange_is_off_by_default_and_a_backend_gets_what_it_lists() {
+        let base = "issuer: http://a\nresources: [http://a/mcp]\n";
+        let config = Config::resolve(file(base), Overrides::default()).unwrap();
+        assert!(config.token_exchange.audiences.is_empty());
+        assert_eq!(
+            (
+                config.token_exchange.lifetime_seconds,
+                config.token_exchange.max_actor_chain
+            ),
+            (300, 1)
+        );
+        let config = Config::resolve(
+            file(&format!(
+                "{base}token_exchange:\n  gateways: [{{client_id: mesh-gateway, client_secret_file: /s}}]\n  audiences:\n  - {{audience: https://gh/mcp, clients: [mesh-gateway], scopes: [mcp:tools]}}\n"
+            )),
+            Overrides::default(),
+        )
+        .unwrap();
+        let policy = config.exchange_policy();
+        assert_eq!(policy.backends[0].issuer, TokenSource::SelfSigned);
+        assert_eq!(policy.issuance.access_seconds, 300, "the exchange lifetime");
+        assert_eq!(policy.issuance.issuer, "http://a");
+    }
+
+    #[test]
+    fn a_token_exchange_section_that_could_issue_what_nobody_meant_is_refused() {
+        let oidc = "upstream: {type: oidc, issuer_url: https://idp.example.com, client_id: c, client_secret_file: /s}\nencryption_key_file: /k\n";
+        let refused = |section: &str, extra: &str| {
+            Config::resolve(
+                file(&format!(
+                    "issuer: http://a\nresources: [http://a/mcp]\n{extra}token_exchange:\n{section}"
+                )),
+                Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let audience = |fields: &str| {
+            format!("  audiences:\n  - {{audience: https://gh/mcp, clients: [gw], scopes: [mcp:tools]{fields}}}\n")
+        };
+        for (section, extra, expected) in [
+            ("  lifetime_seconds: 0\n".to_owned(), "", "`token_exchange.lifetime_seconds`"),
+            ("  max_actor_chain: 9\n".to_owned(), "", "`9` must be between 1 and 8"),
+            (
+                "  gateways: [{client_id: gw, client_secret_file: /a}, {client_id: gw, client_secret_file: /b}]\n".to_owned(),
+                "",
+                "client_id `gw` is declared twice",
+            ),
+            (
+                "  audiences:\n  - {audience: http://a/mcp, clients: [gw], scopes: [mcp:tools]}\n".to_owned(),
+                "",
+                "`http://a/mcp`: is one of `resources`",
+            ),
+            (
+                "  audiences:\n  - {audience: https://gh/mcp, clients: [], scopes: [mcp:tools]}\n".to_owned(),
+                "",
+                "`https://gh/mcp`: `clients` is empty",
+            ),
+            (
+                "  audiences:\n  - {audience: https://gh/mcp, clients: [gw], scopes: [offline_access]}\n".to_owned(),
+                "",
+                "`offline_access` cannot be exchanged",
+            ),
+            (
+                "  audiences:\n  - {audience: https://gh/mcp, clients: [gw], scopes: [mcp:admin]}\n".to_owned(),
+                "",
+                "`mcp:admin` is not in `scopes`",
+            ),
+            (audience(", issuer: upstream"), "", "needs an `upstream` of type `oidc`"),
+            (audience(", upstream_scopes: [x]"), "", "are for `issuer: upstream`"),
+            (
+                audience(", issuer: upstream, upstream_resource: not-a-url"),
+                oidc,
+                "upstream_resource `not-a-url` is not a URL",
+            ),
+            (
+                format!("{}  - {{audience: https://gh/mcp, clients: [gw], scopes: [mcp:tools]}}\n", audience("")),
+                "",
+                "`https://gh/mcp`: listed twice",
+            ),
+        ] {
+            let err = refused(&section, extra);
+            assert!(err.contains(expected), "{section}: {err}");
+        }
+        let typo = serde_yaml::from_str::<FileConfig>(&format!(
+            "token_exchange:\n{}",
+            audience(", issuer: elsewhere")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            typo.contains("token_exchange.audiences[0].issuer: unknown variant `elsewhere`"),
+            "{typo}"
+        );
+        assert!(
+            Config::resolve(
+                file(&format!(
+                    "issuer: http://a\nresources: [http://a/mcp]\n{oidc}token_exchange:\n{}",
+                    audience(", issuer: upstream, upstream_resource: https://api.example.com, upstream_scopes: [repo]")
+                )),
+                Overrides::default(),
+            )
+            .is_ok(),
+            "an upstream backend with an oidc upstream"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let err =
             Config::resolve(file("resources: [http://a/mcp]\n"), Overrides::default()).unwrap_err();

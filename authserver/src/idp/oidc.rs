@@ -967,6 +967,82 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_token_is_reused_until_a_minute_before_it_expires_and_only_as_asked() {
+        let token = |expires_at: i64| BackendToken {
+            access_token: "at".into(),
+            expires_at,
+            scope: None,
+            asked: "https://api scope".into(),
+        };
+        let mut tokens = UpstreamTokens {
+            refresh_token: Some("rt".into()),
+            ..UpstreamTokens::default()
+        };
+        tokens.keep("https://b/mcp", token(1000), 100);
+        tokens.keep("https://old/mcp", token(150), 100);
+        let margin = BACKEND_TOKEN_MARGIN_SECONDS;
+        assert!(
+            !tokens.backends.contains_key("https://old/mcp"),
+            "too short-lived to keep"
+        );
+        assert!(tokens
+            .backend_token("https://b/mcp", "https://api scope", 1000 - margin - 1)
+            .is_some());
+        assert!(tokens
+            .backend_token("https://b/mcp", "https://api scope", 1000 - margin)
+            .is_none());
+        assert!(
+            tokens
+                .backend_token("https://b/mcp", "https://api other", 100)
+                .is_none(),
+            "asked for other scopes since"
+        );
+        let rotated = tokens.rotated(Some("rt2".into()));
+        assert_eq!(rotated.refresh_token.as_deref(), Some("rt2"));
+        assert_eq!(rotated.backends, tokens.backends, "kept across a refresh");
+        assert_eq!(tokens.rotated(None).refresh_token.as_deref(), Some("rt"));
+        tokens.keep("https://c/mcp", token(2000), 1001);
+        assert!(
+            !tokens.backends.contains_key("https://b/mcp"),
+            "expired ones are dropped"
+        );
+        let before: UpstreamTokens = serde_json::from_str(r#"{"refresh_token": "rt"}"#).unwrap();
+        assert!(
+            before.backends.is_empty(),
+            "sessions stored before exchange"
+        );
+    }
+
+    #[test]
+    fn a_gateway_is_told_whether_to_retry_sign_in_again_or_ask_the_operator() {
+        assert_eq!(
+            UpstreamError::SessionEnded("revoked".into())
+                .for_exchange()
+                .code,
+            ErrorCode::InvalidGrant
+        );
+        assert_eq!(
+            UpstreamError::NoRefreshToken.for_exchange().code,
+            ErrorCode::InvalidGrant
+        );
+        let outage = UpstreamError::Unreachable {
+            issuer: "https://idp.internal".into(),
+            detail: "dns".into(),
+        };
+        assert_eq!(
+            outage.for_exchange().code,
+            ErrorCode::TemporarilyUnavailable
+        );
+        let misconfigured = UpstreamError::Other {
+            error: "invalid_target".into(),
+            description: "resource db01.internal not granted".into(),
+        }
+        .for_exchange();
+        assert_eq!(misconfigured.code, ErrorCode::ServerError);
+        assert!(!misconfigured.description.contains("internal"));
+    }
+
+    #[test]
     fn an_opaque_access_token_has_no_claims() {
         assert!(payload("opaque-token").is_empty());
         let jwt = format!("h.{}.s", URL_SAFE_NO_PAD.encode(r#"{"groups":["g"]}"#));
