@@ -150,6 +150,9 @@ def test_a_backend_gets_a_short_lived_token_of_its_own_with_the_user_and_the_gat
     assert claims["jti"] != subject["jti"] and claims["sid"] == subject["sid"]
     with pytest.raises(jwt.InvalidAudienceError):
         verified(answer["access_token"], f"{issuer}/.well-known/jwks.json", f"{issuer}/mcp", issuer)
+    # A backend that introspects instead (RFC 7662, as a confidential client) finds it active.
+    introspected = requests.post(f"{issuer}/oauth/introspect", auth=OTHER, data={"token": answer["access_token"]}, timeout=10).json()
+    assert (introspected["active"], introspected["aud"], introspected["sub"]) == (True, GITHUB, "alice")
 
 
 def test_a_backend_trusting_the_provider_gets_the_providers_token_for_the_same_user(stack):

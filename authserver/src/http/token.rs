@@ -26,6 +26,7 @@ use crate::crypto::Sealer;
 use crate::http::metrics::grant_label;
 use crate::http::{hex, random_token, AppState, Lookup, Metrics};
 use crate::idp::oidc::{BackendToken, UpstreamError, UpstreamTokens};
+use crate::idp::Federated;
 use crate::oauth::exchange::{self, Backend, Decision, Subject};
 use crate::oauth::grant::{access_claims, Grant, User, SESSION_CLAIM};
 use crate::oauth::introspect::{Context as IntrospectionContext, Found};
@@ -615,10 +616,9 @@ async fn token_exchange<S: Store>(
             scope,
             issued_token_type,
         } => {
-            let subject = claims["sub"].clone();
-            let audience = claims["aud"].clone();
+            let (subject, audience) = (claims.get("sub").cloned(), claims.get("aud").cloned());
             let access_token = sign(state, claims).await?;
-            tracing::debug!(client_id = %client.client_id, %subject, %audience, "token exchanged");
+            tracing::debug!(client_id = %client.client_id, ?subject, ?audience, "token exchanged");
             Ok(answer_json(
                 json!({"access_token": access_token, "issued_token_type": issued_token_type,
                                   "token_type": "Bearer", "expires_in": expires_in, "scope": scope}),
@@ -673,57 +673,84 @@ async fn upstream_exchange<S: Store>(
             tokio::time::sleep(LEASE_POLL).await;
             continue;
         }
-        // Read again under the lease: the previous holder may have just kept a fresh token.
-        let tokens = kept_session(state, sealer, session).await?;
-        let fetched = match tokens.backend_token(&backend.audience, &asked, now) {
-            Some(kept) => Ok((kept.clone(), None)),
-            None => federated
-                .backend_token(
-                    &tokens,
-                    backend.upstream_resource.as_deref(),
-                    &backend.upstream_scopes,
-                )
-                .await
-                .map(|(access, mut kept)| {
-                    let token = BackendToken {
-                        access_token: access.access_token,
-                        expires_at: now + access.expires_in.map_or(0, |s| s as i64),
-                        scope: access.scope,
-                        asked: asked.clone(),
-                    };
-                    kept.keep(&backend.audience, token.clone(), now);
-                    (token, Some(kept))
-                }),
-        };
-        let stored = match &fetched {
-            Ok((_, Some(kept))) => match serde_json::to_vec(kept) {
-                Ok(plain) => {
-                    state
-                        .store
-                        .save_leased_upstream(session, &sealer.seal(&plain), now)
-                        .await
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "an upstream session could not be serialized");
-                    state.store.release_upstream_lease(session).await
-                }
-            },
-            _ => state.store.release_upstream_lease(session).await,
-        };
-        if let Err(err) = stored {
-            // A rotated upstream refresh token that is not stored is lost: the sign-in must be
-            // redone once the provider refuses the old one. Nothing else to do but say so.
-            tracing::error!(error = %err, "could not store the upstream session after a backend token was fetched");
-        }
-        return match fetched {
-            Ok((token, _)) => Ok(upstream_answer(client_id, backend, &token, now)),
-            Err(err) => {
-                state.metrics.upstream_failed(&err);
-                tracing::warn!(error = %err, client_id, audience = %backend.audience, "the identity provider did not issue a backend token");
-                Err(err.for_exchange())
-            }
-        };
+        let fetched = fetch_leased(state, federated, sealer, backend, session, now).await;
+        return fetched.map(|token| upstream_answer(client_id, backend, &token, now));
     }
+}
+
+/// Fetches a backend token under the sign-in's lease, and gives the lease back whatever
+/// happens: with the upstream session as the provider left it (a rotated refresh token, the
+/// new backend token kept), or untouched.
+async fn fetch_leased<S: Store>(
+    state: &AppState<S>,
+    federated: Federated<'_>,
+    sealer: &Sealer,
+    backend: &Backend,
+    session: &str,
+    now: i64,
+) -> Result<BackendToken, OAuthError> {
+    let fetched = fetch_backend_token(state, federated, sealer, backend, session, now).await;
+    let stored = match &fetched {
+        Ok((_, Some(kept))) => match serde_json::to_vec(kept) {
+            Ok(plain) => {
+                state
+                    .store
+                    .save_leased_upstream(session, &sealer.seal(&plain), now)
+                    .await
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "an upstream session could not be serialized");
+                state.store.release_upstream_lease(session).await
+            }
+        },
+        _ => state.store.release_upstream_lease(session).await,
+    };
+    if let Err(err) = stored {
+        // Unstored, a rotated upstream refresh token is lost and the user signs in again once
+        // the provider refuses the old one; a lease not given back expires by itself.
+        tracing::error!(error = %err, "could not store the upstream session after a backend token was fetched");
+    }
+    fetched.map(|(token, _)| token)
+}
+
+/// The backend token, read again under the lease (the previous holder may just have kept a
+/// fresh one) or asked of the provider, with the session to store if the provider was asked.
+async fn fetch_backend_token<S: Store>(
+    state: &AppState<S>,
+    federated: Federated<'_>,
+    sealer: &Sealer,
+    backend: &Backend,
+    session: &str,
+    now: i64,
+) -> Result<(BackendToken, Option<UpstreamTokens>), OAuthError> {
+    let asked = backend.upstream_request();
+    let tokens = kept_session(state, sealer, session).await?;
+    if let Some(kept) = tokens.backend_token(&backend.audience, &asked, now) {
+        return Ok((kept.clone(), None));
+    }
+    let (access, mut kept) = federated
+        .backend_token(
+            &tokens,
+            backend.upstream_resource.as_deref(),
+            &backend.upstream_scopes,
+        )
+        .await
+        .map_err(|err| {
+            state.metrics.upstream_failed(&err);
+            tracing::warn!(error = %err, audience = %backend.audience, "the identity provider did not issue a backend token");
+            err.for_exchange()
+        })?;
+    let lifetime = access
+        .expires_in
+        .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
+    let token = BackendToken {
+        access_token: access.access_token,
+        expires_at: now.saturating_add(lifetime),
+        scope: access.scope,
+        asked,
+    };
+    kept.keep(&backend.audience, token.clone(), now);
+    Ok((token, Some(kept)))
 }
 
 /// The upstream session kept for a sign-in, opened.
@@ -932,9 +959,24 @@ async fn introspection<S: Store>(
             None => Found::Nothing,
         },
     };
+    // The backends of token exchange are served too: a backend may introspect its tokens.
+    let served: Vec<String> = state
+        .config
+        .resources
+        .iter()
+        .chain(
+            state
+                .config
+                .token_exchange
+                .audiences
+                .iter()
+                .map(|b| &b.audience),
+        )
+        .cloned()
+        .collect();
     let context = IntrospectionContext {
         issuer: state.config.issuer_str(),
-        resources: &state.config.resources,
+        resources: &served,
         caller: &client.client_id,
         policy: &refresh_policy(state),
         now: state.clock.now(),
@@ -1117,14 +1159,16 @@ mod tests {
         async fn app_at(
             clock: std::sync::Arc<dyn crate::oauth::Clock>,
         ) -> (tempfile::TempDir, Router, SqliteStore) {
-            app_with(clock, Upstream::new(None), None).await
+            app_with(clock, Upstream::new(None), None, "").await
         }
 
-        /// As [`app_at`], with an identity provider and the sealer of upstream sessions.
+        /// As [`app_at`], with an identity provider, the sealer of upstream sessions and more
+        /// configuration (`yaml`).
         async fn app_with(
             clock: std::sync::Arc<dyn crate::oauth::Clock>,
             upstream: Upstream,
             sealer: Option<crate::crypto::Sealer>,
+            yaml: &str,
         ) -> (tempfile::TempDir, Router, SqliteStore) {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(&format!("sqlite://{}/auth.db", dir.path().display()))
@@ -1152,7 +1196,7 @@ mod tests {
                 store.save_client(&client).await.unwrap();
             }
             let file: FileConfig = serde_yaml::from_str(&format!(
-                "issuer: https://auth.example.com\nresources: [{RESOURCE}]\n"
+                "issuer: https://auth.example.com\nresources: [{RESOURCE}]\n{yaml}"
             ))
             .unwrap();
             let config = Config::resolve(file, Overrides::default()).unwrap();
@@ -1366,6 +1410,7 @@ mod tests {
                 std::sync::Arc::new(crate::oauth::SystemClock),
                 Upstream::new(Some(Box::new(RotatingProvider(calls.clone())))),
                 Some(sealer),
+                "",
             )
             .await;
             let now = crate::oauth::Clock::now(&crate::oauth::SystemClock);
@@ -1416,6 +1461,156 @@ mod tests {
                 calls.load(std::sync::atomic::Ordering::SeqCst),
                 1,
                 "the provider was asked once, with the one upstream session"
+            );
+        }
+
+        /// A provider that issues backend tokens slowly, counting how often it is asked, and
+        /// rotates the refresh token it is given (only the one kept at sign-in).
+        struct BackendTokens(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+        impl crate::idp::IdentityProvider for BackendTokens {
+            fn is_federated(&self) -> bool {
+                true
+            }
+
+            fn start(&self) -> crate::idp::BoxFuture<'_, Result<crate::idp::Start, UpstreamError>> {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn finish<'a>(
+                &'a self,
+                _code: &'a str,
+                _nonce: &'a str,
+                _verifier: &'a str,
+            ) -> crate::idp::BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>
+            {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn refresh<'a>(
+                &'a self,
+                _tokens: &'a UpstreamTokens,
+                _previous: &'a User,
+            ) -> crate::idp::BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>
+            {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn backend_token<'a>(
+                &'a self,
+                tokens: &'a UpstreamTokens,
+                resource: Option<&'a str>,
+                _scopes: &'a [String],
+            ) -> crate::idp::BoxFuture<
+                'a,
+                Result<(crate::idp::oidc::UpstreamAccess, UpstreamTokens), UpstreamError>,
+            > {
+                Box::pin(async move {
+                    let call = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if tokens.refresh_token.as_deref() != Some("upstream-1") {
+                        return Err(UpstreamError::SessionEnded("refresh token reused".into()));
+                    }
+                    let access = crate::idp::oidc::UpstreamAccess {
+                        access_token: format!("idp-token-{call}-for-{}", resource.unwrap_or("-")),
+                        expires_in: Some(3600),
+                        scope: None,
+                    };
+                    Ok((access, tokens.rotated(Some("upstream-2".into()))))
+                })
+            }
+        }
+
+        #[tokio::test]
+        async fn concurrent_exchanges_of_one_sign_in_ask_the_provider_once() {
+            let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let sealer = crate::crypto::Sealer::derived("test", b"upstream sessions");
+            let session = UpstreamTokens {
+                refresh_token: Some("upstream-1".into()),
+                ..UpstreamTokens::default()
+            };
+            let sealed = sealer.seal(&serde_json::to_vec(&session).unwrap());
+            let yaml = "upstream: {type: oidc, issuer_url: https://idp.example.com, client_id: c, client_secret_file: /s}\n\
+                        encryption_key_file: /k\n\
+                        token_exchange: {audiences: [{audience: https://jira/mcp, clients: [m2m], scopes: [mcp:tools], \
+                        issuer: upstream, upstream_resource: https://jira}]}\n";
+            let (_dir, app, store) = app_with(
+                std::sync::Arc::new(crate::oauth::SystemClock),
+                Upstream::new(Some(Box::new(BackendTokens(calls.clone())))),
+                Some(sealer),
+                yaml,
+            )
+            .await;
+            let now = crate::oauth::Clock::now(&crate::oauth::SystemClock);
+            let grant = Grant {
+                client_id: "m2m".into(),
+                resource: RESOURCE.into(),
+                scope: "mcp:tools".into(),
+                user: User {
+                    subject: "okta|alice".into(),
+                    email: None,
+                    name: None,
+                    groups: vec![],
+                    roles: vec![],
+                },
+                redirect_uri: "http://127.0.0.1/cb".into(),
+                code_challenge: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(Sha256::digest(b"verifier")),
+            };
+            store
+                .save_code(&sha256_hex("code-1"), &grant, "fam", now + 60)
+                .await
+                .unwrap();
+            store
+                .save_upstream_tokens("fam", &sealed, now)
+                .await
+                .unwrap();
+            let (status, signed_in) = form(
+                &app,
+                "/oauth/token",
+                "grant_type=authorization_code&code=code-1&code_verifier=verifier&redirect_uri=http://127.0.0.1/cb",
+            )
+            .await;
+            assert_eq!(status, 200, "{signed_in}");
+            let subject_token = signed_in["access_token"].as_str().unwrap().to_owned();
+            let mut requests = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let (app, body) = (
+                    app.clone(),
+                    format!(
+                        "grant_type={}&subject_token={subject_token}&subject_token_type={}&audience=https://jira/mcp",
+                        exchange::GRANT_TYPE,
+                        exchange::ACCESS_TOKEN_TYPE
+                    ),
+                );
+                requests.spawn(async move { form(&app, "/oauth/token", &body).await });
+            }
+            let issued: std::collections::BTreeSet<String> = requests
+                .join_all()
+                .await
+                .into_iter()
+                .map(|(status, body)| {
+                    assert_eq!(status, 200, "{body}");
+                    body["access_token"].as_str().unwrap().to_owned()
+                })
+                .collect();
+            assert_eq!(
+                issued.into_iter().collect::<Vec<_>>(),
+                ["idp-token-0-for-https://jira"],
+                "one token for every request"
+            );
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+            let kept = store.upstream_tokens("fam").await.unwrap().unwrap();
+            let kept: UpstreamTokens = serde_json::from_slice(
+                &crate::crypto::Sealer::derived("test", b"upstream sessions")
+                    .open(&kept)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                kept.refresh_token.as_deref(),
+                Some("upstream-2"),
+                "the rotated refresh token is kept"
             );
         }
 
