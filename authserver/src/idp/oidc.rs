@@ -159,9 +159,7 @@ impl UpstreamError {
         };
         OAuthError::new(code, description)
     }
-}
 
-impl UpstreamError {
     /// The OAuth error a gateway sees when no backend token could be had from the provider: a
     /// session that ended, or that kept no refresh token, is the user's to mend (sign in again);
     /// an outage is worth a retry; anything else is the operator's, and the log has it.
@@ -186,8 +184,9 @@ impl UpstreamError {
 }
 
 /// What is kept (encrypted) of a user's upstream session, to re-check them on refresh and to
-/// get their tokens for backends that trust the provider (token exchange).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// get their tokens for backends that trust the provider (token exchange). Its `Debug` shows no
+/// token, so a stray `?tokens` in a log line leaks nothing.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamTokens {
     pub refresh_token: Option<String>,
     /// The provider's access tokens for backends, by backend audience, kept until shortly
@@ -196,8 +195,20 @@ pub struct UpstreamTokens {
     pub backends: BTreeMap<String, BackendToken>,
 }
 
-/// An access token the provider issued for a backend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl std::fmt::Debug for UpstreamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTokens")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("backends", &self.backends)
+            .finish()
+    }
+}
+
+/// An access token the provider issued for a backend (its `Debug` without the token).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendToken {
     pub access_token: String,
     /// Unix seconds.
@@ -208,12 +219,23 @@ pub struct BackendToken {
     pub asked: String,
 }
 
+impl std::fmt::Debug for BackendToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendToken")
+            .field("access_token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .field("asked", &self.asked)
+            .finish()
+    }
+}
+
 /// A kept backend token is reused only while it has more than this to live, so the backend
 /// (and the gateway's cache of it) never gets one about to expire.
 pub const BACKEND_TOKEN_MARGIN_SECONDS: i64 = 60;
 
 /// An access token from the provider's token endpoint, as it answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct UpstreamAccess {
     pub access_token: String,
     pub expires_in: Option<u64>,
@@ -969,7 +991,7 @@ mod tests {
     #[test]
     fn a_backend_token_is_reused_until_a_minute_before_it_expires_and_only_as_asked() {
         let token = |expires_at: i64| BackendToken {
-            access_token: "at".into(),
+            access_token: "access-secret".into(),
             expires_at,
             scope: None,
             asked: "https://api scope".into(),
@@ -979,6 +1001,10 @@ mod tests {
             ..UpstreamTokens::default()
         };
         tokens.keep("https://b/mcp", token(1000), 100);
+        assert!(
+            !format!("{tokens:?}").contains("access-secret"),
+            "no token in Debug"
+        );
         tokens.keep("https://old/mcp", token(150), 100);
         let margin = BACKEND_TOKEN_MARGIN_SECONDS;
         assert!(
