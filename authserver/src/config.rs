@@ -9,6 +9,8 @@ use url::Url;
 
 use crate::client_documents::FetchPolicy;
 use crate::idp::UpstreamConfig;
+use crate::oauth::exchange::{Backend, TokenSource};
+use crate::oauth::Scope;
 
 /// A configuration the server refuses to start with; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub struct FileConfig {
     /// Machine clients registered by the operator, authenticating with a key or as a workload.
     #[serde(default)]
     pub machine_clients: Vec<MachineClientConfig>,
+    #[serde(default)]
+    pub token_exchange: TokenExchangeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -482,6 +486,173 @@ fn check_public_jwks(id: &str, jwks: &serde_json::Value) -> Result<(), ConfigErr
     Ok(())
 }
 
+/// RFC 8693 token exchange (`token_exchange`): which gateway clients may exchange a caller's
+/// access token for a token of which backend, with which scopes. Nothing is exchanged unless
+/// an audience lists the client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenExchangeConfig {
+    /// Longest life of an issued token; never past the subject token's `exp` either.
+    pub lifetime_seconds: u64,
+    /// The longest `act` chain an issued token may carry. 1 (the default): a token minted by
+    /// exchange is refused as a subject token; more lets backends exchange again, each actor
+    /// nested in the next.
+    pub max_actor_chain: usize,
+    /// Confidential clients declared here rather than registered (the gateways), so their
+    /// client IDs are known before the server starts; stored (or updated) at every start.
+    pub gateways: Vec<GatewayClient>,
+    pub audiences: Vec<Backend>,
+}
+
+/// A gateway client: its ID and the file holding its secret (a Kubernetes Secret mount).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayClient {
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+}
+
+/// The longest actor chain the filter names to policies (its `context.actor_chain`).
+const MAX_ACTOR_CHAIN: usize = 8;
+
+impl Default for TokenExchangeConfig {
+    fn default() -> Self {
+        Self {
+            lifetime_seconds: 300,
+            max_actor_chain: 1,
+            gateways: Vec::new(),
+            audiences: Vec::new(),
+        }
+    }
+}
+
+impl TokenExchangeConfig {
+    /// Refuses a section that could issue a token nobody meant: every audience names its
+    /// clients and scopes (scopes the server issues, never `offline_access`), no audience is
+    /// an MCP resource of this server (tokens for those come from a sign-in), and `upstream`
+    /// needs an `oidc` upstream to ask.
+    fn check(
+        &self,
+        resources: &[String],
+        scopes: &[String],
+        upstream: Option<&UpstreamConfig>,
+    ) -> Result<(), ConfigError> {
+        if self.lifetime_seconds == 0 {
+            return Err(invalid(
+                "token_exchange.lifetime_seconds",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=MAX_ACTOR_CHAIN).contains(&self.max_actor_chain) {
+            return Err(invalid(
+                "token_exchange.max_actor_chain",
+                format!(
+                    "`{}` must be between 1 and {MAX_ACTOR_CHAIN}",
+                    self.max_actor_chain
+                ),
+            ));
+        }
+        for (index, gateway) in self.gateways.iter().enumerate() {
+            let id = &gateway.client_id;
+            if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+                return Err(invalid(
+                    "token_exchange.gateways",
+                    format!("client_id `{id}` must be 1 to 200 printable characters"),
+                ));
+            }
+            if self.gateways[..index].iter().any(|g| &g.client_id == id) {
+                return Err(invalid(
+                    "token_exchange.gateways",
+                    format!("client_id `{id}` is declared twice"),
+                ));
+            }
+        }
+        for (index, backend) in self.audiences.iter().enumerate() {
+            check_backend(
+                backend,
+                &self.audiences[..index],
+                resources,
+                scopes,
+                upstream,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn check_backend(
+    backend: &Backend,
+    earlier: &[Backend],
+    resources: &[String],
+    scopes: &[String],
+    upstream: Option<&UpstreamConfig>,
+) -> Result<(), ConfigError> {
+    const FIELD: &str = "token_exchange.audiences";
+    let audience = &backend.audience;
+    let fail = |reason: String| Err(invalid(FIELD, format!("`{audience}`: {reason}")));
+    if audience.is_empty() {
+        return Err(invalid(FIELD, "an entry has an empty `audience`"));
+    }
+    if earlier.iter().any(|b| &b.audience == audience) {
+        return fail("listed twice".into());
+    }
+    if resources.contains(audience) {
+        return fail(
+            "is one of `resources`: tokens for an MCP resource come from a user's sign-in, not from exchange".into(),
+        );
+    }
+    if backend.clients.is_empty() {
+        return fail("`clients` is empty: list the client IDs that may exchange for it".into());
+    }
+    if backend.scopes.is_empty() {
+        return fail("`scopes` is empty: list the scopes its tokens may carry".into());
+    }
+    for scope in &backend.scopes {
+        if let Err(err) = Scope::parse(scope) {
+            return fail(format!("scopes: {err}"));
+        }
+        if scope == "offline_access" {
+            return fail(
+                "scopes: `offline_access` cannot be exchanged (no refresh token is issued)".into(),
+            );
+        }
+        if !scopes.contains(scope) {
+            return fail(format!(
+                "scopes: `{scope}` is not in `scopes`, so no subject token can carry it"
+            ));
+        }
+    }
+    match backend.issuer {
+        TokenSource::SelfSigned => {
+            if !backend.upstream_scopes.is_empty() || backend.upstream_resource.is_some() {
+                return fail(
+                    "`upstream_scopes` and `upstream_resource` are for `issuer: upstream`".into(),
+                );
+            }
+        }
+        TokenSource::Upstream => {
+            if !matches!(upstream, Some(UpstreamConfig::Oidc(_))) {
+                return fail(
+                    "`issuer: upstream` needs an `upstream` of type `oidc`: its refresh tokens get the user's tokens for the backend".into(),
+                );
+            }
+            if let Some(resource) = &backend.upstream_resource {
+                if let Err(err) = Url::parse(resource) {
+                    return fail(format!(
+                        "upstream_resource `{resource}` is not a URL: {err}"
+                    ));
+                }
+            }
+            for scope in &backend.upstream_scopes {
+                if let Err(err) = Scope::parse(scope) {
+                    return fail(format!("upstream_scopes: {err}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Values given on the command line or in the environment; they win over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -511,6 +682,7 @@ pub struct Config {
     pub enterprise: Option<EnterpriseConfig>,
     pub workload_identity: Option<WorkloadIdentityConfig>,
     pub machine_clients: Vec<MachineClientConfig>,
+    pub token_exchange: TokenExchangeConfig,
 }
 
 impl Config {
@@ -586,6 +758,11 @@ impl Config {
                 "authorization codes live at most 600 seconds (RFC 6749 §4.1.2)",
             ));
         }
+        let scopes = if file.scopes.is_empty() {
+            vec!["mcp:tools".to_owned(), "offline_access".to_owned()]
+        } else {
+            file.scopes
+        };
         file.server.check()?;
         if let Some(enterprise) = &file.enterprise {
             enterprise.check(issuer.as_str())?;
@@ -598,6 +775,8 @@ impl Config {
             )?;
         }
         check_machine_clients(&file.machine_clients, file.workload_identity.as_ref())?;
+        file.token_exchange
+            .check(&resources, &scopes, file.upstream.as_ref())?;
         // Without the key no upstream session is kept, so refreshes could never be re-checked
         // with the identity provider (a user removed from a group upstream would keep it here).
         if matches!(
@@ -610,11 +789,6 @@ impl Config {
                 "required with an `oidc` or `oauth2` upstream: upstream tokens are stored encrypted",
             ));
         }
-        let scopes = if file.scopes.is_empty() {
-            vec!["mcp:tools".to_owned(), "offline_access".to_owned()]
-        } else {
-            file.scopes
-        };
         Ok(Self {
             issuer,
             listen: overrides
@@ -642,6 +816,7 @@ impl Config {
             enterprise: file.enterprise,
             workload_identity: file.workload_identity,
             machine_clients: file.machine_clients,
+            token_exchange: file.token_exchange,
         })
     }
 
@@ -656,6 +831,19 @@ impl Config {
             issuer: self.issuer_str(),
             access_seconds: self.lifetimes.access_seconds,
             group_prefix: self.groups.prefix.as_deref().unwrap_or(""),
+        }
+    }
+
+    /// What a token exchange takes from this configuration.
+    pub fn exchange_policy(&self) -> crate::oauth::exchange::Policy<'_> {
+        crate::oauth::exchange::Policy {
+            issuance: crate::oauth::grant::Issuance {
+                access_seconds: self.token_exchange.lifetime_seconds,
+                ..self.issuance()
+            },
+            resources: &self.resources,
+            backends: &self.token_exchange.audiences,
+            max_actor_chain: self.token_exchange.max_actor_chain,
         }
     }
 
@@ -888,6 +1076,114 @@ mod tests {
         .unwrap_err()
         .to_string()
         .contains("unknown field `group_claim`"));
+    }
+
+    #[test]
+    fn token_exchange_is_off_by_default_and_a_backend_gets_what_it_lists() {
+        let base = "issuer: http://a\nresources: [http://a/mcp]\n";
+        let config = Config::resolve(file(base), Overrides::default()).unwrap();
+        assert!(config.token_exchange.audiences.is_empty());
+        assert_eq!(
+            (
+                config.token_exchange.lifetime_seconds,
+                config.token_exchange.max_actor_chain
+            ),
+            (300, 1)
+        );
+        let config = Config::resolve(
+            file(&format!(
+                "{base}token_exchange:\n  gateways: [{{client_id: mesh-gateway, client_secret_file: /s}}]\n  audiences:\n  - {{audience: https://gh/mcp, clients: [mesh-gateway], scopes: [mcp:tools]}}\n"
+            )),
+            Overrides::default(),
+        )
+        .unwrap();
+        let policy = config.exchange_policy();
+        assert_eq!(policy.backends[0].issuer, TokenSource::SelfSigned);
+        assert_eq!(policy.issuance.access_seconds, 300, "the exchange lifetime");
+        assert_eq!(policy.issuance.issuer, "http://a");
+    }
+
+    #[test]
+    fn a_token_exchange_section_that_could_issue_what_nobody_meant_is_refused() {
+        let oidc = "upstream: {type: oidc, issuer_url: https://idp.example.com, client_id: c, client_secret_file: /s}\nencryption_key_file: /k\n";
+        let refused = |section: &str, extra: &str| {
+            Config::resolve(
+                file(&format!(
+                    "issuer: http://a\nresources: [http://a/mcp]\n{extra}token_exchange:\n{section}"
+                )),
+                Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let audience = |fields: &str| {
+            format!("  audiences:\n  - {{audience: https://gh/mcp, clients: [gw], scopes: [mcp:tools]{fields}}}\n")
+        };
+        for (section, extra, expected) in [
+            ("  lifetime_seconds: 0\n".to_owned(), "", "`token_exchange.lifetime_seconds`"),
+            ("  max_actor_chain: 9\n".to_owned(), "", "`9` must be between 1 and 8"),
+            (
+                "  gateways: [{client_id: gw, client_secret_file: /a}, {client_id: gw, client_secret_file: /b}]\n".to_owned(),
+                "",
+                "client_id `gw` is declared twice",
+            ),
+            (
+                "  audiences:\n  - {audience: http://a/mcp, clients: [gw], scopes: [mcp:tools]}\n".to_owned(),
+                "",
+                "`http://a/mcp`: is one of `resources`",
+            ),
+            (
+                "  audiences:\n  - {audience: https://gh/mcp, clients: [], scopes: [mcp:tools]}\n".to_owned(),
+                "",
+                "`https://gh/mcp`: `clients` is empty",
+            ),
+            (
+                "  audiences:\n  - {audience: https://gh/mcp, clients: [gw], scopes: [offline_access]}\n".to_owned(),
+                "",
+                "`offline_access` cannot be exchanged",
+            ),
+            (
+                "  audiences:\n  - {audience: https://gh/mcp, clients: [gw], scopes: [mcp:admin]}\n".to_owned(),
+                "",
+                "`mcp:admin` is not in `scopes`",
+            ),
+            (audience(", issuer: upstream"), "", "needs an `upstream` of type `oidc`"),
+            (audience(", upstream_scopes: [x]"), "", "are for `issuer: upstream`"),
+            (
+                audience(", issuer: upstream, upstream_resource: not-a-url"),
+                oidc,
+                "upstream_resource `not-a-url` is not a URL",
+            ),
+            (
+                format!("{}  - {{audience: https://gh/mcp, clients: [gw], scopes: [mcp:tools]}}\n", audience("")),
+                "",
+                "`https://gh/mcp`: listed twice",
+            ),
+        ] {
+            let err = refused(&section, extra);
+            assert!(err.contains(expected), "{section}: {err}");
+        }
+        let typo = serde_yaml::from_str::<FileConfig>(&format!(
+            "token_exchange:\n{}",
+            audience(", issuer: elsewhere")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            typo.contains("token_exchange.audiences[0].issuer: unknown variant `elsewhere`"),
+            "{typo}"
+        );
+        assert!(
+            Config::resolve(
+                file(&format!(
+                    "issuer: http://a\nresources: [http://a/mcp]\n{oidc}token_exchange:\n{}",
+                    audience(", issuer: upstream, upstream_resource: https://api.example.com, upstream_scopes: [repo]")
+                )),
+                Overrides::default(),
+            )
+            .is_ok(),
+            "an upstream backend with an oidc upstream"
+        );
     }
 
     #[test]

@@ -137,6 +137,7 @@ async fn serve<S: Store>(
         config.registration.unused_client_seconds,
         SystemClock,
     );
+    http::token::provision_gateways(&store, &config, oauth::Clock::now(&SystemClock)).await?;
     let clock = std::sync::Arc::new(oauth::SystemClock);
     let app = http::router(config, keys, store, upstream, sealer, clock);
     http::serve::serve(listener, app, &settings, http::serve::stop_signal()).await;

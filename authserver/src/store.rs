@@ -210,6 +210,29 @@ pub trait Store: Housekeeping + Clone + Send + Sync + 'static {
         expires_at: i64,
         now: i64,
     ) -> impl Future<Output = Io<bool>> + Send;
+    /// Whether a grant family was revoked: an access token of it is refused for exchange.
+    fn family_revoked(&self, family_id: &str) -> impl Future<Output = Io<bool>> + Send;
+    /// Takes the lease on a family's upstream session until `until` (unless another request
+    /// holds a live one): only the holder asks the identity provider with its refresh token for
+    /// a backend's token. `false` when another holds it, or no session is kept.
+    fn lease_upstream(
+        &self,
+        family_id: &str,
+        now: i64,
+        until: i64,
+    ) -> impl Future<Output = Io<bool>> + Send;
+    /// Stores the family's upstream session as the provider left it, and gives the lease back.
+    fn save_leased_upstream(
+        &self,
+        family_id: &str,
+        sealed: &[u8],
+        now: i64,
+    ) -> impl Future<Output = Io<()>> + Send;
+    /// Gives a lease back (the provider could not be asked): the next request need not wait.
+    fn release_upstream_lease(&self, family_id: &str) -> impl Future<Output = Io<()>> + Send;
+    /// Stores a client declared in the configuration, replacing what was stored under its ID;
+    /// it counts as used, so the purge of unused registrations spares it.
+    fn put_client(&self, client: &StoredClient) -> impl Future<Output = Io<()>> + Send;
     fn ping(&self) -> impl Future<Output = Io<()>> + Send;
 }
 
@@ -390,6 +413,67 @@ mod tests {
             .unwrap();
         let old = store.find_refresh("r", 14).await.unwrap().unwrap();
         assert!(!old.successor.unwrap().live, "its successor was used");
+    }
+
+    #[tokio::test]
+    async fn one_request_at_a_time_holds_a_sign_ins_upstream_session() {
+        let (_dir, store) = store().await;
+        assert!(
+            !store.lease_upstream("fam", 10, 40).await.unwrap(),
+            "no session kept, nothing to lease"
+        );
+        store.save_upstream_tokens("fam", b"v1", 1).await.unwrap();
+        assert!(store.lease_upstream("fam", 10, 40).await.unwrap());
+        assert!(
+            !store.lease_upstream("fam", 11, 41).await.unwrap(),
+            "held by the first"
+        );
+        store.save_leased_upstream("fam", b"v2", 12).await.unwrap();
+        assert_eq!(
+            store.upstream_tokens("fam").await.unwrap(),
+            Some(b"v2".to_vec())
+        );
+        assert!(
+            store.lease_upstream("fam", 13, 43).await.unwrap(),
+            "saving gave it back"
+        );
+        store.release_upstream_lease("fam").await.unwrap();
+        assert!(store.lease_upstream("fam", 14, 44).await.unwrap());
+        assert!(
+            store.lease_upstream("fam", 44, 74).await.unwrap(),
+            "an abandoned lease expires"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_family_is_known_as_such() {
+        let (_dir, store) = store().await;
+        assert!(!store.family_revoked("fam").await.unwrap());
+        store.revoke_family("fam", "reuse", 5).await.unwrap();
+        assert!(store.family_revoked("fam").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_declared_client_replaces_its_stored_self_and_is_never_purged_as_unused() {
+        use crate::store::housekeeping::{Housekeeping, PurgeCutoffs};
+        let (_dir, store) = store().await;
+        let gateway = |secret: &str, at: i64| StoredClient {
+            client_id: "mesh-gateway".into(),
+            secret_sha256: Some(secret.into()),
+            metadata: json!({"grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"]}),
+            created_at: at,
+        };
+        store.put_client(&gateway("old", 1)).await.unwrap();
+        store.put_client(&gateway("new", 2)).await.unwrap();
+        let stored = store.client("mesh-gateway").await.unwrap().unwrap();
+        assert_eq!(
+            stored.secret_sha256.as_deref(),
+            Some("new"),
+            "a rotated secret"
+        );
+        let purged = store.purge(PurgeCutoffs::at(10_000_000, 60)).await.unwrap();
+        assert_eq!(purged.clients, 0);
+        assert!(store.client("mesh-gateway").await.unwrap().is_some());
     }
 
     #[tokio::test]

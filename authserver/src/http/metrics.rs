@@ -31,6 +31,7 @@ pub fn grant_label(grant_type: Option<&str>) -> &'static str {
         Some("authorization_code") => "authorization_code",
         Some("refresh_token") => "refresh_token",
         Some(crate::oauth::id_jag::JWT_BEARER) => "jwt_bearer",
+        Some(crate::oauth::exchange::GRANT_TYPE) => "token_exchange",
         Some(_) => "other",
         None => "none",
     }

@@ -208,6 +208,11 @@ async fn metadata<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
     if state.enterprise.is_some() {
         grant_types.push(JWT_BEARER);
     }
+    // Token exchange only where some backend may be exchanged for: a grant no client can use
+    // is not advertised.
+    if !config.token_exchange.audiences.is_empty() {
+        grant_types.push(crate::oauth::exchange::GRANT_TYPE);
+    }
     let mut auth_methods = vec!["none", "client_secret_basic", "client_secret_post"];
     if state.machines.any() {
         auth_methods.push("private_key_jwt");

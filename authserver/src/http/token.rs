@@ -27,9 +27,11 @@ use crate::crypto::Sealer;
 use crate::http::metrics::grant_label;
 use crate::http::{hex, random_token, AppState, Lookup, Metrics};
 use crate::idp::enterprise::VerifyError;
-use crate::idp::oidc::{UpstreamError, UpstreamTokens};
+use crate::idp::oidc::{BackendToken, UpstreamError, UpstreamTokens};
+use crate::idp::Federated;
 use crate::oauth::client_assertion::{self, Presenter, CLIENT_ASSERTION_TYPE};
-use crate::oauth::grant::{access_claims, Grant, User};
+use crate::oauth::exchange::{self, Backend, Decision, Subject};
+use crate::oauth::grant::{access_claims, Grant, User, SESSION_CLAIM};
 use crate::oauth::id_jag::{self, Assertion, AssertionError, Expectations, JWT_BEARER};
 use crate::oauth::introspect::{Context as IntrospectionContext, Found};
 use crate::oauth::token::{
@@ -60,6 +62,11 @@ pub struct TokenRequest {
     client_assertion_type: Option<String>,
     client_assertion: Option<String>,
     assertion: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    requested_token_type: Option<String>,
+    audience: Option<String>,
+    actor_token: Option<String>,
 }
 
 /// A form body, or RFC 6749 §5.2 `invalid_request` JSON when it is not one (wrong content type,
@@ -131,6 +138,7 @@ async fn grant<S: Store>(
         Some("authorization_code") => authorization_code(state, headers, request).await,
         Some("refresh_token") => refresh(state, headers, request).await,
         Some(JWT_BEARER) => jwt_bearer(state, headers, request).await,
+        Some(exchange::GRANT_TYPE) => token_exchange(state, headers, request).await,
         Some(other) => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant type `{other}` is not supported here"),
@@ -243,7 +251,17 @@ async fn jwt_bearer<S: Store>(
     if !fresh {
         return Err(AssertionError::Replayed.into());
     }
-    let access_token = sign_access(state, &decision.grant).await?;
+    // No sign-in here, so no `sid`; the client acts for the user the enterprise IdP named
+    // (RFC 8693 §4.1 `act`), which policies see as `context.actor`.
+    let issued_at = u64::try_from(now).unwrap_or_default();
+    let mut claims = access_claims(
+        &state.config.issuance(),
+        &decision.grant,
+        issued_at,
+        random_token(16),
+    );
+    claims.insert("act".into(), json!({"sub": decision.grant.client_id}));
+    let access_token = sign(state, claims).await?;
     tracing::info!(client_id = %client.client_id, issuer = %issuer.issuer(), resource = %decision.grant.resource, "ID-JAG exchanged");
     Ok(issued(state, &decision.grant, access_token, None))
 }
@@ -294,7 +312,7 @@ async fn authorization_code<S: Store>(
         Ok(decided) => decided,
         Err(refusal) => return Err(refuse(state, refusal).await),
     };
-    let access_token = sign_access(state, &grant).await?;
+    let access_token = sign_access(state, &grant, &family_id).await?;
     let refresh_token = if grant.has_scope("offline_access") {
         let token = random_token(32);
         let expires_at = refresh_policy(state).expiry(now, now);
@@ -353,9 +371,11 @@ async fn refresh<S: Store>(
         let (mut grant, access_scope, family_id, family_issued_at, expires_at) =
             match decide_refresh(found, &ask, &policy, now) {
                 Err(refusal) => return Err(refuse(state, refusal).await),
-                Ok(RefreshDecision::Resend { grant, sealed }) => {
-                    return resend(state, token, &grant, &sealed).await
-                }
+                Ok(RefreshDecision::Resend {
+                    grant,
+                    family_id,
+                    sealed,
+                }) => return resend(state, token, &grant, &family_id, &sealed).await,
                 Ok(RefreshDecision::Rotate {
                     grant,
                     access_scope,
@@ -429,7 +449,7 @@ async fn refresh<S: Store>(
             scope: access_scope,
             ..grant.clone()
         };
-        let access_token = sign_access(state, &access).await?;
+        let access_token = sign_access(state, &access, &family_id).await?;
         let successor = random_token(32);
         let successor_sealed =
             Sealer::derived(SUCCESSOR_KEY_LABEL, token.as_bytes()).seal(successor.as_bytes());
@@ -455,8 +475,9 @@ async fn refresh<S: Store>(
     Err(Refusal::Unknown(Credential::RefreshToken).into())
 }
 
-/// How long a federated refresh holds its token while it asks the identity provider: the
-/// request timeout, so a lease outlives no request that could still use it.
+/// How long a federated refresh holds its token (and a token exchange its sign-in's upstream
+/// session) while it asks the identity provider: the request timeout, so a lease outlives no
+/// request that could still use it.
 const LEASE_SECONDS: i64 = 30;
 /// How often, and how many times, a request for a token another request holds looks again.
 const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -468,6 +489,7 @@ async fn resend<S: Store>(
     state: &Arc<AppState<S>>,
     token: &str,
     grant: &Grant,
+    family_id: &str,
     sealed: &[u8],
 ) -> Result<Response, OAuthError> {
     let successor = Sealer::derived(SUCCESSOR_KEY_LABEL, token.as_bytes())
@@ -478,7 +500,7 @@ async fn resend<S: Store>(
             tracing::error!("a stored refresh successor does not open with its refresh token");
             OAuthError::server_error()
         })?;
-    let access_token = sign_access(state, grant).await?;
+    let access_token = sign_access(state, grant, family_id).await?;
     tracing::info!(client_id = %grant.client_id, "refresh retried within the grace: successor resent");
     Ok(issued(state, grant, access_token, Some(&successor)))
 }
@@ -580,13 +602,16 @@ fn asked_scope(request: &TokenRequest) -> Result<Option<Scope>, OAuthError> {
         .map_err(|err| OAuthError::invalid_scope(err.to_string()))
 }
 
-async fn sign_access<S: Store>(state: &AppState<S>, grant: &Grant) -> Result<String, OAuthError> {
+/// An access token for `grant`, naming the sign-in (`family_id`) it comes from.
+async fn sign_access<S: Store>(
+    state: &AppState<S>,
+    grant: &Grant,
+    family_id: &str,
+) -> Result<String, OAuthError> {
     let now = u64::try_from(state.clock.now()).unwrap_or_default();
-    sign(
-        state,
-        access_claims(&state.config.issuance(), grant, now, random_token(16)),
-    )
-    .await
+    let mut claims = access_claims(&state.config.issuance(), grant, now, random_token(16));
+    claims.insert(SESSION_CLAIM.into(), json!(family_id));
+    sign(state, claims).await
 }
 
 async fn sign<S: Store>(
@@ -625,6 +650,281 @@ fn answer_json(body: serde_json::Value) -> Response {
         Json(body),
     )
         .into_response()
+}
+
+/// RFC 8693 token exchange: an authenticated client the configuration lists for the backend it
+/// names presents the caller's access token and gets one for the backend (see
+/// `oauth::exchange`). The subject token's sign-in is looked up only once its signature holds.
+async fn token_exchange<S: Store>(
+    state: &Arc<AppState<S>>,
+    headers: &HeaderMap,
+    request: &TokenRequest,
+) -> Result<Response, OAuthError> {
+    let client = authenticate(
+        state,
+        headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )
+    .await?;
+    let scope = asked_scope(request)?;
+    let subject = match request.subject_token.as_deref() {
+        None => Subject::Absent,
+        Some(token) => match state.keys.verify("at+jwt", token).await {
+            None => Subject::Unverified,
+            Some(claims) => {
+                let session_revoked = match claims.get(SESSION_CLAIM).and_then(|s| s.as_str()) {
+                    Some(family_id) => state
+                        .store
+                        .family_revoked(family_id)
+                        .await
+                        .map_err(|err| store_failure(state, err))?,
+                    None => false,
+                };
+                Subject::Verified {
+                    claims,
+                    session_revoked,
+                }
+            }
+        },
+    };
+    let ask = exchange::Ask {
+        client_id: &client.client_id,
+        subject_token_type: request.subject_token_type.as_deref(),
+        requested_token_type: request.requested_token_type.as_deref(),
+        audience: request.audience.as_deref(),
+        resource: request.resource.as_deref(),
+        scope: scope.as_ref(),
+        actor_token: request.actor_token.is_some(),
+    };
+    let policy = state.config.exchange_policy();
+    match exchange::decide(&policy, &ask, subject, state.clock.now(), random_token(16))? {
+        Decision::Sign {
+            claims,
+            expires_in,
+            scope,
+            issued_token_type,
+        } => {
+            let (subject, audience) = (claims.get("sub").cloned(), claims.get("aud").cloned());
+            let access_token = sign(state, claims).await?;
+            tracing::debug!(client_id = %client.client_id, ?subject, ?audience, "token exchanged");
+            Ok(answer_json(
+                json!({"access_token": access_token, "issued_token_type": issued_token_type,
+                                  "token_type": "Bearer", "expires_in": expires_in, "scope": scope}),
+            ))
+        }
+        Decision::Upstream { backend, session } => {
+            upstream_exchange(state, &client.client_id, backend, &session).await
+        }
+    }
+}
+
+/// The identity provider's access token for `backend`, for the user of the sign-in `session`:
+/// the one kept while it has more than a minute to live, else a fresh one asked with the
+/// sign-in's upstream refresh token, under a lease, so that concurrent exchanges of one sign-in
+/// (a gateway's first burst of calls, several replicas) ask the provider once: a provider that
+/// rotates refresh tokens takes a second use for a replay. The provider's token goes to the
+/// gateway the configuration lists for this backend, never to the MCP client.
+async fn upstream_exchange<S: Store>(
+    state: &AppState<S>,
+    client_id: &str,
+    backend: &Backend,
+    session: &str,
+) -> Result<Response, OAuthError> {
+    let (Some(federated), Some(sealer)) = (state.upstream.federated(), state.sealer.as_ref())
+    else {
+        tracing::error!(
+            "an `issuer: upstream` audience without a federated upstream and its encryption key"
+        );
+        return Err(OAuthError::server_error());
+    };
+    let asked = backend.upstream_request();
+    let mut waits = 0;
+    loop {
+        let now = state.clock.now();
+        let tokens = kept_session(state, sealer, session).await?;
+        if let Some(kept) = tokens.backend_token(&backend.audience, &asked, now) {
+            return Ok(upstream_answer(client_id, backend, kept, now));
+        }
+        let leased = state
+            .store
+            .lease_upstream(session, now, now + LEASE_SECONDS)
+            .await
+            .map_err(|err| store_failure(state, err))?;
+        if !leased {
+            waits += 1;
+            if waits > LEASE_WAITS {
+                return Err(OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "another request is fetching this token; try again shortly",
+                ));
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+            continue;
+        }
+        let fetched = fetch_leased(state, federated, sealer, backend, session, now).await;
+        return fetched.map(|token| upstream_answer(client_id, backend, &token, now));
+    }
+}
+
+/// Fetches a backend token under the sign-in's lease, and gives the lease back whatever
+/// happens: with the upstream session as the provider left it (a rotated refresh token, the
+/// new backend token kept), or untouched.
+async fn fetch_leased<S: Store>(
+    state: &AppState<S>,
+    federated: Federated<'_>,
+    sealer: &Sealer,
+    backend: &Backend,
+    session: &str,
+    now: i64,
+) -> Result<BackendToken, OAuthError> {
+    let fetched = fetch_backend_token(state, federated, sealer, backend, session, now).await;
+    let stored = match &fetched {
+        Ok((_, Some(kept))) => match serde_json::to_vec(kept) {
+            Ok(plain) => {
+                state
+                    .store
+                    .save_leased_upstream(session, &sealer.seal(&plain), now)
+                    .await
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "an upstream session could not be serialized");
+                state.store.release_upstream_lease(session).await
+            }
+        },
+        _ => state.store.release_upstream_lease(session).await,
+    };
+    if let Err(err) = stored {
+        // Unstored, a rotated upstream refresh token is lost and the user signs in again once
+        // the provider refuses the old one; a lease not given back expires by itself.
+        tracing::error!(error = %err, "could not store the upstream session after a backend token was fetched");
+    }
+    fetched.map(|(token, _)| token)
+}
+
+/// The backend token, read again under the lease (the previous holder may just have kept a
+/// fresh one) or asked of the provider, with the session to store if the provider was asked.
+async fn fetch_backend_token<S: Store>(
+    state: &AppState<S>,
+    federated: Federated<'_>,
+    sealer: &Sealer,
+    backend: &Backend,
+    session: &str,
+    now: i64,
+) -> Result<(BackendToken, Option<UpstreamTokens>), OAuthError> {
+    let asked = backend.upstream_request();
+    let tokens = kept_session(state, sealer, session).await?;
+    if let Some(kept) = tokens.backend_token(&backend.audience, &asked, now) {
+        return Ok((kept.clone(), None));
+    }
+    let (access, mut kept) = federated
+        .backend_token(
+            &tokens,
+            backend.upstream_resource.as_deref(),
+            &backend.upstream_scopes,
+        )
+        .await
+        .map_err(|err| {
+            state.metrics.upstream_failed(&err);
+            tracing::warn!(error = %err, audience = %backend.audience, "the identity provider did not issue a backend token");
+            err.for_exchange()
+        })?;
+    let lifetime = access
+        .expires_in
+        .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
+    let token = BackendToken {
+        access_token: access.access_token,
+        expires_at: now.saturating_add(lifetime),
+        scope: access.scope,
+        asked,
+    };
+    kept.keep(&backend.audience, token.clone(), now);
+    Ok((token, Some(kept)))
+}
+
+/// The upstream session kept for a sign-in, opened.
+async fn kept_session<S: Store>(
+    state: &AppState<S>,
+    sealer: &Sealer,
+    session: &str,
+) -> Result<UpstreamTokens, OAuthError> {
+    let sealed = state
+        .store
+        .upstream_tokens(session)
+        .await
+        .map_err(|err| store_failure(state, err))?
+        .ok_or_else(|| {
+            OAuthError::invalid_grant(
+                "the sign-in behind the subject_token kept no session with the identity provider; the user must sign in again",
+            )
+        })?;
+    sealer
+        .open(&sealed)
+        .ok()
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .ok_or_else(|| {
+            tracing::error!(
+                "a stored upstream session cannot be decrypted (was encryption_key_file changed?)"
+            );
+            OAuthError::server_error()
+        })
+}
+
+/// The RFC 8693 §2.2.1 answer with the provider's token (its lifetime unknown: no `expires_in`).
+fn upstream_answer(client_id: &str, backend: &Backend, token: &BackendToken, now: i64) -> Response {
+    let mut body = json!({"access_token": token.access_token, "issued_token_type": exchange::ACCESS_TOKEN_TYPE,
+                          "token_type": "Bearer"});
+    if token.expires_at > now {
+        body["expires_in"] = json!(token.expires_at - now);
+    }
+    if let Some(scope) = &token.scope {
+        body["scope"] = json!(scope);
+    }
+    tracing::debug!(client_id, audience = %backend.audience, "token exchanged for the identity provider's");
+    answer_json(body)
+}
+
+/// Stores the gateways `token_exchange.gateways` declares (their secret hashed, as a
+/// registration's), so that they authenticate like any confidential client; run at start.
+pub async fn provision_gateways<S: Store>(
+    store: &S,
+    config: &crate::config::Config,
+    now: i64,
+) -> anyhow::Result<()> {
+    /// A secret shorter than this is refused: it would be guessable.
+    const MIN_SECRET_BYTES: usize = 16;
+    for gateway in &config.token_exchange.gateways {
+        let path = &gateway.client_secret_file;
+        let secret = std::fs::read_to_string(path)
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "token_exchange.gateways: `{}`: client_secret_file {}: {err}",
+                    gateway.client_id,
+                    path.display()
+                )
+            })?
+            .trim()
+            .to_owned();
+        if secret.len() < MIN_SECRET_BYTES {
+            anyhow::bail!(
+                "token_exchange.gateways: `{}`: client_secret_file {} holds {} bytes; use at least {MIN_SECRET_BYTES} random ones (`openssl rand -base64 32`)",
+                gateway.client_id,
+                path.display(),
+                secret.len()
+            );
+        }
+        let client = StoredClient {
+            client_id: gateway.client_id.clone(),
+            secret_sha256: Some(sha256_hex(&secret)),
+            metadata: json!({"client_name": "token exchange gateway (token_exchange.gateways)",
+                             "grant_types": [exchange::GRANT_TYPE],
+                             "token_endpoint_auth_method": "client_secret_basic"}),
+            created_at: now,
+        };
+        store.put_client(&client).await?;
+        tracing::info!(client_id = %client.client_id, "token exchange gateway client stored");
+    }
+    Ok(())
 }
 
 /// The form of RFC 7009 revocation and RFC 7662 introspection: one token, and the caller's
@@ -748,9 +1048,24 @@ async fn introspection<S: Store>(
             None => Found::Nothing,
         },
     };
+    // The backends of token exchange are served too: a backend may introspect its tokens.
+    let served: Vec<String> = state
+        .config
+        .resources
+        .iter()
+        .chain(
+            state
+                .config
+                .token_exchange
+                .audiences
+                .iter()
+                .map(|b| &b.audience),
+        )
+        .cloned()
+        .collect();
     let context = IntrospectionContext {
         issuer: state.config.issuer_str(),
-        resources: &state.config.resources,
+        resources: &served,
         caller: &client.client_id,
         policy: &refresh_policy(state),
         now: state.clock.now(),
@@ -1274,6 +1589,7 @@ mod tests {
                     }
                     let rotated = UpstreamTokens {
                         refresh_token: Some("upstream-2".into()),
+                        ..UpstreamTokens::default()
                     };
                     Ok((previous.clone(), rotated))
                 })
@@ -1286,6 +1602,7 @@ mod tests {
             let sealer = crate::crypto::Sealer::derived("test", b"upstream sessions");
             let upstream_session = serde_json::to_vec(&UpstreamTokens {
                 refresh_token: Some("upstream-1".into()),
+                ..UpstreamTokens::default()
             })
             .unwrap();
             let sealed = sealer.seal(&upstream_session);
@@ -1701,6 +2018,156 @@ mod tests {
                         .contains(&json!("ES256"))
                 );
             }
+        }
+
+        /// A provider that issues backend tokens slowly, counting how often it is asked, and
+        /// rotates the refresh token it is given (only the one kept at sign-in).
+        struct BackendTokens(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+        impl crate::idp::IdentityProvider for BackendTokens {
+            fn is_federated(&self) -> bool {
+                true
+            }
+
+            fn start(&self) -> crate::idp::BoxFuture<'_, Result<crate::idp::Start, UpstreamError>> {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn finish<'a>(
+                &'a self,
+                _code: &'a str,
+                _nonce: &'a str,
+                _verifier: &'a str,
+            ) -> crate::idp::BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>
+            {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn refresh<'a>(
+                &'a self,
+                _tokens: &'a UpstreamTokens,
+                _previous: &'a User,
+            ) -> crate::idp::BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>
+            {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn backend_token<'a>(
+                &'a self,
+                tokens: &'a UpstreamTokens,
+                resource: Option<&'a str>,
+                _scopes: &'a [String],
+            ) -> crate::idp::BoxFuture<
+                'a,
+                Result<(crate::idp::oidc::UpstreamAccess, UpstreamTokens), UpstreamError>,
+            > {
+                Box::pin(async move {
+                    let call = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if tokens.refresh_token.as_deref() != Some("upstream-1") {
+                        return Err(UpstreamError::SessionEnded("refresh token reused".into()));
+                    }
+                    let access = crate::idp::oidc::UpstreamAccess {
+                        access_token: format!("idp-token-{call}-for-{}", resource.unwrap_or("-")),
+                        expires_in: Some(3600),
+                        scope: None,
+                    };
+                    Ok((access, tokens.rotated(Some("upstream-2".into()))))
+                })
+            }
+        }
+
+        #[tokio::test]
+        async fn concurrent_exchanges_of_one_sign_in_ask_the_provider_once() {
+            let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let sealer = crate::crypto::Sealer::derived("test", b"upstream sessions");
+            let session = UpstreamTokens {
+                refresh_token: Some("upstream-1".into()),
+                ..UpstreamTokens::default()
+            };
+            let sealed = sealer.seal(&serde_json::to_vec(&session).unwrap());
+            let yaml = "upstream: {type: oidc, issuer_url: https://idp.example.com, client_id: c, client_secret_file: /s}\n\
+                        encryption_key_file: /k\n\
+                        token_exchange: {audiences: [{audience: https://jira/mcp, clients: [m2m], scopes: [mcp:tools], \
+                        issuer: upstream, upstream_resource: https://jira}]}\n";
+            let (_dir, app, store) = app_with(
+                std::sync::Arc::new(crate::oauth::SystemClock),
+                Upstream::new(Some(Box::new(BackendTokens(calls.clone())))),
+                Some(sealer),
+                yaml,
+            )
+            .await;
+            let now = crate::oauth::Clock::now(&crate::oauth::SystemClock);
+            let grant = Grant {
+                client_id: "m2m".into(),
+                resource: RESOURCE.into(),
+                scope: "mcp:tools".into(),
+                user: User {
+                    subject: "okta|alice".into(),
+                    email: None,
+                    name: None,
+                    groups: vec![],
+                    roles: vec![],
+                },
+                redirect_uri: "http://127.0.0.1/cb".into(),
+                code_challenge: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(Sha256::digest(b"verifier")),
+            };
+            store
+                .save_code(&sha256_hex("code-1"), &grant, "fam", now + 60)
+                .await
+                .unwrap();
+            store
+                .save_upstream_tokens("fam", &sealed, now)
+                .await
+                .unwrap();
+            let (status, signed_in) = form(
+                &app,
+                "/oauth/token",
+                "grant_type=authorization_code&code=code-1&code_verifier=verifier&redirect_uri=http://127.0.0.1/cb",
+            )
+            .await;
+            assert_eq!(status, 200, "{signed_in}");
+            let subject_token = signed_in["access_token"].as_str().unwrap().to_owned();
+            let mut requests = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let (app, body) = (
+                    app.clone(),
+                    format!(
+                        "grant_type={}&subject_token={subject_token}&subject_token_type={}&audience=https://jira/mcp",
+                        exchange::GRANT_TYPE,
+                        exchange::ACCESS_TOKEN_TYPE
+                    ),
+                );
+                requests.spawn(async move { form(&app, "/oauth/token", &body).await });
+            }
+            let issued: std::collections::BTreeSet<String> = requests
+                .join_all()
+                .await
+                .into_iter()
+                .map(|(status, body)| {
+                    assert_eq!(status, 200, "{body}");
+                    body["access_token"].as_str().unwrap().to_owned()
+                })
+                .collect();
+            assert_eq!(
+                issued.into_iter().collect::<Vec<_>>(),
+                ["idp-token-0-for-https://jira"],
+                "one token for every request"
+            );
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+            let kept = store.upstream_tokens("fam").await.unwrap().unwrap();
+            let kept: UpstreamTokens = serde_json::from_slice(
+                &crate::crypto::Sealer::derived("test", b"upstream sessions")
+                    .open(&kept)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                kept.refresh_token.as_deref(),
+                Some("upstream-2"),
+                "the rotated refresh token is kept"
+            );
         }
 
         #[tokio::test]

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::oauth::grant::User;
 use oauth2::OAuth2Settings;
 use oidc::OidcSettings;
-use oidc::{Pending, UpstreamError, UpstreamTokens};
+use oidc::{Pending, UpstreamAccess, UpstreamError, UpstreamTokens};
 
 /// A boxed future, so that the trait can be used as `dyn IdentityProvider` (one provider is
 /// chosen by the configuration at start).
@@ -75,9 +75,23 @@ pub trait IdentityProvider: Send + Sync {
         tokens: &'a UpstreamTokens,
         previous: &'a User,
     ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>;
+
+    /// The provider's access token for a backend that trusts it (token exchange), for the user
+    /// whose session `tokens` is, asking `resource` (RFC 8707) and `scopes` if given; and the
+    /// session to keep from now on. Only an OpenID provider issues them (the configuration
+    /// allows `issuer: upstream` with no other).
+    fn backend_token<'a>(
+        &'a self,
+        _tokens: &'a UpstreamTokens,
+        _resource: Option<&'a str>,
+        _scopes: &'a [String],
+    ) -> BoxFuture<'a, Result<(UpstreamAccess, UpstreamTokens), UpstreamError>> {
+        Box::pin(async { Err(UpstreamError::NotFederated) })
+    }
 }
 
-/// A provider users are sent to, as the token endpoint sees it: only its refresh.
+/// A provider users are sent to, as the token endpoint sees it: its refresh, and its tokens
+/// for backends.
 #[derive(Clone, Copy)]
 pub struct Federated<'a>(pub &'a dyn IdentityProvider);
 
@@ -88,6 +102,15 @@ impl Federated<'_> {
         previous: &User,
     ) -> Result<(User, UpstreamTokens), UpstreamError> {
         self.0.refresh(tokens, previous).await
+    }
+
+    pub async fn backend_token(
+        &self,
+        tokens: &UpstreamTokens,
+        resource: Option<&str>,
+        scopes: &[String],
+    ) -> Result<(UpstreamAccess, UpstreamTokens), UpstreamError> {
+        self.0.backend_token(tokens, resource, scopes).await
     }
 }
 

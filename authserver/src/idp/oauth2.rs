@@ -165,6 +165,7 @@ impl OAuth2Upstream {
             user,
             UpstreamTokens {
                 refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+                ..UpstreamTokens::default()
             },
         ))
     }
@@ -188,16 +189,8 @@ impl OAuth2Upstream {
             .map_err(|err| self.token_error(err, true))?;
         let user =
             super::same_person(previous, self.user(response.access_token().secret()).await?)?;
-        let refresh = response
-            .refresh_token()
-            .map(|t| t.secret().clone())
-            .or(tokens.refresh_token.clone());
-        Ok((
-            user,
-            UpstreamTokens {
-                refresh_token: refresh,
-            },
-        ))
+        let kept = tokens.rotated(response.refresh_token().map(|t| t.secret().clone()));
+        Ok((user, kept))
     }
 
     /// The user from the userinfo endpoint: without it nothing is known, so its failure fails.

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreProviderMetadata,
+    CoreTokenResponse, CoreTokenType,
 };
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
@@ -160,12 +161,114 @@ impl UpstreamError {
         };
         OAuthError::new(code, description)
     }
+
+    /// The OAuth error a gateway sees when no backend token could be had from the provider: a
+    /// session that ended, or that kept no refresh token, is the user's to mend (sign in again);
+    /// an outage is worth a retry; anything else is the operator's, and the log has it.
+    pub fn for_exchange(&self) -> OAuthError {
+        match self {
+            Self::Unreachable { .. } => OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the identity provider could not be reached; try again shortly",
+            ),
+            Self::SessionEnded(_) | Self::NotAssigned => OAuthError::invalid_grant(
+                "the identity provider ended the user's session; they must sign in again",
+            ),
+            Self::NoRefreshToken => OAuthError::invalid_grant(
+                "the user's sign-in kept no refresh token of the identity provider (it issues them for offline_access), so none of its tokens can be had for this backend",
+            ),
+            _ => OAuthError::new(
+                ErrorCode::ServerError,
+                "the identity provider did not issue a token for this backend; the authorization server's log has the cause",
+            ),
+        }
+    }
 }
 
-/// What is kept (encrypted) of a user's upstream session, to re-check them on refresh.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What is kept (encrypted) of a user's upstream session, to re-check them on refresh and to
+/// get their tokens for backends that trust the provider (token exchange). Its `Debug` shows no
+/// token, so a stray `?tokens` in a log line leaks nothing.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamTokens {
     pub refresh_token: Option<String>,
+    /// The provider's access tokens for backends, by backend audience, kept until shortly
+    /// before they expire so that each exchange does not cost a provider round trip.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backends: BTreeMap<String, BackendToken>,
+}
+
+impl std::fmt::Debug for UpstreamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTokens")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("backends", &self.backends)
+            .finish()
+    }
+}
+
+/// An access token the provider issued for a backend (its `Debug` without the token).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendToken {
+    pub access_token: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub scope: Option<String>,
+    /// What was asked of the provider (see `Backend::upstream_request`): a token asked for
+    /// other scopes or another resource than the configuration now names is not reused.
+    pub asked: String,
+}
+
+impl std::fmt::Debug for BackendToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendToken")
+            .field("access_token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .field("asked", &self.asked)
+            .finish()
+    }
+}
+
+/// A kept backend token is reused only while it has more than this to live, so the backend
+/// (and the gateway's cache of it) never gets one about to expire.
+pub const BACKEND_TOKEN_MARGIN_SECONDS: i64 = 60;
+
+/// An access token from the provider's token endpoint, as it answered.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamAccess {
+    pub access_token: String,
+    pub expires_in: Option<u64>,
+    pub scope: Option<String>,
+}
+
+impl UpstreamTokens {
+    /// The session after a refresh: the provider's new refresh token if it rotated it (else the
+    /// one kept), and the backend tokens kept so far.
+    pub fn rotated(&self, refresh_token: Option<String>) -> Self {
+        Self {
+            refresh_token: refresh_token.or_else(|| self.refresh_token.clone()),
+            backends: self.backends.clone(),
+        }
+    }
+
+    /// The token kept for `audience`, if it was asked as `asked` and lives long enough.
+    pub fn backend_token(&self, audience: &str, asked: &str, now: i64) -> Option<&BackendToken> {
+        self.backends.get(audience).filter(|kept| {
+            kept.asked == asked && kept.expires_at > now + BACKEND_TOKEN_MARGIN_SECONDS
+        })
+    }
+
+    /// Keeps `token` for `audience` (if it lives long enough to be reused), dropping the tokens
+    /// that have expired meanwhile.
+    pub fn keep(&mut self, audience: &str, token: BackendToken, now: i64) {
+        self.backends.retain(|_, kept| kept.expires_at > now);
+        if token.expires_at > now + BACKEND_TOKEN_MARGIN_SECONDS {
+            self.backends.insert(audience.to_owned(), token);
+        }
+    }
 }
 
 /// The secrets of one upstream login between the redirect and the callback.
@@ -301,6 +404,7 @@ impl OidcUpstream {
             .await?;
         let tokens = UpstreamTokens {
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            ..UpstreamTokens::default()
         };
         if tokens.refresh_token.is_none()
             && self.settings.scopes.iter().any(|s| s == "offline_access")
@@ -317,18 +421,8 @@ impl OidcUpstream {
         tokens: &UpstreamTokens,
         previous: &User,
     ) -> Result<(User, UpstreamTokens), UpstreamError> {
-        let refresh_token = tokens
-            .refresh_token
-            .clone()
-            .ok_or(UpstreamError::NoRefreshToken)?;
         let client = self.client().await?;
-        let refresh_token = RefreshToken::new(refresh_token);
-        let response = client
-            .exchange_refresh_token(&refresh_token)
-            .map_err(|err| self.unreachable(err.to_string()))?
-            .request_async(&self.http)
-            .await
-            .map_err(|err| self.token_error(err, true))?;
+        let (response, kept) = self.refreshed(&client, tokens, None, &[]).await?;
         let id_claims = match response.id_token() {
             Some(id_token) => {
                 id_token
@@ -342,13 +436,71 @@ impl OidcUpstream {
             .user(&client, &id_claims, response.access_token().secret())
             .await?;
         let user = super::same_person(previous, user)?;
-        let tokens = UpstreamTokens {
-            refresh_token: response
-                .refresh_token()
-                .map(|t| t.secret().clone())
-                .or(Some(refresh_token.secret().clone())),
+        Ok((user, kept))
+    }
+
+    /// The provider's access token for a backend, for the user of `tokens`: a refresh-token
+    /// grant asking `resource` (RFC 8707) and `scopes`, if given. Only bearer tokens: one bound
+    /// to a key (DPoP, mTLS) would be useless to the backend it is handed to.
+    async fn backend_access(
+        &self,
+        tokens: &UpstreamTokens,
+        resource: Option<&str>,
+        scopes: &[String],
+    ) -> Result<(UpstreamAccess, UpstreamTokens), UpstreamError> {
+        let client = self.client().await?;
+        let (response, kept) = self.refreshed(&client, tokens, resource, scopes).await?;
+        if *response.token_type() != CoreTokenType::Bearer {
+            return Err(UpstreamError::Other {
+                error: "unsupported_token_type".into(),
+                description: format!(
+                    "the provider issued a `{}` token, not a bearer token",
+                    response.token_type().as_ref()
+                ),
+            });
+        }
+        let scope = response.scopes().map(|scopes| {
+            scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        let access = UpstreamAccess {
+            access_token: response.access_token().secret().clone(),
+            expires_in: response.expires_in().map(|d| d.as_secs()),
+            scope,
         };
-        Ok((user, tokens))
+        Ok((access, kept))
+    }
+
+    /// A refresh-token grant with the kept session: the provider's answer, and the session to
+    /// keep from now on (with its refresh token rotated, if the provider rotates them).
+    async fn refreshed(
+        &self,
+        client: &ConfiguredClient,
+        tokens: &UpstreamTokens,
+        resource: Option<&str>,
+        scopes: &[String],
+    ) -> Result<(CoreTokenResponse, UpstreamTokens), UpstreamError> {
+        let refresh_token = tokens
+            .refresh_token
+            .clone()
+            .ok_or(UpstreamError::NoRefreshToken)?;
+        let refresh_token = RefreshToken::new(refresh_token);
+        let mut request = client
+            .exchange_refresh_token(&refresh_token)
+            .map_err(|err| self.unreachable(err.to_string()))?
+            .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
+        if let Some(resource) = resource {
+            request = request.add_extra_param("resource", resource.to_owned());
+        }
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(|err| self.token_error(err, true))?;
+        let kept = tokens.rotated(response.refresh_token().map(|t| t.secret().clone()));
+        Ok((response, kept))
     }
 
     /// The user as the configured sources describe them (first source with a claim wins).
@@ -463,6 +615,15 @@ impl IdentityProvider for OidcUpstream {
         previous: &'a User,
     ) -> BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>> {
         Box::pin(self.recheck(tokens, previous))
+    }
+
+    fn backend_token<'a>(
+        &'a self,
+        tokens: &'a UpstreamTokens,
+        resource: Option<&'a str>,
+        scopes: &'a [String],
+    ) -> BoxFuture<'a, Result<(UpstreamAccess, UpstreamTokens), UpstreamError>> {
+        Box::pin(self.backend_access(tokens, resource, scopes))
     }
 }
 
@@ -725,6 +886,86 @@ mod tests {
             UpstreamError::NotAssigned.for_client().code,
             ErrorCode::AccessDenied
         );
+    }
+
+    #[test]
+    fn a_backend_token_is_reused_until_a_minute_before_it_expires_and_only_as_asked() {
+        let token = |expires_at: i64| BackendToken {
+            access_token: "access-secret".into(),
+            expires_at,
+            scope: None,
+            asked: "https://api scope".into(),
+        };
+        let mut tokens = UpstreamTokens {
+            refresh_token: Some("rt".into()),
+            ..UpstreamTokens::default()
+        };
+        tokens.keep("https://b/mcp", token(1000), 100);
+        assert!(
+            !format!("{tokens:?}").contains("access-secret"),
+            "no token in Debug"
+        );
+        tokens.keep("https://old/mcp", token(150), 100);
+        let margin = BACKEND_TOKEN_MARGIN_SECONDS;
+        assert!(
+            !tokens.backends.contains_key("https://old/mcp"),
+            "too short-lived to keep"
+        );
+        assert!(tokens
+            .backend_token("https://b/mcp", "https://api scope", 1000 - margin - 1)
+            .is_some());
+        assert!(tokens
+            .backend_token("https://b/mcp", "https://api scope", 1000 - margin)
+            .is_none());
+        assert!(
+            tokens
+                .backend_token("https://b/mcp", "https://api other", 100)
+                .is_none(),
+            "asked for other scopes since"
+        );
+        let rotated = tokens.rotated(Some("rt2".into()));
+        assert_eq!(rotated.refresh_token.as_deref(), Some("rt2"));
+        assert_eq!(rotated.backends, tokens.backends, "kept across a refresh");
+        assert_eq!(tokens.rotated(None).refresh_token.as_deref(), Some("rt"));
+        tokens.keep("https://c/mcp", token(2000), 1001);
+        assert!(
+            !tokens.backends.contains_key("https://b/mcp"),
+            "expired ones are dropped"
+        );
+        let before: UpstreamTokens = serde_json::from_str(r#"{"refresh_token": "rt"}"#).unwrap();
+        assert!(
+            before.backends.is_empty(),
+            "sessions stored before exchange"
+        );
+    }
+
+    #[test]
+    fn a_gateway_is_told_whether_to_retry_sign_in_again_or_ask_the_operator() {
+        assert_eq!(
+            UpstreamError::SessionEnded("revoked".into())
+                .for_exchange()
+                .code,
+            ErrorCode::InvalidGrant
+        );
+        assert_eq!(
+            UpstreamError::NoRefreshToken.for_exchange().code,
+            ErrorCode::InvalidGrant
+        );
+        let outage = UpstreamError::Unreachable {
+            issuer: "https://idp.internal".into(),
+            detail: "dns".into(),
+        };
+        assert_eq!(
+            outage.for_exchange().code,
+            ErrorCode::TemporarilyUnavailable
+        );
+        let misconfigured = UpstreamError::Other {
+            error: "invalid_target".into(),
+            description: "resource db01.internal not granted".into(),
+        }
+        .for_exchange();
+        assert_eq!(misconfigured.code, ErrorCode::ServerError);
+        assert!(!misconfigured.description.contains("internal"));
     }
 
     #[test]

@@ -38,6 +38,11 @@ impl Grant {
     }
 }
 
+/// The claim naming the sign-in (the grant family) an access token comes from, as OpenID
+/// Connect's `sid` names a session: a token exchange finds the user's upstream session by it,
+/// and refuses the token once the family is revoked.
+pub const SESSION_CLAIM: &str = "sid";
+
 /// What an access token takes from the server's configuration (kept apart from `Config` so the
 /// protocol layer does not depend on how the server is configured).
 #[derive(Debug, Clone, Copy)]

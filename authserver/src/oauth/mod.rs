@@ -6,6 +6,7 @@ pub mod client_assertion;
 pub mod clock;
 pub mod consent;
 pub mod error;
+pub mod exchange;
 pub mod grant;
 pub mod id_jag;
 pub mod identity;

@@ -53,7 +53,7 @@ fn metadata_error(field: &str, reason: impl std::fmt::Display) -> RegistrationEr
 }
 
 /// At most 40 characters of a value, for an error message that must not echo megabytes.
-fn quoted(value: &str) -> String {
+pub(crate) fn quoted(value: &str) -> String {
     let mut prefix: String = value.chars().take(40).collect();
     if prefix.len() < value.len() {
         prefix.push('…');

@@ -147,7 +147,11 @@ pub enum RefreshDecision {
         expires_at: i64,
     },
     /// A retry within the grace: answer with the sealed successor and an access token for `grant`.
-    Resend { grant: Grant, sealed: Vec<u8> },
+    Resend {
+        grant: Grant,
+        family_id: String,
+        sealed: Vec<u8>,
+    },
 }
 
 /// Decides a refresh request on `found`, the token as stored (if it is known), at `now`.
@@ -169,6 +173,7 @@ pub fn decide_refresh(
                 let grant = checked(successor.grant, ask, credential)?;
                 Ok(RefreshDecision::Resend {
                     grant,
+                    family_id: found.family_id,
                     sealed: successor.sealed,
                 })
             }
@@ -456,6 +461,7 @@ mod tests {
             decide_refresh(Some(rotated(NOW - 29, true)), &ask(None), &POLICY, NOW),
             Ok(RefreshDecision::Resend {
                 grant: grant("mcp:tools offline_access"),
+                family_id: "fam".into(),
                 sealed: b"sealed".to_vec()
             })
         );

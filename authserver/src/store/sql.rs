@@ -375,6 +375,72 @@ macro_rules! sql_store {
                 Ok(stored == 1)
             }
 
+            async fn family_revoked(&self, family_id: &str) -> Result<bool, StoreError> {
+                let row = sqlx::query("SELECT 1 AS revoked FROM revoked_families WHERE family_id = $1")
+                    .bind(family_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn lease_upstream(
+                &self,
+                family_id: &str,
+                now: i64,
+                until: i64,
+            ) -> Result<bool, StoreError> {
+                // One conditional UPDATE: of two requests (or replicas), one takes the lease.
+                let taken = sqlx::query(
+                    "UPDATE upstream_tokens SET leased_until = $3 \
+                     WHERE family_id = $1 AND (leased_until IS NULL OR leased_until <= $2)",
+                )
+                .bind(family_id)
+                .bind(now)
+                .bind(until)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(taken == 1)
+            }
+
+            async fn save_leased_upstream(
+                &self,
+                family_id: &str,
+                sealed: &[u8],
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query("UPDATE upstream_tokens SET sealed = $2, updated_at = $3, leased_until = NULL WHERE family_id = $1")
+                    .bind(family_id)
+                    .bind(sealed)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn release_upstream_lease(&self, family_id: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE upstream_tokens SET leased_until = NULL WHERE family_id = $1")
+                    .bind(family_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn put_client(&self, client: &StoredClient) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO clients (client_id, secret_sha256, metadata, created_at, last_used_at) VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (client_id) DO UPDATE SET secret_sha256 = excluded.secret_sha256, metadata = excluded.metadata, \
+                     last_used_at = excluded.last_used_at",
+                )
+                .bind(&client.client_id)
+                .bind(&client.secret_sha256)
+                .bind(client.metadata.to_string())
+                .bind(client.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             async fn ping(&self) -> Result<(), StoreError> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
