@@ -812,6 +812,7 @@ mod tests {
                     secret_sha256: None,
                     metadata: json!({"client_name": "Totally <Legit>", "redirect_uris": [CB]}),
                     created_at: 1,
+                    last_used_at: None,
                 })
                 .await
                 .unwrap();

@@ -272,6 +272,7 @@ async fn register<S: Store>(
         secret_sha256: secret.as_ref().map(|s| hex(&Sha256::digest(s.as_bytes()))),
         metadata: Value::Object(metadata.clone()),
         created_at: issued_at,
+        last_used_at: None,
     };
     if let Err(err) = state.store.save_client(&stored).await {
         tracing::error!(error = %err, "could not store a registered client");
@@ -398,6 +399,7 @@ impl<S: Store> AppState<S> {
                     secret_sha256: None,
                     metadata: document,
                     created_at: 0,
+                    last_used_at: None,
                 }),
                 Err(err) => {
                     tracing::info!(error = %err, "client metadata document refused");
@@ -423,17 +425,11 @@ impl<S: Store> AppState<S> {
     }
 
     /// Records that a registered client was used (found for a flow, or authenticated), so the
-    /// purge of never-used registrations spares it. Failing to record that must not fail the
-    /// request.
+    /// purge of never-used registrations spares it and `admin clients list` shows it in use.
+    /// Failing to record that must not fail the request.
     pub async fn mark_used(&self, client: &StoredClient) {
         let now = self.clock.now();
-        let mark = needs_use_mark(
-            client.created_at,
-            now,
-            self.config.registration.unused_client_seconds,
-            self.config.server.purge_interval_seconds,
-        );
-        if mark {
+        if needs_use_mark(client.last_used_at, now) {
             if let Err(err) = self.store.client_used(&client.client_id, now).await {
                 tracing::warn!(error = %err, "could not record that a client was used");
             }

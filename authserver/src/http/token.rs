@@ -885,6 +885,7 @@ mod tests {
                     secret_sha256: secret,
                     metadata,
                     created_at: clock.now(),
+                    last_used_at: None,
                 };
                 store.save_client(&client).await.unwrap();
             }

@@ -64,4 +64,4 @@ impl PostgresStore {
     }
 }
 
-sql_store!(PostgresStore);
+sql_store!(PostgresStore, sqlx::postgres::PgRow);
