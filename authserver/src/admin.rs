@@ -246,13 +246,13 @@ async fn on_store<S: Store>(
             Report::Clients(list_clients(store, all).await?)
         }
         OnDatabase::Clients(ClientsCommand::Revoke { client_id }) => {
-            Report::ClientRevoked(revoke_client(store, &client_id, now).await?, access_seconds)
+            Report::ClientRevoked(revoke_client(store, &client_id, now, access_seconds).await?)
         }
         OnDatabase::Grants(GrantsCommand::List { subject }) => {
             Report::Grants(user_grants(store, &subject, now).await?)
         }
         OnDatabase::Grants(GrantsCommand::Revoke { subject }) => {
-            Report::UserRevoked(revoke_user(store, &subject, now).await?, access_seconds)
+            Report::UserRevoked(revoke_user(store, &subject, now, access_seconds).await?)
         }
         OnDatabase::Purge => Report::Purged(
             store
@@ -364,6 +364,8 @@ pub struct ClientRevocation {
     /// Sign-ins whose refresh token stopped working now.
     pub families_revoked: u64,
     pub consents_deleted: u64,
+    /// How long access tokens already issued stay valid, at most (`lifetimes.access_seconds`).
+    pub access_tokens_valid_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -383,6 +385,7 @@ pub async fn revoke_client<S: Store>(
     store: &S,
     client_id: &str,
     now: i64,
+    access_seconds: u64,
 ) -> Result<ClientRevocation, AdminError> {
     let state = store.revoke_client(client_id, now).await?;
     let owner = Owner::Client(client_id);
@@ -410,6 +413,7 @@ pub async fn revoke_client<S: Store>(
         revoked_at,
         families_revoked,
         consents_deleted,
+        access_tokens_valid_seconds: access_seconds,
     })
 }
 
@@ -440,6 +444,8 @@ pub struct UserRevocation {
     pub subject: String,
     pub families_revoked: u64,
     pub consents_deleted: u64,
+    /// How long access tokens already issued stay valid, at most (`lifetimes.access_seconds`).
+    pub access_tokens_valid_seconds: u64,
 }
 
 /// Revokes every family of a user that could still be refreshed, and forgets their consents.
@@ -449,6 +455,7 @@ pub async fn revoke_user<S: Store>(
     store: &S,
     subject: &str,
     now: i64,
+    access_seconds: u64,
 ) -> Result<UserRevocation, AdminError> {
     let owner = Owner::User(subject);
     let families_revoked = store
@@ -465,6 +472,7 @@ pub async fn revoke_user<S: Store>(
         subject: subject.to_owned(),
         families_revoked,
         consents_deleted,
+        access_tokens_valid_seconds: access_seconds,
     })
 }
 
@@ -507,9 +515,9 @@ pub struct GeneratedKey {
 #[serde(untagged)]
 enum Report {
     Clients(Vec<ClientSummary>),
-    ClientRevoked(ClientRevocation, #[serde(skip)] u64),
+    ClientRevoked(ClientRevocation),
     Grants(UserGrants),
-    UserRevoked(UserRevocation, #[serde(skip)] u64),
+    UserRevoked(UserRevocation),
     Purged(Purged),
     Keys(Vec<ListedKey>),
     Generated(GeneratedKey),
@@ -519,13 +527,9 @@ impl Report {
     fn text(&self) -> String {
         match self {
             Self::Clients(clients) => clients_text(clients),
-            Self::ClientRevoked(revocation, access_seconds) => {
-                client_revoked_text(revocation, *access_seconds)
-            }
+            Self::ClientRevoked(revocation) => client_revoked_text(revocation),
             Self::Grants(grants) => grants_text(grants),
-            Self::UserRevoked(revocation, access_seconds) => {
-                user_revoked_text(revocation, *access_seconds)
-            }
+            Self::UserRevoked(revocation) => user_revoked_text(revocation),
             Self::Purged(purged) => purged_text(purged),
             Self::Keys(keys) => keys_text(keys),
             Self::Generated(generated) => generated_text(generated),
@@ -575,7 +579,7 @@ fn plural(count: u64, one: &str, many: &str) -> String {
     format!("{count} {}", if count == 1 { one } else { many })
 }
 
-fn client_revoked_text(revocation: &ClientRevocation, access_seconds: u64) -> String {
+fn client_revoked_text(revocation: &ClientRevocation) -> String {
     let id = printable(&revocation.client_id);
     let head = match revocation.registration {
         Registration::RevokedNow => {
@@ -593,7 +597,7 @@ fn client_revoked_text(revocation: &ClientRevocation, access_seconds: u64) -> St
         "{head}\n{} can no longer be refreshed; {} deleted.\n{}",
         plural(revocation.families_revoked, "sign-in", "sign-ins"),
         plural(revocation.consents_deleted, "consent", "consents"),
-        access_tokens_line(access_seconds)
+        access_tokens_line(revocation.access_tokens_valid_seconds)
     )
 }
 
@@ -647,7 +651,7 @@ fn grants_text(grants: &UserGrants) -> String {
     text
 }
 
-fn user_revoked_text(revocation: &UserRevocation, access_seconds: u64) -> String {
+fn user_revoked_text(revocation: &UserRevocation) -> String {
     let subject = printable(&revocation.subject);
     if revocation.families_revoked == 0 && revocation.consents_deleted == 0 {
         return format!(
@@ -660,7 +664,7 @@ fn user_revoked_text(revocation: &UserRevocation, access_seconds: u64) -> String
         "Revoked {} of {subject}: their refresh tokens are refused from now on. {} deleted: their next sign-in asks again.\n{}",
         plural(revocation.families_revoked, "sign-in", "sign-ins"),
         plural(revocation.consents_deleted, "consent", "consents"),
-        access_tokens_line(access_seconds)
+        access_tokens_line(revocation.access_tokens_valid_seconds)
     )
 }
 
@@ -876,7 +880,7 @@ mod tests {
         consent(&store, "dev:alice", "c1").await;
         consent(&store, "dev:alice", "c2").await;
 
-        let revoked = revoke_client(&store, "c1", NOW).await.unwrap();
+        let revoked = revoke_client(&store, "c1", NOW, 3600).await.unwrap();
         assert_eq!(
             revoked,
             ClientRevocation {
@@ -885,6 +889,7 @@ mod tests {
                 revoked_at: Some(NOW),
                 families_revoked: 3,
                 consents_deleted: 1,
+                access_tokens_valid_seconds: 3600,
             }
         );
         assert_eq!(
@@ -906,14 +911,14 @@ mod tests {
             .unwrap()
             .is_some());
 
-        let again = revoke_client(&store, "c1", NOW + 100).await.unwrap();
+        let again = revoke_client(&store, "c1", NOW + 100, 3600).await.unwrap();
         assert_eq!(
             (again.registration, again.revoked_at),
             (Registration::RevokedBefore, Some(NOW))
         );
         assert_eq!((again.families_revoked, again.consents_deleted), (0, 0));
 
-        let err = revoke_client(&store, "c3", NOW).await.unwrap_err();
+        let err = revoke_client(&store, "c3", NOW, 3600).await.unwrap_err();
         assert!(matches!(&err, AdminError::UnknownClient(id) if id == "c3"));
         assert!(err.to_string().contains("`c3`"), "{err}");
     }
@@ -923,13 +928,13 @@ mod tests {
         let (_dir, store) = store().await;
         let url = "https://app.example.com/client.json";
         sign_in(&store, "doc-alice", url, "dev:alice").await;
-        let revoked = revoke_client(&store, url, NOW).await.unwrap();
+        let revoked = revoke_client(&store, url, NOW, 3600).await.unwrap();
         assert_eq!(
             (revoked.registration, revoked.families_revoked),
             (Registration::NotRegistered, 1)
         );
         assert!(family_revoked(&store, "doc-alice").await);
-        let text = client_revoked_text(&revoked, 3600);
+        let text = client_revoked_text(&revoked);
         assert!(text.contains("not registered here"), "{text}");
     }
 
@@ -985,7 +990,7 @@ mod tests {
         );
         assert_eq!(listed.consents.len(), 1);
 
-        let revoked = revoke_user(&store, "dev:alice", NOW).await.unwrap();
+        let revoked = revoke_user(&store, "dev:alice", NOW, 600).await.unwrap();
         assert_eq!((revoked.families_revoked, revoked.consents_deleted), (2, 1));
         assert!(family_revoked(&store, "alice-1b").await);
         assert!(family_revoked(&store, "alice-2").await);
@@ -1010,12 +1015,12 @@ mod tests {
                 .len(),
             1
         );
-        let text = user_revoked_text(&revoked, 600);
+        let text = user_revoked_text(&revoked);
         assert!(text.contains("Revoked 2 sign-ins of dev:alice"), "{text}");
         assert!(text.contains("at most 600 s"), "{text}");
 
-        let nothing = revoke_user(&store, "alice", NOW).await.unwrap();
-        let text = user_revoked_text(&nothing, 600);
+        let nothing = revoke_user(&store, "alice", NOW, 600).await.unwrap();
+        let text = user_revoked_text(&nothing);
         assert!(
             text.starts_with("Nothing to revoke") && text.contains("dev:<username>"),
             "{text}"
@@ -1042,7 +1047,7 @@ mod tests {
         .await;
         register(&store, "gone", json!({}), false).await;
         store.client_used("native", NOW - 10).await.unwrap();
-        revoke_client(&store, "gone", NOW).await.unwrap();
+        revoke_client(&store, "gone", NOW, 3600).await.unwrap();
 
         let listed = list_clients(&store, false).await.unwrap();
         let ids: Vec<&str> = listed.iter().map(|c| c.client_id.as_str()).collect();

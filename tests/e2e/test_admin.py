@@ -135,6 +135,9 @@ def test_revoking_a_client_ends_its_refreshes_and_spares_the_other_clients(serve
 
     again = server.admin("clients", "revoke", revoked["client_id"]).stdout
     assert "was already revoked" in again and "0 sign-ins" in again
+    for_scripts = server.admin_json("clients", "revoke", revoked["client_id"])
+    assert for_scripts["registration"] == "revoked_before" and for_scripts["families_revoked"] == 0
+    assert for_scripts["access_tokens_valid_seconds"] == ACCESS_SECONDS
     unknown = server.admin("clients", "revoke", "no-such-client", ok=False)
     assert "no client `no-such-client` is registered" in unknown.stderr
     assert revoked["client_id"] not in {c["client_id"] for c in server.admin_json("clients", "list")}

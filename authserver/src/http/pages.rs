@@ -27,7 +27,7 @@ pub fn escape(text: &str) -> String {
 
 /// The pages' look without branding; branding adds to it.
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#222}\
-     button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem}input{display:block;margin:.3rem 0 1rem;padding:.4rem;width:100%}\
+     button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem}input{display:block;box-sizing:border-box;margin:.3rem 0 1rem;padding:.4rem;width:100%}\
      .scopes code{font-family:monospace}.error{color:#b00020}";
 
 /// No script runs (`default-src 'none'`), nothing frames the pages. No `form-action`: Chromium
@@ -69,10 +69,18 @@ impl Pages {
             ));
         }
         if let Some(primary) = branding.primary {
+            // Links take the colour only where it reads as text on the page (WCAG AA, 4.5:1).
+            let page = branding.background.unwrap_or(WHITE);
+            let link = if contrast(primary, page) >= 4.5 {
+                primary
+            } else {
+                readable_on(page)
+            };
             style.push_str(&format!(
-                "button.primary{{background:{p};color:{text};border:1px solid {p};border-radius:4px}}a{{color:{p}}}",
+                "button.primary{{background:{p};color:{text};border:1px solid {p};border-radius:4px}}a{{color:{link}}}",
                 p = css(primary),
                 text = css(readable_on(primary)),
+                link = css(link),
             ));
         }
         if let Some(background) = branding.background {
@@ -330,12 +338,16 @@ fn luminance(colour: Colour) -> f64 {
     0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
 }
 
+/// WCAG 2 contrast ratio, from 1 (none) to 21.
+fn contrast(a: Colour, b: Colour) -> f64 {
+    let (a, b) = (luminance(a), luminance(b));
+    (a.max(b) + 0.05) / (a.min(b) + 0.05)
+}
+
 /// White or near-black, whichever contrasts more with `background`, so that a configured colour
 /// never makes its text unreadable.
 fn readable_on(background: Colour) -> Colour {
-    let contrast = |a: f64, b: f64| (a.max(b) + 0.05) / (a.min(b) + 0.05);
-    let under = luminance(background);
-    if contrast(luminance(WHITE), under) >= contrast(luminance(INK), under) {
+    if contrast(WHITE, background) >= contrast(INK, background) {
         WHITE
     } else {
         INK
@@ -438,6 +450,24 @@ mod tests {
         assert_eq!(readable_on(Colour([0x10, 0x18, 0x20])), WHITE);
         assert_eq!(readable_on(Colour([0xff, 0xd7, 0x00])), INK, "gold");
         assert_eq!(readable_on(WHITE), INK);
+        assert!((contrast(WHITE, Colour([0, 0, 0])) - 21.0).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn links_take_the_primary_colour_only_where_it_reads_on_the_background() {
+        let blue = Colour([0x0b, 0x5f, 0xff]);
+        let on_white = Branding {
+            primary: Some(blue),
+            ..Branding::default()
+        };
+        let page = html(Pages::new(&on_white).error(StatusCode::BAD_REQUEST, "x")).await;
+        assert!(page.contains("a{color:#0b5fff}"), "{page}");
+        let on_dark = Branding {
+            background: Some(Colour([0x10, 0x18, 0x20])),
+            ..on_white
+        };
+        let page = html(Pages::new(&on_dark).error(StatusCode::BAD_REQUEST, "x")).await;
+        assert!(page.contains("a{color:#ffffff}"), "{page}");
     }
 
     #[tokio::test]
