@@ -97,9 +97,10 @@ impl Pages {
         }
         let logo = branding.logo.as_ref().map(|url| {
             format!(
-                "<img id=\"brand-logo\" src=\"{}\" alt=\"{} logo\">",
+                "<img id=\"brand-logo\" src=\"{}\" alt=\"{}\">",
                 escape(url.as_str()),
-                name.as_deref().unwrap_or("")
+                name.as_deref()
+                    .map_or_else(|| "Logo".to_owned(), |name| format!("{name} logo"))
             )
         });
         let header = if logo.is_some() || name.is_some() {
