@@ -239,6 +239,14 @@ async fn on_store<S: Store>(
     store: &S,
     clock: &dyn Clock,
 ) -> Result<Report, AdminError> {
+    // Rows an older replica wrote during a rolling upgrade name their owner only in their JSON.
+    let filled = store.fill_owners().await?;
+    if filled > 0 {
+        tracing::info!(
+            filled,
+            "owner columns filled in for grants written by an older version"
+        );
+    }
     let now = clock.now();
     let access_seconds = config.lifetimes.access_seconds;
     Ok(match command {
@@ -778,7 +786,7 @@ mod tests {
     use super::*;
     use crate::oauth::clock::ManualClock;
     use crate::oauth::grant::{Grant, User};
-    use crate::store::{Housekeeping, StoredClient};
+    use crate::store::{Administration, Housekeeping, StoredClient};
     use clap::Parser;
     use serde_json::{json, Value};
 
@@ -940,7 +948,7 @@ mod tests {
 
     #[tokio::test]
     async fn revoking_a_user_ends_their_live_sign_ins_and_consents_and_no_one_elses() {
-        let (_dir, store) = store().await;
+        let (dir, store) = store().await;
         sign_in(&store, "alice-1", "c1", "dev:alice").await;
         sign_in(&store, "alice-2", "c2", "dev:alice").await;
         sign_in(&store, "bob-1", "c1", "dev:bob").await;
@@ -1018,6 +1026,27 @@ mod tests {
         let text = user_revoked_text(&revoked);
         assert!(text.contains("Revoked 2 sign-ins of dev:alice"), "{text}");
         assert!(text.contains("at most 600 s"), "{text}");
+
+        // A sign-in written by a replica older than migration 0008 (no owner columns) is found
+        // once its owner is filled in from its JSON.
+        sign_in(&store, "alice-old-replica", "c1", "dev:alice").await;
+        let old_replica =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}/auth.db", dir.path().display()))
+                .await
+                .unwrap();
+        sqlx::query("UPDATE refresh_tokens SET client_id = NULL, subject = NULL WHERE token_sha256 = 'alice-old-replica'")
+            .execute(&old_replica)
+            .await
+            .unwrap();
+        assert_eq!(store.fill_owners().await.unwrap(), 1);
+        assert_eq!(
+            revoke_user(&store, "dev:alice", NOW, 600)
+                .await
+                .unwrap()
+                .families_revoked,
+            1
+        );
+        assert!(family_revoked(&store, "alice-old-replica").await);
 
         let nothing = revoke_user(&store, "alice", NOW, 600).await.unwrap();
         let text = user_revoked_text(&nothing);

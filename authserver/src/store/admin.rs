@@ -79,6 +79,11 @@ type Io<T> = Result<T, StoreError>;
 
 /// The admin command's statements (implemented with the rest of the SQL in `sql.rs`).
 pub trait Administration {
+    /// Fills in the owner columns of codes and refresh tokens written without them — by a
+    /// replica older than migration 0008, during a rolling upgrade — so that no revocation
+    /// misses them. Returns how many rows it filled.
+    fn fill_owners(&self) -> impl Future<Output = Io<u64>> + Send;
+
     /// Every registered client, oldest first, revoked ones included.
     fn clients(&self) -> impl Future<Output = Io<Vec<ListedClient>>> + Send;
 

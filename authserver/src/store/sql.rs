@@ -8,9 +8,10 @@ pub(super) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Implements `Store` for `$store`, a struct with a sqlx `pool` of either database whose rows
-/// are `$row`.
+/// are `$row`; `$client` and `$subject` are the database's expressions for a grant's client and
+/// subject in its `grant_json` (JSON functions are the one thing the two dialects spell apart).
 macro_rules! sql_store {
-    ($store:ident, $row:ty) => {
+    ($store:ident, $row:ty, client = $client:literal, subject = $subject:literal) => {
         impl $crate::store::Store for $store {
             async fn save_client(&self, client: &StoredClient) -> Result<(), StoreError> {
                 sqlx::query("INSERT INTO clients (client_id, secret_sha256, metadata, created_at) VALUES ($1, $2, $3, $4)")
@@ -432,6 +433,17 @@ macro_rules! sql_store {
         }
 
         impl $crate::store::Administration for $store {
+            async fn fill_owners(&self) -> Result<u64, StoreError> {
+                let mut filled = 0;
+                for statement in [
+                    concat!("UPDATE codes SET client_id = ", $client, ", subject = ", $subject, " WHERE client_id IS NULL OR subject IS NULL"),
+                    concat!("UPDATE refresh_tokens SET client_id = ", $client, ", subject = ", $subject, " WHERE client_id IS NULL OR subject IS NULL"),
+                ] {
+                    filled += sqlx::query(statement).execute(&self.pool).await?.rows_affected();
+                }
+                Ok(filled)
+            }
+
             async fn clients(&self) -> Result<Vec<$crate::store::ListedClient>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT client_id, secret_sha256, metadata, created_at, last_used_at, revoked_at \

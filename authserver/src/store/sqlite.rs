@@ -229,7 +229,12 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
-sql_store!(SqliteStore, SqliteRow);
+sql_store!(
+    SqliteStore,
+    SqliteRow,
+    client = "json_extract(grant_json, '$.client_id')",
+    subject = "json_extract(grant_json, '$.user.subject')"
+);
 
 #[cfg(test)]
 mod tests {
