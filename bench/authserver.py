@@ -100,7 +100,7 @@ def tree_cpu_seconds(root: int) -> float:
 
 class Postgres:
     def __init__(self, log_dir: Path):
-        from test_replicas import postgres_program  # the tests' own way to find the programs
+        from harness import postgres_program  # the tests' own way to find the programs
         # Its own directory: the `postgres` user cannot enter the bench's private tempdir.
         self.root = root = Path(tempfile.mkdtemp(prefix="mcp-auth-bench-pg-"))
         as_postgres = []

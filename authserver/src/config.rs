@@ -50,6 +50,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub groups: GroupsConfig,
     #[serde(default)]
+    pub branding: BrandingFile,
+    #[serde(default)]
     pub registration: RegistrationConfig,
     pub upstream: Option<UpstreamConfig>,
     #[serde(default)]
@@ -674,6 +676,7 @@ pub struct Config {
     pub signing_keys: Vec<PathBuf>,
     pub lifetimes: Lifetimes,
     pub groups: GroupsConfig,
+    pub branding: Branding,
     pub registration: RegistrationConfig,
     pub upstream: Option<UpstreamConfig>,
     pub client_metadata: FetchPolicy,
@@ -808,6 +811,7 @@ impl Config {
             },
             lifetimes,
             groups: file.groups,
+            branding: file.branding.check()?,
             registration: file.registration,
             upstream: file.upstream,
             client_metadata: file.client_metadata,
@@ -887,6 +891,133 @@ fn check_issuer_path(issuer_text: &str, path: &str) -> Result<(), ConfigError> {
                 "`{issuer_text}`: its path must be plain segments (letters, digits, `-._~`, not starting with a dot) separated by single slashes"
             ),
         ))
+    }
+}
+
+/// `branding`: how the login, consent and error pages present the server. Every key is
+/// optional; without any the pages look as they always did.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BrandingFile {
+    /// The product's name, in every page's header and title.
+    pub name: Option<String>,
+    /// An `https` image URL shown in the header (the pages' CSP allows images from its origin
+    /// only).
+    pub logo_url: Option<String>,
+    /// `#rrggbb`: the main button and the header's rule.
+    pub primary_color: Option<String>,
+    /// `#rrggbb`: the page's background (the text turns light on a dark one).
+    pub background_color: Option<String>,
+    /// An `https` or `mailto:` URL offered on every page as where to get help.
+    pub support_url: Option<String>,
+}
+
+/// The checked branding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Branding {
+    pub name: Option<String>,
+    pub logo: Option<Url>,
+    pub primary: Option<Colour>,
+    pub background: Option<Colour>,
+    pub support: Option<Url>,
+}
+
+/// A colour given as `#rrggbb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Colour(pub [u8; 3]);
+
+/// Longest product name: it has to fit a header on a phone.
+const MAX_BRAND_NAME: usize = 60;
+/// Longest logo or support URL (a data: URI is refused, so a URL is short).
+const MAX_BRAND_URL: usize = 2048;
+
+impl BrandingFile {
+    /// Refuses a value the pages could not show safely or as meant, naming the key and quoting
+    /// the value.
+    fn check(self) -> Result<Branding, ConfigError> {
+        let name = match self.name {
+            Some(name) => {
+                let trimmed = name.trim();
+                if trimmed.is_empty()
+                    || trimmed.chars().count() > MAX_BRAND_NAME
+                    || trimmed.chars().any(char::is_control)
+                {
+                    return Err(invalid(
+                        "branding.name",
+                        format!("`{}` must be 1 to {MAX_BRAND_NAME} characters of text, without control characters", name.escape_debug()),
+                    ));
+                }
+                Some(trimmed.to_owned())
+            }
+            None => None,
+        };
+        let logo = self
+            .logo_url
+            .map(|text| {
+                brand_url(&text, &["https"]).map_err(|reason| {
+                    invalid(
+                        "branding.logo_url",
+                        format!("`{text}` {reason}; host the image on an https origin (data: URIs are refused: they would bloat every page)"),
+                    )
+                })
+            })
+            .transpose()?;
+        let support = self
+            .support_url
+            .map(|text| {
+                brand_url(&text, &["https", "mailto"])
+                    .map_err(|reason| invalid("branding.support_url", format!("`{text}` {reason}")))
+            })
+            .transpose()?;
+        Ok(Branding {
+            name,
+            logo,
+            primary: self
+                .primary_color
+                .map(|text| Colour::parse("branding.primary_color", &text))
+                .transpose()?,
+            background: self
+                .background_color
+                .map(|text| Colour::parse("branding.background_color", &text))
+                .transpose()?,
+            support,
+        })
+    }
+}
+
+/// `text` as a URL of one of `schemes`, without credentials; the reason it is not one.
+fn brand_url(text: &str, schemes: &[&str]) -> Result<Url, String> {
+    if text.len() > MAX_BRAND_URL {
+        return Err(format!("is longer than {MAX_BRAND_URL} bytes"));
+    }
+    let url = Url::parse(text).map_err(|err| format!("is not a URL ({err})"))?;
+    if !schemes.contains(&url.scheme()) {
+        let schemes: Vec<String> = schemes.iter().map(|s| format!("{s}:")).collect();
+        return Err(format!("must be an {} URL", schemes.join(" or ")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry a user name or password".to_owned());
+    }
+    if url.scheme() == "https" && url.host_str().is_none() {
+        return Err("has no host".to_owned());
+    }
+    Ok(url)
+}
+
+impl Colour {
+    fn parse(field: &'static str, text: &str) -> Result<Self, ConfigError> {
+        let refused = || {
+            invalid(
+                field,
+                format!("`{text}` is not a colour: write it as #rrggbb, e.g. #0b5fff"),
+            )
+        };
+        let hex = text.strip_prefix('#').ok_or_else(refused)?;
+        if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(refused());
+        }
+        let channel = |at: usize| u8::from_str_radix(&hex[at..at + 2], 16).map_err(|_| refused());
+        Ok(Self([channel(0)?, channel(2)?, channel(4)?]))
     }
 }
 
@@ -977,6 +1108,97 @@ mod tests {
         )
         .unwrap();
         assert_eq!(nested.issuer_path(), "/tenants/a-1");
+    }
+
+    #[test]
+    fn branding_is_checked_and_absent_by_default() {
+        let plain = Config::resolve(
+            file("issuer: http://a\nresources: [http://a/mcp]\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(plain.branding, Branding::default());
+        let branded = Config::resolve(
+            file(
+                "issuer: http://a\nresources: [http://a/mcp]\nbranding: {name: \" Acme MCP \", \
+                 logo_url: \"https://cdn.acme.example/logo.svg\", primary_color: \"#0B5fff\", \
+                 background_color: \"#101820\", support_url: \"mailto:help@acme.example\"}\n",
+            ),
+            Overrides::default(),
+        )
+        .unwrap();
+        let branding = branded.branding;
+        assert_eq!(branding.name.as_deref(), Some("Acme MCP"));
+        assert_eq!(
+            branding.logo.map(String::from).as_deref(),
+            Some("https://cdn.acme.example/logo.svg")
+        );
+        assert_eq!(branding.primary, Some(Colour([0x0b, 0x5f, 0xff])));
+        assert_eq!(branding.background, Some(Colour([0x10, 0x18, 0x20])));
+        assert_eq!(
+            branding.support.map(|u| u.scheme().to_owned()).as_deref(),
+            Some("mailto")
+        );
+    }
+
+    #[test]
+    fn a_bad_branding_value_is_refused_naming_the_key_and_quoting_the_value() {
+        for (yaml, field, quoted) in [
+            ("primary_color: red", "branding.primary_color", "`red`"),
+            (
+                "primary_color: \"#0b5ff\"",
+                "branding.primary_color",
+                "`#0b5ff`",
+            ),
+            (
+                "background_color: \"#gg0000\"",
+                "branding.background_color",
+                "`#gg0000`",
+            ),
+            (
+                "logo_url: http://cdn.example/logo.png",
+                "branding.logo_url",
+                "`http://cdn.example/logo.png`",
+            ),
+            (
+                "logo_url: \"data:image/png;base64,AAAA\"",
+                "branding.logo_url",
+                "data: URIs are refused",
+            ),
+            (
+                "logo_url: \"https://user:pw@cdn.example/l.png\"",
+                "branding.logo_url",
+                "user name or password",
+            ),
+            (
+                "support_url: \"javascript:alert(1)\"",
+                "branding.support_url",
+                "`javascript:alert(1)`",
+            ),
+            ("name: \"  \"", "branding.name", "1 to 60 characters"),
+            (
+                "name: \"a\\u001b[2Jb\"",
+                "branding.name",
+                "without control characters",
+            ),
+        ] {
+            let err = Config::resolve(
+                file(&format!(
+                    "issuer: http://a\nresources: [http://a/mcp]\nbranding: {{{yaml}}}\n"
+                )),
+                Overrides::default(),
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("`{field}`")), "{yaml}: {text}");
+            assert!(text.contains(quoted), "{yaml}: {text}");
+        }
+        assert!(
+            serde_yaml::from_str::<FileConfig>("branding: {colour: red}\n")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `colour`")
+        );
     }
 
     #[test]

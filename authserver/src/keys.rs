@@ -41,6 +41,18 @@ pub enum KeyError {
     Ring { path: PathBuf, reason: String },
     #[error("could not sign a token: {0}")]
     Sign(String),
+    #[error("{path} already exists: a signing key is never overwritten; choose another file name")]
+    Exists { path: PathBuf },
+    #[error("signing key {path}: cannot write it: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not generate a {algorithm} key: {reason}")]
+    Generate {
+        algorithm: &'static str,
+        reason: String,
+    },
 }
 
 enum Private {
@@ -151,6 +163,11 @@ impl KeyRing {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Each key's `kid` and algorithm, in order (the first signs).
+    pub fn describe(&self) -> Vec<KeyInfo> {
+        self.keys.iter().map(Key::info).collect()
     }
 
     /// The JWKS document: every key, `kid` = RFC 7638 thumbprint.
@@ -294,6 +311,87 @@ fn load_pem(path: &Path) -> Result<Key, KeyError> {
     Ok(key(private))
 }
 
+/// What the JWKS says of a key: its `kid` and the algorithm it signs with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub algorithm: &'static str,
+}
+
+impl Key {
+    fn info(&self) -> KeyInfo {
+        KeyInfo {
+            kid: self.kid.clone(),
+            algorithm: algorithm(&self.private),
+        }
+    }
+}
+
+/// The kinds of key the server signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// P-256 (ES256): small tokens, fast signing.
+    P256,
+    /// RSA 2048 (RS256), for verifiers that know nothing else.
+    Rsa,
+    /// Ed25519 (EdDSA).
+    Ed25519,
+}
+
+/// Generates a key of `kind` into a new file at `path` (PKCS#8 PEM, readable by its owner only:
+/// created 0600, never over an existing file), and describes it as the server will publish it.
+pub fn generate(kind: KeyKind, path: &Path) -> Result<KeyInfo, KeyError> {
+    let failed = |algorithm: &'static str, err: &dyn std::fmt::Display| KeyError::Generate {
+        algorithm,
+        reason: err.to_string(),
+    };
+    let pem: String = match kind {
+        KeyKind::P256 => p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng)
+            .to_pkcs8_pem(Default::default())
+            .map_err(|err| failed("ES256", &err))?
+            .to_string(),
+        KeyKind::Rsa => rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, MIN_RSA_BITS)
+            .map_err(|err| failed("RS256", &err))?
+            .to_pkcs8_pem(Default::default())
+            .map_err(|err| failed("RS256", &err))?
+            .to_string(),
+        KeyKind::Ed25519 => {
+            let mut seed = [0u8; ed25519_compact::Seed::BYTES];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+            ed25519_compact::KeyPair::try_from_seed(ed25519_compact::Seed::new(seed))
+                .map_err(|err| failed("EdDSA", &err))?
+                .sk
+                .to_pem()
+        }
+    };
+    write_private(path, pem.as_bytes())?;
+    Ok(load_pem(path)?.info())
+}
+
+/// Creates `path` with `contents`, mode 0600, failing if it exists.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => KeyError::Exists {
+            path: path.to_owned(),
+        },
+        _ => KeyError::Write {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| KeyError::Write {
+            path: path.to_owned(),
+            source,
+        })
+}
+
 fn key(private: Private) -> Key {
     let jwk = match &private {
         Private::Rsa(key) => JsonWebKey::from(&key.public).into_owned_value(),
@@ -398,6 +496,36 @@ mod tests {
             independent.is_ok(),
             "ring's RS256 verifies with the pure-Rust rsa crate"
         );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_generated_key_is_private_never_overwrites_and_signs_as_described() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (kind, algorithm) in [
+            (KeyKind::P256, "ES256"),
+            (KeyKind::Rsa, "RS256"),
+            (KeyKind::Ed25519, "EdDSA"),
+        ] {
+            let path = dir.path().join(format!("{algorithm}.pem"));
+            let info = generate(kind, &path).unwrap();
+            assert_eq!(info.algorithm, algorithm);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{algorithm}");
+            let ring = KeyRing::load(std::slice::from_ref(&path)).unwrap();
+            assert_eq!(ring.describe(), vec![info.clone()]);
+            let token = ring.sign("at+jwt", Map::new()).await.unwrap();
+            let header = UntrustedToken::new(&token).unwrap().header().clone();
+            assert_eq!(header.key_id.as_deref(), Some(info.kid.as_str()));
+            let before = std::fs::read(&path).unwrap();
+            let err = generate(kind, &path).unwrap_err();
+            assert!(matches!(err, KeyError::Exists { .. }), "{err}");
+            assert!(err.to_string().contains("never overwritten"), "{err}");
+            assert_eq!(std::fs::read(&path).unwrap(), before, "the key is intact");
+        }
+        let err = generate(KeyKind::P256, &dir.path().join("no/such/dir.pem")).unwrap_err();
+        assert!(matches!(err, KeyError::Write { .. }), "{err}");
     }
 
     #[test]

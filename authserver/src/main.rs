@@ -1,6 +1,8 @@
 //! mcp-mesh-authserver: the OAuth 2.1 authorization server MCP clients discover and register
-//! with; the filter trusts the tokens it issues through its JWKS.
+//! with; the filter trusts the tokens it issues through its JWKS. `mcp-mesh-authserver admin …`
+//! administers it (see `admin`).
 
+mod admin;
 mod client_documents;
 mod config;
 mod crypto;
@@ -14,7 +16,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 use crate::crypto::Sealer;
@@ -24,11 +26,15 @@ use crate::oauth::SystemClock;
 use crate::store::{redacted, Backend, PostgresStore, SqliteStore, Store};
 
 /// The embedded OAuth 2.1 authorization server for MCP clients.
+///
+/// Without a command it serves; `admin` administers its clients, grants, keys and database.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// YAML configuration file (see the README for every key).
-    #[arg(long, env = "MCP_AUTH_CONFIG")]
+    #[arg(long, env = "MCP_AUTH_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// The URL clients reach this server at (`iss` of every token); overrides `issuer`.
     #[arg(long, env = "MCP_AUTH_ISSUER")]
@@ -38,7 +44,7 @@ struct Cli {
     listen: Option<SocketAddr>,
     /// Database URL: sqlite:///var/lib/mcp-auth/auth.db?mode=rwc (one replica) or
     /// postgres://user@host/db (several replicas); overrides `database`.
-    #[arg(long, env = "MCP_AUTH_DATABASE")]
+    #[arg(long, env = "MCP_AUTH_DATABASE", global = true)]
     database: Option<String>,
     /// An MCP resource URL tokens may be issued for (repeatable); overrides `resources`.
     #[arg(long = "resource", env = "MCP_AUTH_RESOURCES", value_delimiter = ',')]
@@ -47,7 +53,8 @@ struct Cli {
     #[arg(
         long = "signing-key",
         env = "MCP_AUTH_SIGNING_KEYS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        global = true
     )]
     signing_keys: Vec<PathBuf>,
     /// Log one JSON object per line (for log collectors) instead of text.
@@ -55,12 +62,61 @@ struct Cli {
     log_json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    Admin(admin::Admin),
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if cli.log_json {
+    init_logging(cli.command.is_some(), cli.log_json);
+    let overrides = Overrides {
+        issuer: cli.issuer,
+        listen: cli.listen,
+        database: cli.database,
+        resources: cli.resources,
+        signing_keys: cli.signing_keys,
+    };
+    let outcome = match cli.command {
+        Some(Command::Admin(command)) => {
+            let settings = admin::Settings {
+                config_file: cli.config.as_deref(),
+                overrides,
+            };
+            admin::run(
+                command,
+                &settings,
+                &SystemClock,
+                &mut std::io::stdout().lock(),
+            )
+            .await
+            .map_err(anyhow::Error::from)
+        }
+        None => run(cli.config, overrides).await,
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mcp-mesh-authserver: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The server logs to stdout (`info`, JSON lines with `--log-json`); a command prints its answer
+/// on stdout, so its log goes to stderr, warnings only. `RUST_LOG` overrides the level.
+fn init_logging(command: bool, json: bool) {
+    let default_level = if command { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
+    if command {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_env_filter(filter)
+            .init();
+    } else if json {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
@@ -73,24 +129,10 @@ async fn main() -> std::process::ExitCode {
             .with_env_filter(filter)
             .init();
     }
-    match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("mcp-mesh-authserver: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        issuer: cli.issuer,
-        listen: cli.listen,
-        database: cli.database,
-        resources: cli.resources,
-        signing_keys: cli.signing_keys,
-    };
-    let config = Config::load(cli.config.as_deref(), overrides)?;
+async fn run(config_file: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
+    let config = Config::load(config_file.as_deref(), overrides)?;
     let mut keys = KeyRing::load(&config.signing_keys)?;
     if keys.is_empty() {
         tracing::warn!("no signing_keys configured: using an EPHEMERAL key; every token dies with this process");

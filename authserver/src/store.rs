@@ -10,11 +10,13 @@ pub use crate::oauth::grant::Redeemed;
 use crate::oauth::grant::{Grant, User};
 use crate::oauth::token::StoredRefresh;
 
+pub mod admin;
 pub mod housekeeping;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use admin::{Administration, ClientState, ListedClient, LiveFamily, Owner, StoredConsent};
 pub use housekeeping::{Housekeeping, PurgeCutoffs, Purged};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -39,6 +41,9 @@ pub struct StoredClient {
     pub secret_sha256: Option<String>,
     pub metadata: Value,
     pub created_at: i64,
+    /// When it was last used for a sign-in or a token, to the hour (see `needs_use_mark`);
+    /// `None` if never.
+    pub last_used_at: Option<i64>,
 }
 
 /// An authorization request between `/oauth/authorize` and the issued code.
@@ -96,7 +101,7 @@ pub struct UpstreamLogin {
 }
 
 /// What the server keeps across restarts.
-pub trait Store: Housekeeping + Clone + Send + Sync + 'static {
+pub trait Store: Housekeeping + Administration + Clone + Send + Sync + 'static {
     fn save_client(&self, client: &StoredClient) -> impl Future<Output = Io<()>> + Send;
     fn client(&self, client_id: &str) -> impl Future<Output = Io<Option<StoredClient>>> + Send;
     fn save_request(
@@ -462,6 +467,7 @@ mod tests {
             secret_sha256: Some(secret.into()),
             metadata: json!({"grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"]}),
             created_at: at,
+            last_used_at: Some(at),
         };
         store.put_client(&gateway("old", 1)).await.unwrap();
         store.put_client(&gateway("new", 2)).await.unwrap();
@@ -521,6 +527,7 @@ mod tests {
             secret_sha256: None,
             metadata: json!({"redirect_uris": ["http://127.0.0.1/cb"]}),
             created_at: 1,
+            last_used_at: None,
         };
         SqliteStore::open(&url)
             .await

@@ -1,9 +1,10 @@
 // Drives the login and consent pages in headless Chromium (Debian's) the way a person would:
 // reads what the pages show, takes a screenshot of each, signs in, approves, and reports the
-// redirect back to the client. Usage: node consent-login.mjs <authorize-url> <screenshot-dir>
+// redirect back to the client. Usage: node consent-login.mjs <authorize-url> <screenshot-dir> <name>
+// (the screenshots are <screenshot-dir>/<name>-login.png and <name>-consent.png).
 import { chromium } from 'playwright-core';
 
-const [authorizeUrl, shots] = process.argv.slice(2);
+const [authorizeUrl, shots, prefix] = process.argv.slice(2);
 const redirectPrefix = new URL(authorizeUrl).searchParams.get('redirect_uri');
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
@@ -18,7 +19,7 @@ try {
   // Sign in first: consent is asked of a known user.
   await page.waitForSelector('input[name=username]');
   const login = { title: await page.title(), fields: await page.$$eval('form input:not([type=hidden])', (i) => i.map((x) => x.name)) };
-  await page.screenshot({ path: `${shots}/login.png`, fullPage: true });
+  await page.screenshot({ path: `${shots}/${prefix}-login.png`, fullPage: true });
   await page.fill('input[name=username]', 'alice');
   await page.fill('input[name=password]', 'password');
   await Promise.all([page.waitForSelector('#client-name'), page.click('form button[type=submit]')]);
@@ -31,7 +32,7 @@ try {
     scopes: await page.$$eval('#scopes li code', (items) => items.map((item) => item.textContent)),
     buttons: await page.$$eval('form button', (buttons) => buttons.map((b) => b.name)),
   };
-  await page.screenshot({ path: `${shots}/consent.png`, fullPage: true });
+  await page.screenshot({ path: `${shots}/${prefix}-consent.png`, fullPage: true });
   const [request] = await Promise.all([
     page.waitForRequest((request) => isRedirect(request.url())),
     page.click('button[name=approve]'),

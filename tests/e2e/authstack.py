@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import secrets
+import subprocess
 from urllib.parse import parse_qs, urlparse
 
 from cryptography.hazmat.primitives import serialization
@@ -18,6 +19,13 @@ REDIRECT = "http://127.0.0.1:8765/callback"
 def write_key(path, kind):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
+
+
+def generate_key(path, algorithm="es256"):
+    """A signing key made by the server's own `admin keys generate`, as docs/runbooks.md does it."""
+    subprocess.run([str(AUTHSERVER), "admin", "keys", "generate", "--out", str(path), "--algorithm", algorithm],
+                   check=True, capture_output=True, timeout=60)
     return path
 
 

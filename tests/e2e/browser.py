@@ -15,6 +15,10 @@ from urllib.parse import urljoin, urlparse
 
 import requests
 
+from harness import ROOT
+
+SCREENSHOTS = ROOT / "target" / "screenshots"
+
 COOKIE_RE = re.compile(r"(__Host-mcp-auth=[^;]+)")
 FORM_RE = re.compile(r'<form[^>]*\saction="([^"]+)"[^>]*>', re.I)
 HIDDEN_RE = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"\s*/?>')
@@ -91,3 +95,10 @@ def with_idp(origin: str):
     """Lets browsers follow redirects to the identity provider at `origin`."""
     Browser.idp_origins.add(origin)
     return urlparse(origin)
+
+
+def screenshots():
+    """Where the headless-Chromium tests save their screenshots, `<test>-<page>.png`, for a
+    reviewer to look at (kept after the run, unlike the tests' temporary directories)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +46,14 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def postgres_program(name: str) -> str:
+    """A PostgreSQL server program: on the PATH, or where Debian's package puts it."""
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if not found:
+        raise RuntimeError(f"PostgreSQL's `{name}` is missing: `make tools` installs it")
+    return found
 
 
 def port_open(port: int) -> bool:

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from authstack import AUTHSERVER, REDIRECT, AuthServer as _AuthServer, pkce, query, write_key
-from browser import Browser
+from browser import Browser, screenshots
 from harness import ROOT, Envoy, McpSession, free_port
 
 POLICIES = [
@@ -439,13 +439,15 @@ def test_a_metadata_document_on_a_private_address_is_refused(stack, tmp_path):
         server.stop()
 
 
-def test_consent_and_login_pages_render_in_headless_chromium(stack, tmp_path):
-    """Debian's Chromium, driven by playwright-core: what a person sees, then the redirect back."""
+def test_consent_and_login_pages_render_in_headless_chromium(stack):
+    """Debian's Chromium, driven by playwright-core: what a person sees, then the redirect back.
+    The screenshots stay in target/screenshots/ for a reviewer."""
     proxy = stack["proxy"]
     client = register_public(proxy)
     _, challenge = pkce()
+    shots, prefix = screenshots(), "test_consent_and_login_pages_render_in_headless_chromium"
     result = subprocess.run(["node", str(ROOT / "tests" / "browser" / "consent-login.mjs"),
-                             authorize_url(proxy, client, challenge), str(tmp_path)],
+                             authorize_url(proxy, client, challenge), str(shots), prefix],
                             capture_output=True, text=True, timeout=120, cwd=ROOT / "tests")
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
@@ -457,4 +459,4 @@ def test_consent_and_login_pages_render_in_headless_chromium(stack, tmp_path):
     assert seen["login"]["fields"] == ["username", "password"]
     answer = query(seen["landing"])
     assert answer["iss"] == proxy.origin and answer["state"] == "st-123" and answer["code"]
-    assert (tmp_path / "consent.png").stat().st_size > 1000 and (tmp_path / "login.png").stat().st_size > 1000
+    assert (shots / f"{prefix}-consent.png").stat().st_size > 1000 and (shots / f"{prefix}-login.png").stat().st_size > 1000

@@ -23,7 +23,6 @@ import yaml
 from authstack import AUTHSERVER, write_key
 from harness import ROOT, WASM, Process, free_port, wait_until
 from test_federation import PROFILES, start_idp
-from test_replicas import database as postgres_url  # noqa: F401 (a fixture: a throw-away PostgreSQL)
 
 CHART = ROOT / "deploy" / "helm" / "mcp-mesh-auth"
 CHECKER = ROOT / "tests" / "chart" / "check-manifests.mjs"
@@ -379,15 +378,15 @@ def lay_out_pod(docs, root, secrets):
     return container, env
 
 
-@pytest.mark.parametrize("database, profile", [("sqlite", "okta"), ("postgres", "entra")])
-def test_the_rendered_configuration_starts_the_real_server_on_what_the_pod_gets(database, profile, pinned, request, log_dir, tmp_path):
+@pytest.mark.parametrize("backend, profile", [("sqlite", "okta"), ("postgres", "entra")])
+def test_the_rendered_configuration_starts_the_real_server_on_what_the_pod_gets(backend, profile, pinned, request, log_dir, tmp_path):
     """The binary, given the rendered ConfigMap and Secrets as the Deployment hands them over
     (paths under a temporary root, the IdP's address pointed at a real OpenID provider shaped like
     the example's, PostgreSQL a real one), starts, answers the probes' paths, and keeps its
     database where the chart says."""
-    docs = render(merged(*example(database), pinned))
+    docs = render(merged(*example(backend), pinned))
     # With a password (trust authentication ignores it): the server must log the URL masked.
-    database_url = request.getfixturevalue("postgres_url").replace("mcp@", "mcp:pg-Secret-9@") if database == "postgres" else None
+    database_url = request.getfixturevalue("database").replace("mcp@", "mcp:pg-Secret-9@") if backend == "postgres" else None
     idp_port, port = free_port(), free_port()
     idp = start_idp(log_dir, profile, idp_port, [])
     root = tmp_path / "pod"
@@ -404,7 +403,7 @@ def test_the_rendered_configuration_starts_the_real_server_on_what_the_pod_gets(
     Path(config_path).write_text(yaml.safe_dump(config))
     assert urlparse(f"//{config['listen']}").port == container["ports"][0]["containerPort"] == 9000
     args = [in_root(a) for a in container["args"]]
-    server = Process(f"authserver-chart-{database}", [str(AUTHSERVER), *args, "--listen", f"127.0.0.1:{port}"], log_dir, env=env)
+    server = Process(f"authserver-chart-{backend}", [str(AUTHSERVER), *args, "--listen", f"127.0.0.1:{port}"], log_dir, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
 
@@ -421,7 +420,7 @@ def test_the_rendered_configuration_starts_the_real_server_on_what_the_pod_gets(
         keys = requests.get(f"{base}/.well-known/jwks.json", timeout=3).json()["keys"]
         assert len(keys) == len(config["signing_keys"]), "every mounted signing key is published"
         log = server.log()
-        if database == "sqlite":
+        if backend == "sqlite":
             file = Path(urlparse(config["database"]).path)
             assert file.is_file() and file.stat().st_mode & 0o077 == 0
         else:

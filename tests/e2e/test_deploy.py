@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from authstack import AUTHSERVER, REDIRECT, AuthServer, claims_of, pkce, write_key
+from authstack import AUTHSERVER, REDIRECT, AuthServer, claims_of, generate_key, pkce, write_key
 from browser import Browser
 from harness import ROOT, Envoy, McpSession, Process, free_port, port_open, wait_until
 from test_authserver import POLICIES, AuthServer as DevAuthServer
@@ -241,7 +241,8 @@ def test_a_signing_key_rotation_under_traffic_drops_no_valid_token(log_dir, ever
     proxy = Envoy(log_dir, backend_port=everything, jwks_port=port, name="envoy-rotation",
                   jwks={"path": "/.well-known/jwks.json", "refresh_seconds": 2},
                   filter_config={"cedar": {"policies": POLICIES}})
-    key_a, key_b = write_key(tmp_path / "a.pem", "ec"), write_key(tmp_path / "b.pem", "rsa")
+    # B as the runbook makes it: `admin keys generate`.
+    key_a, key_b = write_key(tmp_path / "a.pem", "ec"), generate_key(tmp_path / "b.pem", "rs256")
     lifetimes = {"lifetimes": {"access_seconds": ACCESS_SECONDS}}
     servers = []
 
@@ -275,6 +276,9 @@ def test_a_signing_key_rotation_under_traffic_drops_no_valid_token(log_dir, ever
         jwks_fetched_after_deploy()  # the filter knows B before any token is signed with it
         deploy([key_b, key_a])  # 2. switch: B signs, A stays published for A's live tokens
         kid_b = wait_until(lambda: next((kid for kid in traffic.calls if kid != kid_a), None), 30, "traffic signed by B")
+        listed = subprocess.run([str(AUTHSERVER), "admin", "keys", "list", "--json", "--signing-key", str(key_b),
+                                 "--signing-key", str(key_a)], capture_output=True, text=True, timeout=60, check=True)
+        assert [(k["role"], k["kid"]) for k in json.loads(listed.stdout)] == [("signs", kid_b), ("published", kid_a)]
         last_a = max(exp for _, exp, kid in traffic.held if kid == kid_a)
         assert last_a > time.time(), "an A token is still live and in use after the switch"
         # 3. overlap: A is retired only once every token it signed has expired.

@@ -21,7 +21,6 @@ from mcp.client.streamable_http import streamable_http_client
 from authstack import REDIRECT, AuthServer, claims_of, pkce, query, write_key
 from browser import Browser
 from harness import ROOT, Envoy, Process, free_port, port_open, wait_until
-from test_replicas import database  # noqa: F401 (the fixture: a throw-away PostgreSQL)
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"

@@ -2,13 +2,7 @@
 through the other, a refresh token rotated on one is dead on the other, and a code two replicas
 are asked to redeem at once is redeemed once."""
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -16,45 +10,10 @@ import requests
 
 from authstack import REDIRECT, AuthServer, claims_of, pkce, query, write_key
 from browser import Browser
-from harness import Process, free_port, port_open, wait_until
+from harness import free_port
 
 RESOURCE = "https://mcp.example.com/mcp"
 USERS = "users:\n- {username: alice, password: password, email: alice@example.com, name: Alice, groups: [mcp-developers]}\n"
-
-
-def postgres_program(name):
-    """A PostgreSQL server program: on the PATH, or where Debian's package puts it."""
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
-    if not found:
-        raise RuntimeError(f"PostgreSQL's `{name}` is missing: `make tools` installs it")
-    return found
-
-
-@pytest.fixture(scope="module")
-def database(log_dir):
-    """A throw-away PostgreSQL cluster on a free port (run as `postgres` when the tests run as root,
-    since PostgreSQL refuses root)."""
-    root = Path(tempfile.mkdtemp(prefix="mcp-auth-pg-"))
-    as_postgres = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, postgres_program("initdb"), "-D", str(root / "data"), "-U", "mcp", "--auth=trust",
-                    "-E", "UTF8"], check=True, capture_output=True, timeout=120)
-    port = free_port()
-    server = Process("postgres", [*as_postgres, postgres_program("postgres"), "-D", str(root / "data"), "-p", str(port),
-                                  "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], log_dir)
-
-    def up():
-        if not server.alive():
-            raise RuntimeError(server.log())
-        # The port opens before the server accepts sessions ("the database system is starting up").
-        return port_open(port) and subprocess.run([postgres_program("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                                                  capture_output=True, timeout=10).returncode == 0
-    wait_until(up, 60, "postgres")
-    yield f"postgres://mcp@127.0.0.1:{port}/postgres"
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 class Replica:

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::client_documents;
-use crate::http::pages;
+use crate::http::pages::Pages;
 use crate::http::{hex, random_token, AppState, Lookup, Metrics};
 use crate::idp::oidc::callback_error;
 use crate::idp::{Password, Start};
@@ -47,10 +47,12 @@ pub async fn authorize<S: Store>(
     };
     // Until client and redirect URI are known good, errors are shown, never redirected.
     let Some(client_id) = param("client_id") else {
-        return pages::error(StatusCode::BAD_REQUEST, "The request has no client_id.");
+        return state
+            .pages
+            .error(StatusCode::BAD_REQUEST, "The request has no client_id.");
     };
     if client_id.len() > decide::MAX_URI {
-        return pages::error(
+        return state.pages.error(
             StatusCode::BAD_REQUEST,
             &format!(
                 "The client_id is {} bytes long; at most {} are accepted.",
@@ -62,20 +64,20 @@ pub async fn authorize<S: Store>(
     let client = match state.find_client(client_id).await {
         Lookup::Found(client) => client,
         Lookup::Unknown => {
-            return pages::error(
+            return state.pages.error(
                 StatusCode::BAD_REQUEST,
                 "This client is not registered here. Register it again from your MCP client.",
             )
         }
         Lookup::Refused(reason) | Lookup::Unreachable(reason) => {
-            return pages::error(StatusCode::BAD_REQUEST, &reason)
+            return state.pages.error(StatusCode::BAD_REQUEST, &reason)
         }
         Lookup::StoreDown(err) => return store_failure(&state, err),
     };
     let registered = redirect_uris(&client);
     let redirect_uri = match param("redirect_uri") {
         Some(uri) if uri.len() > decide::MAX_URI => {
-            return pages::error(
+            return state.pages.error(
                 StatusCode::BAD_REQUEST,
                 &format!(
                     "The redirect_uri is {} bytes long; at most {} are accepted.",
@@ -86,15 +88,20 @@ pub async fn authorize<S: Store>(
         }
         Some(uri) if registered.iter().any(|r| redirect_matches(r, uri)) => uri.to_owned(),
         Some(_) => {
-            return pages::error(
+            return state.pages.error(
                 StatusCode::BAD_REQUEST,
                 "The redirect_uri is not one this client registered.",
             )
         }
         None if registered.len() == 1 => registered[0].clone(),
-        None => return pages::error(StatusCode::BAD_REQUEST, "The request has no redirect_uri."),
+        None => {
+            return state
+                .pages
+                .error(StatusCode::BAD_REQUEST, "The request has no redirect_uri.")
+        }
     };
     let back = Back {
+        pages: &state.pages,
         redirect_uri: &redirect_uri,
         state: decide::echoable_state(param("state")),
         issuer: state.config.issuer_str(),
@@ -171,17 +178,17 @@ impl RequestRef {
     }
 }
 
-fn no_request() -> Response {
-    pages::error(
+fn no_request(pages: &Pages) -> Response {
+    pages.error(
         StatusCode::BAD_REQUEST,
         "This page belongs to a sign-in and was opened without one. Start again from your MCP client.",
     )
 }
 
 /// A form that lacks fields was not posted by our page.
-fn bad_form(rejection: FormRejection) -> Response {
+fn bad_form(pages: &Pages, rejection: FormRejection) -> Response {
     tracing::info!(error = %rejection, "malformed sign-in form");
-    pages::error(
+    pages.error(
         StatusCode::BAD_REQUEST,
         "This form is incomplete. Start again from your MCP client.",
     )
@@ -193,20 +200,20 @@ pub async fn login_page<S: Store>(
     Query(query): Query<RequestRef>,
 ) -> Response {
     let Some(request_id) = query.id() else {
-        return no_request();
+        return no_request(&state.pages);
     };
     let (browser_id, pending, _) = match load(&state, &headers, request_id).await {
         Ok(found) => found,
         Err(response) => return response,
     };
     let Some(provider) = state.upstream.provider() else {
-        return pages::error(
+        return state.pages.error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "No upstream login is configured (set `upstream` in the configuration).",
         );
     };
     match provider.start().await {
-        Ok(Start::Form) => pages::login(
+        Ok(Start::Form) => state.pages.login(
             &state.config.local_path("/oauth/login"),
             request_id,
             &csrf(&browser_id, request_id),
@@ -234,7 +241,7 @@ pub async fn login_page<S: Store>(
         // The person is here and can retry: a page, not an error sent to their client.
         Err(err) if err.is_transient() => {
             tracing::error!(error = %err, "upstream login could not start");
-            pages::error(
+            state.pages.error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The identity provider is unreachable; try again later.",
             )
@@ -262,10 +269,12 @@ pub async fn callback<S: Store>(
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let Some(provider) = state.upstream.provider().filter(|p| p.is_federated()) else {
-        return pages::error(StatusCode::NOT_FOUND, "No identity provider is configured.");
+        return state
+            .pages
+            .error(StatusCode::NOT_FOUND, "No identity provider is configured.");
     };
     let Some(upstream_state) = query.state.as_deref() else {
-        return pages::error(
+        return state.pages.error(
             StatusCode::BAD_REQUEST,
             "The identity provider's answer has no state.",
         );
@@ -274,7 +283,7 @@ pub async fn callback<S: Store>(
     let login = match state.store.take_upstream_login(&key, state.clock.now()).await {
         Ok(Some(login)) => login,
         Ok(None) => {
-            return pages::error(
+            return state.pages.error(
                 StatusCode::BAD_REQUEST,
                 "This sign-in answer was already used or has expired. Start again from your MCP client.",
             )
@@ -297,7 +306,7 @@ pub async fn callback<S: Store>(
                 .await
         }
         (None, None) => {
-            return pages::error(
+            return state.pages.error(
                 StatusCode::BAD_REQUEST,
                 "The identity provider's answer has no code.",
             )
@@ -349,7 +358,7 @@ pub async fn login_submit<S: Store>(
 ) -> Response {
     let Form(form) = match form {
         Ok(form) => form,
-        Err(rejection) => return bad_form(rejection),
+        Err(rejection) => return bad_form(&state.pages, rejection),
     };
     let (browser_id, pending, _) = match load(&state, &headers, &form.request).await {
         Ok(found) => found,
@@ -357,7 +366,7 @@ pub async fn login_submit<S: Store>(
     };
     let token = csrf(&browser_id, &form.request);
     if form.csrf != token {
-        return pages::error(
+        return state.pages.error(
             StatusCode::FORBIDDEN,
             "This form was not issued to this browser. Start again from your MCP client.",
         );
@@ -371,7 +380,7 @@ pub async fn login_submit<S: Store>(
         Password::Refused => {
             Metrics::bump(&state.metrics.logins_failed);
             tracing::info!("dev login failed");
-            return pages::login(
+            return state.pages.login(
                 &state.config.local_path("/oauth/login"),
                 &form.request,
                 &token,
@@ -379,7 +388,7 @@ pub async fn login_submit<S: Store>(
             );
         }
         Password::NotOffered => {
-            return pages::error(
+            return state.pages.error(
                 StatusCode::NOT_FOUND,
                 "This server does not use the built-in login.",
             )
@@ -431,7 +440,7 @@ pub async fn consent_page<S: Store>(
     Query(query): Query<RequestRef>,
 ) -> Response {
     let Some(request_id) = query.id() else {
-        return no_request();
+        return no_request(&state.pages);
     };
     let (browser_id, pending, signed_in) = match load_signed_in(&state, &headers, request_id).await
     {
@@ -448,7 +457,7 @@ pub async fn consent_page<S: Store>(
         resource: &pending.resource,
         scope: &scope,
     });
-    pages::consent(
+    state.pages.consent(
         &view,
         &state.config.local_path("/oauth/consent"),
         request_id,
@@ -471,7 +480,7 @@ pub async fn consent_submit<S: Store>(
 ) -> Response {
     let Form(form) = match form {
         Ok(form) => form,
-        Err(rejection) => return bad_form(rejection),
+        Err(rejection) => return bad_form(&state.pages, rejection),
     };
     let (browser_id, pending, signed_in) =
         match load_signed_in(&state, &headers, &form.request).await {
@@ -479,7 +488,7 @@ pub async fn consent_submit<S: Store>(
             Err(response) => return response,
         };
     if form.csrf != csrf(&browser_id, &form.request) {
-        return pages::error(
+        return state.pages.error(
             StatusCode::FORBIDDEN,
             "This form was not issued to this browser. Start again from your MCP client.",
         );
@@ -520,7 +529,7 @@ async fn issue_code<S: Store>(
     if let Some(sealed) = &signed_in.sealed_upstream {
         let Ok(sealed) = STANDARD.decode(sealed) else {
             tracing::error!("a pending request's sealed upstream session is not base64");
-            return store_failure_page();
+            return store_failure_page(&state.pages);
         };
         if let Err(err) = state
             .store
@@ -565,12 +574,13 @@ fn refuse(back: &Back<'_>, standing: Standing, err: OAuthError) -> Response {
             ("error", err.code.as_str()),
             ("error_description", &err.description),
         ]),
-        Delivery::Page => pages::refused(&err),
+        Delivery::Page => back.pages.refused(&err),
     }
 }
 
 /// Where the answer to an authorization request goes.
 struct Back<'a> {
+    pages: &'a Pages,
     redirect_uri: &'a str,
     state: Option<&'a str>,
     issuer: &'a str,
@@ -579,6 +589,7 @@ struct Back<'a> {
 impl<'a> Back<'a> {
     fn of<S>(state: &'a AppState<S>, pending: &'a PendingRequest) -> Self {
         Self {
+            pages: &state.pages,
             redirect_uri: &pending.redirect_uri,
             state: decide::echoable_state(pending.state.as_deref()),
             issuer: state.config.issuer_str(),
@@ -588,7 +599,9 @@ impl<'a> Back<'a> {
     /// The redirect URI with `pairs`, `state` and `iss` added to its query.
     fn with(&self, pairs: &[(&str, &str)]) -> Response {
         let Ok(mut url) = Url::parse(self.redirect_uri) else {
-            return pages::error(StatusCode::BAD_REQUEST, "The redirect_uri is not a URL.");
+            return self
+                .pages
+                .error(StatusCode::BAD_REQUEST, "The redirect_uri is not a URL.");
         };
         {
             let mut query = url.query_pairs_mut();
@@ -650,7 +663,7 @@ async fn load<S: Store>(
     let stored = match state.store.request(request_id, state.clock.now()).await {
         Ok(Some(stored)) => stored,
         Ok(None) => {
-            return Err(pages::error(
+            return Err(state.pages.error(
                 StatusCode::BAD_REQUEST,
                 "This sign-in has expired or is unknown. Start again from your MCP client.",
             ))
@@ -661,7 +674,7 @@ async fn load<S: Store>(
         Some(browser_id) if browser_id == stored.browser_id => {
             Ok((browser_id, stored.request, stored.signed_in))
         }
-        _ => Err(pages::error(
+        _ => Err(state.pages.error(
             StatusCode::FORBIDDEN,
             "This sign-in was started in another browser. Start again from your MCP client.",
         )),
@@ -676,7 +689,7 @@ async fn load_signed_in<S: Store>(
 ) -> Result<(String, PendingRequest, SignedIn), Response> {
     match load(state, headers, request_id).await? {
         (browser_id, pending, Some(signed_in)) => Ok((browser_id, pending, signed_in)),
-        (_, _, None) => Err(pages::error(
+        (_, _, None) => Err(state.pages.error(
             StatusCode::FORBIDDEN,
             "Sign in before you answer the consent page.",
         )),
@@ -723,11 +736,11 @@ fn redirect_uris(client: &StoredClient) -> Vec<String> {
 fn store_failure<S>(state: &AppState<S>, err: crate::store::StoreError) -> Response {
     tracing::error!(error = %err, "storage failure during authorization");
     state.metrics.database_failed("authorization");
-    store_failure_page()
+    store_failure_page(&state.pages)
 }
 
-fn store_failure_page() -> Response {
-    pages::error(
+fn store_failure_page(pages: &Pages) -> Response {
+    pages.error(
         StatusCode::SERVICE_UNAVAILABLE,
         "The authorization server cannot reach its storage. Try again shortly.",
     )
@@ -812,6 +825,7 @@ mod tests {
                     secret_sha256: None,
                     metadata: json!({"client_name": "Totally <Legit>", "redirect_uris": [CB]}),
                     created_at: 1,
+                    last_used_at: None,
                 })
                 .await
                 .unwrap();

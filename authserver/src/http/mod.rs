@@ -77,6 +77,8 @@ pub struct AppState<S> {
     pub metrics: Metrics,
     /// Where every decision takes "now" from (a manual clock in tests).
     pub clock: Arc<dyn Clock>,
+    /// The pages a person sees, with the configured branding.
+    pub pages: pages::Pages,
 }
 
 pub use metrics::Metrics;
@@ -95,6 +97,7 @@ pub fn router<S: Store>(
     let client_documents = MetadataFetcher::new(config.client_metadata.clone());
     let enterprise = config.enterprise.as_ref().map(Enterprise::new);
     let machines = MachineClients::new(&config);
+    let pages = pages::Pages::new(&config.branding);
     let state = Arc::new(AppState {
         config,
         keys,
@@ -107,6 +110,7 @@ pub fn router<S: Store>(
         limiter,
         metrics: Metrics::default(),
         clock,
+        pages,
     });
     // The protocol endpoints, at the root and, for an issuer with a path, under the path too:
     // a proxy that keeps the prefix (`/auth/oauth/token`) and one that strips it (the shipped
@@ -162,7 +166,7 @@ pub fn router<S: Store>(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready::<S>))
         .route("/metrics", get(metrics::<S>));
-    app.with_state(state)
+    app.with_state(state.clone())
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
@@ -172,20 +176,82 @@ pub fn router<S: Store>(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(limits.request_timeout_seconds),
         ))
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            framework_answers::<S>,
+        ))
         .layer(cors::layer())
 }
 
-/// The answers the framework gives on its own (a body over the limit, a request over time, a
-/// body that could not be read or parsed) are plain text; OAuth clients expect RFC 6749 §5.2
-/// JSON from every endpoint, so they are rewritten here, with a description that says what to
-/// fix. Pages (HTML) and handler answers (JSON already) pass through.
-async fn json_errors(response: Response) -> Response {
+/// The routes of the authorization flow that a person's browser is sent to.
+const PAGE_ROUTES: [&str; 4] = [
+    "/oauth/authorize",
+    "/oauth/login",
+    "/oauth/consent",
+    "/oauth/callback",
+];
+
+/// The routes programs call: OAuth clients, resource servers, probes, scrapers.
+fn is_api_route(route: &str) -> bool {
+    matches!(
+        route,
+        "/oauth/token" | "/oauth/register" | "/oauth/revoke" | "/oauth/introspect"
+    ) || route.starts_with("/.well-known/")
+        || matches!(route, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Whether a person reads the answer to a request for `path`: the flow's pages (under the
+/// issuer's path too), and any other address a browser asks for as a page (`Accept:
+/// text/html`) that is not an API endpoint.
+fn for_person(path: &str, issuer_path: &str, headers: &HeaderMap) -> bool {
+    let route = path.strip_prefix(issuer_path).unwrap_or(path);
+    if PAGE_ROUTES.contains(&route) {
+        return true;
+    }
+    let asks_for_html = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|value| value.to_str().is_ok_and(|v| v.contains("text/html")));
+    !is_api_route(route) && asks_for_html
+}
+
+/// The answers the framework gives on its own (an extractor's rejection, a body over the limit,
+/// a request over time, a method the route does not take, no such route) are plain text or
+/// empty. A person gets a page instead (with the branding and the same status); an OAuth
+/// client gets RFC 6749 §5.2 JSON (`json_errors`). Handler answers (pages, JSON) pass through.
+async fn framework_answers<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let person = for_person(
+        request.uri().path(),
+        state.config.issuer_path(),
+        request.headers(),
+    );
+    let response = next.run(request).await;
     let status = response.status();
-    let plain = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_none_or(|value| value.as_bytes().starts_with(b"text/plain"));
+    let framework = (status.is_client_error() || status.is_server_error())
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|value| value.as_bytes().starts_with(b"text/plain"));
+    if !framework {
+        return response;
+    }
+    if person {
+        let (parts, body) = response.into_parts();
+        let said = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
+        tracing::info!(status = %status, reason = ?String::from_utf8_lossy(&said), "request refused before its handler; answered with a page");
+        return state.pages.framework(status, &parts.headers);
+    }
+    json_errors(response)
+}
+
+/// A framework answer for a program: RFC 6749 §5.2 JSON with a description that says what to
+/// fix, for the statuses an OAuth client can cause; any other stays as it is.
+fn json_errors(response: Response) -> Response {
+    let status = response.status();
     let description = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than this server accepts",
         StatusCode::REQUEST_TIMEOUT => "the request was not received and answered in time",
@@ -196,9 +262,6 @@ async fn json_errors(response: Response) -> Response {
         }
         _ => return response,
     };
-    if !plain {
-        return response;
-    }
     oauth_error(status, ErrorCode::InvalidRequest.as_str(), description)
 }
 
@@ -306,6 +369,7 @@ async fn register<S: Store>(
         secret_sha256: secret.as_ref().map(|s| hex(&Sha256::digest(s.as_bytes()))),
         metadata: Value::Object(metadata.clone()),
         created_at: issued_at,
+        last_used_at: None,
     };
     if let Err(err) = state.store.save_client(&stored).await {
         tracing::error!(error = %err, "could not store a registered client");
@@ -432,6 +496,7 @@ impl<S: Store> AppState<S> {
                     secret_sha256: None,
                     metadata: document,
                     created_at: 0,
+                    last_used_at: None,
                 }),
                 Err(err) => {
                     tracing::info!(error = %err, "client metadata document refused");
@@ -457,17 +522,11 @@ impl<S: Store> AppState<S> {
     }
 
     /// Records that a registered client was used (found for a flow, or authenticated), so the
-    /// purge of never-used registrations spares it. Failing to record that must not fail the
-    /// request.
+    /// purge of never-used registrations spares it and `admin clients list` shows it in use.
+    /// Failing to record that must not fail the request.
     pub async fn mark_used(&self, client: &StoredClient) {
         let now = self.clock.now();
-        let mark = needs_use_mark(
-            client.created_at,
-            now,
-            self.config.registration.unused_client_seconds,
-            self.config.server.purge_interval_seconds,
-        );
-        if mark {
+        if needs_use_mark(client.last_used_at, now) {
             if let Err(err) = self.store.client_used(&client.client_id, now).await {
                 tracing::warn!(error = %err, "could not record that a client was used");
             }
@@ -637,6 +696,130 @@ mod tests {
         assert!(text
             .contains("mcp_authserver_registrations_refused_total{reason=\"rate_limited\"} 1\n"));
         assert!(text.contains("mcp_authserver_registrations_total 0\n"));
+    }
+
+    /// A request as a browser sends it: asking for a page.
+    fn browser(method: &str, path: &str, body: &str) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_error_a_browser_meets_is_a_branded_page_and_programs_keep_their_json() {
+        let (app, _store) = app("server: {max_body_bytes: 1024}\nbranding: {name: Acme MCP}").await;
+        let big = "x".repeat(2048);
+        for (method, path, body, status) in [
+            // The extractor's rejection (a repeated parameter), with and without a browser's Accept.
+            (
+                "GET",
+                "/oauth/consent?request=a&request=b",
+                "",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "GET",
+                "/oauth/callback?state=a&state=b",
+                "",
+                StatusCode::BAD_REQUEST,
+            ),
+            // A method the route does not take.
+            (
+                "POST",
+                "/oauth/authorize",
+                "",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            ("DELETE", "/oauth/login", "", StatusCode::METHOD_NOT_ALLOWED),
+            // A body over the limit, refused before the handler.
+            (
+                "POST",
+                "/oauth/login",
+                big.as_str(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            // No such page.
+            ("GET", "/oauth/logn", "", StatusCode::NOT_FOUND),
+            ("GET", "/", "", StatusCode::NOT_FOUND),
+        ] {
+            let (status_seen, headers, page) = send(&app, browser(method, path, body)).await;
+            assert_eq!(status_seen, status, "{method} {path}");
+            assert!(
+                headers[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html"),
+                "{method} {path}"
+            );
+            let page = page.as_str().unwrap().to_owned();
+            assert!(
+                page.contains("<span id=\"brand-name\">Acme MCP</span>"),
+                "{method} {path}: {page}"
+            );
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                assert!(headers.contains_key(header::ALLOW), "{method} {path}");
+            }
+        }
+        // The flow's pages are pages whoever asks.
+        let plain = Request::get("/oauth/login?request=a&request=b")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, _) = send(&app, plain).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        // Programs: JSON on the API, an unknown address left empty.
+        let (status, headers, body) = send(&app, browser("POST", "/oauth/token", &big)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("invalid_request"))
+        );
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let (status, headers, _) = send(&app, browser("GET", "/oauth/token", "")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(
+            !headers.contains_key(header::CONTENT_TYPE),
+            "an API route stays the framework's answer"
+        );
+        let api = Request::get("/oauth/logn").body(Body::empty()).unwrap();
+        let (status, headers, _) = send(&app, api).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(!headers.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[tokio::test]
+    async fn under_an_issuer_path_the_flows_framework_answers_are_pages_too() {
+        let file: FileConfig = serde_yaml::from_str(
+            "issuer: http://auth.test/auth\nresources: [http://auth.test/mcp]\n",
+        )
+        .unwrap();
+        let config = Config::resolve(file, Overrides::default()).unwrap();
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let app = router(
+            config,
+            KeyRing::ephemeral(),
+            store,
+            Upstream::new(None),
+            None,
+            Arc::new(crate::oauth::SystemClock),
+        );
+        let request = Request::get("/auth/oauth/consent?request=a&request=b")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, _) = send(&app, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
     }
 
     #[tokio::test]

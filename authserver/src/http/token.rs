@@ -920,6 +920,7 @@ pub async fn provision_gateways<S: Store>(
                              "grant_types": [exchange::GRANT_TYPE],
                              "token_endpoint_auth_method": "client_secret_basic"}),
             created_at: now,
+            last_used_at: Some(now),
         };
         store.put_client(&client).await?;
         tracing::info!(client_id = %client.client_id, "token exchange gateway client stored");
@@ -1378,6 +1379,7 @@ mod tests {
                     secret_sha256: secret,
                     metadata,
                     created_at: clock.now(),
+                    last_used_at: None,
                 };
                 store.save_client(&client).await.unwrap();
             }

@@ -178,6 +178,7 @@ impl MachineClients {
             metadata,
             // Not in the store: nothing to mark as used, nothing for the purge.
             created_at: 0,
+            last_used_at: None,
         }
     }
 }

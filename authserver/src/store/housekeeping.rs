@@ -36,27 +36,20 @@ impl PurgeCutoffs {
     }
 }
 
-/// Whether a lookup of a registered client created at `created_at` must record that it was
-/// used. Only a client the purge could still delete needs the mark: one older than the unused
-/// window plus a purge interval and a day's slack has been marked already, or deleted. Skipping
-/// the mark for those spares a write on every token request of an established client.
-pub fn needs_use_mark(
-    created_at: i64,
-    now: i64,
-    unused_client_seconds: u64,
-    purge_interval_seconds: u64,
-) -> bool {
-    if purge_interval_seconds == 0 {
-        return true;
-    }
-    let window = unused_client_seconds
-        .saturating_add(purge_interval_seconds)
-        .saturating_add(RETENTION_SECONDS.unsigned_abs());
-    created_at >= now.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX))
+/// How precisely a client's last use is recorded: a lookup writes the mark only when the last
+/// one is older than this, so an established client costs a write an hour rather than one per
+/// token request, and `admin clients list` can still tell which clients are in use.
+pub const USE_MARK_SECONDS: i64 = 3600;
+
+/// Whether a lookup, at `now`, of a registered client last marked used at `last_used_at` must
+/// mark it again: never marked (the purge of unused registrations would take it), or marked
+/// over `USE_MARK_SECONDS` ago.
+pub fn needs_use_mark(last_used_at: Option<i64>, now: i64) -> bool {
+    last_used_at.is_none_or(|at| now.saturating_sub(at) >= USE_MARK_SECONDS)
 }
 
 /// Rows deleted by one purge, per table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Purged {
     pub auth_requests: u64,
     pub upstream_logins: u64,
@@ -67,6 +60,7 @@ pub struct Purged {
     pub upstream_tokens: u64,
     pub revoked_families: u64,
     pub clients: u64,
+    pub consents: u64,
 }
 
 impl Purged {
@@ -79,6 +73,7 @@ impl Purged {
             + self.upstream_tokens
             + self.revoked_families
             + self.clients
+            + self.consents
     }
 }
 
@@ -88,13 +83,15 @@ pub trait Housekeeping {
     /// records (an expired assertion is refused for its expiry already); codes expired
     /// before `dead_before`; refresh tokens of families whose newest token expired, or that were
     /// revoked, before `dead_before`; upstream tokens of revoked families and of families with
-    /// no refresh token left; revocations with nothing left to revoke; clients never used.
+    /// no refresh token left; revocations with nothing left to revoke; clients never used; and
+    /// consents given to a client that is no longer registered (deleted as unused, or revoked).
+    /// A consent to a metadata-document client is kept: such a client is never registered.
     fn purge(
         &self,
         cutoffs: PurgeCutoffs,
     ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
 
-    /// Records that a registered client was used (once: only "never used" matters).
+    /// Records that a registered client was used at `now`.
     fn client_used(
         &self,
         client_id: &str,
@@ -130,6 +127,7 @@ pub fn spawn<S: super::Store>(
                     upstream_tokens = purged.upstream_tokens,
                     revoked_families = purged.revoked_families,
                     clients = purged.clients,
+                    consents = purged.consents,
                     "purged expired rows"
                 ),
                 Err(err) => {
@@ -185,6 +183,7 @@ mod tests {
             secret_sha256: None,
             metadata: json!({"redirect_uris": ["http://127.0.0.1/cb"]}),
             created_at,
+            last_used_at: None,
         }
     }
 
@@ -209,15 +208,14 @@ mod tests {
     }
 
     #[test]
-    fn only_a_client_the_purge_could_still_delete_is_marked_used() {
-        let hour = 3600;
-        let window = WEEK as i64 + hour + 24 * hour;
-        assert!(needs_use_mark(NOW - 10, NOW, WEEK, hour as u64));
-        assert!(needs_use_mark(NOW - window, NOW, WEEK, hour as u64));
-        assert!(!needs_use_mark(NOW - window - 1, NOW, WEEK, hour as u64));
+    fn a_client_is_marked_used_when_never_marked_or_an_hour_after_its_last_mark() {
+        assert!(needs_use_mark(None, NOW));
+        assert!(!needs_use_mark(Some(NOW - 10), NOW));
+        assert!(!needs_use_mark(Some(NOW - USE_MARK_SECONDS + 1), NOW));
+        assert!(needs_use_mark(Some(NOW - USE_MARK_SECONDS), NOW));
         assert!(
-            needs_use_mark(NOW - 10 * window, NOW, WEEK, 0),
-            "with the purge off a purge turned on later must find the mark"
+            !needs_use_mark(Some(NOW + 5), NOW),
+            "a clock that went back"
         );
     }
 
@@ -316,6 +314,19 @@ mod tests {
             .await
             .unwrap();
         store.client_used("used-old", NOW - 100).await.unwrap();
+        // Consents: one to a client still registered stays, one to a client gone goes (the
+        // unused one purged in this very run included), one to a metadata-document client stays.
+        for (client_id, subject) in [
+            ("used-old", "dev:alice"),
+            ("deleted-long-ago", "dev:alice"),
+            ("unused-old", "dev:bob"),
+            ("https://app.example.com/client.json", "dev:alice"),
+        ] {
+            store
+                .save_consent(subject, client_id, "https://mcp/mcp", "mcp:tools", NOW - 50)
+                .await
+                .unwrap();
+        }
 
         let purged = store.purge(PurgeCutoffs::at(NOW, WEEK)).await.unwrap();
         assert_eq!(
@@ -329,6 +340,7 @@ mod tests {
                 upstream_tokens: 4,
                 revoked_families: 1,
                 clients: 1,
+                consents: 2,
             }
         );
 
@@ -359,6 +371,18 @@ mod tests {
             !store.use_assertion("live", NOW + 60, NOW).await.unwrap(),
             "a live assertion is still remembered"
         );
+        for (subject, client_id, kept) in [
+            ("dev:alice", "used-old", true),
+            ("dev:alice", "deleted-long-ago", false),
+            ("dev:bob", "unused-old", false),
+            ("dev:alice", "https://app.example.com/client.json", true),
+        ] {
+            let consent = store
+                .consent(subject, client_id, "https://mcp/mcp")
+                .await
+                .unwrap();
+            assert_eq!(consent.is_some(), kept, "{client_id}");
+        }
 
         let again = store.purge(PurgeCutoffs::at(NOW, WEEK)).await.unwrap();
         assert_eq!(again.total(), 0, "a purge deletes only what is dead");

@@ -64,4 +64,9 @@ impl PostgresStore {
     }
 }
 
-sql_store!(PostgresStore);
+sql_store!(
+    PostgresStore,
+    sqlx::postgres::PgRow,
+    client = "CAST(grant_json AS jsonb) ->> 'client_id'",
+    subject = "CAST(grant_json AS jsonb) -> 'user' ->> 'subject'"
+);

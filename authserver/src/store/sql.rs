@@ -2,9 +2,16 @@
 //! are written once in the dialect SQLite and PostgreSQL share (`$n` parameters, `ON CONFLICT`
 //! upserts, `DELETE … RETURNING`), so the two backends cannot drift apart.
 
-/// Implements `Store` for `$store`, a struct with a sqlx `pool` of either database.
+/// A refresh token's row; its grant's client and subject are columns too (for the admin command).
+pub(super) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens \
+     (token_sha256, family_id, grant_json, expires_at, family_issued_at, client_id, subject) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// Implements `Store` for `$store`, a struct with a sqlx `pool` of either database whose rows
+/// are `$row`; `$client` and `$subject` are the database's expressions for a grant's client and
+/// subject in its `grant_json` (JSON functions are the one thing the two dialects spell apart).
 macro_rules! sql_store {
-    ($store:ident) => {
+    ($store:ident, $row:ty, client = $client:literal, subject = $subject:literal) => {
         impl $crate::store::Store for $store {
             async fn save_client(&self, client: &StoredClient) -> Result<(), StoreError> {
                 sqlx::query("INSERT INTO clients (client_id, secret_sha256, metadata, created_at) VALUES ($1, $2, $3, $4)")
@@ -18,18 +25,11 @@ macro_rules! sql_store {
             }
 
             async fn client(&self, client_id: &str) -> Result<Option<StoredClient>, StoreError> {
-                let row = sqlx::query("SELECT client_id, secret_sha256, metadata, created_at FROM clients WHERE client_id = $1")
+                let row = sqlx::query("SELECT client_id, secret_sha256, metadata, created_at, last_used_at FROM clients WHERE client_id = $1 AND revoked_at IS NULL")
                     .bind(client_id)
                     .fetch_optional(&self.pool)
                     .await?;
-                let Some(row) = row else { return Ok(None) };
-                let metadata: String = row.try_get("metadata")?;
-                Ok(Some(StoredClient {
-                    client_id: row.try_get("client_id")?,
-                    secret_sha256: row.try_get("secret_sha256")?,
-                    metadata: serde_json::from_str(&metadata)?,
-                    created_at: row.try_get("created_at")?,
-                }))
+                row.map(|row| Self::stored_client(&row)).transpose()
             }
 
             async fn save_request(
@@ -125,11 +125,13 @@ macro_rules! sql_store {
                 family_id: &str,
                 expires_at: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO codes (code_sha256, grant_json, family_id, expires_at) VALUES ($1, $2, $3, $4)")
+                sqlx::query("INSERT INTO codes (code_sha256, grant_json, family_id, expires_at, client_id, subject) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(code_sha256)
                     .bind(serde_json::to_string(grant)?)
                     .bind(family_id)
                     .bind(expires_at)
+                    .bind(&grant.client_id)
+                    .bind(&grant.user.subject)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -147,12 +149,14 @@ macro_rules! sql_store {
                 expires_at: i64,
                 family_issued_at: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO refresh_tokens (token_sha256, family_id, grant_json, expires_at, family_issued_at) VALUES ($1, $2, $3, $4, $5)")
+                sqlx::query($crate::store::sql::INSERT_REFRESH)
                     .bind(token_sha256)
                     .bind(family_id)
                     .bind(serde_json::to_string(grant)?)
                     .bind(expires_at)
                     .bind(family_issued_at)
+                    .bind(&grant.client_id)
+                    .bind(&grant.user.subject)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -252,12 +256,14 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                sqlx::query("INSERT INTO refresh_tokens (token_sha256, family_id, grant_json, expires_at, family_issued_at) VALUES ($1, $2, $3, $4, $5)")
+                sqlx::query($crate::store::sql::INSERT_REFRESH)
                     .bind(rotation.successor_sha256)
                     .bind(rotation.family_id)
                     .bind(serde_json::to_string(rotation.grant)?)
                     .bind(rotation.expires_at)
                     .bind(rotation.family_issued_at)
+                    .bind(&rotation.grant.client_id)
+                    .bind(&rotation.grant.user.subject)
                     .execute(&mut *tx)
                     .await?;
                 if let Some(sealed) = rotation.upstream_sealed {
@@ -448,6 +454,17 @@ macro_rules! sql_store {
         }
 
         impl $store {
+            fn stored_client(row: &$row) -> Result<StoredClient, StoreError> {
+                let metadata: String = row.try_get("metadata")?;
+                Ok(StoredClient {
+                    client_id: row.try_get("client_id")?,
+                    secret_sha256: row.try_get("secret_sha256")?,
+                    metadata: serde_json::from_str(&metadata)?,
+                    created_at: row.try_get("created_at")?,
+                    last_used_at: row.try_get("last_used_at")?,
+                })
+            }
+
             /// Marks a single-use credential used in one statement (so two replicas or two requests
             /// cannot both redeem it), then tells what was found.
             async fn redeem(
@@ -493,6 +510,158 @@ macro_rules! sql_store {
             }
         }
 
+        impl $crate::store::Administration for $store {
+            async fn fill_owners(&self) -> Result<u64, StoreError> {
+                let mut filled = 0;
+                for statement in [
+                    concat!("UPDATE codes SET client_id = ", $client, ", subject = ", $subject, " WHERE client_id IS NULL OR subject IS NULL"),
+                    concat!("UPDATE refresh_tokens SET client_id = ", $client, ", subject = ", $subject, " WHERE client_id IS NULL OR subject IS NULL"),
+                ] {
+                    filled += sqlx::query(statement).execute(&self.pool).await?.rows_affected();
+                }
+                Ok(filled)
+            }
+
+            async fn clients(&self) -> Result<Vec<$crate::store::ListedClient>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT client_id, secret_sha256, metadata, created_at, last_used_at, revoked_at \
+                     FROM clients ORDER BY created_at, client_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::store::ListedClient {
+                            client: Self::stored_client(row)?,
+                            revoked_at: row.try_get("revoked_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn revoke_client(
+                &self,
+                client_id: &str,
+                now: i64,
+            ) -> Result<$crate::store::ClientState, StoreError> {
+                let revoked = sqlx::query(
+                    "UPDATE clients SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(client_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if revoked == 1 {
+                    return Ok($crate::store::ClientState::RevokedNow);
+                }
+                let before = sqlx::query("SELECT revoked_at FROM clients WHERE client_id = $1")
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match before.map(|row| row.try_get::<Option<i64>, _>("revoked_at")).transpose()?.flatten() {
+                    Some(at) => $crate::store::ClientState::RevokedBefore(at),
+                    None => $crate::store::ClientState::Unknown,
+                })
+            }
+
+            async fn live_families(
+                &self,
+                owner: $crate::store::Owner<'_>,
+                now: i64,
+            ) -> Result<Vec<$crate::store::LiveFamily>, StoreError> {
+                let rows = sqlx::query(&format!(
+                    "SELECT r.family_id, r.client_id, r.subject, r.grant_json, r.family_issued_at, r.expires_at, \
+                     (SELECT MAX(p.used_at) FROM refresh_tokens p WHERE p.family_id = r.family_id) AS refreshed_at \
+                     FROM refresh_tokens r WHERE r.{column} = $1 AND r.used = 0 AND r.expires_at > $2 \
+                     AND r.family_id NOT IN (SELECT family_id FROM revoked_families) \
+                     ORDER BY r.family_issued_at, r.family_id",
+                    column = owner.column(),
+                ))
+                .bind(owner.id())
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let grant: Grant = serde_json::from_str(&row.try_get::<String, _>("grant_json")?)?;
+                        Ok($crate::store::LiveFamily {
+                            family_id: row.try_get("family_id")?,
+                            client_id: grant.client_id,
+                            subject: grant.user.subject,
+                            resource: grant.resource,
+                            scope: grant.scope,
+                            signed_in_at: row.try_get("family_issued_at")?,
+                            refreshed_at: row.try_get("refreshed_at")?,
+                            expires_at: row.try_get("expires_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn revoke_families(
+                &self,
+                owner: $crate::store::Owner<'_>,
+                reason: &str,
+                now: i64,
+            ) -> Result<u64, StoreError> {
+                // One statement: a family rotated or signed in meanwhile is either seen here or
+                // started after the revocation; an unused code's family is revoked with the rest,
+                // so the code cannot start a refresh family later.
+                let revoked = sqlx::query(&format!(
+                    "INSERT INTO revoked_families (family_id, revoked_at, reason) \
+                     SELECT family_id, $2, $3 FROM refresh_tokens WHERE {column} = $1 AND used = 0 AND expires_at > $2 \
+                     UNION SELECT family_id, $2, $3 FROM codes WHERE {column} = $1 AND used = 0 AND expires_at > $2 \
+                     ON CONFLICT (family_id) DO NOTHING",
+                    column = owner.column(),
+                ))
+                .bind(owner.id())
+                .bind(now)
+                .bind(reason)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(revoked)
+            }
+
+            async fn consents(
+                &self,
+                owner: $crate::store::Owner<'_>,
+            ) -> Result<Vec<$crate::store::StoredConsent>, StoreError> {
+                let rows = sqlx::query(&format!(
+                    "SELECT subject, client_id, resource, scope, created_at FROM consents \
+                     WHERE {column} = $1 ORDER BY created_at, client_id, resource",
+                    column = owner.column(),
+                ))
+                .bind(owner.id())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::store::StoredConsent {
+                            subject: row.try_get("subject")?,
+                            client_id: row.try_get("client_id")?,
+                            resource: row.try_get("resource")?,
+                            scope: row.try_get("scope")?,
+                            approved_at: row.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn delete_consents(&self, owner: $crate::store::Owner<'_>) -> Result<u64, StoreError> {
+                let deleted = sqlx::query(&format!(
+                    "DELETE FROM consents WHERE {column} = $1",
+                    column = owner.column(),
+                ))
+                .bind(owner.id())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(deleted)
+            }
+        }
+
         impl $crate::store::Housekeeping for $store {
             async fn purge(
                 &self,
@@ -500,7 +669,7 @@ macro_rules! sql_store {
             ) -> Result<$crate::store::Purged, StoreError> {
                 // One short statement per table (no long write lock); the order matters: tokens
                 // before the upstream sessions and revocations that outlive them.
-                let statements: [(&str, i64); 8] = [
+                let statements: [(&str, i64); 9] = [
                     ("DELETE FROM auth_requests WHERE expires_at <= $1", cutoffs.now),
                     ("DELETE FROM upstream_logins WHERE expires_at <= $1", cutoffs.now),
                     ("DELETE FROM used_assertions WHERE expires_at <= $1", cutoffs.now),
@@ -526,8 +695,14 @@ macro_rules! sql_store {
                         "DELETE FROM clients WHERE last_used_at IS NULL AND created_at <= $1",
                         cutoffs.unused_clients_before,
                     ),
+                    (
+                        "DELETE FROM consents WHERE created_at <= $1 \
+                         AND client_id NOT IN (SELECT client_id FROM clients WHERE revoked_at IS NULL) \
+                         AND client_id NOT LIKE 'https://%' AND client_id NOT LIKE 'http://%'",
+                        cutoffs.now,
+                    ),
                 ];
-                let mut counts = [0u64; 8];
+                let mut counts = [0u64; 9];
                 for ((statement, cutoff), count) in statements.iter().zip(counts.iter_mut()) {
                     *count = sqlx::query(statement)
                         .bind(cutoff)
@@ -535,7 +710,7 @@ macro_rules! sql_store {
                         .await?
                         .rows_affected();
                 }
-                let [auth_requests, upstream_logins, used_assertions, codes, refresh_tokens, upstream_tokens, revoked_families, clients] =
+                let [auth_requests, upstream_logins, used_assertions, codes, refresh_tokens, upstream_tokens, revoked_families, clients, consents] =
                     counts;
                 Ok($crate::store::Purged {
                     auth_requests,
@@ -546,11 +721,12 @@ macro_rules! sql_store {
                     upstream_tokens,
                     revoked_families,
                     clients,
+                    consents,
                 })
             }
 
             async fn client_used(&self, client_id: &str, now: i64) -> Result<(), StoreError> {
-                sqlx::query("UPDATE clients SET last_used_at = $2 WHERE client_id = $1 AND last_used_at IS NULL")
+                sqlx::query("UPDATE clients SET last_used_at = $2 WHERE client_id = $1")
                     .bind(client_id)
                     .bind(now)
                     .execute(&self.pool)

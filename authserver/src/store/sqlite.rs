@@ -119,21 +119,33 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database and applies the migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let open_error = |message: String| StoreError::Open {
-            url: redacted(url),
-            message,
-        };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|err| open_error(err.to_string()))?
-            .create_if_missing(true)
+        let options = options(url)?.create_if_missing(true);
+        create_private(options.get_filename()).map_err(|err| open_error(url, err.to_string()))?;
+        Self::open_with(url, options).await
+    }
+
+    /// Opens a database file that exists (`None` if it does not, or is in memory), for the
+    /// admin command: a mistyped path must not become a new, empty database.
+    pub async fn open_existing(url: &str) -> Result<Option<Self>, StoreError> {
+        let options = options(url)?.create_if_missing(false);
+        let path = options.get_filename();
+        if is_in_memory(path) || !path.exists() {
+            return Ok(None);
+        }
+        Self::open_with(url, options).await.map(Some)
+    }
+
+    async fn open_with(url: &str, options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let open_error = |message: String| open_error(url, message);
+        let options = options
             .journal_mode(SqliteJournalMode::Wal)
             // In WAL mode NORMAL loses no committed transaction on a process crash (only,
             // possibly, the last ones on a power loss) and spares an fsync per commit.
             .synchronous(SqliteSynchronous::Normal)
-            // Another process (a backup, the sqlite3 shell) may hold the lock for a moment.
+            // Another process (the admin command, a backup, the sqlite3 shell) may hold the lock
+            // for a moment.
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        create_private(options.get_filename()).map_err(|err| open_error(err.to_string()))?;
         let in_memory = is_in_memory(options.get_filename());
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -169,6 +181,17 @@ impl SqliteStore {
     }
 }
 
+fn open_error(url: &str, message: String) -> StoreError {
+    StoreError::Open {
+        url: redacted(url),
+        message,
+    }
+}
+
+fn options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+    SqliteConnectOptions::from_str(url).map_err(|err| open_error(url, err.to_string()))
+}
+
 /// Whether the database has no file (`sqlite::memory:`, which sqlx names `file:sqlx-in-memory-…`).
 fn is_in_memory(path: &Path) -> bool {
     path.as_os_str().is_empty()
@@ -182,11 +205,7 @@ fn is_in_memory(path: &Path) -> bool {
 /// tokens' hashes and encrypted upstream tokens. An existing file is left as it is, with a
 /// warning if others can read it. In-memory databases have no file.
 fn create_private(path: &Path) -> std::io::Result<()> {
-    let in_memory = path.as_os_str().is_empty()
-        || path
-            .to_str()
-            .is_some_and(|p| p == ":memory:" || p.starts_with("file:"));
-    if in_memory {
+    if is_in_memory(path) {
         return Ok(());
     }
     let mut file = std::fs::OpenOptions::new();
@@ -210,7 +229,12 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
-sql_store!(SqliteStore);
+sql_store!(
+    SqliteStore,
+    SqliteRow,
+    client = "json_extract(grant_json, '$.client_id')",
+    subject = "json_extract(grant_json, '$.user.subject')"
+);
 
 #[cfg(test)]
 mod tests {
@@ -224,6 +248,7 @@ mod tests {
             secret_sha256: None,
             metadata: json!({"redirect_uris": ["http://127.0.0.1/cb"]}),
             created_at: 1,
+            last_used_at: None,
         }
     }
 
