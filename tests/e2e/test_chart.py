@@ -239,6 +239,23 @@ def test_secrets_are_read_only_files_from_named_secrets_and_never_in_the_config(
     assert "database" in refusal(values)
 
 
+def test_a_token_exchange_gateway_secret_is_one_more_read_only_file(pinned):
+    gateway = "/etc/mcp-auth/secrets/gateways/mesh-gateway"
+    values = merged(*example("sqlite"), pinned, {"authserver": {
+        "extraSecrets": [{"existingSecret": "mesh-gateway", "key": "client-secret", "path": "gateways/mesh-gateway"}],
+        "config": {"token_exchange": {"gateways": [{"client_id": "mesh-gateway", "client_secret_file": gateway}],
+                                      "audiences": [{"audience": "https://github-mcp.internal/mcp",
+                                                     "clients": ["mesh-gateway"], "scopes": ["mcp:tools"]}]}}}})
+    docs = render(values)
+    [volume] = [v for v in pod(docs)["volumes"] if "projected" in v]
+    sources = {(s["secret"]["name"], i["key"]): i["path"] for s in volume["projected"]["sources"] for i in s["secret"]["items"]}
+    assert sources[("mesh-gateway", "client-secret")] == "gateways/mesh-gateway"
+    config = yaml.safe_load(only(docs, "ConfigMap")["data"]["authserver.yaml"])
+    assert config["token_exchange"]["gateways"][0]["client_secret_file"] == gateway
+    escape = merged(values, {"authserver": {"extraSecrets": [{"existingSecret": "x", "key": "k", "path": "../../etc/passwd"}]}})
+    assert "path" in refusal(escape)
+
+
 def test_the_pod_runs_non_root_read_only_without_privileges(sqlite):
     spec = pod(sqlite)
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 65532
