@@ -301,14 +301,15 @@ pub struct WorkloadIdentityConfig {
     /// The platforms' token issuers, with the same keys as `enterprise.issuers` (the claim
     /// mappings aside: a workload's groups are its machine client's).
     pub issuers: Vec<EnterpriseIssuer>,
-    /// A workload token living longer than this (`exp - iat`) is refused (Kubernetes projects
-    /// tokens for an hour by default).
+    /// A workload token living longer than this (`exp - iat`) is refused: it is reused until it
+    /// expires, so a stolen one is good that long (Kubernetes projects tokens for an hour by
+    /// default; `expirationSeconds` may shorten it to ten minutes).
     #[serde(default = "default_max_workload_token_seconds")]
     pub max_token_seconds: u64,
 }
 
 fn default_max_workload_token_seconds() -> u64 {
-    24 * 3600
+    3600
 }
 
 /// The grant types a machine client may use: there is no user to send to a browser.
@@ -778,6 +779,38 @@ impl Config {
             )?;
         }
         check_machine_clients(&file.machine_clients, file.workload_identity.as_ref())?;
+        for client in &file.machine_clients {
+            // One namespace of client ids: a gateway and a machine client of one id would be
+            // one principal (`client_id`, `act.sub`) to policies.
+            if let Some(gateway) = file
+                .token_exchange
+                .gateways
+                .iter()
+                .find(|g| g.client_id == client.client_id)
+            {
+                return Err(invalid(
+                    "machine_clients",
+                    format!(
+                        "client_id `{}` is also a token_exchange gateway",
+                        gateway.client_id
+                    ),
+                ));
+            }
+            let offered = client
+                .scope
+                .iter()
+                .flat_map(|scope| scope.split_ascii_whitespace())
+                .find(|scope| !scopes.iter().any(|s| s == scope));
+            if let Some(scope) = offered {
+                return Err(invalid(
+                    "machine_clients",
+                    format!(
+                        "client `{}`: scope `{scope}` is not one of `scopes` this server offers",
+                        client.client_id
+                    ),
+                ));
+            }
+        }
         file.token_exchange
             .check(&resources, &scopes, file.upstream.as_ref())?;
         // Without the key no upstream session is kept, so refreshes could never be re-checked
@@ -1247,6 +1280,17 @@ mod tests {
             let err = resolve(&format!("machine_clients:\n{clients}\n")).unwrap_err();
             assert!(err.starts_with("`machine_clients`") && err.contains(says), "{clients}: {err}");
         }
+        let err = resolve(&format!(
+            "machine_clients:\n- {{client_id: a, scope: mcp:everything, jwks: {{keys: [{key}]}}}}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("not one of `scopes`"), "{err}");
+        let err = resolve(&format!(
+            "machine_clients:\n- {{client_id: gw, jwks: {{keys: [{key}]}}}}\n\
+             token_exchange: {{gateways: [{{client_id: gw, client_secret_file: /s}}]}}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("also a token_exchange gateway"), "{err}");
         let own = "issuer: https://auth.example.com\nresources: [https://auth.example.com/mcp]\n\
                    workload_identity: {issuers: [{issuer: https://auth.example.com}]}\n";
         let err =

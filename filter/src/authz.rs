@@ -83,6 +83,8 @@ pub enum AuthzError {
     NoPrincipal,
     #[error("the Cedar request could not be built: {0}")]
     Request(String),
+    #[error("the token's delegation is unusable: {0}")]
+    Delegation(String),
 }
 
 /// A decision and what made it.
@@ -262,7 +264,8 @@ impl Authorizer {
             .ok_or(AuthzError::NoPrincipal)?;
         let uid = entity_uid("Client", id).ok_or(AuthzError::NoPrincipal)?;
         let mut context = claims::claim_attributes(&token.claims, &self.multi_valued);
-        context.extend(claims::delegation_attributes(&token.claims));
+        context
+            .extend(claims::delegation_attributes(&token.claims).map_err(AuthzError::Delegation)?);
         let parents: HashSet<EntityUid> = claims::groups(
             &token.claims,
             self.group_claim.as_deref(),
@@ -690,10 +693,27 @@ resource
             !allowed(&authz, &delegated("alice", &[], agent), &tool("delete")),
             "but not an agent acting for her"
         );
-        let odd = token(json!({"sub": "bob", "groups": ["mcp-developers"], "act": "agent-7"}));
+        for odd in [
+            json!("agent-7"),
+            json!({"client_id": "agent-7"}),
+            json!({"sub": 7}),
+        ] {
+            let caller = authz.caller(&token(
+                json!({"sub": "bob", "groups": ["mcp-developers"], "act": odd}),
+            ));
+            assert!(
+                matches!(caller, Err(AuthzError::Delegation(_))),
+                "`act` names its actor in `sub`: {odd}"
+            );
+        }
+        let mut deep = json!({"sub": "a0"});
+        for i in 1..=8 {
+            deep = json!({"sub": format!("a{i}"), "act": deep});
+        }
+        let caller = authz.caller(&token(json!({"sub": "alice", "act": deep})));
         assert!(
-            !allowed(&authz, &odd, &tool("search")),
-            "`act` names its actor in `sub`"
+            matches!(caller, Err(AuthzError::Delegation(_))),
+            "a chain past what policies see is refused, not cut"
         );
     }
 

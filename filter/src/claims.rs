@@ -95,24 +95,29 @@ const MAX_ACTORS: usize = 8;
 /// outermost `act.sub`), `actor_chain` every actor from the current one back to the first.
 /// A token without `act` (the subject acts for itself) has neither attribute, so policies test
 /// `context has actor`. Only `sub` names an actor: the other members of `act` are identity
-/// details, not the identity.
-pub fn delegation_attributes(claims: &Map<String, Value>) -> Vec<(String, RestrictedExpression)> {
+/// details, not the identity. An `act` that names no actor, or a chain longer than policies are
+/// shown, is an error: dropped silently, it would pass `forbid … when { context has actor }`.
+pub fn delegation_attributes(
+    claims: &Map<String, Value>,
+) -> Result<Vec<(String, RestrictedExpression)>, String> {
     let mut chain = Vec::new();
     let mut act = claims.get("act");
-    while let Some(Value::Object(actor)) = act {
+    while let Some(actor) = act {
         let Some(Value::String(sub)) = actor.get("sub") else {
-            break;
+            return Err("its `act` claim names no actor (an object with a string `sub`)".into());
         };
         if chain.len() == MAX_ACTORS {
-            break;
+            return Err(format!(
+                "its `act` chain is longer than {MAX_ACTORS} actors"
+            ));
         }
         chain.push(sub.clone());
         act = actor.get("act");
     }
     let Some(current) = chain.first().cloned() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    vec![
+    Ok(vec![
         (
             "actor".to_owned(),
             RestrictedExpression::new_string(current),
@@ -121,7 +126,7 @@ pub fn delegation_attributes(claims: &Map<String, Value>) -> Vec<(String, Restri
             "actor_chain".to_owned(),
             RestrictedExpression::new_set(chain.into_iter().map(RestrictedExpression::new_string)),
         ),
-    ]
+    ])
 }
 
 /// Tool or prompt arguments: scalars as `arg_<key>`; objects and arrays only as

@@ -231,9 +231,14 @@ impl Grant {
         Some(changes)
     }
 
-    /// Whether the answer varies with `Origin` (a cache must not serve it to another origin).
+    /// Whether the answer varies with `Origin`: a cache must not serve one origin's answer
+    /// (granted or refused) to another.
     pub fn varies(&self) -> bool {
-        matches!(self, Self::Allowed(origin) if origin != "*")
+        match self {
+            Self::NotCrossOrigin => false,
+            Self::Allowed(origin) => origin != "*",
+            Self::Refused => true,
+        }
     }
 }
 
@@ -415,6 +420,10 @@ mod tests {
         assert_eq!(value("access-control-allow-credentials"), None);
         assert!(value("access-control-expose-headers").is_some());
         assert!(Grant::Allowed("https://a.example".into()).varies());
+        assert!(
+            Grant::Refused.varies(),
+            "a refusal cached for one origin must not reach another"
+        );
         assert!(!Grant::Allowed("*".into()).varies());
     }
 }

@@ -660,13 +660,7 @@ async fn token_exchange<S: Store>(
     headers: &HeaderMap,
     request: &TokenRequest,
 ) -> Result<Response, OAuthError> {
-    let client = authenticate(
-        state,
-        headers,
-        request.client_id.as_deref(),
-        request.client_secret.as_deref(),
-    )
-    .await?;
+    let client = authenticate_request(state, headers, request).await?;
     let scope = asked_scope(request)?;
     let subject = match request.subject_token.as_deref() {
         None => Subject::Absent,
@@ -1168,7 +1162,18 @@ async fn by_assertion<S: Store>(
 ) -> Result<StoredClient, OAuthError> {
     let refused = |err: AssertionError| {
         tracing::info!(reason = %err, "client assertion refused");
-        OAuthError::invalid_client(err.to_string())
+        // Who is registered, and with which keys, is not told: an unknown client, a workload
+        // bound to none and a wrong key answer alike (the log has the detail).
+        let description = match err {
+            AssertionError::UnknownClient(_)
+            | AssertionError::UnboundWorkload { .. }
+            | AssertionError::UnknownKey(_)
+            | AssertionError::BadSignature => {
+                "the client assertion is not signed by a registered machine client's key or a workload bound to one".to_owned()
+            }
+            other => other.to_string(),
+        };
+        OAuthError::invalid_client(description)
     };
     let assertion = client_assertion::parse(text).map_err(refused)?;
     let presenter = Presenter::of(&assertion, &state.machines.platforms()).map_err(refused)?;
@@ -1191,10 +1196,8 @@ async fn by_assertion<S: Store>(
             "client_id is not the client the assertion authenticates",
         ));
     }
-    let token_endpoint = state.config.endpoint("/oauth/token");
     let expect = client_assertion::Expectations {
         issuer: state.config.issuer_str(),
-        token_endpoint: &token_endpoint,
         max_lifetime: verified.max_lifetime,
     };
     let now = state.clock.now();
@@ -1987,7 +1990,7 @@ mod tests {
                     refused["error_description"]
                         .as_str()
                         .unwrap()
-                        .contains("no client is bound"),
+                        .contains("a workload bound to one"),
                     "{refused}"
                 );
                 let (status, refused) =

@@ -63,10 +63,10 @@ impl Presenter {
 /// What this server accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct Expectations<'a> {
-    /// This server's issuer (draft-ietf-oauth-rfc7523bis: the audience to use).
+    /// This server's issuer: the only audience (draft-ietf-oauth-rfc7523bis; the token
+    /// endpoint's URL, which RFC 7523 §3 also allowed, lets an assertion minted for an endpoint
+    /// an attacker's metadata named be spent here).
     pub issuer: &'a str,
-    /// The token endpoint's URL, which RFC 7523 §3 also allows as the audience.
-    pub token_endpoint: &'a str,
     pub max_lifetime: i64,
 }
 
@@ -88,8 +88,9 @@ pub fn decide(
     now: i64,
 ) -> Result<Accepted, AssertionError> {
     let claims = &assertion.claims;
-    check_audience(claims.get("aud"), &[expect.issuer, expect.token_endpoint])?;
-    check_times(claims, expect.max_lifetime, now, false)?;
+    check_audience(claims.get("aud"), expect.issuer)?;
+    // A reusable workload token must say when it was issued, so its whole life is bounded.
+    check_times(claims, expect.max_lifetime, now, !single_use)?;
     if !single_use {
         return Ok(Accepted { replay: None });
     }
@@ -116,7 +117,6 @@ mod tests {
     const K8S: &str = "https://kubernetes.default.svc.cluster.local";
     const EXPECT: Expectations<'static> = Expectations {
         issuer: ISSUER,
-        token_endpoint: TOKEN_ENDPOINT,
         max_lifetime: 3600,
     };
 
@@ -230,8 +230,8 @@ mod tests {
             NOW,
         );
         assert!(
-            endpoint.is_ok(),
-            "RFC 7523 §3 allows the token endpoint as audience"
+            matches!(endpoint, Err(AssertionError::Audience(..))),
+            "the issuer only (RFC 7523bis)"
         );
         let refused = |claims: Value| {
             decide(&assertion(signed_by_client(claims)), &EXPECT, true, NOW).unwrap_err()

@@ -18,6 +18,9 @@ use crate::oauth::{ErrorCode, OAuthError, Scope};
 
 /// The grant type (RFC 8693 §2.1).
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Actors a token of ours for an MCP resource may carry from its grant: the agent an ID-JAG
+/// names (`act` = the client acting for the user).
+const GRANT_ACTORS: usize = 1;
 /// An OAuth access token (§3): what subject tokens are, and what is issued.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// A JWT (§3): our access tokens are JWTs, so a client may name them this way too.
@@ -341,20 +344,24 @@ fn verified(
     if text("iss") != policy.issuance.issuer {
         return Err(Refusal::OtherIssuer(quoted(text("iss"))));
     }
-    // Before the audience: a token minted by exchange is for a backend, and the reason to give
-    // is that it was minted by exchange.
-    let depth = actor_depth(&claims);
-    if depth >= policy.max_actor_chain {
-        return Err(Refusal::Chain {
-            depth,
-            max: policy.max_actor_chain,
-        });
-    }
+    // A token for one of our resources may carry the one actor its grant named (the agent of an
+    // ID-JAG); a token for a backend was minted by exchange, and its chain is what
+    // `max_actor_chain` bounds — checked before the audience, since that is the reason to give.
     let aud = text("aud");
+    let depth = actor_depth(&claims);
+    let for_resource = policy.resources.iter().any(|r| r == aud);
+    let (too_deep, max) = if for_resource {
+        (depth > GRANT_ACTORS, GRANT_ACTORS)
+    } else {
+        (depth >= policy.max_actor_chain, policy.max_actor_chain)
+    };
+    if too_deep {
+        return Err(Refusal::Chain { depth, max });
+    }
+    // A backend's token is exchanged again only where chains are allowed at all.
     let chains = policy.max_actor_chain > 1;
-    let accepted = policy.resources.iter().any(|r| r == aud)
-        || (chains && policy.backends.iter().any(|b| b.audience == aud));
-    if !accepted {
+    let backend = chains && policy.backends.iter().any(|b| b.audience == aud);
+    if !(for_resource || backend) {
         return Err(Refusal::OtherAudience(quoted(aud)));
     }
     if time("exp").is_none_or(|exp| exp <= now) {
@@ -591,7 +598,26 @@ mod tests {
         let deeper = json!({"act": {"sub": "b", "act": {"sub": "a"}}});
         assert_eq!(
             refused(&policy(&backends, 2), &ask(), subject(deeper)).0,
-            Refusal::Chain { depth: 2, max: 2 }
+            Refusal::Chain { depth: 2, max: 1 },
+            "a token for our resource carries at most its grant's agent"
+        );
+    }
+
+    #[test]
+    fn a_token_an_agent_got_for_a_user_is_exchanged_with_the_gateway_in_front() {
+        let backends = backends();
+        let Ok(Decision::Sign { claims, .. }) = decide(
+            &policy(&backends, 1),
+            &ask(),
+            subject(json!({"act": {"sub": "agent-7"}})),
+            NOW,
+            "j".into(),
+        ) else {
+            panic!("an ID-JAG's token (its agent as actor) is exchangeable by default")
+        };
+        assert_eq!(
+            claims["act"],
+            json!({"sub": "mesh-gateway", "act": {"sub": "agent-7"}})
         );
     }
 

@@ -280,7 +280,7 @@ pub fn decide(
 ) -> Result<Decision, AssertionError> {
     let claims = &assertion.claims;
     let issuer = assertion.issuer()?;
-    check_audience(claims.get("aud"), &[expect.issuer])?;
+    check_audience(claims.get("aud"), expect.issuer)?;
     let client_id = string(claims, "client_id")?;
     if client_id != expect.client_id {
         return Err(AssertionError::OtherClient(quoted(client_id)));
@@ -314,25 +314,19 @@ pub fn decide(
     })
 }
 
-/// `aud` is one of `accepted` (our issuer; for a client assertion also our token endpoint), as a
-/// string or as an array of exactly that one string (the draft: several audiences would let one
-/// assertion be spent at several servers).
-pub(crate) fn check_audience(aud: Option<&Value>, accepted: &[&str]) -> Result<(), AssertionError> {
-    let ours = |aud: &String| accepted.contains(&aud.as_str());
-    let fits = match aud {
-        Some(Value::String(aud)) => ours(aud),
-        Some(Value::Array(items)) => matches!(items.as_slice(), [Value::String(aud)] if ours(aud)),
+/// `aud` is our issuer, as a string or as an array of exactly that one string (the draft:
+/// several audiences would let one assertion be spent at several servers).
+pub(crate) fn check_audience(aud: Option<&Value>, issuer: &str) -> Result<(), AssertionError> {
+    let ours = match aud {
+        Some(Value::String(aud)) => aud == issuer,
+        Some(Value::Array(items)) => {
+            matches!(items.as_slice(), [Value::String(aud)] if aud == issuer)
+        }
         _ => return Err(AssertionError::Missing("aud")),
     };
-    match (fits, aud) {
+    match (ours, aud) {
         (true, _) => Ok(()),
-        (false, Some(aud)) => {
-            let expected = match accepted {
-                [issuer, endpoint] => format!("{issuer} (or its token endpoint, {endpoint})"),
-                _ => accepted.join(" or "),
-            };
-            Err(AssertionError::Audience(shown(aud), expected))
-        }
+        (false, Some(aud)) => Err(AssertionError::Audience(shown(aud), issuer.to_owned())),
         (false, None) => Err(AssertionError::Missing("aud")),
     }
 }
