@@ -195,8 +195,8 @@ def test_a_purge_deletes_what_expired_and_says_how_much_per_table(server):
     client = server.register("never used")
     time.sleep(UNUSED_CLIENT_SECONDS + 1)
     purged = server.admin_json("purge")
-    assert set(purged) == {"auth_requests", "upstream_logins", "codes", "refresh_tokens", "upstream_tokens",
-                           "revoked_families", "clients", "consents"}
+    assert set(purged) == {"auth_requests", "upstream_logins", "used_assertions", "codes", "refresh_tokens",
+                           "upstream_tokens", "revoked_families", "clients", "consents"}
     assert purged["clients"] >= 1
     assert client["client_id"] not in {c["client_id"] for c in server.admin_json("clients", "list", "--all")}
     text = server.admin("purge").stdout
