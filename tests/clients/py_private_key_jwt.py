@@ -20,24 +20,7 @@ from mcp.client.auth.extensions.client_credentials import (
     static_assertion_provider,
 )
 from mcp.client.streamable_http import streamable_http_client
-
-
-class MemoryStorage:
-    def __init__(self):
-        self.tokens = None
-        self.client_info = None
-
-    async def get_tokens(self):
-        return self.tokens
-
-    async def set_tokens(self, tokens):
-        self.tokens = tokens
-
-    async def get_client_info(self):
-        return self.client_info
-
-    async def set_client_info(self, client_info):
-        self.client_info = client_info
+from token_storage import MemoryStorage
 
 
 def payload(token: str) -> dict:

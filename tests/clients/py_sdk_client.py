@@ -19,6 +19,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from browser import Browser  # noqa: E402
+from token_storage import MemoryStorage  # noqa: E402
 
 if os.environ.get("MCP_TEST_IDP_ORIGIN"):  # the upstream identity provider's pages are part of the flow
     Browser.idp_origins.add(os.environ["MCP_TEST_IDP_ORIGIN"])
@@ -27,24 +28,6 @@ if os.environ.get("MCP_TEST_IDP_ORIGIN"):  # the upstream identity provider's pa
 REFRESH_AFTER = float(os.environ.get("REFRESH_AFTER", "0"))
 
 REDIRECT = "http://127.0.0.1:8765/callback"
-
-
-class MemoryStorage:
-    def __init__(self):
-        self.tokens = None
-        self.client_info = None
-
-    async def get_tokens(self):
-        return self.tokens
-
-    async def set_tokens(self, tokens):
-        self.tokens = tokens
-
-    async def get_client_info(self):
-        return self.client_info
-
-    async def set_client_info(self, client_info):
-        self.client_info = client_info
 
 
 async def main(server, user, password, allowed_tool, forbidden_tool):

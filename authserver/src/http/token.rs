@@ -1669,6 +1669,29 @@ mod tests {
             );
         }
 
+        /// The claims of a JWT in a token answer.
+        fn payload(token: &Value) -> Value {
+            let part = token.as_str().unwrap().split('.').nth(1).unwrap();
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(part)
+                    .unwrap(),
+            )
+            .unwrap()
+        }
+
+        /// The authorization server metadata document.
+        async fn metadata(app: &Router) -> Value {
+            let request = Request::get("/.well-known/oauth-authorization-server")
+                .body(Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        }
+
         mod id_jag {
             use super::*;
             use crate::idp::enterprise::testing::{JwksServer, Key};
@@ -1698,27 +1721,6 @@ mod tests {
                     body.to_owned(),
                 )
                 .await
-            }
-
-            fn payload(token: &Value) -> Value {
-                let part = token.as_str().unwrap().split('.').nth(1).unwrap();
-                serde_json::from_slice(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(part)
-                        .unwrap(),
-                )
-                .unwrap()
-            }
-
-            async fn metadata(app: &Router) -> Value {
-                let request = Request::get("/.well-known/oauth-authorization-server")
-                    .body(Body::empty())
-                    .unwrap();
-                let response = app.clone().oneshot(request).await.unwrap();
-                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-                    .await
-                    .unwrap();
-                serde_json::from_slice(&bytes).unwrap()
             }
 
             #[tokio::test]
@@ -1887,16 +1889,6 @@ mod tests {
                 .await
             }
 
-            fn claims_of(token: &Value) -> Value {
-                let part = token.as_str().unwrap().split('.').nth(1).unwrap();
-                serde_json::from_slice(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(part)
-                        .unwrap(),
-                )
-                .unwrap()
-            }
-
             /// A machine client `reporter` with its own key, and `sales` bound to a workload of
             /// a platform whose keys `platform_jwks` serves.
             async fn machines(key: &Key, platform_jwks: &str) -> Router {
@@ -1920,7 +1912,7 @@ mod tests {
                     &json!({"iss": "reporter", "sub": "reporter", "aud": ISSUER, "iat": T0, "exp": T0 + 60, "jti": "a-1"}));
                 let (status, issued) = token(&app, body(&assertion)).await;
                 assert_eq!(status, 200, "{issued}");
-                let claims = claims_of(&issued["access_token"]);
+                let claims = payload(&issued["access_token"]);
                 assert_eq!(
                     (claims["sub"].as_str(), claims["client_id"].as_str()),
                     (Some("reporter"), Some("reporter"))
@@ -1978,7 +1970,7 @@ mod tests {
                         status, 200,
                         "a projected token is reused until it expires: {issued}"
                     );
-                    assert_eq!(claims_of(&issued["access_token"])["sub"], "sales");
+                    assert_eq!(payload(&issued["access_token"])["sub"], "sales");
                 }
                 let (status, refused) =
                     token(&app, body(&projected("system:serviceaccount:agents:other"))).await;
@@ -2000,18 +1992,7 @@ mod tests {
                     (401, Some("invalid_client")),
                     "{refused}"
                 );
-                let advertised = {
-                    let request = Request::get("/.well-known/oauth-authorization-server")
-                        .body(Body::empty())
-                        .unwrap();
-                    let response = app.clone().oneshot(request).await.unwrap();
-                    serde_json::from_slice::<Value>(
-                        &axum::body::to_bytes(response.into_body(), 1 << 20)
-                            .await
-                            .unwrap(),
-                    )
-                    .unwrap()
-                };
+                let advertised = metadata(&app).await;
                 assert!(advertised["token_endpoint_auth_methods_supported"]
                     .as_array()
                     .unwrap()

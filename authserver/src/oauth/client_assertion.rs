@@ -107,8 +107,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
+    use crate::oauth::id_jag::tests::token;
     use serde_json::{json, Value};
 
     const NOW: i64 = 1_700_000_000;
@@ -119,16 +118,6 @@ mod tests {
         issuer: ISSUER,
         max_lifetime: 3600,
     };
-
-    fn token(header: Value, claims: Value) -> String {
-        let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-        format!(
-            "{}.{}.{}",
-            part(&header),
-            part(&claims),
-            URL_SAFE_NO_PAD.encode(b"sig")
-        )
-    }
 
     fn signed_by_client(extra: Value) -> Value {
         let mut claims = json!({"iss": "agent-7", "sub": "agent-7", "aud": ISSUER,

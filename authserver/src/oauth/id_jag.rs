@@ -483,7 +483,7 @@ pub(crate) fn quoted(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::oauth::clock::{Clock, ManualClock};
     use serde_json::json;
@@ -493,7 +493,9 @@ mod tests {
     const IDP: &str = "https://acme.okta.com/oauth2/default";
     const MCP: &str = "https://mcp.example.com/mcp";
 
-    fn token(header: Value, claims: Value) -> String {
+    /// A compact JWS of `header` and `claims` with a placeholder signature (the decisions here
+    /// take the signature as checked).
+    pub(crate) fn token(header: Value, claims: Value) -> String {
         let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
         format!(
             "{}.{}.{}",
