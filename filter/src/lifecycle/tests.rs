@@ -29,6 +29,10 @@ struct FakeHost {
     observed: Vec<String>,
     /// The authorization decisions, as the access log and the metrics get them.
     audits: Vec<crate::telemetry::Audit>,
+    /// The token exchange requests sent (their call id is their index).
+    dispatched: Vec<crate::exchange::TokenRequest>,
+    /// The next dispatch fails (the cluster is unknown).
+    dispatch_fails: bool,
 }
 
 impl Host for FakeHost {
@@ -71,6 +75,13 @@ impl Host for FakeHost {
         self.response_headers
             .push((format!("+{name}"), Some(value.to_owned())));
         Ok(())
+    }
+    fn dispatch(&mut self, request: &crate::exchange::TokenRequest) -> Result<u32, HostError> {
+        if self.dispatch_fails {
+            return Err(HostError("send a token exchange request"));
+        }
+        self.dispatched.push(request.clone());
+        Ok(u32::try_from(self.dispatched.len() - 1).unwrap())
     }
     fn send(&mut self, response: &LocalResponse) -> Result<(), HostError> {
         self.sent.push(response.clone());
