@@ -413,7 +413,12 @@ impl Stream {
                 let backend = settings.and_then(|s| s.backend_of(head.route_name.as_deref()));
                 if let (Some(settings), Some(backend)) = (settings, backend) {
                     let Ok(token) = gate::bearer_token(&head.authorization) else {
-                        return self.exchange_failed(host, backend, &Failure::NoCallerToken);
+                        return self.exchange_failed(
+                            engine,
+                            host,
+                            backend,
+                            &Failure::NoCallerToken,
+                        );
                     };
                     let key = CredentialKey::new(token, backend);
                     let found = engine
@@ -455,7 +460,9 @@ impl Stream {
                 self.request = next;
                 return self.proceed(engine, host, at);
             }
-            Lookup::Failed(failure) => return self.exchange_failed(host, backend, &failure),
+            Lookup::Failed(failure) => {
+                return self.exchange_failed(engine, host, backend, &failure)
+            }
             Lookup::Wait { deadline_ms } => deadline_ms,
             Lookup::Start {
                 request,
@@ -468,7 +475,7 @@ impl Stream {
                 Err(_) => {
                     let failure = Failure::NotSent(request.cluster.clone());
                     engine.exchanges.settle(key, Err(failure.clone()), now_ms);
-                    return self.exchange_failed(host, backend, &failure);
+                    return self.exchange_failed(engine, host, backend, &failure);
                 }
             },
         };
@@ -485,9 +492,21 @@ impl Stream {
     }
 
     /// No token for the backend: a JSON-RPC error that says so, and nothing goes upstream.
-    fn exchange_failed(&mut self, host: &mut dyn Host, backend: usize, failure: &Failure) -> Step {
+    fn exchange_failed(
+        &mut self,
+        engine: &Engine,
+        host: &mut dyn Host,
+        backend: usize,
+        failure: &Failure,
+    ) -> Step {
+        let route = engine
+            .config
+            .token_exchange
+            .as_ref()
+            .and_then(|settings| settings.backends.get(backend))
+            .map_or("?", |backend| backend.route.as_str());
         log::warn!(
-            "mcp-mesh-auth: no token for backend #{backend} (reason={}): {failure}",
+            "mcp-mesh-auth: refused: no token for the backend of route `{route}` (reason={}): {failure}",
             failure.reason()
         );
         let mut response =
