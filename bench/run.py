@@ -12,7 +12,13 @@ Variants: (plain) Envoy alone; (native) jwt_authn with its JWT cache on, as an o
 it, + mcp + rbac with the same group policy; (wasm) this filter with a production-like
 configuration (Cedar policies, `headers_stop_iteration` with Envoy's
 `allow_on_headers_stop_iteration`); (wasm+jwt_authn) the filter trusting Envoy's jwt_authn
-(envoy/jwt-authn.yaml: jwt_authn verifies the signature, the filter does everything else).
+(envoy/jwt-authn.yaml: jwt_authn verifies the signature, the filter does everything else);
+(wasm+exchange) the filter giving the backend a token of its own (`token_exchange`, as
+envoy/token-exchange.yaml): its token endpoint is a `direct_response` on a second listener of the
+same Envoy, reached through a cluster as the authorization server would be, so the figures are
+the filter's cost of an exchange (the call, its answer, the cache), not the authorization
+server's (`make bench-authserver` measures that). With it, `call` (one caller) is a cached
+exchange and `new_token` (a new caller on every request) an uncached one: an exchange per request.
 BENCH_MODULES puts several modules side by side (the `[profile.release]` comparison,
 bench/profiles.sh).
 
@@ -63,7 +69,7 @@ STARTS = int(os.environ.get("BENCH_STARTS", "5"))
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "8")
 LEVELS = [int(level) for level in os.environ.get("BENCH_CONCURRENCY", "1,2").split(",")]
 SCENARIOS = os.environ.get("BENCH_SCENARIOS", "call,list,new_token,forged_new,forged_same").split(",")
-VARIANTS = os.environ.get("BENCH_VARIANTS", "plain,native,wasm,wasm_jwt_authn").split(",")
+VARIANTS = os.environ.get("BENCH_VARIANTS", "plain,native,wasm,wasm_jwt_authn,wasm_exchange").split(",")
 POOL = int(os.environ.get("BENCH_TOKENS", "60000"))
 LATENCY = os.environ.get("BENCH_LATENCY", "1") == "1"  # one-connection runs of call and list at level 1
 OUTPUT = Path(os.environ.get("BENCH_JSON", ROOT / "bench" / "results.json"))
@@ -88,6 +94,10 @@ POLICIES = [
 TOOLS = [{"name": f"tool_{i:02d}", "description": f"Tool number {i}", "inputSchema": {"type": "object"},
           "annotations": {"readOnlyHint": i % 2 == 0}} for i in range(49)] + [{"name": "delete_namespace", "inputSchema": {"type": "object"}}]
 LIST_ANSWER = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": TOOLS}})
+# The token endpoint's answer in the exchange variant (what our authorization server answers).
+EXCHANGE_ANSWER = json.dumps({"access_token": "backend-token-for-bench", "issued_token_type":
+                              "urn:ietf:params:oauth:token-type:access_token", "token_type": "Bearer",
+                              "expires_in": 300, "scope": "mcp:tools"})
 CALL_ANSWER = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}]}})
 CALL = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "tool_01", "arguments": {"x": 1}}})
 LIST = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
@@ -162,10 +172,11 @@ def forge(valid: list[str], count: int) -> list[str]:
 
 def hcm(filters: list[dict]) -> dict:
     json_header = [{"header": {"key": "content-type", "value": "application/json"}}]
+    # Named: the exchange variant maps route names to backends.
     routes = [
-        {"match": {"path": "/mcp", "headers": [{"name": "x-bench", "string_match": {"exact": "list"}}]},
+        {"name": "bench_list", "match": {"path": "/mcp", "headers": [{"name": "x-bench", "string_match": {"exact": "list"}}]},
          "direct_response": {"status": 200, "body": {"inline_string": LIST_ANSWER}}, "response_headers_to_add": json_header},
-        {"match": {"path": "/mcp"}, "direct_response": {"status": 200, "body": {"inline_string": CALL_ANSWER}},
+        {"name": "bench_call", "match": {"path": "/mcp"}, "direct_response": {"status": 200, "body": {"inline_string": CALL_ANSWER}},
          "response_headers_to_add": json_header},
     ]
     # Every variant reads the whole request before the router answers (see the module docstring).
@@ -248,6 +259,34 @@ def wasm_filters(jwks: dict, module: Path, **overrides) -> list[dict]:
                                      "value": json.dumps(plugin)}}}}]
 
 
+def wasm_exchange_filters(jwks: dict, module: Path) -> list[dict]:
+    """The filter exchanging the caller's token for the backend's own on both routes, through
+    the cluster `token_endpoint` (see `token_endpoint`)."""
+    return wasm_filters(jwks, module, token_exchange={
+        "cluster": "token_endpoint", "authority": "token.bench.local", "client_id": "mesh-gateway",
+        "client_secret": "bench-only-inline-secret", "backends": [
+            {"route": route, "audience": "https://backend.bench.local/mcp"} for route in ("bench_call", "bench_list")]})
+
+
+def token_endpoint(port: int) -> tuple[dict, dict]:
+    """A listener answering `POST /oauth/token` with EXCHANGE_ANSWER, and the cluster to it."""
+    listener = {"name": "token", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "token",
+                        "route_config": {"virtual_hosts": [{"name": "t", "domains": ["*"], "routes": [{
+                            "match": {"path": "/oauth/token"}, "direct_response": {
+                                "status": 200, "body": {"inline_string": EXCHANGE_ANSWER}},
+                            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}]}]},
+                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}
+    cluster = {"name": "token_endpoint", "type": "STATIC", "connect_timeout": "2s", "load_assignment": {
+        "cluster_name": "token_endpoint", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+    return listener, cluster
+
+
 def modules() -> dict[str, Path]:
     """BENCH_MODULES="label=path,…" (several modules side by side) or BENCH_WASM (one)."""
     spec = os.environ.get("BENCH_MODULES")
@@ -267,6 +306,10 @@ class Bench:
         config = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin}}},
                   "static_resources": {"listeners": [{"name": "bench", "address": {"socket_address": {
                       "address": "127.0.0.1", "port_value": self.port}}, "filter_chains": [{"filters": [hcm(filters)]}]}]}}
+        if "token_endpoint" in json.dumps(filters):
+            listener, cluster = token_endpoint(free_port())
+            config["static_resources"]["listeners"].append(listener)
+            config["static_resources"]["clusters"] = [cluster]
         path = workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         started = time.monotonic()
@@ -389,8 +432,10 @@ def variants(jwks: dict) -> dict[str, list[dict]]:
             out.update({label: wasm_filters(jwks, path) for label, path in modules().items()})
         elif variant == "wasm_jwt_authn":
             out.update({f"{label}+jwt_authn": wasm_jwt_authn_filters(jwks, path) for label, path in modules().items()})
+        elif variant == "wasm_exchange":
+            out.update({f"{label}+exchange": wasm_exchange_filters(jwks, path) for label, path in modules().items()})
         else:
-            raise SystemExit(f"unknown variant {variant!r} (plain, native, wasm, wasm_jwt_authn)")
+            raise SystemExit(f"unknown variant {variant!r} (plain, native, wasm, wasm_jwt_authn, wasm_exchange)")
     return out
 
 

@@ -13,6 +13,7 @@ use url::Url;
 use crate::authz::{Authorizer, CedarConfigError, CedarSettings};
 use crate::binding::{BindingKey, BindingKeyError};
 use crate::cors::{CorsConfigError, CorsPolicy, CorsSettings};
+use crate::exchange::{ExchangeConfigError, ExchangeSettings, RawExchange};
 use crate::jwks::{JwksError, KeySet};
 use crate::operation::{ExtraMethods, MethodConfigError};
 use crate::tool_scopes::ToolScopes;
@@ -69,6 +70,8 @@ pub enum ConfigError {
     Methods(#[from] MethodConfigError),
     #[error("{0}")]
     Cors(#[from] CorsConfigError),
+    #[error("{0}")]
+    Exchange(#[from] ExchangeConfigError),
 }
 
 #[derive(Deserialize)]
@@ -111,6 +114,7 @@ struct RawConfig {
     denial_help: Option<String>,
     stats_prefix: Option<String>,
     cors: Option<CorsSettings>,
+    token_exchange: Option<RawExchange>,
 }
 
 #[derive(Deserialize)]
@@ -211,16 +215,28 @@ pub struct FilterConfig {
     pub stats_prefix: Option<String>,
     /// The browser origins that may call the endpoint (`cors`); `None`: no origin may.
     pub cors: Option<CorsPolicy>,
+    /// Backends that get a token of their own, exchanged for the caller's (`token_exchange`).
+    pub token_exchange: Option<ExchangeSettings>,
 }
 
 impl FilterConfig {
+    /// Parses and checks a configuration; a `token_exchange.client_secret_env` is read from the
+    /// process environment (the VM's: Envoy's `vm_config.environment_variables`).
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw: RawConfig =
-            serde_json::from_slice(bytes).map_err(|err| ConfigError::Syntax(err.to_string()))?;
-        Self::from_raw(raw)
+        Self::from_json_with_env(bytes, |name| std::env::var(name).ok())
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+    /// [`FilterConfig::from_json`] with the environment read through `env`.
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            serde_json::from_slice(bytes).map_err(|err| ConfigError::Syntax(err.to_string()))?;
+        Self::from_raw(raw, env)
+    }
+
+    fn from_raw(raw: RawConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let resource = http_url("resource", &raw.resource)?;
         for server in &raw.authorization_servers {
             http_url("authorization_servers", server)?;
@@ -385,6 +401,10 @@ impl FilterConfig {
             denial_help: raw.denial_help,
             stats_prefix: stats_prefix(raw.stats_prefix)?,
             cors: raw.cors.map(CorsPolicy::from_settings).transpose()?,
+            token_exchange: raw
+                .token_exchange
+                .map(|section| ExchangeSettings::from_raw(section, env))
+                .transpose()?,
         })
     }
 }

@@ -1,9 +1,10 @@
 //! What every request of one VM shares: the configuration, the issuers' keys, verified tokens,
-//! learned tool hints and remembered list decisions. Plain data; the lifecycle reads and updates
+//! learned tool hints, remembered list decisions and backend tokens. Plain data; the lifecycle reads and updates
 //! it, the proxy adapter only owns it.
 
 use crate::annotations::ToolAnnotations;
 use crate::config::FilterConfig;
+use crate::exchange::Exchanges;
 use crate::key_store::KeyStore;
 use crate::list_decisions::ListMemo;
 use crate::token_cache::TokenCache;
@@ -17,6 +18,8 @@ pub struct Engine {
     pub cache: TokenCache,
     pub annotations: ToolAnnotations,
     pub list_memo: ListMemo,
+    /// Backend tokens obtained by exchange, and the exchanges in flight.
+    pub exchanges: Exchanges,
 }
 
 impl Engine {
@@ -29,6 +32,12 @@ impl Engine {
             ),
             annotations: ToolAnnotations::default(),
             list_memo: ListMemo::new(LIST_MEMO_ENTRIES),
+            exchanges: Exchanges::new(
+                config
+                    .token_exchange
+                    .as_ref()
+                    .map_or(1, |settings| settings.cache_entries),
+            ),
             config,
         }
     }

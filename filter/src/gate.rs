@@ -42,6 +42,9 @@ pub struct RequestHead {
     pub session_ids: Vec<String>,
     /// What Envoy's `jwt_authn` verified, in the mode that trusts it (`jwt_authn` configured).
     pub envoy_verified: EnvoyVerified,
+    /// The name of the Envoy route the request matched (`xds.route_name`), read only when
+    /// `token_exchange` maps routes to backends.
+    pub route_name: Option<String>,
 }
 
 /// The outcome of Envoy's `jwt_authn` for a request, as its dynamic metadata tells it.
@@ -284,7 +287,7 @@ fn unverified_issuer(token: &str) -> Option<String> {
 }
 
 /// The token of the one `Authorization: Bearer` header. Another scheme counts as no token.
-fn bearer_token(values: &[String]) -> Result<&str, Rejection> {
+pub fn bearer_token(values: &[String]) -> Result<&str, Rejection> {
     let value = match values {
         [] => return Err(Rejection::MissingToken),
         [value] => value.trim(),

@@ -14,6 +14,7 @@ pub mod cors;
 pub mod engine;
 pub mod envoy_claims;
 pub mod es384;
+pub mod exchange;
 pub mod gate;
 pub mod jsonrpc;
 pub mod jwks;

@@ -1,10 +1,22 @@
-//! Requests held while their issuer's keys are being fetched, each with a deadline.
+//! Requests held while their issuer's keys are being fetched, or while a token for their
+//! backend is being exchanged, each with a deadline.
+
+use crate::exchange::CredentialKey;
+
+/// What a held request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaits {
+    /// The keys of an issuer (an index).
+    Keys(usize),
+    /// The exchange of a backend token.
+    Credential(CredentialKey),
+}
 
 /// One held request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiter<T> {
     pub context_id: u32,
-    pub issuer: usize,
+    pub awaits: Awaits,
     pub deadline_ms: i64,
     pub request: T,
 }
@@ -33,9 +45,9 @@ impl<T> Waiters<T> {
         self.held.retain(|held| held.context_id != context_id);
     }
 
-    /// Releases every request waiting on `issuer`, oldest first.
-    pub fn release_issuer(&mut self, issuer: usize) -> Vec<Waiter<T>> {
-        self.release(|held| held.issuer == issuer)
+    /// Releases every request waiting for `what`, oldest first.
+    pub fn release_awaiting(&mut self, what: Awaits) -> Vec<Waiter<T>> {
+        self.release(|held| held.awaits == what)
     }
 
     /// Releases every request whose deadline has passed at `now_ms`.
@@ -43,8 +55,8 @@ impl<T> Waiters<T> {
         self.release(|held| held.deadline_ms <= now_ms)
     }
 
-    pub fn is_waiting_on(&self, issuer: usize) -> bool {
-        self.held.iter().any(|held| held.issuer == issuer)
+    pub fn is_waiting_for(&self, what: Awaits) -> bool {
+        self.held.iter().any(|held| held.awaits == what)
     }
 
     pub fn len(&self) -> usize {
@@ -69,7 +81,7 @@ mod tests {
     fn waiter(context_id: u32, issuer: usize, deadline_ms: i64) -> Waiter<()> {
         Waiter {
             context_id,
-            issuer,
+            awaits: Awaits::Keys(issuer),
             deadline_ms,
             request: (),
         }
@@ -82,13 +94,25 @@ mod tests {
         waiters.hold(waiter(2, 1, 100));
         waiters.hold(waiter(3, 0, 100));
         let released: Vec<u32> = waiters
-            .release_issuer(0)
+            .release_awaiting(Awaits::Keys(0))
             .iter()
             .map(|w| w.context_id)
             .collect();
         assert_eq!(released, [1, 3]);
         assert_eq!(waiters.len(), 1);
-        assert!(waiters.is_waiting_on(1));
+        assert!(waiters.is_waiting_for(Awaits::Keys(1)));
+        let key = CredentialKey::new("token", 0);
+        waiters.hold(Waiter {
+            context_id: 4,
+            awaits: Awaits::Credential(key),
+            deadline_ms: 100,
+            request: (),
+        });
+        assert!(waiters
+            .release_awaiting(Awaits::Keys(1))
+            .iter()
+            .all(|w| w.context_id == 2));
+        assert_eq!(waiters.release_awaiting(Awaits::Credential(key)).len(), 1);
     }
 
     #[test]

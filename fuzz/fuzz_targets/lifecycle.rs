@@ -69,6 +69,15 @@ impl Host for FakeHost {
     fn set_response_header(&mut self, _: &str, _: Option<&str>) -> Result<(), HostError> {
         Ok(())
     }
+    fn add_response_header(&mut self, _: &str, _: &str) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn dispatch(
+        &mut self,
+        _: &mcp_mesh_auth_filter::exchange::TokenRequest,
+    ) -> Result<u32, HostError> {
+        Err(HostError("send a token exchange request"))
+    }
     fn send(&mut self, response: &LocalResponse) -> Result<(), HostError> {
         self.sent.push(response.clone());
         Ok(())

@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import os
 import subprocess
 import time
 
@@ -45,8 +46,10 @@ def test_envoy_validates_the_shipped_config(config, tmp_path):
     self_signed(tmp_path, HOSTS)
     path = tmp_path / config.name
     path.write_text(localised(config.read_text(), tmp_path))
+    # token-exchange.yaml takes the gateway's secret from Envoy's environment.
+    env = {**os.environ, "MCP_AUTH_GATEWAY_SECRET": "validate-only-secret"}
     result = subprocess.run([str(ENVOY_BIN), "--mode", "validate", "-c", str(path)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+                            capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
 
 

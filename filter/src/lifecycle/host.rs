@@ -2,6 +2,7 @@
 //! locally, resuming a held request, counting. Envoy's proxy-wasm host in production, a
 //! recording fake in the tests.
 
+use crate::exchange::TokenRequest;
 use crate::rejection::Rejection;
 use crate::response::LocalResponse;
 use crate::telemetry::{Audit, Caller};
@@ -40,6 +41,8 @@ pub trait Host {
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
     /// Adds a value to a response header, keeping the ones it has (`Vary`).
     fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    /// Sends a token exchange request; returns the call's id, which its answer will carry.
+    fn dispatch(&mut self, request: &TokenRequest) -> Result<u32, HostError>;
     /// Answers the stream locally.
     fn send(&mut self, response: &LocalResponse) -> Result<(), HostError>;
     fn observe(&mut self, observation: Observation<'_>);

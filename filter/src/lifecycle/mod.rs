@@ -7,9 +7,12 @@
 //! and under Envoy.
 //!
 //! Nothing moves unless the machine decided so: a request that is not on a public path is
-//! authenticated; an authenticated `POST` is held until its whole body (whether it ends with a
-//! last body chunk, an empty chunk or trailers) has been decided; a request that should carry no
-//! body is refused when one shows up; a held or answered request keeps everything back.
+//! authenticated; a request to a backend that gets a token of its own (`token_exchange`) is held
+//! until that token replaces the caller's, right after authentication (in the mode where request
+//! headers go upstream at header time, they must carry it); an authenticated `POST` is held until
+//! its whole body (whether it ends with a last body chunk, an empty chunk or trailers) has been
+//! decided; a request that should carry no body is refused when one shows up; a held or answered
+//! request keeps everything back.
 
 mod answer;
 mod host;
@@ -23,8 +26,9 @@ use crate::binding::Purpose;
 use crate::call_gate::{self, CallHeaders, CallVerdict};
 use crate::cors::Grant;
 use crate::engine::Engine;
+use crate::exchange::{CredentialKey, Failure, Lookup};
 use crate::gate::{self, Forward, KidRefetch, RequestHead, Verdict};
-use crate::jsonrpc::INVALID_REQUEST;
+use crate::jsonrpc::{INTERNAL_ERROR, INVALID_REQUEST};
 use crate::rejection::Rejection;
 use crate::response::{self, LocalResponse};
 use crate::tasks::Owner;
@@ -52,6 +56,13 @@ pub enum Step {
     /// Keep it here and wait for the keys of issuer `issuer` (an index) until `deadline_ms`;
     /// the adapter calls [`Stream::on_keys`] when they change or the deadline passes.
     Hold { issuer: usize, deadline_ms: i64 },
+    /// Keep it here and wait for the exchange of the token for its backend until
+    /// `deadline_ms`; the adapter calls [`Stream::on_credential`] when the exchange settles or
+    /// the deadline passes.
+    Await {
+        credential: CredentialKey,
+        deadline_ms: i64,
+    },
 }
 
 /// Whether a request re-decided after a hold may be held again.
@@ -69,6 +80,14 @@ enum Request {
     New,
     /// Waiting for its issuer's keys; nothing of it may pass.
     Held(Box<RequestHead>),
+    /// Authenticated, waiting for the token of its backend (exchanged for the caller's); then
+    /// it is `next`. Nothing of it may pass.
+    Exchanging {
+        key: CredentialKey,
+        backend: usize,
+        caller: CallerToken,
+        next: Box<Request>,
+    },
     /// Outside the protected space (or the metadata document): passes untouched.
     Public,
     /// An authenticated MCP `POST`: its body is decided once complete.
@@ -79,6 +98,16 @@ enum Request {
     Released,
     /// Answered here; nothing more of it moves.
     Answered,
+}
+
+/// The caller's own token, kept while its request waits for an exchange that it may have to
+/// ask for itself (when the request that asked first went away). Never shown by `Debug`.
+struct CallerToken(String);
+
+impl std::fmt::Debug for CallerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallerToken(<redacted>)")
+    }
 }
 
 /// Which callback is asking, for the decisions whose outcome depends on it.
@@ -157,7 +186,9 @@ impl Stream {
         self.ended |= end_of_stream;
         match &self.request {
             Request::Public | Request::Released => Step::Continue,
-            Request::New | Request::Held(_) | Request::Answered => Step::Pause,
+            Request::New | Request::Held(_) | Request::Exchanging { .. } | Request::Answered => {
+                Step::Pause
+            }
             Request::Bodiless | Request::Mcp(_) => self.proceed(engine, host, At::Body),
         }
     }
@@ -168,7 +199,11 @@ impl Stream {
         match &self.request {
             Request::Public => return Step::Continue,
             Request::New | Request::Answered => return Step::Pause,
-            Request::Held(_) | Request::Released | Request::Bodiless | Request::Mcp(_) => {}
+            Request::Held(_)
+            | Request::Exchanging { .. }
+            | Request::Released
+            | Request::Bodiless
+            | Request::Mcp(_) => {}
         }
         if let Err(err) = host.remove_request_trailers() {
             return self.answer(host, &internal_error(&err.to_string()));
@@ -205,6 +240,55 @@ impl Stream {
             KidRefetch::AlreadyTried,
             hold,
             At::Resume,
+        );
+        if step == Step::Continue {
+            if let Err(err) = host.resume_request() {
+                log::warn!("mcp-mesh-auth: could not resume a held request: {err}");
+            }
+        }
+        step
+    }
+
+    /// The exchange a request waits for settled, or its deadline passed: send the backend's
+    /// token upstream and move on, or refuse. The effects are carried out here, like
+    /// [`Stream::on_keys`]'s; a `Step::Await` asks the adapter to hold it again (the exchange it
+    /// waited for was abandoned, and it asked again itself).
+    pub fn on_credential(&mut self, engine: &mut Engine, host: &mut dyn Host, now_ms: i64) -> Step {
+        let (key, backend, caller, next) = match std::mem::replace(&mut self.request, Request::New)
+        {
+            Request::Exchanging {
+                key,
+                backend,
+                caller,
+                next,
+            } => (key, backend, caller, next),
+            other => {
+                self.request = other;
+                return Step::Pause;
+            }
+        };
+        let found = match engine.exchanges.settled(key, now_ms) {
+            Some(found) => found,
+            None => match (&engine.config.token_exchange, &self.identity) {
+                (Some(settings), Some(identity)) => {
+                    let exp = identity.expires_at;
+                    engine
+                        .exchanges
+                        .lookup(settings, &caller.0, exp, backend, now_ms)
+                }
+                _ => return self.answer(host, &internal_error("an exchange lost its settings")),
+            },
+        };
+        let step = self.carry_out(
+            engine,
+            host,
+            found,
+            key,
+            backend,
+            caller,
+            *next,
+            At::Resume,
+            now_ms,
         );
         if step == Step::Continue {
             if let Err(err) = host.resume_request() {
@@ -313,9 +397,10 @@ impl Stream {
                 if let Err(refusal) = self.bind_session(engine, host, &identity, &head) {
                     return self.refuse(host, &head, &refusal);
                 }
+                let expires_at = identity.expires_at;
                 self.identity = Some(identity);
-                match route {
-                    Route::Mcp => Request::Mcp(head.call),
+                let next = match route {
+                    Route::Mcp => Request::Mcp(head.call.clone()),
                     Route::Bodiless { stream } => {
                         if stream {
                             self.answer = Answer::EventStream;
@@ -323,10 +408,113 @@ impl Stream {
                         Request::Bodiless
                     }
                     Route::Refuse(refusal) => return self.refuse(host, &head, &refusal),
+                };
+                let settings = engine.config.token_exchange.as_ref();
+                let backend = settings.and_then(|s| s.backend_of(head.route_name.as_deref()));
+                if let (Some(settings), Some(backend)) = (settings, backend) {
+                    let Ok(token) = gate::bearer_token(&head.authorization) else {
+                        return self.exchange_failed(
+                            engine,
+                            host,
+                            backend,
+                            &Failure::NoCallerToken,
+                        );
+                    };
+                    let key = CredentialKey::new(token, backend);
+                    let found = engine
+                        .exchanges
+                        .lookup(settings, token, expires_at, backend, now_ms);
+                    let caller = CallerToken(token.to_owned());
+                    return self
+                        .carry_out(engine, host, found, key, backend, caller, next, at, now_ms);
                 }
+                next
             }
         };
         self.proceed(engine, host, at)
+    }
+
+    /// Does what the memory of exchanges said for a request on its way to `backend`: puts the
+    /// backend's token in place of the caller's and moves on, waits for the exchange (asking for
+    /// it first when nobody has), or refuses.
+    #[allow(clippy::too_many_arguments)]
+    fn carry_out(
+        &mut self,
+        engine: &mut Engine,
+        host: &mut dyn Host,
+        found: Lookup,
+        key: CredentialKey,
+        backend: usize,
+        caller: CallerToken,
+        next: Request,
+        at: At,
+        now_ms: i64,
+    ) -> Step {
+        let deadline_ms = match found {
+            Lookup::Ready(token) => {
+                // Replaces: the caller's token never travels with (or instead of) the backend's.
+                let bearer = format!("Bearer {token}");
+                if let Err(err) = host.set_request_header("authorization", Some(&bearer)) {
+                    return self.answer(host, &internal_error(&err.to_string()));
+                }
+                self.request = next;
+                return self.proceed(engine, host, at);
+            }
+            Lookup::Failed(failure) => {
+                return self.exchange_failed(engine, host, backend, &failure)
+            }
+            Lookup::Wait { deadline_ms } => deadline_ms,
+            Lookup::Start {
+                request,
+                deadline_ms,
+            } => match host.dispatch(&request) {
+                Ok(call) => {
+                    engine.exchanges.dispatched(key, call);
+                    deadline_ms
+                }
+                Err(_) => {
+                    let failure = Failure::NotSent(request.cluster.clone());
+                    engine.exchanges.settle(key, Err(failure.clone()), now_ms);
+                    return self.exchange_failed(engine, host, backend, &failure);
+                }
+            },
+        };
+        self.request = Request::Exchanging {
+            key,
+            backend,
+            caller,
+            next: Box::new(next),
+        };
+        Step::Await {
+            credential: key,
+            deadline_ms,
+        }
+    }
+
+    /// No token for the backend: a JSON-RPC error that says so, and nothing goes upstream.
+    fn exchange_failed(
+        &mut self,
+        engine: &Engine,
+        host: &mut dyn Host,
+        backend: usize,
+        failure: &Failure,
+    ) -> Step {
+        let route = engine
+            .config
+            .token_exchange
+            .as_ref()
+            .and_then(|settings| settings.backends.get(backend))
+            .map_or("?", |backend| backend.route.as_str());
+        log::warn!(
+            "mcp-mesh-auth: refused: no token for the backend of route `{route}` (reason={}): {failure}",
+            failure.reason()
+        );
+        let mut response =
+            response::jsonrpc_error(failure.status(), None, INTERNAL_ERROR, &failure.message());
+        if failure.status() == 503 {
+            response.headers.push(("retry-after".into(), "1".into()));
+        }
+        self.answer(host, &response)
     }
 
     /// Moves an authenticated request on as far as what has arrived of it allows.
@@ -334,7 +522,9 @@ impl Stream {
         let hold_headers = engine.config.headers_stop_iteration;
         let call = match &self.request {
             Request::Public | Request::Released => return Step::Continue,
-            Request::New | Request::Held(_) | Request::Answered => return Step::Pause,
+            Request::New | Request::Held(_) | Request::Exchanging { .. } | Request::Answered => {
+                return Step::Pause
+            }
             Request::Bodiless if self.body_bytes > 0 => {
                 let refusal = response::jsonrpc_error(
                     400,

@@ -29,6 +29,10 @@ struct FakeHost {
     observed: Vec<String>,
     /// The authorization decisions, as the access log and the metrics get them.
     audits: Vec<crate::telemetry::Audit>,
+    /// The token exchange requests sent (their call id is their index).
+    dispatched: Vec<crate::exchange::TokenRequest>,
+    /// The next dispatch fails (the cluster is unknown).
+    dispatch_fails: bool,
 }
 
 impl Host for FakeHost {
@@ -71,6 +75,13 @@ impl Host for FakeHost {
         self.response_headers
             .push((format!("+{name}"), Some(value.to_owned())));
         Ok(())
+    }
+    fn dispatch(&mut self, request: &crate::exchange::TokenRequest) -> Result<u32, HostError> {
+        if self.dispatch_fails {
+            return Err(HostError("send a token exchange request"));
+        }
+        self.dispatched.push(request.clone());
+        Ok(u32::try_from(self.dispatched.len() - 1).unwrap())
     }
     fn send(&mut self, response: &LocalResponse) -> Result<(), HostError> {
         self.sent.push(response.clone());
@@ -1376,5 +1387,275 @@ fn a_preflight_is_answered_and_nothing_of_it_goes_upstream() {
             stream.on_request_body(&mut engine, &mut host, 10, true),
             Step::Pause
         );
+    }
+}
+
+/// A filter that exchanges the caller's token for a token of backend `github` on route `github`.
+fn exchanging(mode: Mode) -> Engine {
+    engine(
+        mode,
+        json!({"token_exchange": {
+            "cluster": "authserver", "authority": "auth.example.com", "client_id": "mesh-gateway",
+            "client_secret": "dev-secret-0123456789", "timeout_ms": 1000,
+            "backends": [{"route": "github", "audience": "https://github-mcp.internal/mcp"}]}}),
+    )
+}
+
+fn to_route(route: &str) -> RequestHead {
+    RequestHead {
+        route_name: Some(route.into()),
+        ..post()
+    }
+}
+
+/// A `GET` (a server event stream) to `route`: no body, so it goes on as soon as it may.
+fn get_to(route: &str) -> RequestHead {
+    RequestHead {
+        route_name: Some(route.into()),
+        ..head("GET", "/mcp", "https://inline.example.com")
+    }
+}
+
+fn issued(token: &str) -> crate::exchange::Answer {
+    crate::exchange::Answer::Response {
+        status: 200,
+        body: json!({"access_token": token, "token_type": "Bearer", "expires_in": 300})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+/// The value the request's `Authorization` header was last given (`None`: removed).
+fn authorization(host: &FakeHost) -> Option<Option<String>> {
+    host.request_headers
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "authorization")
+        .map(|(_, value)| value.clone())
+}
+
+#[test]
+fn a_backend_request_waits_for_its_token_which_replaces_the_callers() {
+    for mode in MODES {
+        let (mut engine, mut host, mut stream) =
+            (exchanging(mode), FakeHost::default(), Stream::default());
+        let step =
+            stream.on_request_headers(&mut engine, &mut host, to_route("github"), false, NOW_MS);
+        assert!(
+            matches!(step, Step::Await { deadline_ms, .. } if deadline_ms == NOW_MS + 1_000),
+            "{step:?}"
+        );
+        assert_eq!(host.dispatched.len(), 1);
+        assert_eq!(
+            authorization(&host),
+            Some(None),
+            "the caller's token is removed at once"
+        );
+        // The body arrives meanwhile: held, whatever the mode.
+        host.request_body = call("echo");
+        let size = host.request_body.len();
+        assert_eq!(
+            stream.on_request_body(&mut engine, &mut host, size, true),
+            Step::Pause
+        );
+        assert_eq!(host.resumed, 0);
+        engine
+            .exchanges
+            .on_answer(0, &issued("backend.jwt"), NOW_MS + 20);
+        let step = stream.on_credential(&mut engine, &mut host, NOW_MS + 20);
+        assert_eq!(step, Step::Continue, "{mode:?}");
+        assert_eq!(host.resumed, 1);
+        assert_eq!(
+            authorization(&host),
+            Some(Some("Bearer backend.jwt".into()))
+        );
+        assert!(host.sent.is_empty());
+    }
+}
+
+#[test]
+fn without_held_headers_the_token_is_in_place_before_the_headers_go() {
+    let (mut engine, mut host, mut stream) = (
+        exchanging(Mode::Plain),
+        FakeHost::default(),
+        Stream::default(),
+    );
+    stream.on_request_headers(&mut engine, &mut host, to_route("github"), false, NOW_MS);
+    engine
+        .exchanges
+        .on_answer(0, &issued("backend.jwt"), NOW_MS + 20);
+    // The headers go on with the backend's token; the body is decided when it comes.
+    assert_eq!(
+        stream.on_credential(&mut engine, &mut host, NOW_MS + 20),
+        Step::Continue
+    );
+    assert_eq!(
+        authorization(&host),
+        Some(Some("Bearer backend.jwt".into()))
+    );
+    host.request_body = call("rm");
+    let size = host.request_body.len();
+    assert_eq!(
+        stream.on_request_body(&mut engine, &mut host, size, true),
+        Step::Pause
+    );
+    assert_eq!(host.status(), Some(403), "Cedar still decides the call");
+}
+
+#[test]
+fn concurrent_requests_of_one_caller_share_one_exchange_and_then_the_cache() {
+    for mode in MODES {
+        let mut engine = exchanging(mode);
+        let mut host = FakeHost::default();
+        let mut streams: Vec<Stream> = (0..3).map(|_| Stream::default()).collect();
+        for stream in &mut streams {
+            let step =
+                stream.on_request_headers(&mut engine, &mut host, get_to("github"), true, NOW_MS);
+            assert!(matches!(step, Step::Await { .. }), "{step:?}");
+        }
+        assert_eq!(
+            host.dispatched.len(),
+            1,
+            "one exchange in flight per caller and backend"
+        );
+        engine
+            .exchanges
+            .on_answer(0, &issued("backend.jwt"), NOW_MS + 20);
+        for stream in &mut streams {
+            stream.on_credential(&mut engine, &mut host, NOW_MS + 20);
+        }
+        assert_eq!(host.resumed, 3, "{mode:?}");
+        // A later request of the same caller finds the token at once.
+        let mut later = Stream::default();
+        let step = later.on_request_headers(
+            &mut engine,
+            &mut host,
+            get_to("github"),
+            true,
+            NOW_MS + 60_000,
+        );
+        assert_eq!(step, Step::Continue);
+        assert_eq!(host.dispatched.len(), 1);
+        assert_eq!(
+            authorization(&host),
+            Some(Some("Bearer backend.jwt".into()))
+        );
+    }
+}
+
+#[test]
+fn a_refused_exchange_refuses_every_waiting_request_and_nothing_goes_upstream() {
+    for mode in MODES {
+        let mut engine = exchanging(mode);
+        let mut host = FakeHost::default();
+        let (mut first, mut second) = (Stream::default(), Stream::default());
+        first.on_request_headers(&mut engine, &mut host, get_to("github"), true, NOW_MS);
+        second.on_request_headers(&mut engine, &mut host, get_to("github"), true, NOW_MS);
+        let refusal = crate::exchange::Answer::Response {
+            status: 400,
+            body: json!({"error": "invalid_target", "error_description": "no"})
+                .to_string()
+                .into_bytes(),
+        };
+        engine.exchanges.on_answer(0, &refusal, NOW_MS + 20);
+        for stream in [&mut first, &mut second] {
+            assert_eq!(
+                stream.on_credential(&mut engine, &mut host, NOW_MS + 20),
+                Step::Pause
+            );
+        }
+        assert_eq!(host.resumed, 0, "{mode:?}");
+        assert_eq!(host.sent.len(), 2);
+        for sent in &host.sent {
+            assert_eq!(sent.status, 502);
+            let body: Value = serde_json::from_str(&sent.body).unwrap();
+            assert_eq!(body["error"]["code"], -32603);
+            assert_eq!(
+                body["error"]["message"],
+                "the gateway could not obtain a credential for this backend: \
+                 the authorization server refused the exchange (invalid_target)"
+            );
+        }
+        assert_eq!(
+            authorization(&host),
+            Some(None),
+            "the caller's token never went on"
+        );
+    }
+}
+
+#[test]
+fn no_answer_by_the_deadline_or_no_way_to_ask_is_a_503() {
+    for mode in MODES {
+        let (mut engine, mut host, mut stream) =
+            (exchanging(mode), FakeHost::default(), Stream::default());
+        stream.on_request_headers(&mut engine, &mut host, get_to("github"), true, NOW_MS);
+        assert_eq!(
+            stream.on_credential(&mut engine, &mut host, NOW_MS + 1_000),
+            Step::Pause
+        );
+        assert_eq!(host.status(), Some(503));
+        assert!(host.sent[0]
+            .headers
+            .contains(&("retry-after".into(), "1".into())));
+        let (mut engine, mut host, mut stream) = (
+            exchanging(mode),
+            FakeHost {
+                dispatch_fails: true,
+                ..FakeHost::default()
+            },
+            Stream::default(),
+        );
+        let step =
+            stream.on_request_headers(&mut engine, &mut host, get_to("github"), true, NOW_MS);
+        assert_eq!(
+            (step, host.status(), host.resumed),
+            (Step::Pause, Some(503), 0)
+        );
+    }
+}
+
+#[test]
+fn a_waiter_whose_exchange_was_abandoned_asks_again() {
+    let (mut engine, mut host) = (exchanging(Mode::HoldHeaders), FakeHost::default());
+    let (mut first, mut second) = (Stream::default(), Stream::default());
+    first.on_request_headers(&mut engine, &mut host, get_to("github"), true, NOW_MS);
+    second.on_request_headers(&mut engine, &mut host, get_to("github"), true, NOW_MS);
+    // The first request went away; the proxy cancelled its call.
+    assert!(engine.exchanges.abandon(0).is_some());
+    let step = second.on_credential(&mut engine, &mut host, NOW_MS + 10);
+    assert!(matches!(step, Step::Await { .. }), "{step:?}");
+    assert_eq!(host.dispatched.len(), 2);
+    assert_eq!(
+        host.dispatched[0], host.dispatched[1],
+        "the same request, from the waiter's own token"
+    );
+    engine
+        .exchanges
+        .on_answer(1, &issued("backend.jwt"), NOW_MS + 20);
+    assert_eq!(
+        second.on_credential(&mut engine, &mut host, NOW_MS + 20),
+        Step::Continue
+    );
+}
+
+#[test]
+fn a_route_without_a_backend_entry_keeps_the_token_away_from_the_server() {
+    for route in [Some("other"), None] {
+        let (mut engine, mut host, mut stream) = (
+            exchanging(Mode::Plain),
+            FakeHost::default(),
+            Stream::default(),
+        );
+        let head = RequestHead {
+            route_name: route.map(str::to_owned),
+            ..post()
+        };
+        assert_eq!(
+            stream.on_request_headers(&mut engine, &mut host, head, false, NOW_MS),
+            Step::Continue
+        );
+        assert!(host.dispatched.is_empty());
+        assert_eq!(authorization(&host), Some(None));
     }
 }

@@ -8,7 +8,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
 
 use super::abi::{self, Failed};
+use super::exchange_call;
 use super::metrics::Metrics;
+use crate::exchange::TokenRequest;
 use crate::lifecycle::{Host, HostError, Observation};
 use crate::response::LocalResponse;
 use crate::telemetry;
@@ -81,6 +83,8 @@ pub struct ProxyHost<'m> {
     resume: bool,
     /// An authorization decision was made in this callback (its time goes to the histogram).
     pub decided: bool,
+    /// The token exchange calls sent in this callback.
+    pub dispatched: Vec<u32>,
 }
 
 impl<'m> ProxyHost<'m> {
@@ -90,6 +94,7 @@ impl<'m> ProxyHost<'m> {
             send: None,
             resume: false,
             decided: false,
+            dispatched: Vec::new(),
         }
     }
 
@@ -173,6 +178,15 @@ impl Host for ProxyHost<'_> {
     fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         abi::add_map_value(MapType::HttpResponseHeaders, name, value)
             .map_err(|_| HostError("add a response header"))
+    }
+
+    fn dispatch(&mut self, request: &TokenRequest) -> Result<u32, HostError> {
+        let call = exchange_call::dispatch(request);
+        match call {
+            Ok(call) => self.dispatched.push(call),
+            Err(_) => self.metrics.token_exchanged(false),
+        }
+        call
     }
 
     fn send(&mut self, response: &LocalResponse) -> Result<(), HostError> {

@@ -5,6 +5,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::abi;
+use super::exchange_call;
 use super::host::{self, ProxyHost};
 use super::vm::{self, SharedStream, SharedVm};
 use crate::engine::Engine;
@@ -31,7 +32,7 @@ impl HttpFilter {
         deferred.carry_out();
         match step {
             Step::Continue => Action::Continue,
-            Step::Pause | Step::Hold { .. } => Action::Pause,
+            Step::Pause | Step::Hold { .. } | Step::Await { .. } => Action::Pause,
         }
     }
 }
@@ -70,10 +71,51 @@ fn refuse_now(detail: &str) -> Action {
     Action::Pause
 }
 
+impl HttpFilter {
+    /// The name of the route Envoy matched, when `token_exchange` maps routes to backends.
+    fn route_name(&self) -> Option<String> {
+        let wanted = self
+            .vm
+            .try_borrow()
+            .is_ok_and(|vm| vm.engine.config.token_exchange.is_some());
+        if !wanted {
+            return None;
+        }
+        abi::get_property(&["xds", "route_name"])
+            .ok()
+            .flatten()
+            .and_then(|name| String::from_utf8(name).ok())
+            .filter(|name| !name.is_empty())
+    }
+}
+
 impl Context for HttpFilter {
+    /// The answer to a token exchange this stream sent (the SDK delivers it here): settle it
+    /// and resume or refuse every request that waited for it, this one included.
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
+        let Some(now_ms) = host::now_ms() else {
+            return;
+        };
+        let released = match self.vm.try_borrow_mut() {
+            Ok(mut vm) => {
+                exchange_call::on_response(&mut vm, token, num_headers, body_size, now_ms)
+            }
+            Err(_) => return,
+        };
+        vm::release(&self.vm, released, now_ms, false);
+    }
+
     fn on_done(&mut self) -> bool {
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             vm.waiters.forget(self.context_id);
+            let orphans = exchange_call::abandon(&mut vm, self.context_id);
+            vm.orphans.extend(orphans);
         }
         true
     }
@@ -89,6 +131,7 @@ impl HttpContext for HttpFilter {
         };
         let mut head = request_head(headers);
         head.envoy_verified = self.envoy_verified();
+        head.route_name = self.route_name();
         self.run(|stream, engine, host| {
             stream.on_request_headers(engine, host, head, end_of_stream, now_ms)
         })

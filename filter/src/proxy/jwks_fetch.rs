@@ -13,7 +13,7 @@ use super::vm::{SharedStream, Vm};
 use crate::config::RemoteJwks;
 use crate::jwks::KeySet;
 use crate::key_store::{decode_shared, encode_shared};
-use crate::waiters::Waiter;
+use crate::waiters::{Awaits, Waiter};
 
 /// A JWKS larger than this is not a JWKS.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -42,7 +42,7 @@ pub fn maintain(vm: &mut Vm, now_ms: i64) -> Vec<Waiter<SharedStream>> {
         let issuer = vm.engine.keys.issuer(index).unwrap_or_default().to_owned();
         let key = shared_key(&issuer, &remote);
         if adopt_shared(vm, index, &key) {
-            released.extend(vm.waiters.release_issuer(index));
+            released.extend(vm.waiters.release_awaiting(Awaits::Keys(index)));
             if !vm.engine.keys.should_fetch(index, now_ms) {
                 continue;
             }
@@ -152,7 +152,7 @@ pub fn on_response(
             vm.engine.keys.fetch_failed(index, now_ms);
         }
     }
-    vm.waiters.release_issuer(index)
+    vm.waiters.release_awaiting(Awaits::Keys(index))
 }
 
 fn install(vm: &mut Vm, index: usize, set: Arc<KeySet>, fetched_at_ms: i64) {

@@ -23,6 +23,8 @@ pub struct Metrics {
     removed: [Option<u32>; 2],
     jwks_fetch_success: Option<u32>,
     jwks_fetch_failure: Option<u32>,
+    token_exchange_success: Option<u32>,
+    token_exchange_failure: Option<u32>,
     decision_time_us: Option<u32>,
 }
 
@@ -83,6 +85,8 @@ impl Metrics {
             ],
             jwks_fetch_success: counter("jwks_fetches_total.success"),
             jwks_fetch_failure: counter("jwks_fetches_total.failure"),
+            token_exchange_success: counter("token_exchanges_total.success"),
+            token_exchange_failure: counter("token_exchanges_total.failure"),
             decision_time_us: define(
                 MetricType::Histogram,
                 &format!("mcp_auth.{instance}.decision_time_us"),
@@ -119,6 +123,18 @@ impl Metrics {
         if let Some(id) = self.decision_time_us {
             let _ = hostcalls::record_metric(id, micros);
         }
+    }
+
+    /// A token exchange answered with a token (or not: refused, unusable, unanswered, unsent).
+    pub fn token_exchanged(&self, ok: bool) {
+        add(
+            if ok {
+                self.token_exchange_success
+            } else {
+                self.token_exchange_failure
+            },
+            1,
+        );
     }
 
     pub fn jwks_fetched(&self, ok: bool) {

@@ -4,6 +4,7 @@
 //! wrappers (and its convenience methods) panic on statuses and input they did not expect.
 
 mod abi;
+mod exchange_call;
 mod host;
 mod http;
 mod jwks_fetch;

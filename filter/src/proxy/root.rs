@@ -9,20 +9,20 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
 use super::abi;
+use super::exchange_call;
 use super::host;
 use super::http::HttpFilter;
 use super::jwks_fetch;
 use super::metrics::Metrics;
-use super::vm::{self, SharedStream, SharedVm, Vm};
+use super::vm::{self, SharedVm, Vm};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use crate::binding::BindingKey;
 use crate::config::FilterConfig;
 use crate::engine::Engine;
-use crate::lifecycle::Hold;
 use crate::telemetry;
-use crate::waiters::{Waiter, Waiters};
+use crate::waiters::Waiters;
 
 /// Fine enough that a cold start waits little for its first keys, cheap when nothing is due.
 const TICK: Duration = Duration::from_millis(200);
@@ -44,39 +44,18 @@ impl Root {
         let (Some(vm), Some(now_ms)) = (&self.vm, host::now_ms()) else {
             return;
         };
-        let (released, expired) = match vm.try_borrow_mut() {
+        let (mut released, expired) = match vm.try_borrow_mut() {
             Ok(mut state) => (
                 jwks_fetch::maintain(&mut state, now_ms),
                 state.waiters.release_expired(now_ms),
             ),
             Err(_) => return,
         };
-        release(vm, released, now_ms, Hold::Until);
-        release(vm, expired, now_ms, |_| Hold::No);
-    }
-}
-
-/// Re-decides held requests, each in its own stream's context.
-fn release(
-    vm: &SharedVm,
-    waiters: Vec<Waiter<SharedStream>>,
-    now_ms: i64,
-    hold: impl Fn(i64) -> Hold,
-) {
-    for waiter in waiters {
-        if hostcalls::set_effective_context(waiter.context_id).is_err() {
-            continue; // the stream is gone
+        if let Ok(mut state) = vm.try_borrow_mut() {
+            released.append(&mut state.orphans);
         }
-        let hold = hold(waiter.deadline_ms);
-        let Some((_, deferred)) = vm::step(
-            vm,
-            waiter.context_id,
-            &waiter.request,
-            |stream, engine, host| stream.on_keys(engine, host, now_ms, hold),
-        ) else {
-            continue;
-        };
-        deferred.carry_out();
+        vm::release(vm, released, now_ms, false);
+        vm::release(vm, expired, now_ms, true);
     }
 }
 
@@ -136,13 +115,17 @@ impl Context for Root {
         let (Some(vm), Some(now_ms)) = (&self.vm, host::now_ms()) else {
             return;
         };
+        // JWKS fetches are sent from here; so is an exchange a released request asked for.
         let released = match vm.try_borrow_mut() {
-            Ok(mut state) => {
+            Ok(mut state) if state.fetches.contains_key(&token) => {
                 jwks_fetch::on_response(&mut state, token, num_headers, body_size, now_ms)
+            }
+            Ok(mut state) => {
+                exchange_call::on_response(&mut state, token, num_headers, body_size, now_ms)
             }
             Err(_) => return,
         };
-        release(vm, released, now_ms, Hold::Until);
+        vm::release(vm, released, now_ms, false);
     }
 }
 
@@ -172,6 +155,8 @@ impl RootContext for Root {
                     waiters: Waiters::default(),
                     metrics: Metrics::define(&instance),
                     fetches: Default::default(),
+                    exchange_owners: Default::default(),
+                    orphans: Vec::new(),
                 })));
                 // The first tick fetches the keys; fetching here would also fetch from VMs that
                 // Envoy only configures to validate the configuration.

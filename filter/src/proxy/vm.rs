@@ -1,15 +1,17 @@
 //! Per-VM state: the core's engine, and what only the proxy has (held streams, counters,
-//! in-flight JWKS fetches).
+//! in-flight JWKS fetches and token exchange calls).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use proxy_wasm::hostcalls;
+
 use super::host::{self, Deferred, ProxyHost};
 use super::metrics::Metrics;
 use crate::engine::Engine;
-use crate::lifecycle::{Step, Stream};
-use crate::waiters::{Waiter, Waiters};
+use crate::lifecycle::{Hold, Step, Stream};
+use crate::waiters::{Awaits, Waiter, Waiters};
 
 pub type SharedStream = Rc<RefCell<Stream>>;
 
@@ -20,6 +22,12 @@ pub struct Vm {
     pub metrics: Metrics,
     /// In-flight JWKS fetches: call token → issuer index.
     pub fetches: HashMap<u32, usize>,
+    /// In-flight token exchange calls: call token → the stream context that sent it (the proxy
+    /// cancels the call when that stream ends).
+    pub exchange_owners: HashMap<u32, u32>,
+    /// Requests whose exchange was abandoned, for the root's next tick to release: a call sent
+    /// from the callback of the stream that ended would be answered to that stream's context.
+    pub orphans: Vec<Waiter<SharedStream>>,
 }
 
 pub type SharedVm = Rc<RefCell<Vm>>;
@@ -40,6 +48,7 @@ pub fn step(
         engine,
         metrics,
         waiters,
+        exchange_owners,
         ..
     } = &mut *state;
     let mut host = ProxyHost::new(metrics);
@@ -48,17 +57,54 @@ pub fn step(
     if let (true, Some(started), Some(ended)) = (host.decided, started, host::now_us()) {
         metrics.decision_time(ended.saturating_sub(started));
     }
-    if let Step::Hold {
-        issuer,
-        deadline_ms,
-    } = step
-    {
+    let held = match step {
+        Step::Hold {
+            issuer,
+            deadline_ms,
+        } => Some((Awaits::Keys(issuer), deadline_ms)),
+        Step::Await {
+            credential,
+            deadline_ms,
+        } => Some((Awaits::Credential(credential), deadline_ms)),
+        Step::Continue | Step::Pause => None,
+    };
+    if let Some((awaits, deadline_ms)) = held {
         waiters.hold(Waiter {
             context_id,
-            issuer,
+            awaits,
             deadline_ms,
             request: Rc::clone(stream),
         });
     }
+    for call in host.dispatched.drain(..) {
+        exchange_owners.insert(call, context_id);
+    }
     Some((step, host.into_deferred()))
+}
+
+/// Re-decides held requests, each in its own stream's context: those whose keys changed or
+/// whose exchange settled, or (`expired`) whose deadline passed.
+pub fn release(vm: &SharedVm, waiters: Vec<Waiter<SharedStream>>, now_ms: i64, expired: bool) {
+    for waiter in waiters {
+        if hostcalls::set_effective_context(waiter.context_id).is_err() {
+            continue; // the stream is gone
+        }
+        let hold = if expired {
+            Hold::No
+        } else {
+            Hold::Until(waiter.deadline_ms)
+        };
+        let Some((_, deferred)) = step(
+            vm,
+            waiter.context_id,
+            &waiter.request,
+            |stream, engine, host| match waiter.awaits {
+                Awaits::Keys(_) => stream.on_keys(engine, host, now_ms, hold),
+                Awaits::Credential(_) => stream.on_credential(engine, host, now_ms),
+            },
+        ) else {
+            continue;
+        };
+        deferred.carry_out();
+    }
 }
