@@ -402,6 +402,21 @@ async fn refresh<S: Store>(
                 tokio::time::sleep(LEASE_POLL).await;
                 continue;
             }
+            // One lease for every use of the sign-in's upstream refresh token: a token exchange
+            // for a backend of this sign-in may be asking the provider with it right now, and a
+            // provider that rotates refresh tokens takes a second use for a replay.
+            if !take_upstream_lease(state, &family_id, now).await? {
+                release_refresh_lease(state, &token_hash).await;
+                waits += 1;
+                if waits > LEASE_WAITS {
+                    return Err(OAuthError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        "another request is using this sign-in's upstream session; try again shortly",
+                    ));
+                }
+                tokio::time::sleep(LEASE_POLL).await;
+                continue;
+            }
         }
         let upstream_sealed = match recheck_upstream(state, &family_id, &grant.user).await {
             Ok(Some((user, sealed))) => {
@@ -417,9 +432,8 @@ async fn refresh<S: Store>(
                 state.metrics.upstream_failed(&err);
                 // Nothing was claimed: the same refresh token works once the IdP answers again.
                 tracing::warn!(error = %err, client_id = %client.client_id, "the identity provider could not re-check a refresh; nothing revoked");
-                if let Err(err) = state.store.release_refresh_lease(&token_hash).await {
-                    tracing::warn!(error = %err, "could not release a refresh lease (it expires by itself)");
-                }
+                release_refresh_lease(state, &token_hash).await;
+                release_upstream_lease(state, &family_id).await;
                 let description = if err.is_transient() {
                     "the identity provider is unreachable; try again shortly"
                 } else {
@@ -433,6 +447,7 @@ async fn refresh<S: Store>(
             Err(UpstreamCheck::Failed(err)) => {
                 state.metrics.upstream_failed(&err);
                 tracing::info!(error = %err, client_id = %client.client_id, "upstream refused the refresh");
+                release_upstream_lease(state, &family_id).await;
                 if claimed_meanwhile(state, &token_hash).await? {
                     // A concurrent refresh rotated the token (and the upstream session with it).
                     continue;
@@ -466,13 +481,55 @@ async fn refresh<S: Store>(
             .store
             .rotate_refresh(&token_hash, &rotation, now)
             .await
-            .map_err(|err| store_failure(state, err))?;
-        if rotated {
+            .map_err(|err| store_failure(state, err));
+        // After the rotation stored the provider's answer (a rotated upstream refresh token), so
+        // the next holder reads that one.
+        if federated {
+            release_upstream_lease(state, &family_id).await;
+        }
+        if rotated? {
             return Ok(issued(state, &access, access_token, Some(&successor)));
         }
         claims_lost += 1;
     }
     Err(Refusal::Unknown(Credential::RefreshToken).into())
+}
+
+/// Takes the sign-in's upstream-session lease (the one token exchange takes too): `false` while
+/// another request holds it. A sign-in with no stored session needs none (its refresh is refused
+/// for that, further on).
+async fn take_upstream_lease<S: Store>(
+    state: &AppState<S>,
+    family_id: &str,
+    now: i64,
+) -> Result<bool, OAuthError> {
+    let taken = state
+        .store
+        .lease_upstream(family_id, now, now + LEASE_SECONDS)
+        .await
+        .map_err(|err| store_failure(state, err))?;
+    if taken {
+        return Ok(true);
+    }
+    let kept = state
+        .store
+        .upstream_tokens(family_id)
+        .await
+        .map_err(|err| store_failure(state, err))?;
+    Ok(kept.is_none())
+}
+
+/// Gives a lease back; one not given back expires by itself after [`LEASE_SECONDS`].
+async fn release_upstream_lease<S: Store>(state: &AppState<S>, family_id: &str) {
+    if let Err(err) = state.store.release_upstream_lease(family_id).await {
+        tracing::warn!(error = %err, "could not release an upstream-session lease (it expires by itself)");
+    }
+}
+
+async fn release_refresh_lease<S: Store>(state: &AppState<S>, token_hash: &str) {
+    if let Err(err) = state.store.release_refresh_lease(token_hash).await {
+        tracing::warn!(error = %err, "could not release a refresh lease (it expires by itself)");
+    }
 }
 
 /// How long a federated refresh holds its token (and a token exchange its sign-in's upstream
@@ -2153,6 +2210,180 @@ mod tests {
                 kept.refresh_token.as_deref(),
                 Some("upstream-2"),
                 "the rotated refresh token is kept"
+            );
+        }
+
+        /// A provider whose upstream refresh token is good once (it rotates on every use, with no
+        /// grace), whether the use is a refresh or a backend token; it records a second use.
+        struct OneUseSession {
+            current: std::sync::Arc<std::sync::Mutex<String>>,
+            reused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        }
+
+        impl OneUseSession {
+            async fn spend(
+                &self,
+                tokens: &UpstreamTokens,
+            ) -> Result<UpstreamTokens, UpstreamError> {
+                let presented = tokens.refresh_token.clone().unwrap_or_default();
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let mut current = self.current.lock().unwrap();
+                if *current != presented {
+                    self.reused
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Err(UpstreamError::SessionEnded("refresh token reused".into()));
+                }
+                *current = format!("{presented}+");
+                Ok(tokens.rotated(Some(current.clone())))
+            }
+        }
+
+        impl crate::idp::IdentityProvider for OneUseSession {
+            fn is_federated(&self) -> bool {
+                true
+            }
+
+            fn start(&self) -> crate::idp::BoxFuture<'_, Result<crate::idp::Start, UpstreamError>> {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn finish<'a>(
+                &'a self,
+                _code: &'a str,
+                _nonce: &'a str,
+                _verifier: &'a str,
+            ) -> crate::idp::BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>
+            {
+                Box::pin(async { Err(UpstreamError::NotFederated) })
+            }
+
+            fn refresh<'a>(
+                &'a self,
+                tokens: &'a UpstreamTokens,
+                previous: &'a User,
+            ) -> crate::idp::BoxFuture<'a, Result<(User, UpstreamTokens), UpstreamError>>
+            {
+                Box::pin(async move { Ok((previous.clone(), self.spend(tokens).await?)) })
+            }
+
+            fn backend_token<'a>(
+                &'a self,
+                tokens: &'a UpstreamTokens,
+                _resource: Option<&'a str>,
+                _scopes: &'a [String],
+            ) -> crate::idp::BoxFuture<
+                'a,
+                Result<(crate::idp::oidc::UpstreamAccess, UpstreamTokens), UpstreamError>,
+            > {
+                Box::pin(async move {
+                    let rotated = self.spend(tokens).await?;
+                    let access = crate::idp::oidc::UpstreamAccess {
+                        access_token: "idp-backend-token".into(),
+                        expires_in: Some(3600),
+                        scope: None,
+                    };
+                    Ok((access, rotated))
+                })
+            }
+        }
+
+        #[tokio::test]
+        async fn a_refresh_and_an_exchange_of_one_sign_in_never_spend_its_upstream_token_twice() {
+            let current = std::sync::Arc::new(std::sync::Mutex::new("upstream-1".to_owned()));
+            let reused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let sealer = crate::crypto::Sealer::derived("test", b"upstream sessions");
+            let session = UpstreamTokens {
+                refresh_token: Some("upstream-1".into()),
+                ..UpstreamTokens::default()
+            };
+            let sealed = sealer.seal(&serde_json::to_vec(&session).unwrap());
+            let yaml = "upstream: {type: oidc, issuer_url: https://idp.example.com, client_id: c, client_secret_file: /s}\n\
+                        encryption_key_file: /k\n\
+                        token_exchange: {audiences: [{audience: https://jira/mcp, clients: [m2m], scopes: [mcp:tools], \
+                        issuer: upstream, upstream_resource: https://jira}]}\n";
+            let provider = OneUseSession {
+                current: current.clone(),
+                reused: reused.clone(),
+            };
+            let (_dir, app, store) = app_with(
+                std::sync::Arc::new(crate::oauth::SystemClock),
+                Upstream::new(Some(Box::new(provider))),
+                Some(sealer),
+                yaml,
+            )
+            .await;
+            let now = crate::oauth::Clock::now(&crate::oauth::SystemClock);
+            let grant = Grant {
+                client_id: "app".into(),
+                resource: RESOURCE.into(),
+                scope: "mcp:tools offline_access".into(),
+                user: User {
+                    subject: "okta|alice".into(),
+                    email: None,
+                    name: None,
+                    groups: vec![],
+                    roles: vec![],
+                },
+                redirect_uri: "http://127.0.0.1/cb".into(),
+                code_challenge: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(Sha256::digest(b"verifier")),
+            };
+            store
+                .save_code(&sha256_hex("code-2"), &grant, "fam-2", now + 60)
+                .await
+                .unwrap();
+            store
+                .save_upstream_tokens("fam-2", &sealed, now)
+                .await
+                .unwrap();
+            let (status, signed_in) = post_as(
+                &app,
+                None,
+                "/oauth/token",
+                "application/x-www-form-urlencoded",
+                "grant_type=authorization_code&client_id=app&code=code-2&code_verifier=verifier&redirect_uri=http://127.0.0.1/cb",
+            )
+            .await;
+            assert_eq!(status, 200, "{signed_in}");
+            let (access, refresh) = (
+                signed_in["access_token"].as_str().unwrap().to_owned(),
+                signed_in["refresh_token"].as_str().unwrap().to_owned(),
+            );
+            let exchange_body = format!(
+                "grant_type={}&subject_token={access}&subject_token_type={}&audience=https://jira/mcp",
+                exchange::GRANT_TYPE,
+                exchange::ACCESS_TOKEN_TYPE
+            );
+            let refresh_body =
+                format!("grant_type=refresh_token&client_id=app&refresh_token={refresh}");
+            let (exchanged, refreshed) = tokio::join!(
+                form(&app, "/oauth/token", &exchange_body),
+                post_as(
+                    &app,
+                    None,
+                    "/oauth/token",
+                    "application/x-www-form-urlencoded",
+                    refresh_body
+                ),
+            );
+            assert_eq!(exchanged.0, 200, "{}", exchanged.1);
+            assert_eq!(refreshed.0, 200, "the sign-in survives: {}", refreshed.1);
+            assert_eq!(
+                reused.load(std::sync::atomic::Ordering::SeqCst),
+                0,
+                "the provider saw no token twice"
+            );
+            let kept = store.upstream_tokens("fam-2").await.unwrap().unwrap();
+            let kept: UpstreamTokens = serde_json::from_slice(
+                &crate::crypto::Sealer::derived("test", b"upstream sessions")
+                    .open(&kept)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                kept.refresh_token.as_deref(),
+                Some(current.lock().unwrap().as_str()),
+                "the provider's latest refresh token is the one kept"
             );
         }
 
