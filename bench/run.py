@@ -6,7 +6,8 @@ never the bottleneck), and every variant reads the whole request before it answe
 answers before the body arrived makes Envoy close the connection after every request, and the
 figures time TCP set-up instead of the filters. So that churn cannot hide, every run reports
 connections per request and Envoy's `downstream_rq_response_before_rq_complete` counter, read from
-the admin stats before and after it.
+the admin stats before and after it — for the exchange variant's token endpoint too (its own
+`buffer`; `exch/rq` exchanges per request, `cx/exch` connections per exchange).
 
 Variants: (plain) Envoy alone; (native) jwt_authn with its JWT cache on, as an operator would run
 it, + mcp + rbac with the same group policy; (wasm) this filter with a production-like
@@ -115,6 +116,9 @@ SCENARIO_SPECS = {
 STATS = ("downstream_cx_total", "downstream_rq_total", "downstream_rq_response_before_rq_complete",
          "downstream_rq_2xx", "downstream_rq_4xx", "downstream_rq_5xx",
          "jwt_authn.jwt_cache_hit", "jwt_authn.jwt_cache_miss")
+# The exchange variant's token endpoint (listener stat prefix `token`): its connections and
+# requests are reported too, so an exchange that opens a connection each time cannot hide.
+TOKEN_STATS = ("downstream_cx_total", "downstream_rq_total", "downstream_rq_response_before_rq_complete")
 
 
 # --- tokens ---------------------------------------------------------------------------------------
@@ -170,6 +174,10 @@ def forge(valid: list[str], count: int) -> list[str]:
 
 # --- Envoy configurations -------------------------------------------------------------------------
 
+BUFFER = {"name": "envoy.filters.http.buffer", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 1048576}}
+
+
 def hcm(filters: list[dict]) -> dict:
     json_header = [{"header": {"key": "content-type", "value": "application/json"}}]
     # Named: the exchange variant maps route names to backends.
@@ -180,8 +188,6 @@ def hcm(filters: list[dict]) -> dict:
          "response_headers_to_add": json_header},
     ]
     # Every variant reads the whole request before the router answers (see the module docstring).
-    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 1048576}}
     router = {"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     return {
@@ -191,7 +197,7 @@ def hcm(filters: list[dict]) -> dict:
             "stat_prefix": "bench",
             "route_config": {"max_direct_response_body_size_bytes": 65536,
                              "virtual_hosts": [{"name": "b", "domains": ["*"], "routes": routes}]},
-            "http_filters": filters + [buffer, router],
+            "http_filters": filters + [BUFFER, router],
         },
     }
 
@@ -279,7 +285,9 @@ def token_endpoint(port: int) -> tuple[dict, dict]:
                             "match": {"path": "/oauth/token"}, "direct_response": {
                                 "status": 200, "body": {"inline_string": EXCHANGE_ANSWER}},
                             "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}]}]},
-                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        # Like the benched listener: the whole request is read before the
+                        # direct_response, or Envoy answers early and closes the connection.
+                        "http_filters": [BUFFER, {"name": "envoy.filters.http.router", "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}
     cluster = {"name": "token_endpoint", "type": "STATIC", "connect_timeout": "2s", "load_assignment": {
         "cluster_name": "token_endpoint", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
@@ -345,9 +353,11 @@ class Bench:
         return {"rss_mib": int(fields["VmRSS"]) / 1024, "hwm_mib": int(fields["VmHWM"]) / 1024}
 
     def stats(self) -> dict[str, int]:
-        body = requests.get(f"http://127.0.0.1:{self.admin}/stats?format=json&filter=^http\\.bench\\.", timeout=5).json()
-        values = {item["name"].removeprefix("http.bench."): item.get("value", 0) for item in body["stats"] if "value" in item}
-        return {name: int(values.get(name, 0)) for name in STATS}
+        body = requests.get(f"http://127.0.0.1:{self.admin}/stats?format=json&filter=^http\\.(bench|token)\\.", timeout=5).json()
+        values = {item["name"]: item.get("value", 0) for item in body["stats"] if "value" in item}
+        stats = {name: int(values.get(f"http.bench.{name}", 0)) for name in STATS}
+        stats.update({f"token.{name}": int(values.get(f"http.token.{name}", 0)) for name in TOKEN_STATS})
+        return stats
 
     def stop(self):
         self.proc.stop()
@@ -384,7 +394,7 @@ def wrk(bench: Bench, scenario: str, material: dict, workdir: Path, duration: st
                          capture_output=True, text=True, check=True).stdout
     time.sleep(0.2)  # the answers still in flight when wrk stopped
     after = bench.stats()
-    delta = {name: after[name] - before[name] for name in STATS}
+    delta = {name: after[name] - before[name] for name in after}
     done = int(re.search(r"(\d+) requests in", out).group(1))
     if source in ("valid", "forged"):
         pool = len(material["valid"]) if source == "valid" else len(material["forged"])
@@ -397,6 +407,11 @@ def wrk(bench: Bench, scenario: str, material: dict, workdir: Path, duration: st
         "p50_us": _latency(out, "50%"), "p99_us": _latency(out, "99%"), "mean_us": _mean(out),
         "requests": done,
         "cx_per_rq": delta["downstream_cx_total"] / requests_seen,
+        # Exchange variant: token-endpoint requests per benched request, and connections and
+        # early answers per exchange (0 elsewhere).
+        "exchanges_per_rq": delta["token.downstream_rq_total"] / requests_seen,
+        "exchange_cx": delta["token.downstream_cx_total"] / max(delta["token.downstream_rq_total"], 1),
+        "exchange_early": delta["token.downstream_rq_response_before_rq_complete"],
         "early_answers": delta["downstream_rq_response_before_rq_complete"],
         "unexpected_status": requests_seen - delta[f"downstream_rq_{expected}"],
         "socket_errors": sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
@@ -481,17 +496,20 @@ def print_level(level: int, result: dict, module_sizes: dict) -> None:
     print(f"\n== Envoy --concurrency {level} (Envoy on CPU {ENVOY_CPUS[level]}, wrk on CPU {WRK_CPUS}): "
           f"median of {ROUNDS} interleaved rounds of {DURATION}, wrk -c{CONNECTIONS}, [min-max] of the rounds")
     print(f"{'variant':16} {'scenario':12} {'req/s':>7} {'[min-max]':>13} {'p50 µs':>7} {'p99 µs':>7} "
-          f"{'cx/rq':>7} {'early':>6} {'bad':>5} {'jwt cache hits':>14}")
+          f"{'cx/rq':>7} {'early':>6} {'bad':>5} {'jwt cache hits':>14} {'exch/rq':>8} {'cx/exch':>8}")
     variants_ = result["variants"]
     for name, entry in variants_.items():
         for scenario, s in entry["scenarios"].items():
             rps = s["rps"]
             spread = f"[{rps['min']:.0f}-{rps['max']:.0f}]"
             bad = s["unexpected_status"]["median"] + s["socket_errors"]["median"]
-            hits = f"{s['jwt_cache_hit_ratio']['median']:14.2f}" if "native" in name or "jwt_authn" in name else ""
+            hits = f"{s['jwt_cache_hit_ratio']['median']:14.2f}" if "native" in name or "jwt_authn" in name else " " * 14
+            exchange = (f" {s['exchanges_per_rq']['median']:8.4f} {s['exchange_cx']['median']:8.4f}"
+                        if "exchange" in name else "")
+            early = s["early_answers"]["median"] + s["exchange_early"]["median"]
             print(f"{name:16} {scenario:12} {rps['median']:7.0f} {spread:>13} {s['p50_us']['median']:7.0f} "
-                  f"{s['p99_us']['median']:7.0f} {s['cx_per_rq']['median']:7.4f} {s['early_answers']['median']:6.0f} "
-                  f"{bad:5.0f} {hits}")
+                  f"{s['p99_us']['median']:7.0f} {s['cx_per_rq']['median']:7.4f} {early:6.0f} "
+                  f"{bad:5.0f} {hits}{exchange}")
     if "native" in variants_:
         native = variants_["native"]["scenarios"]
         for name in (n for n in variants_ if n not in ("plain", "native")):

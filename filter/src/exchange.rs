@@ -17,8 +17,6 @@ use base64::Engine as _;
 use serde::Deserialize;
 use url::form_urlencoded;
 
-use crate::verify::digest;
-
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const DEFAULT_PATH: &str = "/oauth/token";
@@ -271,8 +269,8 @@ impl fmt::Debug for TokenRequest {
     }
 }
 
-/// Which token of which backend: a caller (the SHA-256 of its token, never the token) and a
-/// backend index.
+/// Which token of which backend: a caller (the digest verification already made of its token —
+/// or, when Envoy's jwt_authn verified it, of its claims —, never the token) and a backend index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CredentialKey {
     caller: [u8; 32],
@@ -280,11 +278,8 @@ pub struct CredentialKey {
 }
 
 impl CredentialKey {
-    pub fn new(caller_token: &str, backend: usize) -> Self {
-        Self {
-            caller: digest(caller_token),
-            backend,
-        }
+    pub fn new(caller: [u8; 32], backend: usize) -> Self {
+        Self { caller, backend }
     }
 }
 
@@ -507,16 +502,15 @@ impl Exchanges {
     pub fn lookup(
         &mut self,
         settings: &ExchangeSettings,
+        key: CredentialKey,
         caller_token: &str,
         caller_exp: i64,
-        backend: usize,
         now_ms: i64,
     ) -> Lookup {
-        let key = CredentialKey::new(caller_token, backend);
         match self.settled(key, now_ms) {
             Some(found) => found,
             None => {
-                let Some(target) = settings.backends.get(backend) else {
+                let Some(target) = settings.backends.get(key.backend) else {
                     return Lookup::Failed(Failure::Unusable("unknown backend".into()));
                 };
                 self.make_room(now_ms);
@@ -667,6 +661,11 @@ mod tests {
 
     use super::*;
 
+    /// The key of `caller`'s token for `backend`, its digest as verification makes it.
+    fn key_of(caller: &str, backend: usize) -> CredentialKey {
+        CredentialKey::new(crate::verify::digest(caller), backend)
+    }
+
     const NOW_MS: i64 = 1_800_000_000_000;
     const NOW: i64 = NOW_MS / 1000;
 
@@ -706,9 +705,9 @@ mod tests {
 
     /// Starts an exchange for `caller` and backend 0, dispatched as call `call`.
     fn start(exchanges: &mut Exchanges, caller: &str, call: u32, now_ms: i64) -> CredentialKey {
-        let found = exchanges.lookup(&settings(), caller, NOW + 3600, 0, now_ms);
+        let found = exchanges.lookup(&settings(), key_of(caller, 0), caller, NOW + 3600, now_ms);
         assert!(matches!(found, Lookup::Start { .. }), "{found:?}");
-        let key = CredentialKey::new(caller, 0);
+        let key = key_of(caller, 0);
         exchanges.dispatched(key, call);
         key
     }
@@ -718,7 +717,13 @@ mod tests {
         let Lookup::Start {
             request,
             deadline_ms,
-        } = Exchanges::new(10).lookup(&settings(), "caller.jwt", NOW + 60, 0, NOW_MS)
+        } = Exchanges::new(10).lookup(
+            &settings(),
+            key_of("caller.jwt", 0),
+            "caller.jwt",
+            NOW + 60,
+            NOW_MS,
+        )
         else {
             panic!("no request");
         };
@@ -760,7 +765,7 @@ mod tests {
     #[test]
     fn a_backend_without_scope_asks_for_none() {
         let Lookup::Start { request, .. } =
-            Exchanges::new(10).lookup(&settings(), "t", NOW + 60, 1, NOW_MS)
+            Exchanges::new(10).lookup(&settings(), key_of("t", 1), "t", NOW + 60, NOW_MS)
         else {
             panic!("no request");
         };
@@ -783,7 +788,13 @@ mod tests {
         let mut exchanges = Exchanges::new(10);
         let key = start(&mut exchanges, "alice", 7, NOW_MS);
         for _ in 0..3 {
-            let found = exchanges.lookup(&settings(), "alice", NOW + 3600, 0, NOW_MS + 10);
+            let found = exchanges.lookup(
+                &settings(),
+                key_of("alice", 0),
+                "alice",
+                NOW + 3600,
+                NOW_MS + 10,
+            );
             assert_eq!(
                 found,
                 Lookup::Wait {
@@ -793,11 +804,11 @@ mod tests {
         }
         // Another caller, or another backend of the same caller, is another exchange.
         assert!(matches!(
-            exchanges.lookup(&settings(), "bob", NOW + 3600, 0, NOW_MS),
+            exchanges.lookup(&settings(), key_of("bob", 0), "bob", NOW + 3600, NOW_MS),
             Lookup::Start { .. }
         ));
         assert!(matches!(
-            exchanges.lookup(&settings(), "alice", NOW + 3600, 1, NOW_MS),
+            exchanges.lookup(&settings(), key_of("alice", 1), "alice", NOW + 3600, NOW_MS),
             Lookup::Start { .. }
         ));
         let (settled, outcome) = exchanges
@@ -831,9 +842,9 @@ mod tests {
         );
         // A short-lived token keeps half its life; the caller's token caps it.
         let mut exchanges = Exchanges::new(10);
-        let found = exchanges.lookup(&settings(), "bob", NOW + 20, 0, NOW_MS);
+        let found = exchanges.lookup(&settings(), key_of("bob", 0), "bob", NOW + 20, NOW_MS);
         assert!(matches!(found, Lookup::Start { .. }));
-        let key = CredentialKey::new("bob", 0);
+        let key = key_of("bob", 0);
         exchanges.dispatched(key, 2);
         exchanges.on_answer(2, &issued("t2", 300), NOW_MS);
         assert_eq!(
@@ -890,7 +901,13 @@ mod tests {
         assert_eq!(failure.message(), "the gateway could not obtain a credential for this backend: the authorization server refused the exchange (invalid_target)");
         assert!(
             matches!(
-                exchanges.lookup(&settings(), "alice", NOW + 3600, 0, NOW_MS + 1_001),
+                exchanges.lookup(
+                    &settings(),
+                    key_of("alice", 0),
+                    "alice",
+                    NOW + 3600,
+                    NOW_MS + 1_001
+                ),
                 Lookup::Start { .. }
             ),
             "then asked again"
@@ -937,7 +954,13 @@ mod tests {
         assert!(!exchanges.is_call(1));
         assert_eq!(exchanges.settled(key, NOW_MS + 10), None);
         assert!(matches!(
-            exchanges.lookup(&settings(), "alice", NOW + 3600, 0, NOW_MS + 10),
+            exchanges.lookup(
+                &settings(),
+                key_of("alice", 0),
+                "alice",
+                NOW + 3600,
+                NOW_MS + 10
+            ),
             Lookup::Start { .. }
         ));
     }

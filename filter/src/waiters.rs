@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(released, [1, 3]);
         assert_eq!(waiters.len(), 1);
         assert!(waiters.is_waiting_for(Awaits::Keys(1)));
-        let key = CredentialKey::new("token", 0);
+        let key = CredentialKey::new([7; 32], 0);
         waiters.hold(Waiter {
             context_id: 4,
             awaits: Awaits::Credential(key),

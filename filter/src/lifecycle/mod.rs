@@ -274,7 +274,7 @@ impl Stream {
                     let exp = identity.expires_at;
                     engine
                         .exchanges
-                        .lookup(settings, &caller.0, exp, backend, now_ms)
+                        .lookup(settings, key, &caller.0, exp, now_ms)
                 }
                 _ => return self.answer(host, &internal_error("an exchange lost its settings")),
             },
@@ -397,7 +397,7 @@ impl Stream {
                 if let Err(refusal) = self.bind_session(engine, host, &identity, &head) {
                     return self.refuse(host, &head, &refusal);
                 }
-                let expires_at = identity.expires_at;
+                let (expires_at, caller) = (identity.expires_at, identity.digest);
                 self.identity = Some(identity);
                 let next = match route {
                     Route::Mcp => Request::Mcp(head.call.clone()),
@@ -420,10 +420,10 @@ impl Stream {
                             &Failure::NoCallerToken,
                         );
                     };
-                    let key = CredentialKey::new(token, backend);
+                    let key = CredentialKey::new(caller, backend);
                     let found = engine
                         .exchanges
-                        .lookup(settings, token, expires_at, backend, now_ms);
+                        .lookup(settings, key, token, expires_at, now_ms);
                     let caller = CallerToken(token.to_owned());
                     return self
                         .carry_out(engine, host, found, key, backend, caller, next, at, now_ms);
